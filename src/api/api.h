@@ -1,0 +1,85 @@
+/*
+ * The HTTP API: libmicrohttpd in external-poll mode on the worker's
+ * libuv loop (http.c), and the routes (routes.c). Every error body is
+ * {"error":"ENAME","message":"..."} with a name from the shared list.
+ */
+#ifndef US_API_H
+#define US_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "common/common.h"
+
+#define HTTP_BODY_MAX (64u * 1024)
+
+struct http;
+struct http_req;
+
+/* Called once per request, with the whole body read. */
+typedef void (*http_dispatch_fn)(struct http_req *req, void *arg);
+
+/* http.c */
+
+/*
+ * Listen on address:port and serve every request through dispatch.
+ * Bodies over body_max get 413. Returns NULL (logged) when the address
+ * cannot be bound.
+ */
+struct http *http_new(uv_loop_t *loop, const char *address, unsigned port,
+    size_t body_max, http_dispatch_fn dispatch, void *arg);
+
+/*
+ * Stop accepting, answer every request still waiting (503), close every
+ * connection, then free; done(arg) runs when the last handle is closed.
+ * NULL is a no-op.
+ */
+void http_free(struct http *h, void (*done)(void *arg), void *arg);
+
+const char *http_req_method(const struct http_req *req);
+const char *http_req_path(const struct http_req *req);
+const char *http_req_body(const struct http_req *req, size_t *len);
+/* A request header or query argument, or NULL. */
+const char *http_req_header(const struct http_req *req, const char *name);
+const char *http_req_query(const struct http_req *req, const char *name);
+
+/*
+ * Answer with a JSON body (the reference is taken). May be called inside
+ * dispatch or later, from any loop callback: a request not answered when
+ * dispatch returns waits (suspended) until it is. Exactly once.
+ */
+void http_reply_json(struct http_req *req, unsigned status, json_t *body);
+
+/* Answer {"error": us_err_name(err), "message": ...}. */
+void http_reply_error(struct http_req *req, unsigned status, int err,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Answer with a text body of the given content type. */
+void http_reply_text(struct http_req *req, unsigned status,
+    const char *content_type, const char *text, size_t len);
+
+/* Add a header to the answer to come (Allow, Location, ...). */
+void http_req_add_reply_header(struct http_req *req, const char *name,
+    const char *value);
+
+/* routes.c */
+
+struct lease;
+struct members;
+
+/* What the routes read; owned by the worker. */
+struct api_ctx {
+	const struct config *cfg;
+	const struct config_server *self;
+	struct lease *lease;
+	struct members *members;
+	bool stopping;
+};
+
+/* The dispatcher for http_new; arg is a struct api_ctx. */
+void routes_dispatch(struct http_req *req, void *arg);
+
+#endif

@@ -1,0 +1,448 @@
+/*
+ * libmicrohttpd on the libuv loop, with no thread of its own: a uv_poll
+ * on MHD's epoll fd and a uv_timer both run MHD_run, then re-arm the
+ * timer from MHD_get_timeout (a 0 timeout matters: MHD keeps connections
+ * with unread data on an internal list that only a 0 timeout reveals).
+ *
+ * A request is dispatched once its body is read. If dispatch does not
+ * answer at once the connection is suspended; the answer resumes it and
+ * kicks the timer, because resuming does not wake MHD without a thread.
+ */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+
+#include "api.h"
+
+struct reply_header {
+	char *name;
+	char *value;
+	struct reply_header *next;
+};
+
+struct http_req {
+	struct http *h;
+	struct MHD_Connection *conn;
+	char *method;
+	char *path;
+	struct buf body;
+	bool too_big;
+	bool dispatched;
+	bool suspended;
+	bool replied;
+	unsigned status;
+	char *content_type;
+	char *reply;
+	size_t reply_len;
+	struct reply_header *headers;
+	struct http_req *next;
+};
+
+struct http {
+	uv_loop_t *loop;
+	struct MHD_Daemon *d;
+	uv_poll_t poll;
+	uv_timer_t timer;
+	uv_timer_t drain;
+	size_t body_max;
+	http_dispatch_fn dispatch;
+	void *arg;
+	struct http_req *reqs;
+	unsigned open_handles;
+	unsigned drain_rounds;
+	bool closing;
+	void (*done)(void *);
+	void *done_arg;
+};
+
+static void http_run(struct http *h);
+
+static void
+timer_cb(uv_timer_t *t)
+{
+	http_run(t->data);
+}
+
+static void
+poll_cb(uv_poll_t *p, int status, int events)
+{
+	(void)status;
+	(void)events;
+	http_run(p->data);
+}
+
+static void
+http_run(struct http *h)
+{
+	MHD_UNSIGNED_LONG_LONG ms;
+
+	if (h->d == NULL)
+		return;
+	MHD_run(h->d);
+	if (MHD_get_timeout(h->d, &ms) == MHD_YES)
+		uv_timer_start(&h->timer, timer_cb, (uint64_t)ms, 0);
+	else
+		uv_timer_stop(&h->timer);
+}
+
+static void
+req_free(struct http_req *req)
+{
+	struct http_req **pp;
+
+	for (pp = &req->h->reqs; *pp; pp = &(*pp)->next)
+		if (*pp == req) {
+			*pp = req->next;
+			break;
+		}
+	while (req->headers) {
+		struct reply_header *rh = req->headers;
+
+		req->headers = rh->next;
+		free(rh->name);
+		free(rh->value);
+		free(rh);
+	}
+	buf_free(&req->body);
+	free(req->method);
+	free(req->path);
+	free(req->content_type);
+	free(req->reply);
+	free(req);
+}
+
+static enum MHD_Result
+queue_reply(struct http_req *req)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result rc;
+
+	resp = MHD_create_response_from_buffer(req->reply_len, req->reply,
+	    MHD_RESPMEM_MUST_COPY);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+	    req->content_type ? req->content_type : "application/json");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	for (struct reply_header *rh = req->headers; rh; rh = rh->next)
+		MHD_add_response_header(resp, rh->name, rh->value);
+	rc = MHD_queue_response(req->conn, req->status, resp);
+	MHD_destroy_response(resp);
+	return rc;
+}
+
+static enum MHD_Result
+access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct http *h = cls;
+	struct http_req *req = *con_cls;
+
+	(void)version;
+	if (req == NULL) {
+		const char *cl;
+		long n;
+
+		if ((req = calloc(1, sizeof(*req))) == NULL)
+			return MHD_NO;
+		req->h = h;
+		req->conn = conn;
+		req->method = strdup(method);
+		req->path = strdup(url);
+		buf_init(&req->body, h->body_max);
+		req->next = h->reqs;
+		h->reqs = req;
+		*con_cls = req;
+		if (req->method == NULL || req->path == NULL)
+			return MHD_NO;
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		    MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && str_to_long(cl, 0, 1L << 40, &n) == 0 &&
+		    (size_t)n > h->body_max) {
+			/* answered before the body is read: MHD closes after */
+			http_reply_error(req, 413, US_ETOOBIG,
+			    "request body of %ld bytes is over the limit of %zu",
+			    n, h->body_max);
+			return queue_reply(req);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		if (!req->too_big &&
+		    buf_append(&req->body, upload_data, *upload_data_size) != 0)
+			req->too_big = true;
+		/* keep reading what is over the cap; answer 413 at the end */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (req->replied)
+		return queue_reply(req);
+	if (req->too_big) {
+		http_reply_error(req, 413, US_ETOOBIG,
+		    "request body is over the limit of %zu bytes", h->body_max);
+		return queue_reply(req);
+	}
+	if (!req->dispatched) {
+		req->dispatched = true;
+		if (h->closing)
+			http_reply_error(req, 503, US_EUNAVAIL,
+			    "the server is stopping");
+		else
+			h->dispatch(req, h->arg);
+		if (req->replied)
+			return queue_reply(req);
+	}
+	if (!req->suspended) {
+		req->suspended = true;
+		MHD_suspend_connection(conn);
+	}
+	return MHD_YES;
+}
+
+static void
+completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct http_req *req = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (req)
+		req_free(req);
+	*con_cls = NULL;
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	log_warn("http: %s", msg);
+}
+
+static void
+handle_closed(uv_handle_t *hd)
+{
+	struct http *h = hd->data;
+
+	if (--h->open_handles > 0)
+		return;
+	if (h->done)
+		h->done(h->done_arg);
+	free(h);
+}
+
+static int
+resolve(const char *address, unsigned port, struct sockaddr_storage *ss)
+{
+	struct addrinfo hints, *ai = NULL;
+	char portstr[8];
+	int rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	snprintf(portstr, sizeof(portstr), "%u", port);
+	if ((rc = getaddrinfo(address, portstr, &hints, &ai)) != 0) {
+		log_error("http: cannot resolve %s: %s", address, gai_strerror(rc));
+		return -1;
+	}
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	freeaddrinfo(ai);
+	return 0;
+}
+
+struct http *
+http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
+    http_dispatch_fn dispatch, void *arg)
+{
+	struct sockaddr_storage ss;
+	const union MHD_DaemonInfo *info;
+	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+	    MHD_USE_ERROR_LOG;
+	struct http *h;
+
+	if (resolve(address, port, &ss) != 0)
+		return NULL;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	if ((h = calloc(1, sizeof(*h))) == NULL)
+		return NULL;
+	h->loop = loop;
+	h->body_max = body_max;
+	h->dispatch = dispatch;
+	h->arg = arg;
+	signal(SIGPIPE, SIG_IGN);
+	h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
+	if (h->d == NULL) {
+		log_error("http: cannot listen on %s port %u", address, port);
+		free(h);
+		return NULL;
+	}
+	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
+	uv_poll_init(loop, &h->poll, info->epoll_fd);
+	uv_timer_init(loop, &h->timer);
+	uv_timer_init(loop, &h->drain);
+	h->poll.data = h;
+	h->timer.data = h;
+	h->drain.data = h;
+	h->open_handles = 3;
+	uv_poll_start(&h->poll, UV_READABLE, poll_cb);
+	http_run(h);
+	return h;
+}
+
+static void
+drain_cb(uv_timer_t *t)
+{
+	struct http *h = t->data;
+	const union MHD_DaemonInfo *info;
+
+	MHD_run(h->d);
+	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	/* let answers go out for up to about 200 ms, then close the rest */
+	if ((info && info->num_connections > 0) && ++h->drain_rounds < 20)
+		return;
+	uv_timer_stop(&h->drain);
+	uv_poll_stop(&h->poll);
+	uv_timer_stop(&h->timer);
+	MHD_stop_daemon(h->d);
+	h->d = NULL;
+	uv_close((uv_handle_t *)&h->poll, handle_closed);
+	uv_close((uv_handle_t *)&h->timer, handle_closed);
+	uv_close((uv_handle_t *)&h->drain, handle_closed);
+}
+
+void
+http_free(struct http *h, void (*done)(void *arg), void *arg)
+{
+	if (h == NULL || h->closing)
+		return;
+	h->closing = true;
+	h->done = done;
+	h->done_arg = arg;
+	MHD_quiesce_daemon(h->d);
+	/* a suspended connection must be resumed before MHD stops */
+	for (struct http_req *req = h->reqs; req; req = req->next)
+		if (req->dispatched && !req->replied)
+			http_reply_error(req, 503, US_EUNAVAIL,
+			    "the server is stopping");
+	uv_timer_start(&h->drain, drain_cb, 0, 10);
+}
+
+const char *
+http_req_method(const struct http_req *req)
+{
+	return req->method;
+}
+
+const char *
+http_req_path(const struct http_req *req)
+{
+	return req->path;
+}
+
+const char *
+http_req_body(const struct http_req *req, size_t *len)
+{
+	*len = req->body.len;
+	return req->body.data ? req->body.data : "";
+}
+
+const char *
+http_req_header(const struct http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *
+http_req_query(const struct http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void
+http_req_add_reply_header(struct http_req *req, const char *name,
+    const char *value)
+{
+	struct reply_header *rh = calloc(1, sizeof(*rh));
+
+	if (rh == NULL)
+		return;
+	rh->name = strdup(name);
+	rh->value = strdup(value);
+	rh->next = req->headers;
+	req->headers = rh;
+}
+
+void
+http_reply_text(struct http_req *req, unsigned status,
+    const char *content_type, const char *text, size_t len)
+{
+	if (req->replied)
+		return;
+	req->replied = true;
+	req->status = status;
+	req->content_type = strdup(content_type);
+	req->reply = malloc(len + 1);
+	if (req->reply) {
+		memcpy(req->reply, text, len);
+		req->reply_len = len;
+	}
+	if (req->suspended) {
+		req->suspended = false;
+		MHD_resume_connection(req->conn);
+		/* resuming wakes nothing without MHD's own thread */
+		uv_timer_start(&req->h->timer, timer_cb, 0, 0);
+	}
+}
+
+void
+http_reply_json(struct http_req *req, unsigned status, json_t *body)
+{
+	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+
+	json_decref(body);
+	if (s == NULL) {
+		static const char oom[] = "{\"error\":\"ENOMEM\",\"message\":\"out "
+					  "of memory\"}";
+
+		http_reply_text(req, 500, "application/json", oom, sizeof(oom) - 1);
+		return;
+	}
+	http_reply_text(req, status, "application/json", s, strlen(s));
+	free(s);
+}
+
+void
+http_reply_error(struct http_req *req, unsigned status, int err,
+    const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	http_reply_json(req, status,
+	    json_pack("{s:s,s:s}", "error", us_err_name(err), "message", msg));
+}

@@ -1,0 +1,37 @@
+/*
+ * understudy, the operator's command line. Each command lives in its own
+ * file; every one takes --help, and --json where it prints results.
+ */
+#ifndef US_CLI_H
+#define US_CLI_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "common/common.h"
+
+/* cli_config.c: config check|doc */
+int cli_config(int argc, char **argv);
+
+/* cli_passwd.c: passwd */
+int cli_passwd(int argc, char **argv);
+
+/* cli_status.c: status */
+int cli_status(int argc, char **argv);
+
+/*
+ * GET or POST url with a bounded wait; the JSON answer in *out (owned by
+ * the caller), the HTTP status in *status. Returns 0, or -1 when the
+ * server could not be reached (message in err).
+ */
+int cli_status_http(const char *method, const char *url, const char *token,
+    long timeout_ms, long *status, json_t **out, char *err, size_t errlen);
+
+/* cli_up.c: up */
+int cli_up(int argc, char **argv);
+
+/* True when argv holds "-h" or "--help". */
+bool cli_wants_help(int argc, char **argv);
+
+#endif

@@ -1,0 +1,73 @@
+/* understudy: the operator's command line. */
+#include <string.h>
+
+#include <curl/curl.h>
+#include <sodium.h>
+
+#include "cli.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: understudy COMMAND [ARGS]\n"
+	    "\n"
+	    "  config check [--print] [--json] FILE\n"
+	    "                      check a cluster config; print every problem\n"
+	    "  config doc          print the option reference (Markdown)\n"
+	    "  up [CONFIG]         run the cluster of CONFIG on this machine\n"
+	    "                      (default examples/contact-center.conf)\n"
+	    "  status              show the cluster as a server sees it\n"
+	    "  passwd              print an argon2id hash for a [user] password\n"
+	    "\n"
+	    "Every command takes --help. Exit status: 0 done, 1 failed or\n"
+	    "problems found, 2 bad usage.\n");
+}
+
+bool
+cli_wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return true;
+	return false;
+}
+
+int
+main(int argc, char **argv)
+{
+	int rc;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("understudy %s\n", US_VERSION);
+		return 0;
+	}
+	if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+		fprintf(stderr, "understudy: cannot initialise libraries\n");
+		return 1;
+	}
+	if (strcmp(argv[1], "config") == 0)
+		rc = cli_config(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "up") == 0)
+		rc = cli_up(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "status") == 0)
+		rc = cli_status(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "passwd") == 0)
+		rc = cli_passwd(argc - 1, argv + 1);
+	else {
+		fprintf(stderr, "understudy: unknown command '%s'\n\n", argv[1]);
+		usage(stderr);
+		rc = 2;
+	}
+	curl_global_cleanup();
+	return rc;
+}

@@ -1,0 +1,287 @@
+/*
+ * Common helpers: logging, time, bounded buffers, base64, strings and
+ * the configuration (its option table, loader and checker).
+ */
+#ifndef US_COMMON_H
+#define US_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "understudy/errors.h"
+
+#define US_VERSION "0.1.0"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* log.c */
+
+enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
+
+/*
+ * Set who is speaking ("PA1", "PA1 master") and the lowest level printed.
+ * The strings are copied. Until called, lines carry "understudy".
+ */
+void log_init(const char *who, enum log_level min);
+
+/* Parse "debug", "info", "warn" or "error"; -1 on anything else. */
+int log_level_parse(const char *s);
+
+/* One line to stderr: "2026-11-21T10:00:00.123Z info PA1: message". */
+void log_msg(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+
+/* time.c */
+
+/* Monotonic clock in milliseconds; use for every timeout. */
+uint64_t time_mono_ms(void);
+
+/* Wall clock in milliseconds since the epoch; use only for display. */
+int64_t time_wall_ms(void);
+
+/*
+ * Format a wall-clock time (ms since the epoch) as ISO 8601 UTC with
+ * milliseconds into buf (at least 25 bytes). Returns buf.
+ */
+char *time_iso8601(int64_t wall_ms, char *buf, size_t len);
+
+/* buf.c */
+
+/*
+ * A growable byte buffer with a hard cap set at creation. The data is
+ * always NUL-terminated (the NUL is not counted in len).
+ */
+struct buf {
+	char *data;
+	size_t len;
+	size_t alloc;
+	size_t max;
+};
+
+/* Start an empty buffer that may hold at most max bytes. */
+void buf_init(struct buf *b, size_t max);
+
+/* Append; returns 0, or US_ETOOBIG past the cap, or US_ENOMEM. */
+int buf_append(struct buf *b, const void *data, size_t len);
+
+/* Append formatted text; same returns as buf_append. */
+int buf_printf(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Drop the first n bytes. */
+void buf_consume(struct buf *b, size_t n);
+
+/* Empty the buffer, keeping its memory. */
+void buf_reset(struct buf *b);
+
+/* Free the memory; the buffer may be reused after buf_init. */
+void buf_free(struct buf *b);
+
+/*
+ * Take the first newline-terminated line out of b into *line (without
+ * the newline, NUL-terminated, owned by the caller). Returns 1 when a
+ * line was taken, 0 when no complete line is buffered, US_ENOMEM.
+ */
+int buf_take_line(struct buf *b, char **line, size_t *len);
+
+/* base64.c */
+
+/*
+ * Encode len bytes as standard base64 (with padding). Returns a new
+ * NUL-terminated string owned by the caller, or NULL on ENOMEM.
+ */
+char *base64_encode(const void *data, size_t len);
+
+/*
+ * Decode standard base64. On success *out is a new buffer owned by the
+ * caller with a NUL after the *outlen decoded bytes. Returns 0, US_EPROTO
+ * on malformed input, US_ENOMEM.
+ */
+int base64_decode(const char *in, size_t inlen, char **out, size_t *outlen);
+
+/* str.c */
+
+/* Edit distance between two strings, capped at 100. */
+unsigned str_distance(const char *a, const char *b);
+
+/*
+ * The candidate nearest to word, or NULL when none is close enough to be
+ * a plausible misspelling.
+ */
+const char *str_suggest(const char *word, const char *const *candidates,
+    size_t n);
+
+/* Copy src into dst of size len, truncating; always NUL-terminates. */
+size_t str_copy(char *dst, const char *src, size_t len);
+
+/*
+ * Parse a whole decimal integer in [min, max]. Returns 0, or -1 when s is
+ * not a number or out of range (errno says which: EINVAL or ERANGE).
+ */
+int str_to_long(const char *s, long min, long max, long *out);
+
+/* True when s is an IPv4 or IPv6 literal. */
+bool str_is_ip(const char *s);
+
+/* True when s is a syntactically valid DNS host name. */
+bool str_is_hostname(const char *s);
+
+/* A list of strings, owned by the list. */
+struct strlist {
+	char **v;
+	size_t n;
+};
+
+/*
+ * Split s on commas and white space into l (appending). Empty items are
+ * skipped. Returns 0, US_ENOMEM, or US_ETOOBIG when an item was longer
+ * than 255 bytes (it is kept, cut short).
+ */
+int strlist_split(struct strlist *l, const char *s);
+
+/* Append a copy of s. Returns 0 or US_ENOMEM. */
+int strlist_add(struct strlist *l, const char *s);
+
+/* Index of s in l, or -1. */
+int strlist_find(const struct strlist *l, const char *s);
+
+/* Free every string and the array; the list is empty afterwards. */
+void strlist_free(struct strlist *l);
+
+/* config.c */
+
+#define CONFIG_NAME_MAX 32
+#define CONFIG_LINE_MAX 1024
+#define CONFIG_FILE_MAX (1024 * 1024)
+
+enum config_section {
+	CONFIG_SEC_CLUSTER,
+	CONFIG_SEC_SERVER,
+	CONFIG_SEC_USER,
+	CONFIG_SEC_CHANNEL,
+	CONFIG_SEC_COUNT
+};
+
+enum config_failback { CONFIG_FAILBACK_AUTO, CONFIG_FAILBACK_MANUAL };
+
+/* Every option of every section; the table in config.c defines them. */
+#define CONFIG_MAX_OPTIONS 48
+
+struct config_cluster {
+	char *name;
+	struct strlist etcd; /* endpoints, "http://host:port" */
+	bool etcd_local;     /* etcd = local: understudy up runs one */
+	long local_etcd_port;
+	long lease_ttl;    /* seconds */
+	int failback;      /* enum config_failback */
+	long failback_delay; /* seconds */
+	int line;          /* of the [cluster] header, 0 when absent */
+	int lines[CONFIG_MAX_OPTIONS];
+};
+
+struct config_server {
+	char *name;
+	char *address;
+	long api_port;
+	long sip_port;
+	long max_media_ports;
+	char *route_point;
+	char *aa_route_point;
+	long media_port_base;
+	long media_ports;
+	long rtp_port_base;
+	struct strlist interceptor_ports;
+	struct strlist failover; /* server names, in order of preference */
+	bool spare;
+	int line;
+	int lines[CONFIG_MAX_OPTIONS];
+};
+
+struct config_user {
+	char *name;
+	char *password; /* argon2id hash */
+	struct strlist groups;
+	int line;
+	int lines[CONFIG_MAX_OPTIONS];
+};
+
+struct config_channel {
+	char *name;
+	struct strlist allow; /* user names and @group names */
+	int line;
+	int lines[CONFIG_MAX_OPTIONS];
+};
+
+struct config {
+	char *path;
+	struct config_cluster cluster;
+	struct config_server *servers;
+	size_t n_servers;
+	struct config_user *users;
+	size_t n_users;
+	struct config_channel *channels;
+	size_t n_channels;
+};
+
+enum config_severity { CONFIG_ERROR, CONFIG_WARNING };
+
+struct config_diag {
+	int line; /* 0: about the file as a whole */
+	enum config_severity severity;
+	char *message;
+};
+
+/* Problems found in one file, in line order once loading is done. */
+struct config_diags {
+	char *path;
+	struct config_diag *v;
+	size_t n;
+	size_t errors;
+	size_t warnings;
+};
+
+/*
+ * Read, parse and check the file at path. Every problem goes into d
+ * (which the caller frees with config_diags_free); the returned config
+ * is usable only when d->errors is 0. Returns NULL only when the file
+ * cannot be read (d says why) or memory runs out.
+ */
+struct config *config_load(const char *path, struct config_diags *d);
+
+/* The same from a buffer; name is used in messages. */
+struct config *config_parse(const char *name, const char *text, size_t len,
+    struct config_diags *d);
+
+/* Free a config; NULL is a no-op. */
+void config_free(struct config *cfg);
+
+/* Free the diagnostics' contents. */
+void config_diags_free(struct config_diags *d);
+
+/* Print "FILE:LINE: error: message" lines to f. */
+void config_diags_print(const struct config_diags *d, FILE *f);
+
+/* Print the normalised config, every option with its value, as INI. */
+void config_print(const struct config *cfg, FILE *f);
+
+/* Print the option reference (Markdown) from the option table. */
+void config_doc(FILE *f);
+
+/* The server named name, or NULL. */
+const struct config_server *config_server_find(const struct config *cfg,
+    const char *name);
+
+/* True when the server is meant to run on this machine. */
+bool config_address_is_local(const char *address);
+
+/* A route point or interceptor pattern matches an extension. */
+bool config_pattern_match(const char *pattern, const char *extension);
+
+#endif

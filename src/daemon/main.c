@@ -1,0 +1,106 @@
+/* understudyd: load and check the config, then run the master or worker. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <sodium.h>
+
+#include "daemon.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: understudyd --config FILE --server NAME [--log-level LEVEL]\n"
+	    "\n"
+	    "Runs one understudy server: a master process that starts the\n"
+	    "worker, restarts it when it dies and revokes its lease at once so\n"
+	    "that its cover takes over.\n"
+	    "\n"
+	    "  -c, --config FILE      the cluster configuration (INI)\n"
+	    "  -s, --server NAME      which [server NAME] of it this is\n"
+	    "  -l, --log-level LEVEL  debug, info (default), warn or error\n"
+	    "  -h, --help             this text\n"
+	    "  -V, --version          print the version\n"
+	    "\n"
+	    "Logs go to stderr, one line per event. SIGTERM or SIGINT stop the\n"
+	    "server cleanly (its lease is revoked) with exit status 0.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"server", required_argument, NULL, 's'},
+	    {"log-level", required_argument, NULL, 'l'},
+	    {"worker", no_argument, NULL, 'W'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0}};
+	struct daemon_args a = {.log_level = "info"};
+	struct config_diags d = {0};
+	bool worker = false;
+	int c, level, rc;
+	char who[64];
+
+	while ((c = getopt_long(argc, argv, "c:s:l:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			a.config_path = optarg;
+			break;
+		case 's':
+			a.server = optarg;
+			break;
+		case 'l':
+			a.log_level = optarg;
+			break;
+		case 'W':
+			worker = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("understudyd %s\n", US_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (a.config_path == NULL || a.server == NULL || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if ((level = log_level_parse(a.log_level)) < 0) {
+		fprintf(stderr, "understudyd: unknown log level '%s'\n", a.log_level);
+		return 2;
+	}
+	snprintf(who, sizeof(who), "%s%s", a.server, worker ? "" : " master");
+	log_init(who, (enum log_level)level);
+	a.cfg = config_load(a.config_path, &d);
+	if (a.cfg == NULL || d.errors) {
+		config_diags_print(&d, stderr);
+		log_error("%s has errors; not starting", a.config_path);
+		config_diags_free(&d);
+		config_free(a.cfg);
+		return 2;
+	}
+	config_diags_free(&d);
+	if ((a.self = config_server_find(a.cfg, a.server)) == NULL) {
+		log_error("no [server %s] in %s", a.server, a.config_path);
+		config_free(a.cfg);
+		return 2;
+	}
+	if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+		log_error("cannot initialise libsodium or libcurl");
+		config_free(a.cfg);
+		return 1;
+	}
+	rc = worker ? worker_main(&a) : master_main(&a);
+	config_free(a.cfg);
+	curl_global_cleanup();
+	return rc;
+}

@@ -1,0 +1,412 @@
+/*
+ * The master: starts the worker (this same program with --worker),
+ * restarts it when it dies, and revokes the worker's lease the moment it
+ * dies, so the cluster sees the death at once ("software failover")
+ * instead of after the lease TTL.
+ *
+ * It pings the worker's loop over the pipe; a worker that leaves pings
+ * unanswered for master_hang_limit_ms() is killed and handled as a
+ * crash. Restarts back off, and a worker that dies MASTER_MAX_CRASHES
+ * times within MASTER_CRASH_WINDOW_MS makes the master give up.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "coord/coord.h"
+#include "daemon.h"
+
+#define MASTER_PING_MS 50
+#define MASTER_STARTUP_GRACE_MS 10000
+#define MASTER_MAX_CRASHES 5
+#define MASTER_CRASH_WINDOW_MS 60000
+#define MASTER_STOP_GRACE_MS 5000
+
+struct child {
+	struct master *m;
+	uv_process_t proc;
+	uv_pipe_t ipc;
+	struct buf in;
+	int64_t lease;
+	uint64_t started;
+	uint64_t last_pong; /* 0 until the first pong */
+	bool exited;
+	bool hung;
+	unsigned open_handles;
+};
+
+struct master {
+	uv_loop_t *loop;
+	const struct daemon_args *a;
+	struct etcd *etcd;
+	struct child *child;
+	uv_timer_t ping;
+	uv_timer_t restart;
+	uv_timer_t stop_grace;
+	uv_signal_t sigterm, sigint, sighup;
+	uint64_t crashes[MASTER_MAX_CRASHES];
+	unsigned n_crashes;
+	unsigned hang_limit;
+	bool stopping;
+	bool finishing;
+	unsigned revocations; /* lease revocations still out */
+	int status;
+	char exe[4096];
+};
+
+static void master_spawn(struct master *m);
+static void master_finish(struct master *m);
+
+unsigned
+master_hang_limit_ms(unsigned lease_ttl)
+{
+	/* the kill and the revocation both land within half the TTL */
+	unsigned half = lease_ttl * 1000 / 2;
+
+	return half > 500 ? half - 250 : 250;
+}
+
+static void
+child_closed(uv_handle_t *h)
+{
+	struct child *c = h->data;
+
+	if (--c->open_handles == 0) {
+		buf_free(&c->in);
+		free(c);
+	}
+}
+
+struct revocation {
+	struct master *m;
+	uint64_t t0;
+};
+
+static void
+revoke_cb(const struct etcd_res *res, void *arg)
+{
+	struct revocation *r = arg;
+	struct master *m = r->m;
+
+	if (res->err && res->err != US_ENOTFOUND)
+		log_error("revoking the dead worker's lease failed: %s; it "
+			  "expires by itself",
+		    us_strerror(res->err));
+	else if (res->err == 0)
+		log_info("dead worker's lease revoked %" PRIu64 " ms after its "
+			 "death",
+		    time_mono_ms() - r->t0);
+	free(r);
+	if (--m->revocations == 0 && m->finishing)
+		etcd_free(m->etcd);
+}
+
+static void
+restart_cb(uv_timer_t *t)
+{
+	struct master *m = t->data;
+
+	if (!m->stopping)
+		master_spawn(m);
+}
+
+/* Record a crash; returns the restart delay, or -1 to give up. */
+static int64_t
+crash_backoff(struct master *m)
+{
+	uint64_t now = time_mono_ms();
+	unsigned recent = 0, keep = 0;
+
+	for (unsigned i = 0; i < m->n_crashes; i++)
+		if (now - m->crashes[i] < MASTER_CRASH_WINDOW_MS)
+			m->crashes[keep++] = m->crashes[i];
+	m->n_crashes = keep;
+	if (m->n_crashes == MASTER_MAX_CRASHES)
+		return -1;
+	m->crashes[m->n_crashes++] = now;
+	recent = m->n_crashes;
+	/* at once after the first crash, then 100, 200, 400 ms ... */
+	return recent <= 1 ? 0 : (int64_t)(100u << (recent - 2));
+}
+
+static void
+exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+	struct child *c = p->data;
+	struct master *m = c->m;
+	int64_t delay;
+
+	c->exited = true;
+	if (c->lease) {
+		struct revocation *r = malloc(sizeof(*r));
+
+		/* first: the cluster must see this server gone, now */
+		if (r) {
+			r->m = m;
+			r->t0 = time_mono_ms();
+			if (etcd_lease_revoke(m->etcd, c->lease, revoke_cb, r))
+				m->revocations++;
+			else
+				free(r);
+		}
+	}
+	if (sig)
+		log_msg(m->stopping ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
+		    "worker pid %d killed by signal %d%s", p->pid, sig,
+		    c->hung ? " (it hung)" : "");
+	else
+		log_msg(status == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
+		    "worker pid %d exited with status %" PRId64, p->pid, status);
+	uv_close((uv_handle_t *)&c->proc, child_closed);
+	uv_close((uv_handle_t *)&c->ipc, child_closed);
+	m->child = NULL;
+	if (m->stopping) {
+		if (status != 0 || sig)
+			m->status = 1;
+		master_finish(m);
+		return;
+	}
+	if ((delay = crash_backoff(m)) < 0) {
+		log_error("the worker died %d times within %d s; giving up",
+		    MASTER_MAX_CRASHES + 1, MASTER_CRASH_WINDOW_MS / 1000);
+		m->status = 1;
+		m->stopping = true;
+		master_finish(m);
+		return;
+	}
+	log_info("restarting the worker in %" PRId64 " ms", delay);
+	uv_timer_start(&m->restart, restart_cb, (uint64_t)delay, 0);
+}
+
+static void
+ipc_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
+{
+	static char mem[4096];
+
+	(void)h;
+	(void)size;
+	b->base = mem;
+	b->len = sizeof(mem);
+}
+
+static void
+ipc_line(struct child *c, const char *line)
+{
+	if (strcmp(line, "pong") == 0) {
+		c->last_pong = time_mono_ms();
+	} else if (strncmp(line, "lease ", 6) == 0) {
+		c->lease = (int64_t)strtoull(line + 6, NULL, 16);
+		log_debug("worker lease is now %" PRIx64, (uint64_t)c->lease);
+	}
+}
+
+static void
+ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct child *c = s->data;
+	char *line;
+	size_t len;
+
+	if (n < 0) {
+		uv_read_stop(s);
+		return;
+	}
+	if (buf_append(&c->in, b->base, (size_t)n) != 0) {
+		log_error("worker sent an over-long line; ignoring it");
+		buf_reset(&c->in);
+		return;
+	}
+	while (buf_take_line(&c->in, &line, &len) == 1) {
+		ipc_line(c, line);
+		free(line);
+	}
+}
+
+static void
+ping_cb(uv_timer_t *t)
+{
+	struct master *m = t->data;
+	struct child *c = m->child;
+	static char ping[] = "ping\n";
+	uv_buf_t b = uv_buf_init(ping, sizeof(ping) - 1);
+	uint64_t now = time_mono_ms(), since;
+
+	if (c == NULL || c->exited || c->hung)
+		return;
+	since = c->last_pong ? c->last_pong : c->started;
+	if (now - since >
+	    (c->last_pong ? m->hang_limit : MASTER_STARTUP_GRACE_MS)) {
+		log_error("worker pid %d has not answered for %" PRIu64
+			  " ms; killing it",
+		    c->proc.pid, now - since);
+		c->hung = true;
+		uv_process_kill(&c->proc, SIGKILL);
+		return;
+	}
+	uv_try_write((uv_stream_t *)&c->ipc, &b, 1);
+}
+
+static void
+master_spawn(struct master *m)
+{
+	struct child *c = calloc(1, sizeof(*c));
+	uv_process_options_t o;
+	uv_stdio_container_t stdio[4];
+	char *args[9];
+	int rc;
+
+	if (c == NULL) {
+		log_error("out of memory starting the worker");
+		uv_timer_start(&m->restart, restart_cb, 1000, 0);
+		return;
+	}
+	c->m = m;
+	buf_init(&c->in, 4096);
+	uv_pipe_init(m->loop, &c->ipc, 0);
+	c->ipc.data = c;
+	c->proc.data = c;
+	args[0] = m->exe;
+	args[1] = (char *)"--worker";
+	args[2] = (char *)"--config";
+	args[3] = (char *)m->a->config_path;
+	args[4] = (char *)"--server";
+	args[5] = (char *)m->a->server;
+	args[6] = (char *)"--log-level";
+	args[7] = (char *)m->a->log_level;
+	args[8] = NULL;
+	memset(&o, 0, sizeof(o));
+	memset(stdio, 0, sizeof(stdio));
+	stdio[0].flags = UV_IGNORE;
+	stdio[1].flags = UV_INHERIT_FD;
+	stdio[1].data.fd = 1;
+	stdio[2].flags = UV_INHERIT_FD;
+	stdio[2].data.fd = 2;
+	stdio[DAEMON_IPC_FD].flags =
+	    UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+	stdio[DAEMON_IPC_FD].data.stream = (uv_stream_t *)&c->ipc;
+	o.file = m->exe;
+	o.args = args;
+	o.exit_cb = exit_cb;
+	o.stdio = stdio;
+	o.stdio_count = 4;
+	c->started = time_mono_ms();
+	if ((rc = uv_spawn(m->loop, &c->proc, &o)) != 0) {
+		log_error("cannot start the worker %s: %s", m->exe, uv_strerror(rc));
+		c->open_handles = 2;
+		uv_close((uv_handle_t *)&c->proc, child_closed);
+		uv_close((uv_handle_t *)&c->ipc, child_closed);
+		m->status = 1;
+		m->stopping = true;
+		master_finish(m);
+		return;
+	}
+	c->open_handles = 2;
+	m->child = c;
+	uv_read_start((uv_stream_t *)&c->ipc, ipc_alloc, ipc_read);
+	log_info("worker pid %d started", c->proc.pid);
+}
+
+static void
+close_quiet(uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void
+master_finish(struct master *m)
+{
+	uv_timer_stop(&m->ping);
+	close_quiet((uv_handle_t *)&m->ping);
+	close_quiet((uv_handle_t *)&m->restart);
+	close_quiet((uv_handle_t *)&m->stop_grace);
+	close_quiet((uv_handle_t *)&m->sigterm);
+	close_quiet((uv_handle_t *)&m->sigint);
+	close_quiet((uv_handle_t *)&m->sighup);
+	/* a revocation still out must land before the client goes */
+	m->finishing = true;
+	if (m->revocations == 0)
+		etcd_free(m->etcd);
+}
+
+static void
+stop_grace_cb(uv_timer_t *t)
+{
+	struct master *m = t->data;
+
+	if (m->child && !m->child->exited) {
+		log_error("worker pid %d did not stop within %d ms; killing it",
+		    m->child->proc.pid, MASTER_STOP_GRACE_MS);
+		uv_process_kill(&m->child->proc, SIGKILL);
+	}
+}
+
+static void
+signal_cb(uv_signal_t *s, int signum)
+{
+	struct master *m = s->data;
+
+	if (signum == SIGHUP) {
+		log_info("SIGHUP: nothing to reload yet");
+		return;
+	}
+	if (m->stopping)
+		return;
+	log_info("%s: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	m->stopping = true;
+	uv_timer_stop(&m->restart);
+	if (m->child && !m->child->exited) {
+		uv_process_kill(&m->child->proc, SIGTERM);
+		uv_timer_start(&m->stop_grace, stop_grace_cb, MASTER_STOP_GRACE_MS,
+		    0);
+		return;
+	}
+	master_finish(m);
+}
+
+int
+master_main(const struct daemon_args *a)
+{
+	const struct config_cluster *cl = &a->cfg->cluster;
+	struct etcd_opts eo = {.request_timeout_ms = 500};
+	struct master m;
+	size_t len = sizeof(m.exe);
+	int rc;
+
+	memset(&m, 0, sizeof(m));
+	m.loop = uv_default_loop();
+	m.a = a;
+	m.hang_limit = master_hang_limit_ms((unsigned)cl->lease_ttl);
+	if ((rc = uv_exepath(m.exe, &len)) != 0) {
+		log_error("cannot find my own executable: %s", uv_strerror(rc));
+		return 1;
+	}
+	m.etcd = etcd_new(m.loop, (const char *const *)cl->etcd.v, cl->etcd.n, &eo);
+	if (m.etcd == NULL) {
+		log_error("cannot create the etcd client");
+		return 1;
+	}
+	uv_timer_init(m.loop, &m.ping);
+	uv_timer_init(m.loop, &m.restart);
+	uv_timer_init(m.loop, &m.stop_grace);
+	m.ping.data = m.restart.data = m.stop_grace.data = &m;
+	uv_signal_init(m.loop, &m.sigterm);
+	uv_signal_init(m.loop, &m.sigint);
+	uv_signal_init(m.loop, &m.sighup);
+	m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+	uv_signal_start(&m.sigterm, signal_cb, SIGTERM);
+	uv_signal_start(&m.sigint, signal_cb, SIGINT);
+	uv_signal_start(&m.sighup, signal_cb, SIGHUP);
+	signal(SIGPIPE, SIG_IGN);
+	log_info("understudyd %s starting; hang limit %u ms", US_VERSION,
+	    m.hang_limit);
+	uv_timer_start(&m.ping, ping_cb, MASTER_PING_MS, MASTER_PING_MS);
+	master_spawn(&m);
+	uv_run(m.loop, UV_RUN_DEFAULT);
+	uv_loop_close(m.loop);
+	log_info("stopped");
+	return m.status;
+}

@@ -1,0 +1,215 @@
+/*
+ * The worker: one libuv loop that holds the lease, the membership key
+ * and the HTTP API, and answers the master's pings.
+ *
+ * Stopping (SIGTERM, SIGINT, or the master's pipe closing) revokes the
+ * lease first, so the cluster sees the server go at once, then closes
+ * the HTTP server and the etcd client and lets the loop run dry.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "agent/agent.h"
+#include "api/api.h"
+#include "coord/coord.h"
+#include "daemon.h"
+
+struct worker {
+	uv_loop_t *loop;
+	const struct daemon_args *a;
+	struct etcd *etcd;
+	struct lease *lease;
+	struct members *members;
+	struct http *http;
+	struct api_ctx api;
+	uv_pipe_t ipc;
+	bool ipc_open;
+	struct buf ipc_in;
+	uv_signal_t sigterm, sigint;
+	bool stopping;
+	int status;
+};
+
+static void worker_stop(struct worker *w, const char *why);
+
+static void
+ipc_send(struct worker *w, const char *line)
+{
+	uv_buf_t b = uv_buf_init((char *)line, (unsigned)strlen(line));
+
+	if (w->ipc_open)
+		uv_try_write((uv_stream_t *)&w->ipc, &b, 1);
+}
+
+static void
+on_acquired(struct lease *l, int64_t id, void *arg)
+{
+	struct worker *w = arg;
+	char line[64];
+
+	(void)l;
+	snprintf(line, sizeof(line), "lease %" PRIx64 "\n", (uint64_t)id);
+	/* the master must know it before anything else is written on it */
+	ipc_send(w, line);
+	members_register(w->members, id);
+}
+
+static void
+on_lost(struct lease *l, const char *why, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)l;
+	log_error("not serving: %s", why);
+	members_register(w->members, 0);
+	ipc_send(w, "lease 0\n");
+}
+
+static void
+ipc_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
+{
+	static char mem[4096];
+
+	(void)h;
+	(void)size;
+	b->base = mem;
+	b->len = sizeof(mem);
+}
+
+static void
+ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct worker *w = s->data;
+	char *line;
+	size_t len;
+
+	if (n < 0) {
+		worker_stop(w, "the master is gone");
+		return;
+	}
+	if (buf_append(&w->ipc_in, b->base, (size_t)n) != 0) {
+		buf_reset(&w->ipc_in);
+		return;
+	}
+	while (buf_take_line(&w->ipc_in, &line, &len) == 1) {
+		if (strcmp(line, "ping") == 0)
+			ipc_send(w, "pong\n");
+		free(line);
+	}
+}
+
+static void
+signal_cb(uv_signal_t *s, int signum)
+{
+	worker_stop(s->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void
+http_closed(void *arg)
+{
+	(void)arg;
+}
+
+static void
+revoked(void *arg)
+{
+	struct worker *w = arg;
+
+	members_free(w->members);
+	w->members = NULL;
+	lease_free(w->lease);
+	w->lease = NULL;
+	etcd_free(w->etcd);
+	w->etcd = NULL;
+}
+
+static void
+worker_stop(struct worker *w, const char *why)
+{
+	if (w->stopping)
+		return;
+	w->stopping = true;
+	w->api.stopping = true;
+	log_info("stopping: %s", why);
+	uv_close((uv_handle_t *)&w->sigterm, NULL);
+	uv_close((uv_handle_t *)&w->sigint, NULL);
+	if (w->ipc_open) {
+		w->ipc_open = false;
+		uv_close((uv_handle_t *)&w->ipc, NULL);
+	}
+	http_free(w->http, http_closed, w);
+	w->http = NULL;
+	/* the key goes with the lease; do not write it back */
+	members_register(w->members, 0);
+	lease_revoke(w->lease, revoked, w);
+}
+
+int
+worker_main(const struct daemon_args *a)
+{
+	const struct config_cluster *cl = &a->cfg->cluster;
+	struct etcd_opts eo;
+	struct lease_cbs cbs = {on_acquired, on_lost};
+	struct worker w;
+
+	memset(&w, 0, sizeof(w));
+	memset(&eo, 0, sizeof(eo));
+	w.loop = uv_default_loop();
+	w.a = a;
+	signal(SIGPIPE, SIG_IGN);
+	/* a renewal must be answered, or given up, well within the TTL */
+	eo.request_timeout_ms = (unsigned)cl->lease_ttl * 1000 / 4;
+	if (eo.request_timeout_ms < 200)
+		eo.request_timeout_ms = 200;
+	buf_init(&w.ipc_in, 4096);
+	if (uv_pipe_init(w.loop, &w.ipc, 0) == 0 &&
+	    uv_pipe_open(&w.ipc, DAEMON_IPC_FD) == 0) {
+		w.ipc_open = true;
+		w.ipc.data = &w;
+		uv_read_start((uv_stream_t *)&w.ipc, ipc_alloc, ipc_read);
+	} else {
+		log_warn("no master pipe on fd %d; running without a master",
+		    DAEMON_IPC_FD);
+		uv_close((uv_handle_t *)&w.ipc, NULL);
+	}
+	w.etcd = etcd_new(w.loop, (const char *const *)cl->etcd.v, cl->etcd.n, &eo);
+	if (w.etcd == NULL) {
+		log_error("cannot create the etcd client");
+		return 1;
+	}
+	w.members = members_new(w.etcd, a->cfg, a->self->name, NULL, &w);
+	w.api.cfg = a->cfg;
+	w.api.self = a->self;
+	w.http = http_new(w.loop, a->self->address, (unsigned)a->self->api_port,
+	    HTTP_BODY_MAX, routes_dispatch, &w.api);
+	if (w.members == NULL || w.http == NULL) {
+		members_free(w.members);
+		etcd_free(w.etcd);
+		if (w.ipc_open)
+			uv_close((uv_handle_t *)&w.ipc, NULL);
+		uv_run(w.loop, UV_RUN_DEFAULT);
+		uv_loop_close(w.loop);
+		buf_free(&w.ipc_in);
+		return 1;
+	}
+	w.lease = lease_new(w.loop, w.etcd, (unsigned)cl->lease_ttl, &cbs, &w);
+	w.api.lease = w.lease;
+	w.api.members = w.members;
+	uv_signal_init(w.loop, &w.sigterm);
+	uv_signal_init(w.loop, &w.sigint);
+	w.sigterm.data = w.sigint.data = &w;
+	uv_signal_start(&w.sigterm, signal_cb, SIGTERM);
+	uv_signal_start(&w.sigint, signal_cb, SIGINT);
+	log_info("serving HTTP on %s:%ld; etcd %s", a->self->address,
+	    a->self->api_port, etcd_endpoint(w.etcd));
+	uv_run(w.loop, UV_RUN_DEFAULT);
+	uv_loop_close(w.loop);
+	buf_free(&w.ipc_in);
+	log_info("stopped");
+	return w.status;
+}
