@@ -165,7 +165,7 @@ members_new(struct etcd *e, const struct config *cfg, const char *self,
 	}
 	uv_timer_init(etcd_loop(e), &m->retry);
 	m->retry.data = m;
-	if ((m->watch = etcd_watch_new(e, m->prefix, true, on_watch, m)) == NULL) {
+	if ((m->watch = etcd_watch_new(e, m->prefix, true, 0, on_watch, m)) == NULL) {
 		uv_close((uv_handle_t *)&m->retry, NULL);
 		goto fail;
 	}

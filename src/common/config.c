@@ -414,7 +414,12 @@ config_reader(char *str, int num, void *stream)
 		if (*s == '[') {
 			if (e[-1] != ']') {
 				ERR(ps->d, ps->lineno,
-				    "section header is missing its ']'");
+				    "section header is missing its ']'; the keys "
+				    "under it are skipped");
+				/* keys up to the next header belong nowhere */
+				ps->seen_header = true;
+				ps->obj = NULL;
+				ps->lines = NULL;
 				goto blank;
 			}
 			goto copy;
@@ -723,7 +728,7 @@ config_handler(void *user, const char *section, const char *key,
 {
 	struct parse_state *ps = user;
 	const struct config_option *o;
-	size_t idx;
+	size_t idx, errors;
 
 	(void)section;
 	if (!ps->seen_header) {
@@ -751,15 +756,16 @@ config_handler(void *user, const char *section, const char *key,
 	}
 	if (ps->lines[idx] && o->type != CT_LIST) {
 		ERR(ps->d, ps->lineno, "'%s' is already set at line %d", key,
-		    ps->lines[idx]);
+		    abs(ps->lines[idx]));
 		return 1;
 	}
 	/* a list given in the file replaces its default; repeats add up */
 	if (ps->lines[idx] == 0 && o->type == CT_LIST)
 		strlist_free((struct strlist *)(void *)((char *)ps->obj +
 		    o->offset));
-	ps->lines[idx] = ps->lineno;
+	errors = ps->d->errors;
 	option_set(ps->d, ps->lineno, o, ps->obj, value);
+	ps->lines[idx] = ps->d->errors > errors ? -ps->lineno : ps->lineno;
 	return 1;
 }
 
@@ -801,18 +807,31 @@ config_reader_sections(char *str, int num, void *stream)
 
 /* ---- checks across the whole file ---- */
 
+/*
+ * lines[] holds, per option, the line that set it: positive when the value
+ * was taken, negative when it was rejected (and reported), 0 when unset.
+ */
+static int
+line_raw(const int *lines, enum config_section sec, const char *name)
+{
+	size_t idx;
+
+	return option_find(sec, name, &idx) ? lines[idx] : 0;
+}
+
 static int
 line_of(const int *lines, enum config_section sec, const char *name,
     int fallback)
 {
-	size_t idx;
+	int l = line_raw(lines, sec, name);
 
-	if (option_find(sec, name, &idx) && lines[idx])
-		return lines[idx];
-	return fallback;
+	return l > 0 ? l : l < 0 ? -l : fallback;
 }
 
 #define SLINE(s, key) line_of((s)->lines, CONFIG_SEC_SERVER, key, (s)->line)
+/* the key was written (maybe with a bad value, reported already) */
+#define SGIVEN(s, key) (line_raw((s)->lines, CONFIG_SEC_SERVER, key) != 0)
+#define SREJECTED(s, key) (line_raw((s)->lines, CONFIG_SEC_SERVER, key) < 0)
 
 static const char **
 server_names(const struct config *cfg)
@@ -834,7 +853,7 @@ check_cluster_section(struct config *cfg, struct config_diags *d)
 		ERR(d, 0, "missing [cluster] section");
 		return;
 	}
-	if (c->name == NULL)
+	if (c->name == NULL && line_raw(c->lines, CONFIG_SEC_CLUSTER, "name") == 0)
 		ERR(d, c->line, "[cluster] needs a name ('name = ...')");
 	if (c->etcd.n == 0) {
 		ERR(d, eline, "etcd: no endpoint given (list http://HOST:PORT, or local)");
@@ -902,7 +921,7 @@ static void
 check_server(const struct config *cfg, struct config_server *s,
     struct config_diags *d)
 {
-	if (s->address == NULL)
+	if (s->address == NULL && !SGIVEN(s, "address"))
 		ERR(d, s->line, "server %s needs an address", s->name);
 	if (s->max_media_ports < 0)
 		s->max_media_ports = s->media_ports;
@@ -926,22 +945,23 @@ check_server(const struct config *cfg, struct config_server *s,
 			    "spare %s has max_media_ports 0 and can cover nobody",
 			    s->name);
 	} else {
-		if (s->route_point == NULL)
+		if (s->route_point == NULL && !SGIVEN(s, "route_point"))
 			ERR(d, s->line, "%s needs a route_point (or spare = yes)",
 			    s->name);
-		if (s->media_ports == 0)
+		if (s->media_ports == 0 && !SREJECTED(s, "media_ports"))
 			ERR(d, SLINE(s, "media_ports"),
 			    "%s needs media_ports of at least 1 (or spare = yes)",
 			    s->name);
 	}
 	if (s->media_ports > 0) {
-		if (s->media_port_base == 0)
+		if (s->media_port_base == 0 && !SGIVEN(s, "media_port_base"))
 			ERR(d, s->line, "%s has media ports but no media_port_base",
 			    s->name);
-		if (s->rtp_port_base == 0)
+		if (s->rtp_port_base == 0 && !SGIVEN(s, "rtp_port_base"))
 			ERR(d, s->line, "%s has media ports but no rtp_port_base",
 			    s->name);
-		else if (s->rtp_port_base + s->media_ports - 1 > 65535)
+		else if (s->rtp_port_base &&
+		    s->rtp_port_base + s->media_ports - 1 > 65535)
 			ERR(d, SLINE(s, "rtp_port_base"),
 			    "RTP ports %ld-%ld of %s run past 65535",
 			    s->rtp_port_base, s->rtp_port_base + s->media_ports - 1,
@@ -1079,7 +1099,8 @@ check_numbers(const struct config *cfg, struct config_diags *d)
 						    "interceptor pattern %s of %s is "
 						    "already %s's",
 						    pat, b->name, a->name);
-					else if (patterns_overlap(other, pat))
+					else if (a != b &&
+					    patterns_overlap(other, pat))
 						WARN(d, line,
 						    "interceptor pattern %s of %s "
 						    "overlaps %s of %s",

@@ -191,12 +191,14 @@ typedef void (*etcd_watch_cb)(struct etcd_watch *w,
     const struct etcd_watch_update *u, void *arg);
 
 /*
- * Watch key (or every key under it): first a reset with the current
- * state, then every change in order, across disconnects and endpoint
- * changes, resuming from the last revision seen. Returns NULL on ENOMEM.
+ * Watch key (or every key under it): with start_rev 0, first a reset
+ * with the current state, then every change in order; otherwise every
+ * change from start_rev on (a reset if it is compacted). Across
+ * disconnects and endpoint changes it resumes from the revision after
+ * the last one delivered. Returns NULL on ENOMEM.
  */
 struct etcd_watch *etcd_watch_new(struct etcd *e, const char *key,
-    bool prefix, etcd_watch_cb cb, void *arg);
+    bool prefix, int64_t start_rev, etcd_watch_cb cb, void *arg);
 
 /* Stop and free; safe inside its own callback. NULL is a no-op. */
 void etcd_watch_free(struct etcd_watch *w);

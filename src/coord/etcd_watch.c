@@ -189,8 +189,8 @@ watch_start(struct etcd_watch *w)
 }
 
 struct etcd_watch *
-etcd_watch_new(struct etcd *e, const char *key, bool prefix, etcd_watch_cb cb,
-    void *arg)
+etcd_watch_new(struct etcd *e, const char *key, bool prefix,
+    int64_t start_rev, etcd_watch_cb cb, void *arg)
 {
 	struct etcd_watch *w = calloc(1, sizeof(*w));
 
@@ -202,6 +202,7 @@ etcd_watch_new(struct etcd *e, const char *key, bool prefix, etcd_watch_cb cb,
 	}
 	w->e = e;
 	w->prefix = prefix;
+	w->next_rev = start_rev > 0 ? start_rev : 0;
 	w->cb = cb;
 	w->arg = arg;
 	uv_timer_init(etcd_loop(e), &w->retry);

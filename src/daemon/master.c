@@ -32,7 +32,7 @@ struct child {
 	struct buf in;
 	int64_t lease;
 	uint64_t started;
-	uint64_t last_pong; /* 0 until the first pong */
+	uint64_t last_pong; /* last line from the worker; 0 before the first */
 	bool exited;
 	bool hung;
 	unsigned open_handles;
@@ -50,6 +50,7 @@ struct master {
 	uint64_t crashes[MASTER_MAX_CRASHES];
 	unsigned n_crashes;
 	unsigned hang_limit;
+	uint64_t last_tick; /* when the ping timer last ran */
 	bool stopping;
 	bool finishing;
 	unsigned revocations; /* lease revocations still out */
@@ -195,9 +196,9 @@ ipc_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
 static void
 ipc_line(struct child *c, const char *line)
 {
-	if (strcmp(line, "pong") == 0) {
-		c->last_pong = time_mono_ms();
-	} else if (strncmp(line, "lease ", 6) == 0) {
+	/* any line shows the loop runs; the first one ends the start grace */
+	c->last_pong = time_mono_ms();
+	if (strncmp(line, "lease ", 6) == 0) {
 		c->lease = (int64_t)strtoull(line + 6, NULL, 16);
 		log_debug("worker lease is now %" PRIx64, (uint64_t)c->lease);
 	}
@@ -234,6 +235,14 @@ ping_cb(uv_timer_t *t)
 	uv_buf_t b = uv_buf_init(ping, sizeof(ping) - 1);
 	uint64_t now = time_mono_ms(), since;
 
+	if (now - m->last_tick > m->hang_limit / 2 && m->last_tick) {
+		/* the master itself did not run: the whole host was frozen */
+		log_warn("this server did not run for %" PRIu64 " ms",
+		    now - m->last_tick);
+		if (c && c->last_pong)
+			c->last_pong = now;
+	}
+	m->last_tick = now;
 	if (c == NULL || c->exited || c->hung)
 		return;
 	since = c->last_pong ? c->last_pong : c->started;

@@ -8,7 +8,8 @@
  *   create KEY VALUE [LEASE]  (txn: only if KEY does not exist)
  *   swap KEY OLD NEW          (txn: only if KEY's value is OLD)
  *   grant TTL   keepalive ID   revoke ID   ttl ID
- *   watch KEY   (a prefix watch; prints every update)
+ *   watch KEY [REV]  (a prefix watch, from REV if given; prints every
+ *                     update)
  *   endpoint    (where requests and the watch go now)
  *   quit
  */
@@ -162,7 +163,8 @@ run(char *line)
 		etcd_lease_timetolive(client, num(argv[1]), on_res, tag);
 	else if (strcmp(argv[0], "watch") == 0 && argc >= 2) {
 		free(tag);
-		watch = etcd_watch_new(client, argv[1], true, on_watch, NULL);
+		watch = etcd_watch_new(client, argv[1], true, num(argv[2]),
+		    on_watch, NULL);
 	} else if (strcmp(argv[0], "endpoint") == 0) {
 		const char *we = watch ? etcd_watch_endpoint(watch) : NULL;
 

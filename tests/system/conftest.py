@@ -1,0 +1,305 @@
+"""Fixtures for the system tests: real etcd members and real understudyd
+processes on 127.0.0.1, each test stopping what it started, by PID."""
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.path.abspath(os.environ.get("US_BUILD", os.path.join(ROOT, "build")))
+DAEMON = os.path.join(BUILD, "src", "understudyd")
+CLI = os.path.join(BUILD, "src", "understudy")
+PROBE = os.path.join(BUILD, "tests", "us-etcd-probe")
+
+_results = {"passed": 0, "failed": 0}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        if report.outcome == "passed":
+            _results["passed"] += 1
+        elif report.outcome == "failed":
+            _results["failed"] += 1
+
+
+def pytest_unconfigure(config):
+    # the runners' common last line
+    print("%d passed, %d failed" % (_results["passed"], _results["failed"]))
+
+
+_used_ports = set()
+
+
+def free_port(span=1):
+    """A port p such that p .. p+span-1 are free on 127.0.0.1 now."""
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p + span > 65000 or any(q in _used_ports for q in range(p, p + span)):
+            continue
+        ok = True
+        for q in range(p + 1, p + span):
+            t = socket.socket()
+            try:
+                t.bind(("127.0.0.1", q))
+            except OSError:
+                ok = False
+            t.close()
+        if ok:
+            _used_ports.update(range(p, p + span))
+            return p
+    raise RuntimeError("no free port")
+
+
+def b64(s):
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def unb64(s):
+    return base64.b64decode(s).decode()
+
+
+def http(method, url, body=None, timeout=2.0, headers=None):
+    """(status, parsed JSON or text) of one request."""
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        status = e.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+class Etcd:
+    """A real etcd cluster of n members on 127.0.0.1."""
+
+    def __init__(self, n=1, tmp=None):
+        self.tmp = tmp or tempfile.mkdtemp(prefix="us-etcd-")
+        self.members = []
+        for i in range(n):
+            port = free_port(2)
+            self.members.append({"name": "m%d" % i, "client": port, "peer": port + 1,
+                                 "proc": None})
+        self.initial = ",".join("%s=http://127.0.0.1:%d" % (m["name"], m["peer"])
+                                for m in self.members)
+        for i in range(n):
+            self.start(i)
+        self.wait_ready()
+
+    @property
+    def endpoints(self):
+        return ["http://127.0.0.1:%d" % m["client"] for m in self.members]
+
+    def start(self, i):
+        m = self.members[i]
+        log = open(os.path.join(self.tmp, "%s.log" % m["name"]), "ab")
+        m["proc"] = subprocess.Popen([
+            "etcd", "--name", m["name"],
+            "--data-dir", os.path.join(self.tmp, m["name"]),
+            "--listen-client-urls", "http://127.0.0.1:%d" % m["client"],
+            "--advertise-client-urls", "http://127.0.0.1:%d" % m["client"],
+            "--listen-peer-urls", "http://127.0.0.1:%d" % m["peer"],
+            "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % m["peer"],
+            "--initial-cluster", self.initial, "--initial-cluster-state", "new",
+            "--heartbeat-interval=50", "--election-timeout=250",
+            "--log-level=warn", "--logger=zap"], stdout=log, stderr=log)
+
+    def kill(self, i):
+        p = self.members[i]["proc"]
+        if p and p.poll() is None:
+            p.kill()
+            p.wait()
+
+    def wait_ready(self, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ep in self.endpoints:
+                try:
+                    st, _ = http("POST", ep + "/v3/kv/put",
+                                 {"key": b64("/ready"), "value": b64("1")}, timeout=0.5)
+                    if st == 200:
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        raise RuntimeError("etcd did not become ready")
+
+    def call(self, path, body, timeout=2.0):
+        last = None
+        for ep in self.endpoints:
+            try:
+                return http("POST", ep + path, body, timeout=timeout)
+            except OSError as e:
+                last = e
+        raise last
+
+    def get(self, key):
+        st, r = self.call("/v3/kv/range", {"key": b64(key)})
+        kvs = r.get("kvs", [])
+        return unb64(kvs[0].get("value", "")) if kvs else None
+
+    def put(self, key, value):
+        return self.call("/v3/kv/put", {"key": b64(key), "value": b64(value)})
+
+    def stop(self):
+        for i in range(len(self.members)):
+            self.kill(i)
+
+
+@pytest.fixture
+def etcd1(tmp_path):
+    e = Etcd(1, str(tmp_path))
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def etcd3(tmp_path):
+    e = Etcd(3, str(tmp_path))
+    yield e
+    e.stop()
+
+
+class KeyWatcher(threading.Thread):
+    """Polls one key every 5 ms and records when it appears and goes."""
+
+    def __init__(self, etcd, key):
+        super().__init__(daemon=True)
+        self.etcd, self.key = etcd, key
+        self.events = []  # (monotonic time, present)
+        self.stop_flag = False
+
+    def run(self):
+        last = None
+        while not self.stop_flag:
+            try:
+                present = self.etcd.get(self.key) is not None
+            except OSError:
+                present = last
+            if present != last:
+                self.events.append((time.monotonic(), present))
+                last = present
+            time.sleep(0.005)
+
+    def first(self, present, after):
+        for t, p in self.events:
+            if p == present and t >= after:
+                return t
+        return None
+
+    def stop(self):
+        self.stop_flag = True
+        self.join(2)
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def wait_for(pred, timeout, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+class Server:
+    """One understudyd (master and worker) from a config file."""
+
+    def __init__(self, config, name, tmp):
+        self.config, self.name = config, name
+        self.logpath = os.path.join(tmp, "%s.log" % name)
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.logpath, "ab")
+        self.proc = subprocess.Popen([DAEMON, "--config", self.config, "--server",
+                                      self.name], stdout=self.log, stderr=self.log)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def worker(self):
+        kids = children(self.proc.pid)
+        return kids[0] if kids else None
+
+    def logtext(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for pid in [self.proc.pid] + ([self.worker()] if self.worker() else []):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            w = self.worker()
+            if w:
+                os.kill(w, signal.SIGKILL)
+            self.proc.kill()
+            self.proc.wait()
+
+
+def write_config(path, etcd_endpoints, servers, lease_ttl=2, extra_cluster=""):
+    """servers: list of dicts with name, api_port, and optional keys."""
+    lines = ["[cluster]", "name = t%d" % os.getpid(),
+             "etcd = " + ", ".join(etcd_endpoints),
+             "lease_ttl = %d" % lease_ttl, extra_cluster, ""]
+    for i, s in enumerate(servers):
+        lines.append("[server %s]" % s["name"])
+        lines.append("address = 127.0.0.1")
+        lines.append("api_port = %d" % s["api_port"])
+        lines.append("sip_port = %d" % s.get("sip_port", free_port()))
+        if s.get("spare"):
+            lines += ["spare = yes", "max_media_ports = %d" % s.get("max", 18)]
+        else:
+            lines += ["route_point = %d" % (6000 + 100 * i),
+                      "media_port_base = %d" % (5001 + 100 * i),
+                      "media_ports = %d" % s.get("ports", 4),
+                      "max_media_ports = %d" % s.get("max", 8),
+                      "rtp_port_base = %d" % (30000 + 100 * i)]
+            if s.get("failover"):
+                lines.append("failover = " + ", ".join(s["failover"]))
+        lines.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+def cluster_name():
+    return "t%d" % os.getpid()

@@ -1,0 +1,233 @@
+/* Unit tests of the config loader and checker (src/common/config.c). */
+#include <stdbool.h>
+
+#include "common/common.h"
+#include "test.h"
+
+static const char good[] =
+    "[cluster]\n"
+    "name = t\n"
+    "etcd = http://127.0.0.1:2379, http://127.0.0.1:2479\n"
+    "[server PA1]\n"
+    "address = 127.0.0.1\n"
+    "api_port = 8001\n"
+    "sip_port = 5071\n"
+    "route_point = 6000\n"
+    "media_port_base = 5001\n"
+    "media_ports = 18\n"
+    "max_media_ports = 36\n"
+    "rtp_port_base = 20000\n"
+    "failover = PA2\n"
+    "[server PA2]\n"
+    "address = 127.0.0.1\n"
+    "api_port = 8002\n"
+    "sip_port = 5072\n"
+    "spare = yes\n"
+    "max_media_ports = 18\n";
+
+static struct config *
+parse(const char *text, struct config_diags *d)
+{
+	memset(d, 0, sizeof(*d));
+	return config_parse("t.conf", text, strlen(text), d);
+}
+
+/* The diagnostic at line whose message contains needle, or NULL. */
+static const struct config_diag *
+find(const struct config_diags *d, int line, const char *needle)
+{
+	for (size_t i = 0; i < d->n; i++)
+		if ((line < 0 || d->v[i].line == line) &&
+		    strstr(d->v[i].message, needle))
+			return &d->v[i];
+	return NULL;
+}
+
+TEST(config_good)
+{
+	struct config_diags d;
+	struct config *cfg = parse(good, &d);
+	const struct config_server *s;
+
+	ASSERT_INT(d.errors, 0);
+	ASSERT_INT(d.warnings, 0);
+	ASSERT_STR(cfg->cluster.name, "t");
+	ASSERT_INT(cfg->cluster.etcd.n, 2);
+	ASSERT(!cfg->cluster.etcd_local);
+	ASSERT_INT(cfg->cluster.lease_ttl, 2);
+	ASSERT_INT(cfg->cluster.failback, CONFIG_FAILBACK_AUTO);
+	s = config_server_find(cfg, "PA1");
+	ASSERT(s != NULL);
+	ASSERT_INT(s->media_ports, 18);
+	ASSERT_STR(s->failover.v[0], "PA2");
+	ASSERT(config_server_find(cfg, "PA2")->spare);
+	ASSERT(config_server_find(cfg, "PA9") == NULL);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+TEST(config_local_etcd)
+{
+	struct config_diags d;
+	struct config *cfg = parse("[cluster]\nname=x\netcd = local\n"
+				   "local_etcd_port = 3000\n"
+				   "[server A]\naddress=127.0.0.1\nspare=yes\n"
+				   "max_media_ports=4\n",
+	    &d);
+
+	ASSERT_INT(d.errors, 0);
+	ASSERT(cfg->cluster.etcd_local);
+	ASSERT_STR(cfg->cluster.etcd.v[0], "http://127.0.0.1:3000");
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+TEST(config_print_roundtrip)
+{
+	struct config_diags d, d2;
+	struct config *cfg = parse(good, &d), *cfg2;
+	char *text = NULL, *text2 = NULL;
+	size_t len, len2;
+	FILE *f = open_memstream(&text, &len);
+
+	config_print(cfg, f);
+	fclose(f);
+	cfg2 = parse(text, &d2);
+	ASSERT_INT(d2.errors, 0);
+	f = open_memstream(&text2, &len2);
+	config_print(cfg2, f);
+	fclose(f);
+	ASSERT_STR(text2, text);
+	free(text);
+	free(text2);
+	config_free(cfg);
+	config_free(cfg2);
+	config_diags_free(&d);
+	config_diags_free(&d2);
+}
+
+TEST(config_reports_every_problem)
+{
+	struct config_diags d;
+	struct config *cfg = parse("[cluster]\n"          /* 1 */
+				   "name = t\n"           /* 2 */
+				   "lease_tll = 3\n"      /* 3 */
+				   "[servr PA1]\n"        /* 4 */
+				   "[server PA1]\n"       /* 5 */
+				   "address = 127.0.0.1\n" /* 6 */
+				   "api_port = 99999\n"   /* 7 */
+				   "sip_port = abc\n"     /* 8 */
+				   "route_point = 6000\n" /* 9 */
+				   "media_ports = 2\n"    /* 10 */
+				   "media_port_base = 1\n" /* 11 */
+				   "rtp_port_base = 30000\n" /* 12 */
+				   "failover = PA1, 10.0.0.2, PA3\n" /* 13 */
+				   "this line is wrong\n" /* 14 */
+				   "[server PA1]\n",      /* 15 */
+	    &d);
+
+	ASSERT(find(&d, 3, "did you mean 'lease_ttl'") != NULL);
+	ASSERT(find(&d, 4, "did you mean [server]") != NULL);
+	ASSERT(find(&d, 7, "out of range 1..65535") != NULL);
+	ASSERT(find(&d, 8, "not a whole number") != NULL);
+	ASSERT(find(&d, 13, "lists itself") != NULL);
+	ASSERT(find(&d, 13, "'10.0.0.2' is an address") != NULL);
+	ASSERT(find(&d, 13, "unknown server 'PA3'") != NULL);
+	ASSERT(find(&d, 14, "expected 'key = value'") != NULL);
+	ASSERT(find(&d, 15, "duplicate server PA1 (first at line 5)") != NULL);
+	ASSERT(d.errors >= 9);
+	/* in line order */
+	for (size_t i = 1; i < d.n; i++)
+		ASSERT(d.v[i - 1].line <= d.v[i].line);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+TEST(config_capacity_warning)
+{
+	struct config_diags d;
+	struct config *cfg = parse("[cluster]\nname=t\netcd=http://a:1\n"
+				   "[server PA1]\naddress=10.0.0.1\n"
+				   "route_point=6000\nmedia_port_base=5001\n"
+				   "media_ports=24\nmax_media_ports=42\n"
+				   "rtp_port_base=20000\nfailover=PA2\n"
+				   "[server PA2]\naddress=10.0.0.2\n"
+				   "route_point=6100\nmedia_port_base=5101\n"
+				   "media_ports=18\nmax_media_ports=36\n"
+				   "rtp_port_base=20000\nfailover=PA1\n",
+	    &d);
+
+	ASSERT_INT(d.errors, 0);
+	ASSERT(find(&d, 11,
+	    "PA2 covers PA1: 18 + 24 ports > max_media_ports 36") != NULL);
+	ASSERT(find(&d, -1, "PA1 covers PA2") == NULL);
+	ASSERT_INT(d.v[0].severity, CONFIG_WARNING);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+TEST(config_long_line)
+{
+	struct config_diags d;
+	char text[1024];
+	struct config *cfg;
+
+	snprintf(text, sizeof(text), "[cluster]\nname = %0300d\n", 1);
+	cfg = parse(text, &d);
+	ASSERT(find(&d, 2, "longer than") != NULL);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+TEST(config_list_repeats_add_up)
+{
+	struct config_diags d;
+	struct config *cfg = parse(
+	    "[cluster]\nname=t\netcd=http://a:1\n"
+	    "[server A]\naddress=10.0.0.1\nroute_point=1\nmedia_port_base=1\n"
+	    "media_ports=1\nmax_media_ports=3\nrtp_port_base=20000\n"
+	    "failover = B\nfailover = C\n"
+	    "[server B]\naddress=10.0.0.2\nspare=yes\nmax_media_ports=1\n"
+	    "[server C]\naddress=10.0.0.3\nspare=yes\nmax_media_ports=1\n",
+	    &d);
+
+	ASSERT_INT(d.errors, 0);
+	ASSERT_INT(config_server_find(cfg, "A")->failover.n, 2);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+TEST(config_patterns)
+{
+	ASSERT(config_pattern_match("2XXX", "2007"));
+	ASSERT(config_pattern_match("3.2XXX", "32007"));
+	ASSERT(!config_pattern_match("3.2XXX", "2007"));
+	ASSERT(!config_pattern_match("2XXX", "200"));
+	ASSERT(!config_pattern_match("2XXX", "20a7"));
+	ASSERT(config_pattern_match("2007", "2007"));
+}
+
+TEST(config_no_file)
+{
+	struct config_diags d = {0};
+
+	ASSERT(config_load("/nonexistent/x.conf", &d) == NULL);
+	ASSERT_INT(d.errors, 1);
+	ASSERT(strstr(d.v[0].message, "cannot read") != NULL);
+	config_diags_free(&d);
+}
+
+TEST(config_binary_garbage)
+{
+	struct config_diags d;
+	char junk[4096];
+	struct config *cfg;
+
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (char)((i * 7919u) & 0xff);
+	memset(&d, 0, sizeof(d));
+	cfg = config_parse("junk", junk, sizeof(junk), &d);
+	ASSERT(d.errors > 0);
+	config_free(cfg);
+	config_diags_free(&d);
+}
