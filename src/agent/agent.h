@@ -64,8 +64,8 @@ int64_t lease_remaining_ms(const struct lease *l);
 struct members;
 
 /* Called when some server comes or goes. */
-typedef void (*members_cb)(struct members *m, const char *name, bool up,
-    void *arg);
+typedef void (*members_cb)(
+    struct members *m, const char *name, bool up, void *arg);
 
 /*
  * Watch /understudy/<cluster>/members/ and track every configured

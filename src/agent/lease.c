@@ -19,9 +19,9 @@ struct lease {
 	struct lease_cbs cbs;
 	void *arg;
 	int64_t id;
-	uint64_t deadline;  /* monotonic ms */
+	uint64_t deadline; /* monotonic ms */
 	uint64_t margin_ms;
-	uv_timer_t renew;   /* keepalive tick, or grant retry */
+	uv_timer_t renew; /* keepalive tick, or grant retry */
 	uv_timer_t fence;
 	uv_timer_t revoke_bound;
 	struct etcd_req *pending;
@@ -82,8 +82,8 @@ extend(struct lease *l, uint64_t sent, int64_t ttl)
 	uint64_t now = time_mono_ms();
 
 	l->deadline = sent + (uint64_t)ttl * 1000 - l->margin_ms;
-	uv_timer_start(&l->fence, fence_cb,
-	    l->deadline > now ? l->deadline - now : 0, 0);
+	uv_timer_start(
+	    &l->fence, fence_cb, l->deadline > now ? l->deadline - now : 0, 0);
 }
 
 static void
@@ -152,8 +152,8 @@ grant_cb(const struct etcd_res *res, void *arg)
 	l->id = res->id;
 	set_reason(l, NULL);
 	extend(l, sent, res->ttl);
-	log_info("lease %" PRIx64 " granted, ttl %" PRId64 " s", (uint64_t)l->id,
-	    res->ttl);
+	log_info("lease %" PRIx64 " granted, ttl %" PRId64 " s",
+	    (uint64_t)l->id, res->ttl);
 	uv_timer_start(&l->renew, renew_cb, interval_ms(l), interval_ms(l));
 	if (l->cbs.acquired)
 		l->cbs.acquired(l, l->id, l->arg);
@@ -221,7 +221,8 @@ revoke_cb(const struct etcd_res *res, void *arg)
 
 	l->pending = NULL;
 	if (res->err && res->err != US_ENOTFOUND)
-		log_warn("revoking the lease failed: %s", us_strerror(res->err));
+		log_warn(
+		    "revoking the lease failed: %s", us_strerror(res->err));
 	else
 		log_info("lease revoked");
 	revoke_finish(l);

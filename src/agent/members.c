@@ -29,7 +29,7 @@ struct members {
 	size_t n;
 	members_cb cb;
 	void *arg;
-	int64_t lease;      /* the lease to register on, 0: none */
+	int64_t lease; /* the lease to register on, 0: none */
 	int64_t registered; /* the lease the key is written on */
 	struct etcd_req *put;
 	uv_timer_t retry;
@@ -115,7 +115,8 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 
 			for (size_t j = 0; j < u->n_events; j++)
 				if (u->events[j].kv.key_len > plen &&
-				    strcmp(u->events[j].kv.key + plen, m->v[i].name) == 0)
+				    strcmp(u->events[j].kv.key + plen,
+					m->v[i].name) == 0)
 					present = true;
 			if (!present && m->v[i].up)
 				member_set(m, m->v[i].name, false, NULL, 0);
@@ -127,8 +128,8 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 
 		if (kv->key_len <= plen || strchr(name, '/'))
 			continue;
-		member_set(m, name, u->events[i].type == ETCD_EVENT_PUT, kv->value,
-		    kv->value_len);
+		member_set(m, name, u->events[i].type == ETCD_EVENT_PUT,
+		    kv->value, kv->value_len);
 		if (strcmp(name, m->self) == 0 &&
 		    u->events[i].type == ETCD_EVENT_DELETE &&
 		    m->registered == m->lease && m->lease != 0) {
@@ -165,7 +166,8 @@ members_new(struct etcd *e, const struct config *cfg, const char *self,
 	}
 	uv_timer_init(etcd_loop(e), &m->retry);
 	m->retry.data = m;
-	if ((m->watch = etcd_watch_new(e, m->prefix, true, 0, on_watch, m)) == NULL) {
+	if ((m->watch = etcd_watch_new(e, m->prefix, true, 0, on_watch, m)) ==
+	    NULL) {
 		uv_close((uv_handle_t *)&m->retry, NULL);
 		goto fail;
 	}
@@ -253,8 +255,8 @@ members_register(struct members *m, int64_t lease)
 		value = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (value && asprintf(&key, "%s%s", m->prefix, m->self) >= 0)
-		m->put = etcd_kv_put(m->e, key, value, strlen(value), lease, put_cb,
-		    m);
+		m->put = etcd_kv_put(
+		    m->e, key, value, strlen(value), lease, put_cb, m);
 	if (m->put == NULL)
 		uv_timer_start(&m->retry, retry_cb, 200, 0);
 	free(key);
@@ -287,12 +289,14 @@ members_json(const struct members *m)
 		json_t *o;
 
 		time_iso8601(mb->since, since, sizeof(since));
-		o = json_pack("{s:s,s:b,s:s,s:b}", "name", mb->name, "up", mb->up,
-		    "since", since, "configured", mb->configured);
+		o = json_pack("{s:s,s:b,s:s,s:b}", "name", mb->name, "up",
+		    mb->up, "since", since, "configured", mb->configured);
 		if (o && mb->address)
-			json_object_set_new(o, "address", json_string(mb->address));
+			json_object_set_new(
+			    o, "address", json_string(mb->address));
 		if (o && mb->api_port)
-			json_object_set_new(o, "api_port", json_integer(mb->api_port));
+			json_object_set_new(
+			    o, "api_port", json_integer(mb->api_port));
 		json_array_append_new(arr, o);
 	}
 	return arr;

@@ -62,8 +62,8 @@ void http_reply_text(struct http_req *req, unsigned status,
     const char *content_type, const char *text, size_t len);
 
 /* Add a header to the answer to come (Allow, Location, ...). */
-void http_req_add_reply_header(struct http_req *req, const char *name,
-    const char *value);
+void http_req_add_reply_header(
+    struct http_req *req, const char *name, const char *value);
 
 /* routes.c */
 

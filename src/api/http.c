@@ -122,13 +122,14 @@ queue_reply(struct http_req *req)
 	struct MHD_Response *resp;
 	enum MHD_Result rc;
 
-	resp = MHD_create_response_from_buffer(req->reply_len, req->reply,
-	    MHD_RESPMEM_MUST_COPY);
+	resp = MHD_create_response_from_buffer(
+	    req->reply_len, req->reply, MHD_RESPMEM_MUST_COPY);
 	if (resp == NULL)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 	    req->content_type ? req->content_type : "application/json");
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(
+	    resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	for (struct reply_header *rh = req->headers; rh; rh = rh->next)
 		MHD_add_response_header(resp, rh->name, rh->value);
 	rc = MHD_queue_response(req->conn, req->status, resp);
@@ -161,13 +162,14 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		*con_cls = req;
 		if (req->method == NULL || req->path == NULL)
 			return MHD_NO;
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-		    MHD_HTTP_HEADER_CONTENT_LENGTH);
+		cl = MHD_lookup_connection_value(
+		    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && str_to_long(cl, 0, 1L << 40, &n) == 0 &&
 		    (size_t)n > h->body_max) {
 			/* answered before the body is read: MHD closes after */
 			http_reply_error(req, 413, US_ETOOBIG,
-			    "request body of %ld bytes is over the limit of %zu",
+			    "request body of %ld bytes is over the limit of "
+			    "%zu",
 			    n, h->body_max);
 			return queue_reply(req);
 		}
@@ -191,8 +193,8 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 	if (!req->dispatched) {
 		req->dispatched = true;
 		if (h->closing)
-			http_reply_error(req, 503, US_EUNAVAIL,
-			    "the server is stopping");
+			http_reply_error(
+			    req, 503, US_EUNAVAIL, "the server is stopping");
 		else
 			h->dispatch(req, h->arg);
 		if (req->replied)
@@ -257,7 +259,8 @@ resolve(const char *address, unsigned port, struct sockaddr_storage *ss)
 	hints.ai_flags = AI_PASSIVE;
 	snprintf(portstr, sizeof(portstr), "%u", port);
 	if ((rc = getaddrinfo(address, portstr, &hints, &ai)) != 0) {
-		log_error("http: cannot resolve %s: %s", address, gai_strerror(rc));
+		log_error(
+		    "http: cannot resolve %s: %s", address, gai_strerror(rc));
 		return -1;
 	}
 	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
@@ -271,8 +274,8 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 {
 	struct sockaddr_storage ss;
 	const union MHD_DaemonInfo *info;
-	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-	    MHD_USE_ERROR_LOG;
+	unsigned flags =
+	    MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	struct http *h;
 
 	if (resolve(address, port, &ss) != 0)
@@ -287,9 +290,8 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 	h->arg = arg;
 	signal(SIGPIPE, SIG_IGN);
 	h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, h,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR,
+	    (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
 	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
@@ -344,8 +346,8 @@ http_free(struct http *h, void (*done)(void *arg), void *arg)
 	/* a suspended connection must be resumed before MHD stops */
 	for (struct http_req *req = h->reqs; req; req = req->next)
 		if (req->dispatched && !req->replied)
-			http_reply_error(req, 503, US_EUNAVAIL,
-			    "the server is stopping");
+			http_reply_error(
+			    req, 503, US_EUNAVAIL, "the server is stopping");
 	uv_timer_start(&h->drain, drain_cb, 0, 10);
 }
 
@@ -377,12 +379,13 @@ http_req_header(const struct http_req *req, const char *name)
 const char *
 http_req_query(const struct http_req *req, const char *name)
 {
-	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+	return MHD_lookup_connection_value(
+	    req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
 void
-http_req_add_reply_header(struct http_req *req, const char *name,
-    const char *value)
+http_req_add_reply_header(
+    struct http_req *req, const char *name, const char *value)
 {
 	struct reply_header *rh = calloc(1, sizeof(*rh));
 
@@ -395,8 +398,8 @@ http_req_add_reply_header(struct http_req *req, const char *name,
 }
 
 void
-http_reply_text(struct http_req *req, unsigned status,
-    const char *content_type, const char *text, size_t len)
+http_reply_text(struct http_req *req, unsigned status, const char *content_type,
+    const char *text, size_t len)
 {
 	if (req->replied)
 		return;
@@ -423,10 +426,12 @@ http_reply_json(struct http_req *req, unsigned status, json_t *body)
 
 	json_decref(body);
 	if (s == NULL) {
-		static const char oom[] = "{\"error\":\"ENOMEM\",\"message\":\"out "
-					  "of memory\"}";
+		static const char oom[] =
+		    "{\"error\":\"ENOMEM\",\"message\":\"out "
+		    "of memory\"}";
 
-		http_reply_text(req, 500, "application/json", oom, sizeof(oom) - 1);
+		http_reply_text(
+		    req, 500, "application/json", oom, sizeof(oom) - 1);
 		return;
 	}
 	http_reply_text(req, status, "application/json", s, strlen(s));
@@ -434,8 +439,8 @@ http_reply_json(struct http_req *req, unsigned status, json_t *body)
 }
 
 void
-http_reply_error(struct http_req *req, unsigned status, int err,
-    const char *fmt, ...)
+http_reply_error(
+    struct http_req *req, unsigned status, int err, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;

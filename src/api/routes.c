@@ -29,8 +29,8 @@ get_health(struct http_req *req, struct api_ctx *ctx)
 		why = "registering";
 	if (why) {
 		http_reply_json(req, 503,
-		    json_pack("{s:s,s:s,s:s}", "status", "unavailable", "server",
-			ctx->self->name, "reason", why));
+		    json_pack("{s:s,s:s,s:s}", "status", "unavailable",
+			"server", ctx->self->name, "reason", why));
 		return;
 	}
 	http_reply_json(req, 200,
@@ -47,8 +47,9 @@ get_status(struct http_req *req, struct api_ctx *ctx)
 	    json_pack("{s:s,s:s,s:s,s:b,s:I,s:o}", "cluster",
 		ctx->cfg->cluster.name, "server", ctx->self->name, "time", now,
 		"serving", lease_valid(ctx->lease) && !ctx->stopping,
-		"lease_remaining_ms", (json_int_t)lease_remaining_ms(ctx->lease),
-		"members", members_json(ctx->members)));
+		"lease_remaining_ms",
+		(json_int_t)lease_remaining_ms(ctx->lease), "members",
+		members_json(ctx->members)));
 }
 
 static const struct route routes[] = {
@@ -75,12 +76,14 @@ routes_dispatch(struct http_req *req, void *arg)
 		}
 		if (allow[0])
 			strncat(allow, ", ", sizeof(allow) - strlen(allow) - 1);
-		strncat(allow, routes[i].method, sizeof(allow) - strlen(allow) - 1);
+		strncat(
+		    allow, routes[i].method, sizeof(allow) - strlen(allow) - 1);
 	}
 	if (known) {
 		http_req_add_reply_header(req, "Allow", allow);
-		http_reply_error(req, 405, US_EMETHOD, "%s is not allowed on %s (allowed: %s)",
-		    method, path, allow);
+		http_reply_error(req, 405, US_EMETHOD,
+		    "%s is not allowed on %s (allowed: %s)", method, path,
+		    allow);
 		return;
 	}
 	http_reply_error(req, 404, US_ENOTFOUND, "no such path: %s", path);

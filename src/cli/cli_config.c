@@ -70,8 +70,8 @@ check(int argc, char **argv)
 	} else {
 		config_diags_print(&d, stdout);
 		if (d.errors || d.warnings)
-			printf("%s: %zu error%s, %zu warning%s\n", file, d.errors,
-			    d.errors == 1 ? "" : "s", d.warnings,
+			printf("%s: %zu error%s, %zu warning%s\n", file,
+			    d.errors, d.errors == 1 ? "" : "s", d.warnings,
 			    d.warnings == 1 ? "" : "s");
 		else
 			printf("%s: ok\n", file);

@@ -39,10 +39,13 @@ cli_passwd(int argc, char **argv)
 	char pw[256], again[256], hash[crypto_pwhash_STRBYTES];
 
 	if (cli_wants_help(argc, argv) || argc > 1) {
-		fprintf(argc > 1 && !cli_wants_help(argc, argv) ? stderr : stdout,
+		fprintf(
+		    argc > 1 && !cli_wants_help(argc, argv) ? stderr : stdout,
 		    "usage: understudy passwd\n\n"
-		    "Reads a password (twice on a terminal, once from a pipe) and\n"
-		    "prints its argon2id hash for 'password =' in a [user NAME]\n"
+		    "Reads a password (twice on a terminal, once from a pipe) "
+		    "and\n"
+		    "prints its argon2id hash for 'password =' in a [user "
+		    "NAME]\n"
 		    "section. The password itself is never stored.\n");
 		return cli_wants_help(argc, argv) ? 0 : 2;
 	}
@@ -53,13 +56,15 @@ cli_passwd(int argc, char **argv)
 	if (isatty(STDIN_FILENO)) {
 		if (read_password("again: ", again, sizeof(again)) != 0 ||
 		    strcmp(pw, again) != 0) {
-			fprintf(stderr, "understudy passwd: passwords differ\n");
+			fprintf(
+			    stderr, "understudy passwd: passwords differ\n");
 			return 1;
 		}
 	}
 	if (crypto_pwhash_str_alg(hash, pw, strlen(pw),
 		crypto_pwhash_OPSLIMIT_INTERACTIVE,
-		crypto_pwhash_MEMLIMIT_INTERACTIVE, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+		crypto_pwhash_MEMLIMIT_INTERACTIVE,
+		crypto_pwhash_ALG_ARGON2ID13) != 0) {
 		fprintf(stderr, "understudy passwd: out of memory\n");
 		return 1;
 	}

@@ -82,10 +82,10 @@ print_table(json_t *st)
 	    json_string_value(json_object_get(st, "server")),
 	    json_string_value(json_object_get(st, "time")));
 	printf("%-10s %-7s %-26s %s\n", "SERVER", "STATE", "SINCE", "API");
-	json_array_foreach(members, i, m)
-	{
+	json_array_foreach (members, i, m) {
 		bool up = json_is_true(json_object_get(m, "up"));
-		const char *addr = json_string_value(json_object_get(m, "address"));
+		const char *addr =
+		    json_string_value(json_object_get(m, "address"));
 		char api[80] = "-";
 
 		if (addr)
@@ -129,14 +129,15 @@ cli_status(int argc, char **argv)
 	}
 	if (server) {
 		snprintf(url, sizeof(url), "%s/v1/status", server);
-		cli_status_http("GET", url, NULL, 3000, &status, &st, err,
-		    sizeof(err));
+		cli_status_http(
+		    "GET", url, NULL, 3000, &status, &st, err, sizeof(err));
 	} else {
 		if (file == NULL)
 			file = "examples/contact-center.conf";
 		if ((cfg = config_load(file, &d)) == NULL || d.errors) {
 			config_diags_print(&d, stderr);
-			fprintf(stderr, "understudy status: %s has errors\n", file);
+			fprintf(
+			    stderr, "understudy status: %s has errors\n", file);
 			goto out;
 		}
 		for (size_t i = 0; i < cfg->n_servers && st == NULL; i++) {
@@ -144,8 +145,8 @@ cli_status(int argc, char **argv)
 
 			snprintf(url, sizeof(url), "http://%s:%ld/v1/status",
 			    s->address, s->api_port);
-			cli_status_http("GET", url, NULL, 2000, &status, &st, err,
-			    sizeof(err));
+			cli_status_http("GET", url, NULL, 2000, &status, &st,
+			    err, sizeof(err));
 		}
 	}
 	if (st == NULL || status != 200) {

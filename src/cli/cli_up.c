@@ -49,12 +49,14 @@ usage(FILE *f)
 	fprintf(f,
 	    "usage: understudy up [CONFIG] [--state-dir DIR] [--json]\n"
 	    "\n"
-	    "Runs the cluster of CONFIG (default examples/contact-center.conf)\n"
+	    "Runs the cluster of CONFIG (default "
+	    "examples/contact-center.conf)\n"
 	    "on this machine: a local etcd where the config says etcd = local\n"
 	    "(data in DIR/etcd), then understudyd for every server whose\n"
 	    "address is on this machine, each logging to DIR/log/NAME.log.\n"
 	    "Waits until every server answers /health, prints what listens\n"
-	    "where, and runs until Ctrl-C or SIGTERM, then stops everything it\n"
+	    "where, and runs until Ctrl-C or SIGTERM, then stops everything "
+	    "it\n"
 	    "started and exits 0.\n"
 	    "  --state-dir DIR  where data and logs go (default ./var)\n"
 	    "  --json           print the table as one JSON object\n");
@@ -145,7 +147,8 @@ reap(struct up *u, bool report)
 			n++;
 			if (report)
 				fprintf(stderr,
-				    "understudy up: %s (pid %d) %s %d; see %s\n",
+				    "understudy up: %s (pid %d) %s %d; see "
+				    "%s\n",
 				    p->name, pid,
 				    WIFSIGNALED(status) ? "was killed by signal"
 							: "exited with status",
@@ -166,7 +169,8 @@ etcd_ready(const char *endpoint)
 
 	/* a read through the v3 gateway: the member is up and has quorum */
 	snprintf(url, sizeof(url), "%s/v3/maintenance/status", endpoint);
-	cli_status_http("POST", url, NULL, 300, &status, &out, err, sizeof(err));
+	cli_status_http(
+	    "POST", url, NULL, 300, &status, &out, err, sizeof(err));
 	json_decref(out);
 	return status == 200;
 }
@@ -236,7 +240,8 @@ start_etcd(struct up *u)
 			return -1;
 		usleep(20000);
 	}
-	fprintf(stderr, "understudy up: etcd did not answer within %d s; see %s\n",
+	fprintf(stderr,
+	    "understudy up: etcd did not answer within %d s; see %s\n",
 	    UP_READY_MS / 1000, p->log);
 	return -1;
 }
@@ -259,8 +264,9 @@ start_servers(struct up *u)
 		}
 		if ((p = proc_add(u, s->name)) == NULL)
 			return -1;
-		snprintf(p->listens, sizeof(p->listens), "http://%s:%ld sip %ld",
-		    s->address, s->api_port, s->sip_port);
+		snprintf(p->listens, sizeof(p->listens),
+		    "http://%s:%ld sip %ld", s->address, s->api_port,
+		    s->sip_port);
 		snprintf(p->health_url, sizeof(p->health_url),
 		    "http://%s:%ld/health", s->address, s->api_port);
 		if ((p->pid = start(argv, p->log)) < 0)
@@ -288,7 +294,8 @@ wait_healthy(struct up *u)
 				p->ready = true;
 				fprintf(stderr,
 				    "understudy up: %s is healthy (%.1f s)\n",
-				    p->name, (double)(time_mono_ms() - t0) / 1000);
+				    p->name,
+				    (double)(time_mono_ms() - t0) / 1000);
 			} else {
 				waiting++;
 			}
@@ -301,8 +308,10 @@ wait_healthy(struct up *u)
 	for (size_t i = 0; i < u->n; i++)
 		if (!u->procs[i].ready) {
 			fprintf(stderr,
-			    "understudy up: %s is not healthy after %d s; see %s\n",
-			    u->procs[i].name, UP_READY_MS / 1000, u->procs[i].log);
+			    "understudy up: %s is not healthy after %d s; see "
+			    "%s\n",
+			    u->procs[i].name, UP_READY_MS / 1000,
+			    u->procs[i].log);
 			return -1;
 		}
 	return 0;
@@ -328,7 +337,8 @@ print_table(struct up *u)
 		free(s);
 		json_decref(o);
 	} else {
-		printf("cluster %s from %s\n\n", u->cfg->cluster.name, u->config);
+		printf(
+		    "cluster %s from %s\n\n", u->cfg->cluster.name, u->config);
 		printf("%-8s %-8s %-36s %-8s %s\n", "WHAT", "PID", "LISTENS",
 		    "HEALTH", "LOG");
 		for (size_t i = 0; i < u->n; i++)
@@ -364,7 +374,8 @@ stop_all(struct up *u)
 
 			reap(u, false);
 			for (size_t i = 0; i < u->n; i++)
-				left |= !u->procs[i].exited && u->procs[i].pid > 0 &&
+				left |= !u->procs[i].exited &&
+				    u->procs[i].pid > 0 &&
 				    (strcmp(u->procs[i].name, "etcd") == 0) ==
 					(pass == 1);
 			if (!left)
@@ -378,7 +389,8 @@ stop_all(struct up *u)
 			    (strcmp(p->name, "etcd") == 0) != (pass == 1))
 				continue;
 			fprintf(stderr,
-			    "understudy up: %s (pid %d) did not stop; killing it\n",
+			    "understudy up: %s (pid %d) did not stop; killing "
+			    "it\n",
 			    p->name, p->pid);
 			kill(p->pid, SIGKILL);
 			waitpid(p->pid, NULL, 0);
@@ -436,12 +448,14 @@ cli_up(int argc, char **argv)
 	u.cfg = config_load(u.config, &d);
 	config_diags_print(&d, stderr);
 	if (u.cfg == NULL || d.errors) {
-		fprintf(stderr, "understudy up: %s has errors; nothing started\n",
+		fprintf(stderr,
+		    "understudy up: %s has errors; nothing started\n",
 		    u.config);
 		goto out;
 	}
 	if (realpath(u.config, u.config_abs) == NULL) {
-		fprintf(stderr, "understudy up: %s: %s\n", u.config, strerror(errno));
+		fprintf(stderr, "understudy up: %s: %s\n", u.config,
+		    strerror(errno));
 		goto out;
 	}
 	{

@@ -13,12 +13,14 @@ usage(FILE *f)
 	    "usage: understudy COMMAND [ARGS]\n"
 	    "\n"
 	    "  config check [--print] [--json] FILE\n"
-	    "                      check a cluster config; print every problem\n"
+	    "                      check a cluster config; print every "
+	    "problem\n"
 	    "  config doc          print the option reference (Markdown)\n"
 	    "  up [CONFIG]         run the cluster of CONFIG on this machine\n"
 	    "                      (default examples/contact-center.conf)\n"
 	    "  status              show the cluster as a server sees it\n"
-	    "  passwd              print an argon2id hash for a [user] password\n"
+	    "  passwd              print an argon2id hash for a [user] "
+	    "password\n"
 	    "\n"
 	    "Every command takes --help. Exit status: 0 done, 1 failed or\n"
 	    "problems found, 2 bad usage.\n");
@@ -28,7 +30,8 @@ bool
 cli_wants_help(int argc, char **argv)
 {
 	for (int i = 0; i < argc; i++)
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+		if (strcmp(argv[i], "-h") == 0 ||
+		    strcmp(argv[i], "--help") == 0)
 			return true;
 	return false;
 }
@@ -64,7 +67,8 @@ main(int argc, char **argv)
 	else if (strcmp(argv[1], "passwd") == 0)
 		rc = cli_passwd(argc - 1, argv + 1);
 	else {
-		fprintf(stderr, "understudy: unknown command '%s'\n\n", argv[1]);
+		fprintf(
+		    stderr, "understudy: unknown command '%s'\n\n", argv[1]);
 		usage(stderr);
 		rc = 2;
 	}

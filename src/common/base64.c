@@ -8,7 +8,8 @@
 char *
 base64_encode(const void *data, size_t len)
 {
-	size_t n = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+	size_t n =
+	    sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
 	char *out;
 
 	if ((out = malloc(n)) == NULL)

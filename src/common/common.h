@@ -18,7 +18,12 @@
 
 /* log.c */
 
-enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
+enum log_level {
+	LOG_LEVEL_DEBUG,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_ERROR
+};
 
 /*
  * Set who is speaking ("PA1", "PA1 master") and the lowest level printed.
@@ -115,8 +120,8 @@ unsigned str_distance(const char *a, const char *b);
  * The candidate nearest to word, or NULL when none is close enough to be
  * a plausible misspelling.
  */
-const char *str_suggest(const char *word, const char *const *candidates,
-    size_t n);
+const char *str_suggest(
+    const char *word, const char *const *candidates, size_t n);
 
 /* Copy src into dst of size len, truncating; always NUL-terminates. */
 size_t str_copy(char *dst, const char *src, size_t len);
@@ -177,12 +182,12 @@ enum config_failback { CONFIG_FAILBACK_AUTO, CONFIG_FAILBACK_MANUAL };
 struct config_cluster {
 	char *name;
 	struct strlist etcd; /* endpoints, "http://host:port" */
-	bool etcd_local;     /* etcd = local: understudy up runs one */
+	bool etcd_local; /* etcd = local: understudy up runs one */
 	long local_etcd_port;
-	long lease_ttl;    /* seconds */
-	int failback;      /* enum config_failback */
+	long lease_ttl; /* seconds */
+	int failback; /* enum config_failback */
 	long failback_delay; /* seconds */
-	int line;          /* of the [cluster] header, 0 when absent */
+	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };
 
@@ -236,6 +241,7 @@ struct config_diag {
 	int line; /* 0: about the file as a whole */
 	enum config_severity severity;
 	char *message;
+	unsigned seq; /* order of finding */
 };
 
 /* Problems found in one file, in line order once loading is done. */
@@ -256,8 +262,8 @@ struct config_diags {
 struct config *config_load(const char *path, struct config_diags *d);
 
 /* The same from a buffer; name is used in messages. */
-struct config *config_parse(const char *name, const char *text, size_t len,
-    struct config_diags *d);
+struct config *config_parse(
+    const char *name, const char *text, size_t len, struct config_diags *d);
 
 /* Free a config; NULL is a no-op. */
 void config_free(struct config *cfg);
@@ -275,8 +281,8 @@ void config_print(const struct config *cfg, FILE *f);
 void config_doc(FILE *f);
 
 /* The server named name, or NULL. */
-const struct config_server *config_server_find(const struct config *cfg,
-    const char *name);
+const struct config_server *config_server_find(
+    const struct config *cfg, const char *name);
 
 /* True when the server is meant to run on this machine. */
 bool config_address_is_local(const char *address);

@@ -116,8 +116,8 @@ static const struct config_option config_options[] = {
 	SV(interceptor_ports), check_pattern, false,
 	"Extension patterns whose calls the post intercepts: digits, X for any "
 	"digit, dots between groups (`2007`, `2XXX`, `3.2XXX`)."},
-    {CONFIG_SEC_SERVER, "failover", CT_LIST, 0, 0, "", NULL, SV(failover),
-	NULL, true,
+    {CONFIG_SEC_SERVER, "failover", CT_LIST, 0, 0, "", NULL, SV(failover), NULL,
+	true,
 	"Server names that may cover this post, in order of preference. "
 	"When none is up with room, a spare covers."},
     {CONFIG_SEC_SERVER, "spare", CT_BOOL, 0, 0, "no", NULL, SV(spare), NULL,
@@ -128,8 +128,8 @@ static const struct config_option config_options[] = {
 	check_hash, true,
 	"argon2id hash of the user's password, as `understudy passwd` prints "
 	"it. Required."},
-    {CONFIG_SEC_USER, "groups", CT_LIST, 0, 0, "", NULL, US(groups),
-	check_name, true, "Groups the user belongs to."},
+    {CONFIG_SEC_USER, "groups", CT_LIST, 0, 0, "", NULL, US(groups), check_name,
+	true, "Groups the user belongs to."},
 
     {CONFIG_SEC_CHANNEL, "allow", CT_LIST, 0, 0, "", NULL, CH(allow),
 	check_allow, true,
@@ -143,8 +143,7 @@ static const char *const section_names[CONFIG_SEC_COUNT] = {
 
 /* ---- diagnostics ---- */
 
-static void
-diag_add(struct config_diags *d, int line, enum config_severity sev,
+static void diag_add(struct config_diags *d, int line, enum config_severity sev,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static void
@@ -165,6 +164,7 @@ diag_add(struct config_diags *d, int line, enum config_severity sev,
 		return;
 	v[d->n].line = line;
 	v[d->n].severity = sev;
+	v[d->n].seq = (unsigned)d->n;
 	d->n++;
 	if (sev == CONFIG_ERROR)
 		d->errors++;
@@ -182,7 +182,8 @@ diag_cmp(const void *a, const void *b)
 
 	if (x->line != y->line)
 		return x->line < y->line ? -1 : 1;
-	return 0;
+	/* qsort is not stable: keep the order problems were found in */
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 void
@@ -203,10 +204,11 @@ config_diags_print(const struct config_diags *d, FILE *f)
 		    d->v[i].severity == CONFIG_ERROR ? "error" : "warning";
 
 		if (d->v[i].line > 0)
-			fprintf(f, "%s:%d: %s: %s\n", d->path, d->v[i].line, sev,
-			    d->v[i].message);
+			fprintf(f, "%s:%d: %s: %s\n", d->path, d->v[i].line,
+			    sev, d->v[i].message);
 		else
-			fprintf(f, "%s: %s: %s\n", d->path, sev, d->v[i].message);
+			fprintf(
+			    f, "%s: %s: %s\n", d->path, sev, d->v[i].message);
 	}
 }
 
@@ -261,7 +263,8 @@ check_extension(const char *v, char *err, size_t errlen)
 	return true;
 bad:
 	snprintf(err, errlen,
-	    "'%s' is not an extension (1 to 32 of digits, letters, + * # . _ -)",
+	    "'%s' is not an extension (1 to 32 of digits, letters, + * # . _ "
+	    "-)",
 	    v);
 	return false;
 }
@@ -272,7 +275,8 @@ check_pattern(const char *v, char *err, size_t errlen)
 	size_t n = strlen(v), digits = 0;
 
 	if (n == 0 || n > 32) {
-		snprintf(err, errlen, "pattern '%s' must be 1 to 32 characters", v);
+		snprintf(
+		    err, errlen, "pattern '%s' must be 1 to 32 characters", v);
 		return false;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -284,13 +288,15 @@ check_pattern(const char *v, char *err, size_t errlen)
 			continue;
 		if (v[i] == 'x')
 			snprintf(err, errlen,
-			    "pattern '%s': write the wildcard as upper-case X", v);
+			    "pattern '%s': write the wildcard as upper-case X",
+			    v);
 		else if (v[i] == '.')
 			snprintf(err, errlen,
 			    "pattern '%s': a dot only goes between digits", v);
 		else
 			snprintf(err, errlen,
-			    "pattern '%s': '%c' is not allowed (digits, X for any "
+			    "pattern '%s': '%c' is not allowed (digits, X for "
+			    "any "
 			    "digit, dots between groups)",
 			    v, v[i]);
 		return false;
@@ -362,8 +368,8 @@ struct parse_state {
 	struct config *cfg;
 	struct config_diags *d;
 	enum config_section sec; /* current section */
-	void *obj;               /* its struct, NULL to skip its keys */
-	int *lines;              /* its lines[] */
+	void *obj; /* its struct, NULL to skip its keys */
+	int *lines; /* its lines[] */
 	bool seen_cluster;
 	bool seen_header;
 };
@@ -414,7 +420,8 @@ config_reader(char *str, int num, void *stream)
 		if (*s == '[') {
 			if (e[-1] != ']') {
 				ERR(ps->d, ps->lineno,
-				    "section header is missing its ']'; the keys "
+				    "section header is missing its ']'; the "
+				    "keys "
 				    "under it are skipped");
 				/* keys up to the next header belong nowhere */
 				ps->seen_header = true;
@@ -525,7 +532,8 @@ option_set(struct config_diags *d, int line, const struct config_option *o,
 	}
 	case CT_BOOL:
 		if (!bool_parse(value, (bool *)(void *)field))
-			ERR(d, line, "%s: '%s' is not yes or no", o->name, value);
+			ERR(d, line, "%s: '%s' is not yes or no", o->name,
+			    value);
 		break;
 	case CT_ENUM: {
 		char list[128] = "";
@@ -536,8 +544,10 @@ option_set(struct config_diags *d, int line, const struct config_option *o,
 				return;
 			}
 			if (i)
-				strncat(list, ", ", sizeof(list) - strlen(list) - 1);
-			strncat(list, o->choices[i], sizeof(list) - strlen(list) - 1);
+				strncat(list, ", ",
+				    sizeof(list) - strlen(list) - 1);
+			strncat(list, o->choices[i],
+			    sizeof(list) - strlen(list) - 1);
 		}
 		ERR(d, line, "%s: '%s' is not one of %s", o->name, value, list);
 		break;
@@ -546,7 +556,8 @@ option_set(struct config_diags *d, int line, const struct config_option *o,
 		struct strlist *l = (struct strlist *)(void *)field, tmp = {0};
 
 		if (strlist_split(&tmp, value) == US_ETOOBIG)
-			ERR(d, line, "%s: an item is longer than 255 characters",
+			ERR(d, line,
+			    "%s: an item is longer than 255 characters",
 			    o->name);
 		for (size_t i = 0; i < tmp.n; i++) {
 			if (o->check && !o->check(tmp.v[i], err, sizeof(err))) {
@@ -554,8 +565,8 @@ option_set(struct config_diags *d, int line, const struct config_option *o,
 				continue;
 			}
 			if (strlist_find(l, tmp.v[i]) >= 0) {
-				ERR(d, line, "%s: '%s' is listed twice", o->name,
-				    tmp.v[i]);
+				ERR(d, line, "%s: '%s' is listed twice",
+				    o->name, tmp.v[i]);
 				continue;
 			}
 			strlist_add(l, tmp.v[i]);
@@ -617,11 +628,13 @@ section_begin(struct parse_state *ps, const char *header)
 		    str_suggest(word, section_names, CONFIG_SEC_COUNT);
 
 		if (s)
-			ERR(ps->d, line, "unknown section [%s]; did you mean [%s]?",
-			    word, s);
+			ERR(ps->d, line,
+			    "unknown section [%s]; did you mean [%s]?", word,
+			    s);
 		else
 			ERR(ps->d, line,
-			    "unknown section [%s] (known: cluster, server, user, "
+			    "unknown section [%s] (known: cluster, server, "
+			    "user, "
 			    "channel)",
 			    word);
 		return 1;
@@ -630,7 +643,8 @@ section_begin(struct parse_state *ps, const char *header)
 	if (sec == CONFIG_SEC_CLUSTER) {
 		if (name[0]) {
 			ERR(ps->d, line,
-			    "[cluster] takes no name; set 'name = %s' inside it",
+			    "[cluster] takes no name; set 'name = %s' inside "
+			    "it",
 			    name);
 			return 1;
 		}
@@ -661,12 +675,12 @@ section_begin(struct parse_state *ps, const char *header)
 		for (size_t i = 0; i < cfg->n_servers; i++)
 			if (strcmp(cfg->servers[i].name, name) == 0) {
 				ERR(ps->d, line,
-				    "duplicate server %s (first at line %d)", name,
-				    cfg->servers[i].line);
+				    "duplicate server %s (first at line %d)",
+				    name, cfg->servers[i].line);
 				return 1;
 			}
-		s = array_push((void **)&cfg->servers, &cfg->n_servers,
-		    sizeof(*s));
+		s = array_push(
+		    (void **)&cfg->servers, &cfg->n_servers, sizeof(*s));
 		if (s == NULL)
 			return 0;
 		s->name = strdup(name);
@@ -683,8 +697,8 @@ section_begin(struct parse_state *ps, const char *header)
 		for (size_t i = 0; i < cfg->n_users; i++)
 			if (strcmp(cfg->users[i].name, name) == 0) {
 				ERR(ps->d, line,
-				    "duplicate user %s (first at line %d)", name,
-				    cfg->users[i].line);
+				    "duplicate user %s (first at line %d)",
+				    name, cfg->users[i].line);
 				return 1;
 			}
 		u = array_push((void **)&cfg->users, &cfg->n_users, sizeof(*u));
@@ -703,12 +717,12 @@ section_begin(struct parse_state *ps, const char *header)
 		for (size_t i = 0; i < cfg->n_channels; i++)
 			if (strcmp(cfg->channels[i].name, name) == 0) {
 				ERR(ps->d, line,
-				    "duplicate channel %s (first at line %d)", name,
-				    cfg->channels[i].line);
+				    "duplicate channel %s (first at line %d)",
+				    name, cfg->channels[i].line);
 				return 1;
 			}
-		c = array_push((void **)&cfg->channels, &cfg->n_channels,
-		    sizeof(*c));
+		c = array_push(
+		    (void **)&cfg->channels, &cfg->n_channels, sizeof(*c));
 		if (c == NULL)
 			return 0;
 		c->name = strdup(name);
@@ -723,8 +737,8 @@ section_begin(struct parse_state *ps, const char *header)
 }
 
 static int
-config_handler(void *user, const char *section, const char *key,
-    const char *value)
+config_handler(
+    void *user, const char *section, const char *key, const char *value)
 {
 	struct parse_state *ps = user;
 	const struct config_option *o;
@@ -761,8 +775,8 @@ config_handler(void *user, const char *section, const char *key,
 	}
 	/* a list given in the file replaces its default; repeats add up */
 	if (ps->lines[idx] == 0 && o->type == CT_LIST)
-		strlist_free((struct strlist *)(void *)((char *)ps->obj +
-		    o->offset));
+		strlist_free(
+		    (struct strlist *)(void *)((char *)ps->obj + o->offset));
 	errors = ps->d->errors;
 	option_set(ps->d, ps->lineno, o, ps->obj, value);
 	ps->lines[idx] = ps->d->errors > errors ? -ps->lineno : ps->lineno;
@@ -820,8 +834,8 @@ line_raw(const int *lines, enum config_section sec, const char *name)
 }
 
 static int
-line_of(const int *lines, enum config_section sec, const char *name,
-    int fallback)
+line_of(
+    const int *lines, enum config_section sec, const char *name, int fallback)
 {
 	int l = line_raw(lines, sec, name);
 
@@ -853,20 +867,25 @@ check_cluster_section(struct config *cfg, struct config_diags *d)
 		ERR(d, 0, "missing [cluster] section");
 		return;
 	}
-	if (c->name == NULL && line_raw(c->lines, CONFIG_SEC_CLUSTER, "name") == 0)
+	if (c->name == NULL &&
+	    line_raw(c->lines, CONFIG_SEC_CLUSTER, "name") == 0)
 		ERR(d, c->line, "[cluster] needs a name ('name = ...')");
 	if (c->etcd.n == 0) {
-		ERR(d, eline, "etcd: no endpoint given (list http://HOST:PORT, or local)");
+		ERR(d, eline,
+		    "etcd: no endpoint given (list http://HOST:PORT, or "
+		    "local)");
 	} else if (strlist_find(&c->etcd, "local") >= 0) {
 		char url[64];
 
 		if (c->etcd.n > 1) {
-			ERR(d, eline, "etcd: 'local' cannot be mixed with endpoints");
+			ERR(d, eline,
+			    "etcd: 'local' cannot be mixed with endpoints");
 			return;
 		}
 		c->etcd_local = true;
 		strlist_free(&c->etcd);
-		snprintf(url, sizeof(url), "http://127.0.0.1:%ld", c->local_etcd_port);
+		snprintf(url, sizeof(url), "http://127.0.0.1:%ld",
+		    c->local_etcd_port);
 		strlist_add(&c->etcd, url);
 	}
 }
@@ -901,7 +920,8 @@ check_failover_list(const struct config *cfg, const struct config_server *s,
 				    f, f, by_addr->name);
 			else
 				ERR(d, line,
-				    "failover: '%s' is an address or host name; "
+				    "failover: '%s' is an address or host "
+				    "name; "
 				    "list the names of [server NAME] sections",
 				    f);
 			continue;
@@ -909,8 +929,8 @@ check_failover_list(const struct config *cfg, const struct config_server *s,
 		sug = str_suggest(f, names, cfg->n_servers);
 		if (sug)
 			ERR(d, line,
-			    "failover: unknown server '%s'; did you mean '%s'?", f,
-			    sug);
+			    "failover: unknown server '%s'; did you mean '%s'?",
+			    f, sug);
 		else
 			ERR(d, line, "failover: unknown server '%s'", f);
 	}
@@ -918,8 +938,8 @@ check_failover_list(const struct config *cfg, const struct config_server *s,
 }
 
 static void
-check_server(const struct config *cfg, struct config_server *s,
-    struct config_diags *d)
+check_server(
+    const struct config *cfg, struct config_server *s, struct config_diags *d)
 {
 	if (s->address == NULL && !SGIVEN(s, "address"))
 		ERR(d, s->line, "server %s needs an address", s->name);
@@ -932,7 +952,10 @@ check_server(const struct config *cfg, struct config_server *s,
 			    "(media_ports = %ld)",
 			    s->name, s->media_ports);
 		if (s->route_point || s->aa_route_point)
-			ERR(d, SLINE(s, s->route_point ? "route_point" : "aa_route_point"),
+			ERR(d,
+			    SLINE(s,
+				s->route_point ? "route_point"
+					       : "aa_route_point"),
 			    "%s is a spare and has no route point of its own",
 			    s->name);
 		if (s->interceptor_ports.n)
@@ -942,30 +965,33 @@ check_server(const struct config *cfg, struct config_server *s,
 			    s->name);
 		if (s->max_media_ports == 0)
 			WARN(d, s->line,
-			    "spare %s has max_media_ports 0 and can cover nobody",
+			    "spare %s has max_media_ports 0 and can cover "
+			    "nobody",
 			    s->name);
 	} else {
 		if (s->route_point == NULL && !SGIVEN(s, "route_point"))
-			ERR(d, s->line, "%s needs a route_point (or spare = yes)",
-			    s->name);
+			ERR(d, s->line,
+			    "%s needs a route_point (or spare = yes)", s->name);
 		if (s->media_ports == 0 && !SREJECTED(s, "media_ports"))
 			ERR(d, SLINE(s, "media_ports"),
-			    "%s needs media_ports of at least 1 (or spare = yes)",
+			    "%s needs media_ports of at least 1 (or spare = "
+			    "yes)",
 			    s->name);
 	}
 	if (s->media_ports > 0) {
 		if (s->media_port_base == 0 && !SGIVEN(s, "media_port_base"))
-			ERR(d, s->line, "%s has media ports but no media_port_base",
+			ERR(d, s->line,
+			    "%s has media ports but no media_port_base",
 			    s->name);
 		if (s->rtp_port_base == 0 && !SGIVEN(s, "rtp_port_base"))
-			ERR(d, s->line, "%s has media ports but no rtp_port_base",
-			    s->name);
+			ERR(d, s->line,
+			    "%s has media ports but no rtp_port_base", s->name);
 		else if (s->rtp_port_base &&
 		    s->rtp_port_base + s->media_ports - 1 > 65535)
 			ERR(d, SLINE(s, "rtp_port_base"),
 			    "RTP ports %ld-%ld of %s run past 65535",
-			    s->rtp_port_base, s->rtp_port_base + s->media_ports - 1,
-			    s->name);
+			    s->rtp_port_base,
+			    s->rtp_port_base + s->media_ports - 1, s->name);
 		if (s->max_media_ports < s->media_ports)
 			ERR(d, SLINE(s, "max_media_ports"),
 			    "max_media_ports %ld of %s is less than its own "
@@ -993,7 +1019,8 @@ static void
 check_pair(const struct config_server *a, const struct config_server *b,
     struct config_diags *d)
 {
-	bool same = a->address && b->address && strcmp(a->address, b->address) == 0;
+	bool same =
+	    a->address && b->address && strcmp(a->address, b->address) == 0;
 
 	if (same) {
 		if (a->api_port == b->api_port)
@@ -1013,21 +1040,26 @@ check_pair(const struct config_server *a, const struct config_server *b,
 			    b->media_port_base,
 			    b->media_port_base + b->media_ports - 1, b->name,
 			    a->name, a->media_port_base,
-			    a->media_port_base + a->media_ports - 1, a->address);
+			    a->media_port_base + a->media_ports - 1,
+			    a->address);
 		if (a->rtp_port_base && b->rtp_port_base &&
 		    ranges_overlap(a->rtp_port_base, a->media_ports,
 			b->rtp_port_base, b->media_ports))
 			ERR(d, SLINE(b, "rtp_port_base"),
 			    "RTP ports %ld-%ld of %s overlap those of %s "
 			    "(%ld-%ld) on %s",
-			    b->rtp_port_base, b->rtp_port_base + b->media_ports - 1,
-			    b->name, a->name, a->rtp_port_base,
+			    b->rtp_port_base,
+			    b->rtp_port_base + b->media_ports - 1, b->name,
+			    a->name, a->rtp_port_base,
 			    a->rtp_port_base + a->media_ports - 1, a->address);
-		if (ranges_overlap(a->rtp_port_base, a->media_ports, b->sip_port, 1))
+		if (ranges_overlap(
+			a->rtp_port_base, a->media_ports, b->sip_port, 1))
 			ERR(d, SLINE(b, "sip_port"),
-			    "sip_port %ld of %s is inside the RTP ports of %s on %s",
+			    "sip_port %ld of %s is inside the RTP ports of %s "
+			    "on %s",
 			    b->sip_port, b->name, a->name, a->address);
-		if (ranges_overlap(b->rtp_port_base, b->media_ports, a->sip_port, 1))
+		if (ranges_overlap(
+			b->rtp_port_base, b->media_ports, a->sip_port, 1))
 			ERR(d, SLINE(b, "rtp_port_base"),
 			    "RTP ports of %s include sip_port %ld of %s on %s",
 			    b->name, a->sip_port, a->name, a->address);
@@ -1069,16 +1101,20 @@ check_numbers(const struct config *cfg, struct config_diags *d)
 			if (k == 1 && b->route_point &&
 			    strcmp(b->route_point, rp[1]) == 0)
 				ERR(d, SLINE(b, "aa_route_point"),
-				    "aa_route_point %s of %s is its route_point too",
+				    "aa_route_point %s of %s is its "
+				    "route_point too",
 				    rp[1], b->name);
 			for (size_t j = 0; j < i; j++) {
-				const struct config_server *a = &cfg->servers[j];
+				const struct config_server *a =
+				    &cfg->servers[j];
 
-				if ((a->route_point && strcmp(a->route_point, rp[k]) == 0) ||
+				if ((a->route_point &&
+					strcmp(a->route_point, rp[k]) == 0) ||
 				    (a->aa_route_point &&
 					strcmp(a->aa_route_point, rp[k]) == 0))
 					ERR(d, SLINE(b, rpkey[k]),
-					    "route point %s of %s is already used by "
+					    "route point %s of %s is already "
+					    "used by "
 					    "%s (line %d)",
 					    rp[k], b->name, a->name, a->line);
 			}
@@ -1088,33 +1124,42 @@ check_numbers(const struct config *cfg, struct config_diags *d)
 			int line = SLINE(b, "interceptor_ports");
 
 			for (size_t j = 0; j <= i; j++) {
-				const struct config_server *a = &cfg->servers[j];
-				size_t until = j == i ? p : a->interceptor_ports.n;
+				const struct config_server *a =
+				    &cfg->servers[j];
+				size_t until =
+				    j == i ? p : a->interceptor_ports.n;
 
 				for (size_t q = 0; q < until; q++) {
-					const char *other = a->interceptor_ports.v[q];
+					const char *other =
+					    a->interceptor_ports.v[q];
 
 					if (strcmp(other, pat) == 0)
 						ERR(d, line,
-						    "interceptor pattern %s of %s is "
+						    "interceptor pattern %s of "
+						    "%s is "
 						    "already %s's",
 						    pat, b->name, a->name);
 					else if (a != b &&
 					    patterns_overlap(other, pat))
 						WARN(d, line,
-						    "interceptor pattern %s of %s "
+						    "interceptor pattern %s of "
+						    "%s "
 						    "overlaps %s of %s",
-						    pat, b->name, other, a->name);
+						    pat, b->name, other,
+						    a->name);
 				}
 			}
 			for (size_t j = 0; j < cfg->n_servers; j++) {
-				const struct config_server *a = &cfg->servers[j];
+				const struct config_server *a =
+				    &cfg->servers[j];
 
-				if (a->route_point && config_pattern_match(pat, a->route_point))
+				if (a->route_point &&
+				    config_pattern_match(pat, a->route_point))
 					WARN(d, line,
 					    "interceptor pattern %s of %s also "
 					    "matches route point %s of %s",
-					    pat, b->name, a->route_point, a->name);
+					    pat, b->name, a->route_point,
+					    a->name);
 			}
 		}
 	}
@@ -1151,12 +1196,13 @@ check_capacity(const struct config *cfg, struct config_diags *d)
 				    c->name, s->name, s->media_ports,
 				    c->max_media_ports);
 			else if (!c->spare &&
-			    c->media_ports + s->media_ports > c->max_media_ports)
+			    c->media_ports + s->media_ports >
+				c->max_media_ports)
 				WARN(d, line,
 				    "%s covers %s: %ld + %ld ports > "
 				    "max_media_ports %ld",
-				    c->name, s->name, c->media_ports, s->media_ports,
-				    c->max_media_ports);
+				    c->name, s->name, c->media_ports,
+				    s->media_ports, c->max_media_ports);
 		}
 	}
 }
@@ -1178,22 +1224,26 @@ check_users_channels(const struct config *cfg, struct config_diags *d)
 	}
 	for (size_t i = 0; i < cfg->n_channels; i++) {
 		const struct config_channel *c = &cfg->channels[i];
-		int line = line_of(c->lines, CONFIG_SEC_CHANNEL, "allow", c->line);
+		int line =
+		    line_of(c->lines, CONFIG_SEC_CHANNEL, "allow", c->line);
 
 		if (c->allow.n == 0)
 			WARN(d, c->line, "channel %s allows nobody", c->name);
 		for (size_t a = 0; a < c->allow.n; a++) {
 			const char *who = c->allow.v[a];
-			const struct strlist *l = who[0] == '@' ? &groups : &users;
+			const struct strlist *l =
+			    who[0] == '@' ? &groups : &users;
 			const char *name = who[0] == '@' ? who + 1 : who;
 			const char *sug;
 
 			if (strlist_find(l, name) >= 0)
 				continue;
-			sug = str_suggest(name, (const char *const *)l->v, l->n);
+			sug =
+			    str_suggest(name, (const char *const *)l->v, l->n);
 			if (sug)
 				ERR(d, line,
-				    "allow: unknown %s '%s'; did you mean '%s%s'?",
+				    "allow: unknown %s '%s'; did you mean "
+				    "'%s%s'?",
 				    who[0] == '@' ? "group" : "user", who,
 				    who[0] == '@' ? "@" : "", sug);
 			else
@@ -1208,13 +1258,14 @@ check_users_channels(const struct config *cfg, struct config_diags *d)
 /* ---- entry points ---- */
 
 struct config *
-config_parse(const char *name, const char *text, size_t len,
-    struct config_diags *d)
+config_parse(
+    const char *name, const char *text, size_t len, struct config_diags *d)
 {
 	struct parse_state ps;
 	struct config *cfg;
 
-	_Static_assert(N_OPTIONS <= CONFIG_MAX_OPTIONS, "raise CONFIG_MAX_OPTIONS");
+	_Static_assert(
+	    N_OPTIONS <= CONFIG_MAX_OPTIONS, "raise CONFIG_MAX_OPTIONS");
 	if (d->path == NULL)
 		d->path = strdup(name);
 	if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
@@ -1243,7 +1294,8 @@ config_parse(const char *name, const char *text, size_t len,
 	check_numbers(cfg, d);
 	check_capacity(cfg, d);
 	check_users_channels(cfg, d);
-	qsort(d->v, d->n, sizeof(*d->v), diag_cmp);
+	if (d->n > 1)
+		qsort(d->v, d->n, sizeof(*d->v), diag_cmp);
 	return cfg;
 }
 
@@ -1265,7 +1317,8 @@ config_load(const char *path, struct config_diags *d)
 	}
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
 		if (buf_append(&b, chunk, n) != 0) {
-			ERR(d, 0, "file is larger than %d bytes", CONFIG_FILE_MAX);
+			ERR(d, 0, "file is larger than %d bytes",
+			    CONFIG_FILE_MAX);
 			goto out;
 		}
 	if (ferror(f)) {
@@ -1321,8 +1374,8 @@ config_free(struct config *cfg)
 }
 
 static void
-section_print(const struct config *cfg, enum config_section sec,
-    const void *obj, FILE *f)
+section_print(
+    const struct config *cfg, enum config_section sec, const void *obj, FILE *f)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const struct config_option *o = &config_options[i];
@@ -1358,7 +1411,8 @@ section_print(const struct config *cfg, enum config_section sec,
 			const struct strlist *l =
 			    (const struct strlist *)(const void *)field;
 
-			if (sec == CONFIG_SEC_CLUSTER && cfg->cluster.etcd_local &&
+			if (sec == CONFIG_SEC_CLUSTER &&
+			    cfg->cluster.etcd_local &&
 			    l == &cfg->cluster.etcd) {
 				fprintf(f, "%s = local\n", o->name);
 				break;
@@ -1397,22 +1451,24 @@ config_print(const struct config *cfg, FILE *f)
 void
 config_doc(FILE *f)
 {
-	static const char *const types[] = {"integer", "text", "yes/no",
-	    "choice", "list"};
+	static const char *const types[] = {
+	    "integer", "text", "yes/no", "choice", "list"};
 
-	fprintf(f, "# Configuration reference\n\n"
-		   "Generated from the option table in `src/common/config.c` "
-		   "by `understudy config doc`; do not edit by hand.\n\n"
-		   "One INI file describes the whole cluster. Lines are at most "
-		   "198 characters; a list option may be given on several "
-		   "lines, each adding to the list. Comments start with `;` or "
-		   "`#`. `understudy config check FILE` reports every problem "
-		   "as `FILE:LINE: error|warning: message`.\n");
+	fprintf(f,
+	    "# Configuration reference\n\n"
+	    "Generated from the option table in `src/common/config.c` "
+	    "by `understudy config doc`; do not edit by hand.\n\n"
+	    "One INI file describes the whole cluster. Lines are at most "
+	    "198 characters; a list option may be given on several "
+	    "lines, each adding to the list. Comments start with `;` or "
+	    "`#`. `understudy config check FILE` reports every problem "
+	    "as `FILE:LINE: error|warning: message`.\n");
 	for (int sec = 0; sec < CONFIG_SEC_COUNT; sec++) {
 		fprintf(f, "\n## [%s%s]\n\n", section_names[sec],
 		    sec == CONFIG_SEC_CLUSTER ? "" : " NAME");
-		fprintf(f, "| option | type | default | range | changes at run "
-			   "time | meaning |\n|---|---|---|---|---|---|\n");
+		fprintf(f,
+		    "| option | type | default | range | changes at run "
+		    "time | meaning |\n|---|---|---|---|---|---|\n");
 		for (size_t i = 0; i < N_OPTIONS; i++) {
 			const struct config_option *o = &config_options[i];
 			char range[64] = "";
@@ -1420,17 +1476,20 @@ config_doc(FILE *f)
 			if ((int)o->section != sec)
 				continue;
 			if (o->type == CT_INT)
-				snprintf(range, sizeof(range), "%ld..%ld", o->min,
-				    o->max);
+				snprintf(range, sizeof(range), "%ld..%ld",
+				    o->min, o->max);
 			else if (o->type == CT_ENUM) {
 				for (int c = 0; o->choices[c]; c++) {
 					if (c)
-						strncat(range, ", ", sizeof(range) - strlen(range) - 1);
-					strncat(range, o->choices[c], sizeof(range) - strlen(range) - 1);
+						strncat(range, ", ",
+						    sizeof(range) -
+							strlen(range) - 1);
+					strncat(range, o->choices[c],
+					    sizeof(range) - strlen(range) - 1);
 				}
 			}
-			fprintf(f, "| `%s` | %s | %s | %s | %s | %s |\n", o->name,
-			    types[o->type],
+			fprintf(f, "| `%s` | %s | %s | %s | %s | %s |\n",
+			    o->name, types[o->type],
 			    o->def ? (o->def[0] ? o->def : "(empty)") : "-",
 			    range, o->runtime ? "yes" : "no", o->doc);
 		}
@@ -1452,8 +1511,8 @@ config_address_is_local(const char *address)
 	struct ifaddrs *ifs, *ifa;
 	bool found = false;
 
-	if (strcmp(address, "localhost") == 0 || strncmp(address, "127.", 4) == 0 ||
-	    strcmp(address, "::1") == 0)
+	if (strcmp(address, "localhost") == 0 ||
+	    strncmp(address, "127.", 4) == 0 || strcmp(address, "::1") == 0)
 		return true;
 	if (getifaddrs(&ifs) != 0)
 		return false;

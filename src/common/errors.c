@@ -5,8 +5,8 @@ const char *
 us_err_name(int err)
 {
 	switch (err) {
-#define ERR_NAME(name, code, msg)                                             \
-	case code:                                                            \
+#define ERR_NAME(name, code, msg)                                              \
+	case code:                                                             \
 		return #name;
 		US_ERRNO_MAP(ERR_NAME)
 #undef ERR_NAME
@@ -20,8 +20,8 @@ const char *
 us_strerror(int err)
 {
 	switch (err) {
-#define ERR_MSG(name, code, msg)                                              \
-	case code:                                                            \
+#define ERR_MSG(name, code, msg)                                               \
+	case code:                                                             \
 		return msg;
 		US_ERRNO_MAP(ERR_MSG)
 #undef ERR_MSG

@@ -36,8 +36,8 @@ log_msg(enum log_level level, const char *fmt, ...)
 	if (level < log_min)
 		return;
 	time_iso8601(time_wall_ms(), ts, sizeof(ts));
-	n = snprintf(line, sizeof(line), "%s %s %s: ", ts, log_names[level],
-	    log_who);
+	n = snprintf(
+	    line, sizeof(line), "%s %s %s: ", ts, log_names[level], log_who);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	va_start(ap, fmt);
@@ -49,7 +49,8 @@ log_msg(enum log_level level, const char *fmt, ...)
 	if ((size_t)n >= sizeof(line) - 1)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
-	/* one write(2) per line keeps lines whole when processes share stderr */
+	/* one write(2) per line keeps lines whole when processes share stderr
+	 */
 	if (write(STDERR_FILENO, line, (size_t)n) < 0)
 		return;
 }

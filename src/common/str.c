@@ -104,7 +104,8 @@ str_is_ip(const char *s)
 {
 	unsigned char tmp[16];
 
-	return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
+	return inet_pton(AF_INET, s, tmp) == 1 ||
+	    inet_pton(AF_INET6, s, tmp) == 1;
 }
 
 bool

@@ -41,17 +41,17 @@ struct etcd_kv {
 
 /* What a request gives back; valid only during the callback. */
 struct etcd_res {
-	int err;       /* 0 or a negative US_E* code */
+	int err; /* 0 or a negative US_E* code */
 	char *message; /* etcd's or curl's words on an error, or NULL */
 	const char *endpoint;
 	int64_t revision; /* of the store when it answered */
 	struct etcd_kv *kvs; /* range; txn ranges; delete's previous kvs */
 	size_t n_kvs;
-	int64_t count;   /* range */
+	int64_t count; /* range */
 	int64_t deleted; /* delete */
-	bool succeeded;  /* txn: the compares held */
-	int64_t id;      /* lease */
-	int64_t ttl;     /* lease: seconds left (keepalive, timetolive) */
+	bool succeeded; /* txn: the compares held */
+	int64_t id; /* lease */
+	int64_t ttl; /* lease: seconds left (keepalive, timetolive) */
 	int64_t granted_ttl;
 };
 
@@ -60,7 +60,7 @@ typedef void (*etcd_cb)(const struct etcd_res *res, void *arg);
 struct etcd_opts {
 	unsigned request_timeout_ms; /* whole request, default 1000 */
 	unsigned connect_timeout_ms; /* default 300 */
-	unsigned max_attempts;       /* default 2 per endpoint, at least 3 */
+	unsigned max_attempts; /* default 2 per endpoint, at least 3 */
 };
 
 /* etcd.c */
@@ -70,8 +70,8 @@ struct etcd_opts {
  * be NULL for defaults. Returns NULL on ENOMEM. curl_global_init must
  * have been called.
  */
-struct etcd *etcd_new(uv_loop_t *loop, const char *const *endpoints,
-    size_t n, const struct etcd_opts *opts);
+struct etcd *etcd_new(uv_loop_t *loop, const char *const *endpoints, size_t n,
+    const struct etcd_opts *opts);
 
 /*
  * Cancel every request and watch (their callbacks are not called) and
@@ -92,16 +92,16 @@ void etcd_req_cancel(struct etcd_req *req);
  * Read key, or every key under the prefix key when prefix is true.
  * Returns the request (for etcd_req_cancel), or NULL on ENOMEM.
  */
-struct etcd_req *etcd_kv_range(struct etcd *e, const char *key, bool prefix,
-    etcd_cb cb, void *arg);
+struct etcd_req *etcd_kv_range(
+    struct etcd *e, const char *key, bool prefix, etcd_cb cb, void *arg);
 
 /* Write key = value (vlen bytes), attached to lease unless it is 0. */
-struct etcd_req *etcd_kv_put(struct etcd *e, const char *key,
-    const char *value, size_t vlen, int64_t lease, etcd_cb cb, void *arg);
+struct etcd_req *etcd_kv_put(struct etcd *e, const char *key, const char *value,
+    size_t vlen, int64_t lease, etcd_cb cb, void *arg);
 
 /* Delete key, or every key under it; res->kvs holds what was deleted. */
-struct etcd_req *etcd_kv_delete(struct etcd *e, const char *key, bool prefix,
-    etcd_cb cb, void *arg);
+struct etcd_req *etcd_kv_delete(
+    struct etcd *e, const char *key, bool prefix, etcd_cb cb, void *arg);
 
 enum etcd_cmp_target {
 	ETCD_CMP_VERSION,
@@ -132,17 +132,17 @@ int etcd_kv_txn_compare(struct etcd_txn *t, const char *key,
 /* Add a put / delete / range to the success (or failure) branch. */
 int etcd_kv_txn_put(struct etcd_txn *t, bool success, const char *key,
     const char *value, size_t vlen, int64_t lease);
-int etcd_kv_txn_delete(struct etcd_txn *t, bool success, const char *key,
-    bool prefix);
-int etcd_kv_txn_get(struct etcd_txn *t, bool success, const char *key,
-    bool prefix);
+int etcd_kv_txn_delete(
+    struct etcd_txn *t, bool success, const char *key, bool prefix);
+int etcd_kv_txn_get(
+    struct etcd_txn *t, bool success, const char *key, bool prefix);
 
 /*
  * Send the transaction; it is consumed (freed) whatever happens. res has
  * succeeded, and the kvs of every range in the branch that ran.
  */
-struct etcd_req *etcd_kv_txn_commit(struct etcd *e, struct etcd_txn *t,
-    etcd_cb cb, void *arg);
+struct etcd_req *etcd_kv_txn_commit(
+    struct etcd *e, struct etcd_txn *t, etcd_cb cb, void *arg);
 
 /* Free a transaction that was not committed. NULL is a no-op. */
 void etcd_kv_txn_free(struct etcd_txn *t);
@@ -150,20 +150,20 @@ void etcd_kv_txn_free(struct etcd_txn *t);
 /* etcd_lease.c */
 
 /* Grant a lease of ttl seconds: res->id, res->ttl. */
-struct etcd_req *etcd_lease_grant(struct etcd *e, int64_t ttl, etcd_cb cb,
-    void *arg);
+struct etcd_req *etcd_lease_grant(
+    struct etcd *e, int64_t ttl, etcd_cb cb, void *arg);
 
 /* Renew once: res->ttl, or res->err US_ELEASELOST when it is gone. */
-struct etcd_req *etcd_lease_keepalive(struct etcd *e, int64_t id,
-    etcd_cb cb, void *arg);
+struct etcd_req *etcd_lease_keepalive(
+    struct etcd *e, int64_t id, etcd_cb cb, void *arg);
 
 /* Revoke: its keys are deleted at once. US_ENOTFOUND if already gone. */
-struct etcd_req *etcd_lease_revoke(struct etcd *e, int64_t id, etcd_cb cb,
-    void *arg);
+struct etcd_req *etcd_lease_revoke(
+    struct etcd *e, int64_t id, etcd_cb cb, void *arg);
 
 /* Time to live: res->ttl (-1 when gone), res->granted_ttl. */
-struct etcd_req *etcd_lease_timetolive(struct etcd *e, int64_t id,
-    etcd_cb cb, void *arg);
+struct etcd_req *etcd_lease_timetolive(
+    struct etcd *e, int64_t id, etcd_cb cb, void *arg);
 
 /* etcd_watch.c */
 
@@ -187,8 +187,8 @@ struct etcd_watch_update {
 	const char *endpoint;
 };
 
-typedef void (*etcd_watch_cb)(struct etcd_watch *w,
-    const struct etcd_watch_update *u, void *arg);
+typedef void (*etcd_watch_cb)(
+    struct etcd_watch *w, const struct etcd_watch_update *u, void *arg);
 
 /*
  * Watch key (or every key under it): with start_rev 0, first a reset
@@ -197,8 +197,8 @@ typedef void (*etcd_watch_cb)(struct etcd_watch *w,
  * disconnects and endpoint changes it resumes from the revision after
  * the last one delivered. Returns NULL on ENOMEM.
  */
-struct etcd_watch *etcd_watch_new(struct etcd *e, const char *key,
-    bool prefix, int64_t start_rev, etcd_watch_cb cb, void *arg);
+struct etcd_watch *etcd_watch_new(struct etcd *e, const char *key, bool prefix,
+    int64_t start_rev, etcd_watch_cb cb, void *arg);
 
 /* Stop and free; safe inside its own callback. NULL is a no-op. */
 void etcd_watch_free(struct etcd_watch *w);
@@ -224,16 +224,16 @@ enum etcd_op {
  * Parse a 200 answer of the gateway for op into res (zeroed first).
  * Returns res->err: 0, US_EPROTO, US_ELEASELOST, US_ENOMEM.
  */
-int etcd_parse_response(enum etcd_op op, const char *body, size_t len,
-    struct etcd_res *res);
+int etcd_parse_response(
+    enum etcd_op op, const char *body, size_t len, struct etcd_res *res);
 
 /*
  * Parse an error body ({"error":..,"code":N}) into res->err and
  * res->message; http is the status. Returns res->err, and sets *retry
  * when another member may succeed (code 14, unavailable).
  */
-int etcd_parse_error(long http, const char *body, size_t len,
-    struct etcd_res *res, bool *retry);
+int etcd_parse_error(
+    long http, const char *body, size_t len, struct etcd_res *res, bool *retry);
 
 /* Free what a parse put into res, and zero it. */
 void etcd_parse_res_clear(struct etcd_res *res);
@@ -258,13 +258,13 @@ void etcd_parse_watch_clear(struct etcd_watch_msg *m);
 /* ---- between the files of src/coord only ---- */
 
 /* Called for each line of a streaming answer, and when it ends. */
-typedef void (*etcd_line_cb)(struct etcd_req *req, const char *line,
-    size_t len, void *arg);
+typedef void (*etcd_line_cb)(
+    struct etcd_req *req, const char *line, size_t len, void *arg);
 typedef void (*etcd_end_cb)(struct etcd_req *req, int err, void *arg);
 
 /* Queue a request of op to path with a JSON body (taken over). */
-struct etcd_req *etcd_request(struct etcd *e, enum etcd_op op,
-    const char *path, char *body, etcd_cb cb, void *arg);
+struct etcd_req *etcd_request(struct etcd *e, enum etcd_op op, const char *path,
+    char *body, etcd_cb cb, void *arg);
 
 /* Queue a streaming request (a watch) on the current endpoint. */
 struct etcd_req *etcd_request_stream(struct etcd *e, const char *path,

@@ -142,7 +142,8 @@ req_send(struct etcd_req *req)
 	char url[512];
 
 	req->endpoint = e->current;
-	snprintf(url, sizeof(url), "%s%s", e->endpoints[req->endpoint], req->path);
+	snprintf(
+	    url, sizeof(url), "%s%s", e->endpoints[req->endpoint], req->path);
 	buf_reset(&req->resp);
 	if ((req->easy = curl_easy_init()) == NULL)
 		return US_ENOMEM;
@@ -236,14 +237,16 @@ req_finish(struct etcd_req *req, CURLcode rc)
 	if (rc == CURLE_WRITE_ERROR && req->resp.len >= req->resp.max) {
 		err = US_ETOOBIG;
 	} else if (rc != CURLE_OK) {
-		err = rc == CURLE_OPERATION_TIMEDOUT ? US_ETIMEDOUT : US_EUNAVAIL;
+		err =
+		    rc == CURLE_OPERATION_TIMEDOUT ? US_ETIMEDOUT : US_EUNAVAIL;
 		if (transport_error(rc)) {
 			retry = true;
-			endpoint_failed(e, req->endpoint, curl_easy_strerror(rc));
+			endpoint_failed(
+			    e, req->endpoint, curl_easy_strerror(rc));
 		}
 	} else if (http != 200) {
-		err = etcd_parse_error(http, req->resp.data, req->resp.len, &res,
-		    &retry);
+		err = etcd_parse_error(
+		    http, req->resp.data, req->resp.len, &res, &retry);
 		if (retry)
 			endpoint_failed(e, req->endpoint, "unavailable");
 	}
@@ -255,7 +258,8 @@ req_finish(struct etcd_req *req, CURLcode rc)
 		return;
 	}
 	if (err == 0) {
-		etcd_parse_response(req->op, req->resp.data, req->resp.len, &res);
+		etcd_parse_response(
+		    req->op, req->resp.data, req->resp.len, &res);
 		req_complete(req, &res);
 		return;
 	}
@@ -583,7 +587,8 @@ req_new(struct etcd *e, enum etcd_op op, const char *path, char *body)
 	buf_init(&req->resp, ETCD_RESPONSE_MAX);
 	if ((req->path = strdup(path)) == NULL)
 		goto fail_req;
-	req->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	req->headers =
+	    curl_slist_append(NULL, "Content-Type: application/json");
 	if (req->headers == NULL)
 		goto fail_req;
 	req->next = e->reqs;

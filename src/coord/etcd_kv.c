@@ -36,7 +36,8 @@ set_i64(json_t *o, const char *name, int64_t v)
 	char s[32];
 
 	snprintf(s, sizeof(s), "%" PRId64, v);
-	return json_object_set_new(o, name, json_string(s)) == 0 ? 0 : US_ENOMEM;
+	return json_object_set_new(o, name, json_string(s)) == 0 ? 0
+								 : US_ENOMEM;
 }
 
 char *
@@ -99,8 +100,8 @@ body_of(json_t *o)
 }
 
 struct etcd_req *
-etcd_kv_range(struct etcd *e, const char *key, bool prefix, etcd_cb cb,
-    void *arg)
+etcd_kv_range(
+    struct etcd *e, const char *key, bool prefix, etcd_cb cb, void *arg)
 {
 	return etcd_request(e, ETCD_OP_RANGE, "/v3/kv/range",
 	    body_of(etcd_kv_key_json(key, prefix)), cb, arg);
@@ -112,8 +113,9 @@ etcd_kv_put(struct etcd *e, const char *key, const char *value, size_t vlen,
 {
 	json_t *o = etcd_kv_key_json(key, false);
 
-	if (o && (set_b64(o, "value", value, vlen) != 0 ||
-		     (lease && set_i64(o, "lease", lease) != 0))) {
+	if (o &&
+	    (set_b64(o, "value", value, vlen) != 0 ||
+		(lease && set_i64(o, "lease", lease) != 0))) {
 		json_decref(o);
 		o = NULL;
 	}
@@ -121,8 +123,8 @@ etcd_kv_put(struct etcd *e, const char *key, const char *value, size_t vlen,
 }
 
 struct etcd_req *
-etcd_kv_delete(struct etcd *e, const char *key, bool prefix, etcd_cb cb,
-    void *arg)
+etcd_kv_delete(
+    struct etcd *e, const char *key, bool prefix, etcd_cb cb, void *arg)
 {
 	json_t *o = etcd_kv_key_json(key, prefix);
 
@@ -130,8 +132,8 @@ etcd_kv_delete(struct etcd *e, const char *key, bool prefix, etcd_cb cb,
 		json_decref(o);
 		o = NULL;
 	}
-	return etcd_request(e, ETCD_OP_DELETE, "/v3/kv/deleterange", body_of(o),
-	    cb, arg);
+	return etcd_request(
+	    e, ETCD_OP_DELETE, "/v3/kv/deleterange", body_of(o), cb, arg);
 }
 
 struct etcd_txn *
@@ -187,19 +189,21 @@ etcd_kv_txn_compare(struct etcd_txn *t, const char *key,
     enum etcd_cmp_target target, enum etcd_cmp_result result, int64_t num,
     const char *value, size_t vlen)
 {
-	static const char *const targets[] = {"VERSION", "CREATE", "MOD",
-	    "VALUE", "LEASE"};
-	static const char *const fields[] = {"version", "create_revision",
-	    "mod_revision", "value", "lease"};
-	static const char *const results[] = {"EQUAL", "NOT_EQUAL", "GREATER",
-	    "LESS"};
+	static const char *const targets[] = {
+	    "VERSION", "CREATE", "MOD", "VALUE", "LEASE"};
+	static const char *const fields[] = {
+	    "version", "create_revision", "mod_revision", "value", "lease"};
+	static const char *const results[] = {
+	    "EQUAL", "NOT_EQUAL", "GREATER", "LESS"};
 	json_t *c = etcd_kv_key_json(key, false);
 	int rc;
 
 	if (c == NULL)
 		return US_ENOMEM;
-	if (json_object_set_new(c, "target", json_string(targets[target])) != 0 ||
-	    json_object_set_new(c, "result", json_string(results[result])) != 0) {
+	if (json_object_set_new(c, "target", json_string(targets[target])) !=
+		0 ||
+	    json_object_set_new(c, "result", json_string(results[result])) !=
+		0) {
 		json_decref(c);
 		return US_ENOMEM;
 	}
@@ -233,26 +237,26 @@ etcd_kv_txn_put(struct etcd_txn *t, bool success, const char *key,
 {
 	json_t *o = etcd_kv_key_json(key, false);
 
-	if (o && (set_b64(o, "value", value, vlen) != 0 ||
-		     (lease && set_i64(o, "lease", lease) != 0))) {
+	if (o &&
+	    (set_b64(o, "value", value, vlen) != 0 ||
+		(lease && set_i64(o, "lease", lease) != 0))) {
 		json_decref(o);
 		o = NULL;
 	}
-	return txn_add(t, success ? t->success : t->failure,
-	    wrap("request_put", o));
+	return txn_add(
+	    t, success ? t->success : t->failure, wrap("request_put", o));
 }
 
 int
-etcd_kv_txn_delete(struct etcd_txn *t, bool success, const char *key,
-    bool prefix)
+etcd_kv_txn_delete(
+    struct etcd_txn *t, bool success, const char *key, bool prefix)
 {
 	return txn_add(t, success ? t->success : t->failure,
 	    wrap("request_delete_range", etcd_kv_key_json(key, prefix)));
 }
 
 int
-etcd_kv_txn_get(struct etcd_txn *t, bool success, const char *key,
-    bool prefix)
+etcd_kv_txn_get(struct etcd_txn *t, bool success, const char *key, bool prefix)
 {
 	return txn_add(t, success ? t->success : t->failure,
 	    wrap("request_range", etcd_kv_key_json(key, prefix)));

@@ -18,8 +18,8 @@ struct etcd_req *
 etcd_lease_grant(struct etcd *e, int64_t ttl, etcd_cb cb, void *arg)
 {
 	/* the field is "TTL": a misspelling is silently the minimum TTL */
-	return etcd_request(e, ETCD_OP_GRANT, "/v3/lease/grant",
-	    id_body("TTL", ttl), cb, arg);
+	return etcd_request(
+	    e, ETCD_OP_GRANT, "/v3/lease/grant", id_body("TTL", ttl), cb, arg);
 }
 
 struct etcd_req *
@@ -32,8 +32,8 @@ etcd_lease_keepalive(struct etcd *e, int64_t id, etcd_cb cb, void *arg)
 struct etcd_req *
 etcd_lease_revoke(struct etcd *e, int64_t id, etcd_cb cb, void *arg)
 {
-	return etcd_request(e, ETCD_OP_REVOKE, "/v3/lease/revoke",
-	    id_body("ID", id), cb, arg);
+	return etcd_request(
+	    e, ETCD_OP_REVOKE, "/v3/lease/revoke", id_body("ID", id), cb, arg);
 }
 
 struct etcd_req *

@@ -110,7 +110,8 @@ add_kvs(struct etcd_res *res, json_t *arr)
 		return US_ENOMEM;
 	res->kvs = v;
 	for (size_t i = 0; i < n; i++) {
-		if ((rc = parse_kv(json_array_get(arr, i), &res->kvs[res->n_kvs])) != 0) {
+		if ((rc = parse_kv(
+			 json_array_get(arr, i), &res->kvs[res->n_kvs])) != 0) {
 			kv_clear(&res->kvs[res->n_kvs]);
 			return rc;
 		}
@@ -143,8 +144,7 @@ parse_txn(json_t *root, struct etcd_res *res)
 		return 0;
 	if (!json_is_array(arr))
 		return US_EPROTO;
-	json_array_foreach(arr, i, r)
-	{
+	json_array_foreach (arr, i, r) {
 		json_t *rr = json_object_get(r, "response_range");
 
 		if (!json_is_object(r))
@@ -158,8 +158,8 @@ parse_txn(json_t *root, struct etcd_res *res)
 }
 
 int
-etcd_parse_response(enum etcd_op op, const char *body, size_t len,
-    struct etcd_res *res)
+etcd_parse_response(
+    enum etcd_op op, const char *body, size_t len, struct etcd_res *res)
 {
 	json_t *root, *obj;
 	int rc = 0;
@@ -232,8 +232,8 @@ out:
 }
 
 int
-etcd_parse_error(long http, const char *body, size_t len,
-    struct etcd_res *res, bool *retry)
+etcd_parse_error(
+    long http, const char *body, size_t len, struct etcd_res *res, bool *retry)
 {
 	json_t *root = NULL, *msg;
 	int64_t code = -1;
@@ -270,7 +270,7 @@ etcd_parse_error(long http, const char *body, size_t len,
 	case 11: /* OutOfRange: compacted */
 		res->err = US_ECOMPACTED;
 		break;
-	case 4:  /* DeadlineExceeded */
+	case 4: /* DeadlineExceeded */
 	case 14: /* Unavailable: no leader, stopping */
 		res->err = US_EUNAVAIL;
 		*retry = true;
@@ -325,9 +325,9 @@ etcd_parse_watch(const char *line, size_t len, struct etcd_watch_msg *m)
 	if ((rc = get_i64(r, "compact_revision", &m->compact_revision)) != 0)
 		goto out;
 	if (json_is_string(json_object_get(r, "cancel_reason")))
-		m->cancel_reason =
-		    strndup(json_string_value(json_object_get(r, "cancel_reason")),
-			400);
+		m->cancel_reason = strndup(
+		    json_string_value(json_object_get(r, "cancel_reason")),
+		    400);
 	if (json_object_get(r, "header")) {
 		json_t *h = json_object_get(r, "header");
 
@@ -351,8 +351,7 @@ etcd_parse_watch(const char *line, size_t len, struct etcd_watch_msg *m)
 		rc = US_ENOMEM;
 		goto out;
 	}
-	json_array_foreach(evs, i, ev)
-	{
+	json_array_foreach (evs, i, ev) {
 		json_t *type = json_object_get(ev, "type");
 		struct etcd_event *e = &m->events[m->n_events];
 
@@ -360,8 +359,9 @@ etcd_parse_watch(const char *line, size_t len, struct etcd_watch_msg *m)
 			rc = US_EPROTO;
 			goto out;
 		}
-		if (type == NULL || (json_is_string(type) &&
-					strcmp(json_string_value(type), "PUT") == 0))
+		if (type == NULL ||
+		    (json_is_string(type) &&
+			strcmp(json_string_value(type), "PUT") == 0))
 			e->type = ETCD_EVENT_PUT;
 		else if (json_is_string(type) &&
 		    strcmp(json_string_value(type), "DELETE") == 0)

@@ -81,13 +81,15 @@ on_line(struct etcd_req *req, const char *line, size_t len, void *arg)
 	} else if (m.canceled) {
 		if (m.compact_revision > 0) {
 			log_info("etcd watch: revision %" PRId64
-				 " is compacted (oldest %" PRId64 "); re-reading",
+				 " is compacted (oldest %" PRId64
+				 "); re-reading",
 			    w->next_rev, m.compact_revision);
 			w->next_rev = 0;
 		} else {
 			log_warn("etcd watch canceled by %s: %s",
 			    etcd_request_endpoint(w->stream),
-			    m.cancel_reason ? m.cancel_reason : "no reason given");
+			    m.cancel_reason ? m.cancel_reason
+					    : "no reason given");
 		}
 		stream_drop(w);
 		watch_retry(w);
@@ -127,14 +129,16 @@ stream_open(struct etcd_watch *w)
 	char *body = NULL;
 
 	snprintf(rev, sizeof(rev), "%" PRId64, w->next_rev);
-	if (cr && json_object_set_new(cr, "start_revision", json_string(rev)) == 0 &&
+	if (cr &&
+	    json_object_set_new(cr, "start_revision", json_string(rev)) == 0 &&
 	    json_object_set_new(cr, "progress_notify", json_true()) == 0 &&
 	    (root = json_pack("{s:O}", "create_request", cr)) != NULL) {
 		body = json_dumps(root, JSON_COMPACT);
 		json_decref(root);
 	}
 	json_decref(cr);
-	w->stream = etcd_request_stream(w->e, "/v3/watch", body, on_line, on_end, w);
+	w->stream =
+	    etcd_request_stream(w->e, "/v3/watch", body, on_line, on_end, w);
 	if (w->stream == NULL)
 		watch_retry(w);
 }
@@ -189,8 +193,8 @@ watch_start(struct etcd_watch *w)
 }
 
 struct etcd_watch *
-etcd_watch_new(struct etcd *e, const char *key, bool prefix,
-    int64_t start_rev, etcd_watch_cb cb, void *arg)
+etcd_watch_new(struct etcd *e, const char *key, bool prefix, int64_t start_rev,
+    etcd_watch_cb cb, void *arg)
 {
 	struct etcd_watch *w = calloc(1, sizeof(*w));
 

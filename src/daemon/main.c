@@ -12,10 +12,12 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: understudyd --config FILE --server NAME [--log-level LEVEL]\n"
+	    "usage: understudyd --config FILE --server NAME [--log-level "
+	    "LEVEL]\n"
 	    "\n"
 	    "Runs one understudy server: a master process that starts the\n"
-	    "worker, restarts it when it dies and revokes its lease at once so\n"
+	    "worker, restarts it when it dies and revokes its lease at once "
+	    "so\n"
 	    "that its cover takes over.\n"
 	    "\n"
 	    "  -c, --config FILE      the cluster configuration (INI)\n"
@@ -24,7 +26,8 @@ usage(FILE *f)
 	    "  -h, --help             this text\n"
 	    "  -V, --version          print the version\n"
 	    "\n"
-	    "Logs go to stderr, one line per event. SIGTERM or SIGINT stop the\n"
+	    "Logs go to stderr, one line per event. SIGTERM or SIGINT stop "
+	    "the\n"
 	    "server cleanly (its lease is revoked) with exit status 0.\n");
 }
 
@@ -37,8 +40,7 @@ main(int argc, char **argv)
 	    {"log-level", required_argument, NULL, 'l'},
 	    {"worker", no_argument, NULL, 'W'},
 	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0}};
+	    {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
 	struct daemon_args a = {.log_level = "info"};
 	struct config_diags d = {0};
 	bool worker = false;
@@ -75,7 +77,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if ((level = log_level_parse(a.log_level)) < 0) {
-		fprintf(stderr, "understudyd: unknown log level '%s'\n", a.log_level);
+		fprintf(stderr, "understudyd: unknown log level '%s'\n",
+		    a.log_level);
 		return 2;
 	}
 	snprintf(who, sizeof(who), "%s%s", a.server, worker ? "" : " master");

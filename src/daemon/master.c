@@ -160,7 +160,8 @@ exit_cb(uv_process_t *p, int64_t status, int sig)
 		    c->hung ? " (it hung)" : "");
 	else
 		log_msg(status == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
-		    "worker pid %d exited with status %" PRId64, p->pid, status);
+		    "worker pid %d exited with status %" PRId64, p->pid,
+		    status);
 	uv_close((uv_handle_t *)&c->proc, child_closed);
 	uv_close((uv_handle_t *)&c->ipc, child_closed);
 	m->child = NULL;
@@ -303,7 +304,8 @@ master_spawn(struct master *m)
 	o.stdio_count = 4;
 	c->started = time_mono_ms();
 	if ((rc = uv_spawn(m->loop, &c->proc, &o)) != 0) {
-		log_error("cannot start the worker %s: %s", m->exe, uv_strerror(rc));
+		log_error(
+		    "cannot start the worker %s: %s", m->exe, uv_strerror(rc));
 		c->open_handles = 2;
 		uv_close((uv_handle_t *)&c->proc, child_closed);
 		uv_close((uv_handle_t *)&c->ipc, child_closed);
@@ -369,8 +371,8 @@ signal_cb(uv_signal_t *s, int signum)
 	uv_timer_stop(&m->restart);
 	if (m->child && !m->child->exited) {
 		uv_process_kill(&m->child->proc, SIGTERM);
-		uv_timer_start(&m->stop_grace, stop_grace_cb, MASTER_STOP_GRACE_MS,
-		    0);
+		uv_timer_start(
+		    &m->stop_grace, stop_grace_cb, MASTER_STOP_GRACE_MS, 0);
 		return;
 	}
 	master_finish(m);
@@ -393,7 +395,8 @@ master_main(const struct daemon_args *a)
 		log_error("cannot find my own executable: %s", uv_strerror(rc));
 		return 1;
 	}
-	m.etcd = etcd_new(m.loop, (const char *const *)cl->etcd.v, cl->etcd.n, &eo);
+	m.etcd =
+	    etcd_new(m.loop, (const char *const *)cl->etcd.v, cl->etcd.n, &eo);
 	if (m.etcd == NULL) {
 		log_error("cannot create the etcd client");
 		return 1;

@@ -177,7 +177,8 @@ worker_main(const struct daemon_args *a)
 		    DAEMON_IPC_FD);
 		uv_close((uv_handle_t *)&w.ipc, NULL);
 	}
-	w.etcd = etcd_new(w.loop, (const char *const *)cl->etcd.v, cl->etcd.n, &eo);
+	w.etcd =
+	    etcd_new(w.loop, (const char *const *)cl->etcd.v, cl->etcd.n, &eo);
 	if (w.etcd == NULL) {
 		log_error("cannot create the etcd client");
 		return 1;

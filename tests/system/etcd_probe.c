@@ -45,8 +45,9 @@ kv_json(const struct etcd_kv *kv)
 {
 	return json_pack("{s:s%,s:s%,s:I,s:I,s:I,s:I}", "key", kv->key,
 	    kv->key_len, "value", kv->value, kv->value_len, "create",
-	    (json_int_t)kv->create_revision, "mod", (json_int_t)kv->mod_revision,
-	    "version", (json_int_t)kv->version, "lease", (json_int_t)kv->lease);
+	    (json_int_t)kv->create_revision, "mod",
+	    (json_int_t)kv->mod_revision, "version", (json_int_t)kv->version,
+	    "lease", (json_int_t)kv->lease);
 }
 
 static void
@@ -72,8 +73,8 @@ on_res(const struct etcd_res *res, void *arg)
 		json_object_set_new(o, "id", json_string(id));
 	}
 	json_object_set_new(o, "ttl", json_integer(res->ttl));
-	json_object_set_new(o, "endpoint",
-	    json_string(res->endpoint ? res->endpoint : ""));
+	json_object_set_new(
+	    o, "endpoint", json_string(res->endpoint ? res->endpoint : ""));
 	emit(o);
 	free(arg);
 }
@@ -89,8 +90,9 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 		json_t *e = kv_json(&u->events[i].kv);
 
 		json_object_set_new(e, "type",
-		    json_string(u->events[i].type == ETCD_EVENT_PUT ? "put"
-								      : "delete"));
+		    json_string(u->events[i].type == ETCD_EVENT_PUT
+			    ? "put"
+			    : "delete"));
 		json_array_append_new(evs, e);
 	}
 	emit(json_pack("{s:s,s:b,s:I,s:o,s:s}", "cmd", "watch", "reset",
@@ -126,8 +128,8 @@ run(char *line)
 		return;
 	}
 	if (strcmp(argv[0], "put") == 0 && argc >= 3)
-		etcd_kv_put(client, argv[1], argv[2], strlen(argv[2]), num(argv[3]),
-		    on_res, tag);
+		etcd_kv_put(client, argv[1], argv[2], strlen(argv[2]),
+		    num(argv[3]), on_res, tag);
 	else if (strcmp(argv[0], "get") == 0 && argc >= 2)
 		etcd_kv_range(client, argv[1], false, on_res, tag);
 	else if (strcmp(argv[0], "prefix") == 0 && argc >= 2)
@@ -139,17 +141,17 @@ run(char *line)
 	else if (strcmp(argv[0], "create") == 0 && argc >= 3) {
 		struct etcd_txn *t = etcd_kv_txn_new();
 
-		etcd_kv_txn_compare(t, argv[1], ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0,
-		    NULL, 0);
-		etcd_kv_txn_put(t, true, argv[1], argv[2], strlen(argv[2]),
-		    num(argv[3]));
+		etcd_kv_txn_compare(
+		    t, argv[1], ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0);
+		etcd_kv_txn_put(
+		    t, true, argv[1], argv[2], strlen(argv[2]), num(argv[3]));
 		etcd_kv_txn_get(t, false, argv[1], false);
 		etcd_kv_txn_commit(client, t, on_res, tag);
 	} else if (strcmp(argv[0], "swap") == 0 && argc >= 4) {
 		struct etcd_txn *t = etcd_kv_txn_new();
 
-		etcd_kv_txn_compare(t, argv[1], ETCD_CMP_VALUE, ETCD_CMP_EQUAL, 0,
-		    argv[2], strlen(argv[2]));
+		etcd_kv_txn_compare(t, argv[1], ETCD_CMP_VALUE, ETCD_CMP_EQUAL,
+		    0, argv[2], strlen(argv[2]));
 		etcd_kv_txn_put(t, true, argv[1], argv[3], strlen(argv[3]), 0);
 		etcd_kv_txn_get(t, false, argv[1], false);
 		etcd_kv_txn_commit(client, t, on_res, tag);
@@ -163,8 +165,8 @@ run(char *line)
 		etcd_lease_timetolive(client, num(argv[1]), on_res, tag);
 	else if (strcmp(argv[0], "watch") == 0 && argc >= 2) {
 		free(tag);
-		watch = etcd_watch_new(client, argv[1], true, num(argv[2]),
-		    on_watch, NULL);
+		watch = etcd_watch_new(
+		    client, argv[1], true, num(argv[2]), on_watch, NULL);
 	} else if (strcmp(argv[0], "endpoint") == 0) {
 		const char *we = watch ? etcd_watch_endpoint(watch) : NULL;
 
@@ -197,10 +199,10 @@ read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	(void)s;
 	if (n < 0) {
 		{
-		char quit[] = "quit";
+			char quit[] = "quit";
 
-		run(quit);
-	}
+			run(quit);
+		}
 		return;
 	}
 	buf_append(&inbuf, b->base, (size_t)n);
@@ -216,7 +218,8 @@ main(int argc, char **argv)
 	struct strlist eps = {0};
 
 	if (argc < 3 || strcmp(argv[1], "--endpoints") != 0) {
-		fprintf(stderr, "usage: us-etcd-probe --endpoints URL[,URL...]\n");
+		fprintf(
+		    stderr, "usage: us-etcd-probe --endpoints URL[,URL...]\n");
 		return 2;
 	}
 	log_init("probe", LOG_LEVEL_INFO);

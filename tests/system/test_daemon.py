@@ -42,15 +42,15 @@ def test_health_status_and_membership(tmp_path, etcd1):
         st, body = http("GET", pa1.url + "/health")
         assert st == 200 and body["status"] == "ok" and body["server"] == "PA1"
         assert etcd1.get(key("PA1")) is not None
-        st, body = http("GET", pa1.url + "/v1/status")
-        assert st == 200
-        members = {m["name"]: m for m in body["members"]}
-        assert members["PA1"]["up"] and members["PA2"]["up"]
-        assert members["PA2"]["api_port"] == int(pa2.url.rsplit(":", 1)[1])
+        def members():
+            st, body = http("GET", pa1.url + "/v1/status")
+            assert st == 200
+            return {m["name"]: m for m in body["members"]}
+        # PA1 learns of PA2 from its watch, a moment after PA2 is healthy
+        assert wait_for(lambda: members()["PA1"]["up"] and members()["PA2"]["up"], 5)
+        assert members()["PA2"]["api_port"] == int(pa2.url.rsplit(":", 1)[1])
         pa2.stop()
-        assert wait_for(lambda: not {m["name"]: m for m in
-                                     http("GET", pa1.url + "/v1/status")[1]["members"]}
-                        ["PA2"]["up"], 5)
+        assert wait_for(lambda: not members()["PA2"]["up"], 5)
     finally:
         pa1.stop()
         pa2.stop()

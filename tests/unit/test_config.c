@@ -109,21 +109,21 @@ TEST(config_print_roundtrip)
 TEST(config_reports_every_problem)
 {
 	struct config_diags d;
-	struct config *cfg = parse("[cluster]\n"          /* 1 */
-				   "name = t\n"           /* 2 */
-				   "lease_tll = 3\n"      /* 3 */
-				   "[servr PA1]\n"        /* 4 */
-				   "[server PA1]\n"       /* 5 */
+	struct config *cfg = parse("[cluster]\n" /* 1 */
+				   "name = t\n" /* 2 */
+				   "lease_tll = 3\n" /* 3 */
+				   "[servr PA1]\n" /* 4 */
+				   "[server PA1]\n" /* 5 */
 				   "address = 127.0.0.1\n" /* 6 */
-				   "api_port = 99999\n"   /* 7 */
-				   "sip_port = abc\n"     /* 8 */
+				   "api_port = 99999\n" /* 7 */
+				   "sip_port = abc\n" /* 8 */
 				   "route_point = 6000\n" /* 9 */
-				   "media_ports = 2\n"    /* 10 */
+				   "media_ports = 2\n" /* 10 */
 				   "media_port_base = 1\n" /* 11 */
 				   "rtp_port_base = 30000\n" /* 12 */
 				   "failover = PA1, 10.0.0.2, PA3\n" /* 13 */
 				   "this line is wrong\n" /* 14 */
-				   "[server PA1]\n",      /* 15 */
+				   "[server PA1]\n", /* 15 */
 	    &d);
 
 	ASSERT(find(&d, 3, "did you mean 'lease_ttl'") != NULL);
@@ -158,8 +158,9 @@ TEST(config_capacity_warning)
 	    &d);
 
 	ASSERT_INT(d.errors, 0);
-	ASSERT(find(&d, 11,
-	    "PA2 covers PA1: 18 + 24 ports > max_media_ports 36") != NULL);
+	ASSERT(
+	    find(&d, 11,
+		"PA2 covers PA1: 18 + 24 ports > max_media_ports 36") != NULL);
 	ASSERT(find(&d, -1, "PA1 covers PA2") == NULL);
 	ASSERT_INT(d.v[0].severity, CONFIG_WARNING);
 	config_free(cfg);

@@ -85,17 +85,18 @@ TEST(etcd_parse_bad)
 {
 	struct etcd_res r;
 
-	ASSERT_INT(etcd_parse_response(ETCD_OP_RANGE, S("not json"), &r),
+	ASSERT_INT(
+	    etcd_parse_response(ETCD_OP_RANGE, S("not json"), &r), US_EPROTO);
+	ASSERT_INT(
+	    etcd_parse_response(ETCD_OP_RANGE, S("[1,2]"), &r), US_EPROTO);
+	ASSERT_INT(etcd_parse_response(
+		       ETCD_OP_RANGE, S("{\"kvs\":[{\"key\":\"!!!\"}]}"), &r),
 	    US_EPROTO);
-	ASSERT_INT(etcd_parse_response(ETCD_OP_RANGE, S("[1,2]"), &r), US_EPROTO);
-	ASSERT_INT(etcd_parse_response(ETCD_OP_RANGE,
-		       S("{\"kvs\":[{\"key\":\"!!!\"}]}"), &r),
+	ASSERT_INT(etcd_parse_response(
+		       ETCD_OP_RANGE, S("{\"kvs\":{\"key\":\"YQ==\"}}"), &r),
 	    US_EPROTO);
-	ASSERT_INT(etcd_parse_response(ETCD_OP_RANGE,
-		       S("{\"kvs\":{\"key\":\"YQ==\"}}"), &r),
-	    US_EPROTO);
-	ASSERT_INT(etcd_parse_response(ETCD_OP_GRANT,
-		       S("{\"ID\":\"12x\",\"TTL\":\"2\"}"), &r),
+	ASSERT_INT(etcd_parse_response(
+		       ETCD_OP_GRANT, S("{\"ID\":\"12x\",\"TTL\":\"2\"}"), &r),
 	    US_EPROTO);
 	ASSERT_INT(etcd_parse_response(ETCD_OP_GRANT, S("{\"TTL\":\"2\"}"), &r),
 	    US_EPROTO);
@@ -108,21 +109,24 @@ TEST(etcd_parse_error_codes)
 	bool retry;
 
 	memset(&r, 0, sizeof(r));
-	ASSERT_INT(etcd_parse_error(404,
-		       S("{\"error\":\"etcdserver: requested lease not found\","
-			 "\"message\":\"etcdserver: requested lease not found\","
-			 "\"code\":5}"),
-		       &r, &retry),
+	ASSERT_INT(
+	    etcd_parse_error(404,
+		S("{\"error\":\"etcdserver: requested lease not found\","
+		  "\"message\":\"etcdserver: requested lease not found\","
+		  "\"code\":5}"),
+		&r, &retry),
 	    US_ENOTFOUND);
 	ASSERT(!retry);
 	ASSERT_STR(r.message, "etcdserver: requested lease not found");
 	etcd_parse_res_clear(&r);
-	ASSERT_INT(etcd_parse_error(503, S("{\"code\":14,\"message\":\"no leader\"}"),
-		       &r, &retry),
+	ASSERT_INT(
+	    etcd_parse_error(
+		503, S("{\"code\":14,\"message\":\"no leader\"}"), &r, &retry),
 	    US_EUNAVAIL);
 	ASSERT(retry);
 	etcd_parse_res_clear(&r);
-	ASSERT_INT(etcd_parse_error(404, S("Not Found"), &r, &retry), US_EPROTO);
+	ASSERT_INT(
+	    etcd_parse_error(404, S("Not Found"), &r, &retry), US_EPROTO);
 	etcd_parse_res_clear(&r);
 }
 
@@ -137,12 +141,13 @@ TEST(etcd_parse_watch_lines)
 	ASSERT(m.created);
 	ASSERT_INT(m.revision, 6);
 	etcd_parse_watch_clear(&m);
-	ASSERT_INT(etcd_parse_watch(S("{\"result\":{\"header\":{\"revision\":"
-				      "\"7\"},\"events\":[{\"kv\":{\"key\":"
-				      "\"cA==\",\"mod_revision\":\"6\",\"value\":"
-				      "\"Yg==\"}},{\"type\":\"DELETE\",\"kv\":{"
-				      "\"key\":\"cA==\",\"mod_revision\":\"7\"}}]}}"),
-		       &m),
+	ASSERT_INT(
+	    etcd_parse_watch(S("{\"result\":{\"header\":{\"revision\":"
+			       "\"7\"},\"events\":[{\"kv\":{\"key\":"
+			       "\"cA==\",\"mod_revision\":\"6\",\"value\":"
+			       "\"Yg==\"}},{\"type\":\"DELETE\",\"kv\":{"
+			       "\"key\":\"cA==\",\"mod_revision\":\"7\"}}]}}"),
+		&m),
 	    0);
 	ASSERT_INT(m.n_events, 2);
 	ASSERT_INT(m.events[0].type, ETCD_EVENT_PUT);
@@ -161,8 +166,8 @@ TEST(etcd_parse_watch_lines)
 				      "\"EXPLODE\",\"kv\":{}}]}}"),
 		       &m),
 	    US_EPROTO);
-	ASSERT_INT(etcd_parse_watch(S("{\"result\":{\"events\":[{\"kv\":5}]}}"),
-		       &m),
+	ASSERT_INT(
+	    etcd_parse_watch(S("{\"result\":{\"events\":[{\"kv\":5}]}}"), &m),
 	    US_EPROTO);
 	ASSERT_INT(etcd_parse_watch(S("{\"error\":{\"grpc_code\":14}}"), &m),
 	    US_EUNAVAIL);
