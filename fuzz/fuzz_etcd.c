@@ -25,8 +25,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	data++;
 	size--;
 	if (which <= ETCD_OP_WATCH) {
-		etcd_parse_response((enum etcd_op)which, (const char *)data, size,
-		    &r);
+		etcd_parse_response(
+		    (enum etcd_op)which, (const char *)data, size, &r);
 		etcd_parse_res_clear(&r);
 	} else if (which == 9) {
 		memset(&r, 0, sizeof(r));
