@@ -91,10 +91,12 @@ def test_up_runs_three_healthy_servers_and_stops_them(tmp_path):
         for port in ports:
             st, body = http("GET", "http://127.0.0.1:%d/health" % port)
             assert st == 200 and body["status"] == "ok"
-        st = subprocess.run([CLI, "status", "--config", path], capture_output=True,
-                            text=True, timeout=10)
-        assert st.returncode == 0, st.stderr
-        assert st.stdout.count("▲ up") == 3
+        def status():
+            return subprocess.run([CLI, "status", "--config", path],
+                                  capture_output=True, text=True, timeout=10)
+        # servers learn of each other from their watches, a moment later
+        assert wait_for(lambda: status().stdout.count("▲ up") == 3, 5), status().stdout
+        assert status().returncode == 0
         assert os.path.exists(tmp_path / "var" / "log" / "PA1.log")
         assert os.path.isdir(tmp_path / "var" / "etcd")
         p.send_signal(signal.SIGTERM)
