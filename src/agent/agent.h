@@ -68,11 +68,32 @@ typedef void (*members_cb)(
     struct members *m, const char *name, bool up, void *arg);
 
 /*
- * Watch /understudy/<cluster>/members/ and track every configured
- * server. self is this server's name (copied).
+ * Track every configured server from the member keys the agent's watch
+ * passes on (members_reset, members_apply). self is this server's name
+ * (copied).
  */
 struct members *members_new(struct etcd *e, const struct config *cfg,
     const char *self, members_cb cb, void *arg);
+
+/* A watch reset: every member missing from evs is down. */
+void members_reset(struct members *m, const struct etcd_event *evs, size_t n);
+
+/* A change of the member key of name. */
+void members_apply(
+    struct members *m, const char *name, const struct etcd_event *ev);
+
+/* The lease of an up member, or 0. */
+int64_t members_lease(const struct members *m, const char *name);
+
+/* How long this server has seen the member up (ms), 0 when down. */
+int64_t members_up_for_ms(const struct members *m, const char *name);
+
+/* Wall ms: up since, or seen down at. */
+int64_t members_since(const struct members *m, const char *name);
+
+/* The member's address and API port as it registered them, or NULL. */
+const char *members_address(
+    const struct members *m, const char *name, long *api_port);
 
 /* Stop watching and free. NULL is a no-op. */
 void members_free(struct members *m);
@@ -94,5 +115,120 @@ json_t *members_json(const struct members *m);
 
 /* The key prefix of a cluster's members: "/understudy/NAME/members/". */
 char *members_prefix(const char *cluster);
+
+/* post.c */
+
+/* A post's life as the cluster sees it (docs/protocol.md). */
+enum post_state {
+	POST_STATE_UNSERVED,
+	POST_STATE_HOME,
+	POST_STATE_COVERED, /* by cover */
+	POST_STATE_FAILING_BACK /* home owns it; cover still holds ports */
+};
+
+enum post_event {
+	POST_EV_HOME_CLAIMED, /* its home took it */
+	POST_EV_COVER_CLAIMED, /* a cover took it */
+	POST_EV_OWNER_LOST, /* nobody owns it */
+	POST_EV_HANDED_HOME, /* the cover gave it back, holding busy ports */
+	POST_EV_PORTS_RETURNED /* the cover released its last busy port */
+};
+
+struct agent_port {
+	bool busy; /* a port key exists */
+	bool reserved; /* this server is claiming it now */
+	char server[CONFIG_NAME_MAX + 1];
+	char call[64];
+	int64_t since; /* wall ms */
+	int64_t epoch;
+};
+
+struct agent_post {
+	const struct config_server *home;
+	int index; /* of the home in the config's servers */
+	/* the owner key as last seen */
+	bool owned;
+	char owner[CONFIG_NAME_MAX + 1];
+	int64_t epoch; /* mod_revision of the owner key: the fencing token */
+	int64_t owner_lease;
+	struct agent_port *ports; /* home->media_ports of them */
+	enum post_state state;
+	char cover[CONFIG_NAME_MAX + 1]; /* COVERED, FAILING_BACK: by whom */
+	int64_t since; /* wall ms of the last transition */
+	char reason[200]; /* placement's words */
+	bool failback_requested;
+	bool relinquishing; /* this server is handing it over: not serving */
+	struct etcd_req *pending;
+};
+
+/* The name of a state: "HOME", "COVERED", ... */
+const char *post_state_name(enum post_state s);
+
+/*
+ * Feed an event; the post moves (and logs "post PA1: HOME -> COVERED(PA3)
+ * (why)") if the event applies in its state. server is the new owner for
+ * the claims, the cover for HANDED_HOME.
+ */
+void post_fsm(struct agent_post *p, enum post_event ev, const char *server,
+    const char *why);
+
+/* agent.c */
+
+struct agent;
+
+/*
+ * The reconciler: watches everything of the cluster under
+ * /understudy/<cluster>/, computes placement on every change and every
+ * second, and converges: claims posts nobody owns that placement gives
+ * it, hands over the posts it owns that placement gives another.
+ */
+struct agent *agent_new(uv_loop_t *loop, struct etcd *e,
+    const struct config *cfg, const struct config_server *self,
+    struct lease *lease, struct members *members);
+
+/* Stop watching and acting; free. NULL is a no-op. */
+void agent_free(struct agent *a);
+
+/* The lease changed (granted or lost): act on it now. */
+void agent_lease_changed(struct agent *a);
+
+/* The post with this route point (or AA route point), or NULL. */
+struct agent_post *agent_post_by_route_point(struct agent *a, const char *rp);
+
+/* The i-th post (config order), or NULL past the last. */
+struct agent_post *agent_post_at(struct agent *a, size_t i);
+
+/* The post of that name (its home server's name), or NULL. */
+struct agent_post *agent_post_find(struct agent *a, const char *name);
+
+/*
+ * True when this server may act for the post now: the owner key names
+ * it, is on its current lease, the lease is valid, and it is not handing
+ * the post over. *epoch gets the fencing token.
+ */
+bool agent_owns(
+    const struct agent *a, const struct agent_post *p, int64_t *epoch);
+
+/* An operator stopped that server. */
+bool agent_stopped(const struct agent *a, const char *server);
+
+/* "/understudy/<cluster>/<what>" in a new string. */
+char *agent_key(const struct agent *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The whole cluster as this server sees it, for GET /v1/status. */
+json_t *agent_status_json(const struct agent *a);
+
+/* Ports of this post held by a server (busy or returning). */
+long agent_ports_held(const struct agent_post *p, const char *server);
+
+/* The etcd client and this server's lease, for the calls module. */
+struct etcd *agent_etcd(const struct agent *a);
+int64_t agent_lease_id(const struct agent *a);
+const char *agent_self(const struct agent *a);
+
+/* Make the agent see a port key at once (before its watch does). */
+void agent_port_set(struct agent_post *p, long number, const char *server,
+    const char *call, int64_t since, int64_t epoch);
 
 #endif

@@ -15,6 +15,8 @@ struct member {
 	bool configured;
 	bool up;
 	int64_t since; /* wall ms: up since (from its key), or seen down at */
+	uint64_t seen_up; /* monotonic ms when this server saw it come up */
+	int64_t lease; /* the lease its key is on */
 	char *address;
 	long api_port;
 };
@@ -24,7 +26,6 @@ struct members {
 	const struct config *cfg;
 	char *self;
 	char *prefix;
-	struct etcd_watch *watch;
 	struct member *v;
 	size_t n;
 	members_cb cb;
@@ -68,7 +69,7 @@ member_get(struct members *m, const char *name, bool create)
 
 static void
 member_set(struct members *m, const char *name, bool up, const char *value,
-    size_t vlen)
+    size_t vlen, int64_t lease)
 {
 	struct member *mb = member_get(m, name, true);
 	bool changed;
@@ -77,6 +78,9 @@ member_set(struct members *m, const char *name, bool up, const char *value,
 		return;
 	changed = mb->up != up;
 	mb->up = up;
+	mb->lease = up ? lease : 0;
+	if (changed && up)
+		mb->seen_up = time_mono_ms();
 	if (up) {
 		json_t *o = json_loadb(value, vlen, 0, NULL);
 		json_int_t since = 0;
@@ -101,43 +105,40 @@ member_set(struct members *m, const char *name, bool up, const char *value,
 	}
 }
 
-static void
-on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
+void
+members_reset(struct members *m, const struct etcd_event *evs, size_t n)
 {
-	struct members *m = arg;
 	size_t plen = strlen(m->prefix);
 
-	(void)w;
-	if (u->reset) {
-		/* everything absent from the snapshot is down */
-		for (size_t i = 0; i < m->n; i++) {
-			bool present = false;
+	/* everything absent from the snapshot is down */
+	for (size_t i = 0; i < m->n; i++) {
+		bool present = false;
 
-			for (size_t j = 0; j < u->n_events; j++)
-				if (u->events[j].kv.key_len > plen &&
-				    strcmp(u->events[j].kv.key + plen,
-					m->v[i].name) == 0)
-					present = true;
-			if (!present && m->v[i].up)
-				member_set(m, m->v[i].name, false, NULL, 0);
-		}
+		for (size_t j = 0; j < n; j++)
+			if (evs[j].kv.key_len > plen &&
+			    strncmp(evs[j].kv.key, m->prefix, plen) == 0 &&
+			    strcmp(evs[j].kv.key + plen, m->v[i].name) == 0)
+				present = true;
+		if (!present && m->v[i].up)
+			member_set(m, m->v[i].name, false, NULL, 0, 0);
 	}
-	for (size_t i = 0; i < u->n_events; i++) {
-		const struct etcd_kv *kv = &u->events[i].kv;
-		const char *name = kv->key + plen;
+}
 
-		if (kv->key_len <= plen || strchr(name, '/'))
-			continue;
-		member_set(m, name, u->events[i].type == ETCD_EVENT_PUT,
-		    kv->value, kv->value_len);
-		if (strcmp(name, m->self) == 0 &&
-		    u->events[i].type == ETCD_EVENT_DELETE &&
-		    m->registered == m->lease && m->lease != 0) {
-			/* our key went while our lease lives: write it again */
-			log_warn("membership key deleted; writing it again");
-			m->registered = 0;
-			members_register(m, m->lease);
-		}
+void
+members_apply(struct members *m, const char *name, const struct etcd_event *ev)
+{
+	const struct etcd_kv *kv = &ev->kv;
+
+	if (name[0] == '\0' || strchr(name, '/'))
+		return;
+	member_set(m, name, ev->type == ETCD_EVENT_PUT, kv->value,
+	    kv->value_len, kv->lease);
+	if (strcmp(name, m->self) == 0 && ev->type == ETCD_EVENT_DELETE &&
+	    m->registered == m->lease && m->lease != 0) {
+		/* our key went while our lease lives: write it again */
+		log_warn("membership key deleted; writing it again");
+		m->registered = 0;
+		members_register(m, m->lease);
 	}
 }
 
@@ -166,11 +167,6 @@ members_new(struct etcd *e, const struct config *cfg, const char *self,
 	}
 	uv_timer_init(etcd_loop(e), &m->retry);
 	m->retry.data = m;
-	if ((m->watch = etcd_watch_new(e, m->prefix, true, 0, on_watch, m)) ==
-	    NULL) {
-		uv_close((uv_handle_t *)&m->retry, NULL);
-		goto fail;
-	}
 	return m;
 fail:
 	for (size_t i = 0; i < m->n; i++)
@@ -202,7 +198,6 @@ members_free(struct members *m)
 {
 	if (m == NULL)
 		return;
-	etcd_watch_free(m->watch);
 	etcd_req_cancel(m->put);
 	uv_close((uv_handle_t *)&m->retry, retry_closed);
 }
@@ -300,4 +295,46 @@ members_json(const struct members *m)
 		json_array_append_new(arr, o);
 	}
 	return arr;
+}
+
+static const struct member *
+member_find(const struct members *m, const char *name)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (strcmp(m->v[i].name, name) == 0)
+			return &m->v[i];
+	return NULL;
+}
+
+int64_t
+members_lease(const struct members *m, const char *name)
+{
+	const struct member *mb = member_find(m, name);
+
+	return mb && mb->up ? mb->lease : 0;
+}
+
+int64_t
+members_up_for_ms(const struct members *m, const char *name)
+{
+	const struct member *mb = member_find(m, name);
+
+	return mb && mb->up ? (int64_t)(time_mono_ms() - mb->seen_up) : 0;
+}
+
+int64_t
+members_since(const struct members *m, const char *name)
+{
+	const struct member *mb = member_find(m, name);
+
+	return mb ? mb->since : 0;
+}
+
+const char *
+members_address(const struct members *m, const char *name, long *api_port)
+{
+	const struct member *mb = member_find(m, name);
+
+	*api_port = mb ? mb->api_port : 0;
+	return mb ? mb->address : NULL;
 }

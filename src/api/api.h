@@ -61,6 +61,16 @@ void http_reply_error(struct http_req *req, unsigned status, int err,
 void http_reply_text(struct http_req *req, unsigned status,
     const char *content_type, const char *text, size_t len);
 
+/*
+ * Call fn(req, arg) when the request is freed (answered and sent, or its
+ * connection closed), so that whoever answers it later lets go of it.
+ */
+void http_req_on_gone(
+    struct http_req *req, void (*fn)(struct http_req *, void *), void *arg);
+
+/* True once the request has its answer. */
+bool http_req_replied(const struct http_req *req);
+
 /* Add a header to the answer to come (Allow, Location, ...). */
 void http_req_add_reply_header(
     struct http_req *req, const char *name, const char *value);
@@ -69,6 +79,8 @@ void http_req_add_reply_header(
 
 struct lease;
 struct members;
+struct agent;
+struct calls;
 
 /* What the routes read; owned by the worker. */
 struct api_ctx {
@@ -76,6 +88,8 @@ struct api_ctx {
 	const struct config_server *self;
 	struct lease *lease;
 	struct members *members;
+	struct agent *agent;
+	struct calls *calls;
 	bool stopping;
 };
 

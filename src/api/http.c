@@ -40,6 +40,8 @@ struct http_req {
 	char *reply;
 	size_t reply_len;
 	struct reply_header *headers;
+	void (*gone)(struct http_req *, void *);
+	void *gone_arg;
 	struct http_req *next;
 };
 
@@ -95,6 +97,8 @@ req_free(struct http_req *req)
 {
 	struct http_req **pp;
 
+	if (req->gone)
+		req->gone(req, req->gone_arg);
 	for (pp = &req->h->reqs; *pp; pp = &(*pp)->next)
 		if (*pp == req) {
 			*pp = req->next;
@@ -381,6 +385,20 @@ http_req_query(const struct http_req *req, const char *name)
 {
 	return MHD_lookup_connection_value(
 	    req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void
+http_req_on_gone(
+    struct http_req *req, void (*fn)(struct http_req *, void *), void *arg)
+{
+	req->gone = fn;
+	req->gone_arg = arg;
+}
+
+bool
+http_req_replied(const struct http_req *req)
+{
+	return req->replied;
 }
 
 void

@@ -1,32 +1,170 @@
 /*
- * The routes of the HTTP API. One table: path, method, handler. A path
- * that is not in it is 404; a path in it with another method is 405
- * with an Allow header.
+ * The routes of the HTTP API. One table: path pattern ('*' is one path
+ * segment), method, handler, whether it needs the admin token. A path
+ * that matches nothing is 404; one that matches with another method is
+ * 405 with an Allow header.
  */
 #include <string.h>
 
+#include <sodium.h>
+
 #include "agent/agent.h"
 #include "api.h"
+#include "calls/calls.h"
 
-typedef void (*route_fn)(struct http_req *req, struct api_ctx *ctx);
+#define ROUTE_PARAMS 3
+#define ROUTE_PARAM_MAX 128
+
+struct params {
+	char v[ROUTE_PARAMS][ROUTE_PARAM_MAX];
+	int n;
+};
+
+typedef void (*route_fn)(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
 struct route {
-	const char *path;
+	const char *pattern;
 	const char *method;
 	route_fn fn;
+	bool admin;
+};
+
+/* ---- helpers ---- */
+
+static bool
+serving(const struct api_ctx *ctx)
+{
+	return !ctx->stopping && lease_valid(ctx->lease) &&
+	    members_registered(ctx->members);
+}
+
+static void
+reply_not_owner(
+    struct http_req *req, struct api_ctx *ctx, const struct calls_result *r)
+{
+	const char *addr = NULL;
+	long port = 0;
+	char loc[256];
+	json_t *o;
+
+	if (r->server[0])
+		addr = members_address(ctx->members, r->server, &port);
+	o = json_pack(
+	    "{s:s,s:s}", "error", us_err_name(r->err), "message", r->message);
+	if (r->server[0] && strcmp(r->server, ctx->self->name) != 0) {
+		json_object_set_new(o, "owner", json_string(r->server));
+		if (addr) {
+			snprintf(loc, sizeof(loc), "http://%s:%ld", addr, port);
+			json_object_set_new(o, "location", json_string(loc));
+			http_req_add_reply_header(req, "Location", loc);
+		}
+		/* 421: this request belongs on another server */
+		http_reply_json(req, 421, o);
+		return;
+	}
+	http_reply_json(req, 503, o);
+}
+
+static unsigned
+status_of(int err)
+{
+	switch (err) {
+	case US_ENOTFOUND:
+		return 404;
+	case US_EBUSY:
+	case US_EUNAVAIL:
+		return 503;
+	case US_EINVAL:
+		return 409;
+	default:
+		return 500;
+	}
+}
+
+static void
+reply_result(struct http_req *req, struct api_ctx *ctx,
+    const struct calls_result *r, unsigned ok_status)
+{
+	json_t *o;
+
+	if (r->err == US_ENOTOWNER) {
+		reply_not_owner(req, ctx, r);
+		return;
+	}
+	if (r->err) {
+		http_reply_error(
+		    req, status_of(r->err), r->err, "%s", r->message);
+		return;
+	}
+	o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "call", r->call, "post", r->post,
+	    "server", r->server, "port", (json_int_t)r->port, "epoch",
+	    (json_int_t)r->epoch);
+	if (r->status) {
+		json_object_set_new(o, "status", json_string(r->status));
+		json_object_set_new(
+		    o, "duration_ms", json_integer(r->duration_ms));
+	}
+	http_reply_json(req, ok_status, o);
+}
+
+/* ---- asynchronous answers ---- */
+
+struct pending {
+	struct http_req *req;
+	struct api_ctx *ctx;
+	unsigned ok_status;
 };
 
 static void
-get_health(struct http_req *req, struct api_ctx *ctx)
+pending_gone(struct http_req *req, void *arg)
+{
+	struct pending *pd = arg;
+
+	(void)req;
+	/* the request is going away: its operation must not answer it */
+	calls_forget(pd->ctx->calls, pd);
+	free(pd);
+}
+
+static void
+pending_answer(const struct calls_result *r, void *arg)
+{
+	struct pending *pd = arg;
+
+	reply_result(pd->req, pd->ctx, r, pd->ok_status);
+}
+
+static struct pending *
+pending_new(struct http_req *req, struct api_ctx *ctx, unsigned ok_status)
+{
+	struct pending *pd = calloc(1, sizeof(*pd));
+
+	if (pd == NULL)
+		return NULL;
+	pd->req = req;
+	pd->ctx = ctx;
+	pd->ok_status = ok_status;
+	http_req_on_gone(req, pending_gone, pd);
+	return pd;
+}
+
+/* ---- health and status ---- */
+
+static void
+get_health(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
 	const char *why = NULL;
 
+	(void)pa;
 	if (ctx->stopping)
 		why = "stopping";
 	else if (!lease_valid(ctx->lease))
 		why = lease_reason(ctx->lease);
 	else if (!members_registered(ctx->members))
 		why = "registering";
+	else if (agent_stopped(ctx->agent, ctx->self->name))
+		why = "stopped by an operator";
 	if (why) {
 		http_reply_json(req, 503,
 		    json_pack("{s:s,s:s,s:s}", "status", "unavailable",
@@ -38,40 +176,269 @@ get_health(struct http_req *req, struct api_ctx *ctx)
 }
 
 static void
-get_status(struct http_req *req, struct api_ctx *ctx)
+get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
+	json_t *o = agent_status_json(ctx->agent);
 	char now[32];
 
+	(void)pa;
 	time_iso8601(time_wall_ms(), now, sizeof(now));
+	json_object_set_new(o, "cluster", json_string(ctx->cfg->cluster.name));
+	json_object_set_new(o, "server", json_string(ctx->self->name));
+	json_object_set_new(o, "time", json_string(now));
+	json_object_set_new(o, "serving", json_boolean(serving(ctx)));
+	json_object_set_new(o, "lease_remaining_ms",
+	    json_integer(lease_remaining_ms(ctx->lease)));
+	json_object_set_new(o, "members", members_json(ctx->members));
+	http_reply_json(req, 200, o);
+}
+
+/* ---- calls ---- */
+
+static void
+post_call(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	struct pending *pd = pending_new(req, ctx, 201);
+	struct calls_result r;
+
+	if (pd == NULL) {
+		http_reply_error(req, 500, US_ENOMEM, "out of memory");
+		return;
+	}
+	if (calls_place(ctx->calls, pa->v[0], &r, pending_answer, pd) != 0)
+		reply_result(req, ctx, &r, 201);
+}
+
+static void
+end_call(struct http_req *req, struct api_ctx *ctx, const struct params *pa,
+    bool transferred)
+{
+	struct pending *pd = pending_new(req, ctx, 200);
+	struct calls_result r;
+
+	if (pd == NULL) {
+		http_reply_error(req, 500, US_ENOMEM, "out of memory");
+		return;
+	}
+	if (calls_end(
+		ctx->calls, pa->v[0], transferred, &r, pending_answer, pd) != 0)
+		reply_result(req, ctx, &r, 200);
+}
+
+static void
+delete_call(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	end_call(req, ctx, pa, false);
+}
+
+static void
+transfer_call(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	end_call(req, ctx, pa, true);
+}
+
+static void
+get_calls(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	(void)pa;
 	http_reply_json(req, 200,
-	    json_pack("{s:s,s:s,s:s,s:b,s:I,s:o}", "cluster",
-		ctx->cfg->cluster.name, "server", ctx->self->name, "time", now,
-		"serving", lease_valid(ctx->lease) && !ctx->stopping,
-		"lease_remaining_ms",
-		(json_int_t)lease_remaining_ms(ctx->lease), "members",
-		members_json(ctx->members)));
+	    json_pack("{s:s,s:o}", "server", ctx->self->name, "calls",
+		calls_json(ctx->calls)));
+}
+
+/* ---- control ---- */
+
+struct control {
+	struct http_req *req;
+	char server[CONFIG_NAME_MAX + 1];
+	const char *action;
+	bool gone;
+};
+
+static void
+control_gone(struct http_req *req, void *arg)
+{
+	struct control *ct = arg;
+
+	(void)req;
+	ct->gone = true;
+}
+
+static void
+control_done(const struct etcd_res *res, void *arg)
+{
+	struct control *ct = arg;
+
+	if (!ct->gone) {
+		http_req_on_gone(ct->req, NULL, NULL);
+		if (res->err)
+			http_reply_error(ct->req, 503, US_EUNAVAIL, "%s %s: %s",
+			    ct->action, ct->server, us_strerror(res->err));
+		else
+			http_reply_json(ct->req, 202,
+			    json_pack("{s:s,s:s,s:s}", "server", ct->server,
+				"action", ct->action, "result", "accepted"));
+	}
+	free(ct);
+}
+
+static void
+control(struct http_req *req, struct api_ctx *ctx, const struct params *pa,
+    const char *action)
+{
+	const char *name = pa->v[0];
+	struct agent_post *post = agent_post_find(ctx->agent, name);
+	struct control *ct;
+	struct etcd_req *er = NULL;
+	char *key = NULL, now[32], *value = NULL;
+
+	if (config_server_find(ctx->cfg, name) == NULL) {
+		http_reply_error(req, 404, US_ENOTFOUND, "no server %s", name);
+		return;
+	}
+	if (strcmp(action, "failback") == 0 &&
+	    (post == NULL || post->state != POST_STATE_COVERED)) {
+		http_reply_error(req, 409, US_EINVAL,
+		    "%s has no covered post to fail back (%s)", name,
+		    post ? post_state_name(post->state) : "a spare");
+		return;
+	}
+	if ((ct = calloc(1, sizeof(*ct))) == NULL) {
+		http_reply_error(req, 500, US_ENOMEM, "out of memory");
+		return;
+	}
+	ct->req = req;
+	ct->action = action;
+	str_copy(ct->server, name, sizeof(ct->server));
+	time_iso8601(time_wall_ms(), now, sizeof(now));
+	if (asprintf(&value, "{\"by\":\"%s\",\"at\":\"%s\"}", ctx->self->name,
+		now) < 0)
+		value = NULL;
+	if (strcmp(action, "stop") == 0)
+		key = agent_key(ctx->agent, "stopped/%s", name);
+	else if (strcmp(action, "start") == 0)
+		key = agent_key(ctx->agent, "stopped/%s", name);
+	else
+		key = agent_key(ctx->agent, "failback/%s", name);
+	if (key && value) {
+		/* stops are kept without a lease: they outlive restarts */
+		if (strcmp(action, "start") == 0)
+			er = etcd_kv_delete(agent_etcd(ctx->agent), key, false,
+			    control_done, ct);
+		else
+			er = etcd_kv_put(agent_etcd(ctx->agent), key, value,
+			    strlen(value), 0, control_done, ct);
+	}
+	free(key);
+	free(value);
+	if (er == NULL) {
+		free(ct);
+		http_reply_error(req, 503, US_EUNAVAIL,
+		    "cannot reach the coordination store");
+		return;
+	}
+	log_info("operator: %s %s", action, name);
+	http_req_on_gone(req, control_gone, ct);
+}
+
+static void
+post_stop(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	control(req, ctx, pa, "stop");
+}
+
+static void
+post_start(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	control(req, ctx, pa, "start");
+}
+
+static void
+post_failback(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	control(req, ctx, pa, "failback");
 }
 
 static const struct route routes[] = {
-    {"/health", "GET", get_health},
-    {"/v1/status", "GET", get_status},
+    {"/health", "GET", get_health, false},
+    {"/v1/status", "GET", get_status, false},
+    {"/v1/calls", "GET", get_calls, false},
+    {"/v1/route-points/*/calls", "POST", post_call, false},
+    {"/v1/calls/*", "DELETE", delete_call, false},
+    {"/v1/calls/*/transfer", "POST", transfer_call, false},
+    {"/v1/servers/*/stop", "POST", post_stop, true},
+    {"/v1/servers/*/start", "POST", post_start, true},
+    {"/v1/servers/*/failback", "POST", post_failback, true},
 };
+
+/* Match path against pattern; '*' takes one non-empty segment. */
+static bool
+match(const char *pattern, const char *path, struct params *pa)
+{
+	pa->n = 0;
+	while (*pattern && *path) {
+		if (*pattern == '*') {
+			size_t n = strcspn(path, "/");
+
+			if (n == 0 || n >= ROUTE_PARAM_MAX ||
+			    pa->n >= ROUTE_PARAMS)
+				return false;
+			memcpy(pa->v[pa->n], path, n);
+			pa->v[pa->n++][n] = '\0';
+			path += n;
+			pattern++;
+			continue;
+		}
+		if (*pattern++ != *path++)
+			return false;
+	}
+	return *pattern == '\0' && *path == '\0';
+}
+
+static bool
+authorized(struct http_req *req, const struct api_ctx *ctx)
+{
+	const char *h = http_req_header(req, "Authorization");
+	const char *token = ctx->cfg->cluster.admin_token;
+	size_t n;
+
+	if (token == NULL) {
+		http_reply_error(req, 403, US_EUNAUTHORIZED,
+		    "control is disabled: the config has no admin_token");
+		return false;
+	}
+	n = strlen(token);
+	if (h == NULL || strncmp(h, "Bearer ", 7) != 0 || strlen(h + 7) != n ||
+	    sodium_memcmp(h + 7, token, n) != 0) {
+		http_req_add_reply_header(req, "WWW-Authenticate", "Bearer");
+		http_reply_error(req, 401, US_EUNAUTHORIZED,
+		    "this needs 'Authorization: Bearer <admin_token>'");
+		return false;
+	}
+	return true;
+}
 
 void
 routes_dispatch(struct http_req *req, void *arg)
 {
 	const char *path = http_req_path(req), *method = http_req_method(req);
+	struct api_ctx *ctx = arg;
 	char allow[64] = "";
+	struct params pa;
 	bool known = false;
 
 	for (size_t i = 0; i < ARRAY_SIZE(routes); i++) {
-		if (strcmp(routes[i].path, path) != 0)
+		if (!match(routes[i].pattern, path, &pa))
 			continue;
 		known = true;
 		if (strcmp(routes[i].method, method) == 0 ||
 		    (strcmp(method, "HEAD") == 0 &&
 			strcmp(routes[i].method, "GET") == 0)) {
-			routes[i].fn(req, arg);
+			if (routes[i].admin && !authorized(req, ctx))
+				return;
+			routes[i].fn(req, ctx, &pa);
 			return;
 		}
 		if (allow[0])

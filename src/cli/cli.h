@@ -28,6 +28,9 @@ int cli_status(int argc, char **argv);
 int cli_status_http(const char *method, const char *url, const char *token,
     long timeout_ms, long *status, json_t **out, char *err, size_t errlen);
 
+/* cli_control.c: stop, start, failback (argv[0] is which) */
+int cli_control(int argc, char **argv);
+
 /* cli_up.c: up */
 int cli_up(int argc, char **argv);
 

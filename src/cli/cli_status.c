@@ -63,46 +63,158 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: understudy status [--config FILE | --server URL] [--json]\n"
+	    "       understudy status --input FILE\n"
 	    "\n"
-	    "Asks one server for its view of the cluster: --server names it\n"
-	    "(http://127.0.0.1:8001); otherwise each server of the config is\n"
-	    "tried in turn (default examples/contact-center.conf, or\n"
-	    "$UNDERSTUDY_CONFIG). ▲ up, ▼ down.\n"
-	    "  --json   print the server's answer as it is\n");
+	    "The whole cluster as one server sees it: every server (▲ up, ▼ "
+	    "down,\n"
+	    "■ stopped by an operator, ! fenced), every post (owner, state,\n"
+	    "epoch), and every media port (. idle, # busy, r returning: still\n"
+	    "held by the cover until its call ends).\n"
+	    "\n"
+	    "  --server URL   ask this server (http://127.0.0.1:8001)\n"
+	    "  --config FILE  ask the first server of FILE that answers "
+	    "(default\n"
+	    "                 $UNDERSTUDY_CONFIG, then "
+	    "examples/contact-center.conf)\n"
+	    "  --json         print the server's answer as it is\n"
+	    "  --input FILE   show a saved --json answer instead of asking\n");
+}
+
+static const char *
+str_of(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s ? s : "-";
+}
+
+static void
+join(json_t *arr, char *buf, size_t len, const char *sep)
+{
+	json_t *v;
+	size_t i;
+
+	buf[0] = '\0';
+	json_array_foreach (arr, i, v) {
+		if (i)
+			strncat(buf, sep, len - strlen(buf) - 1);
+		strncat(buf, json_string_value(v) ? json_string_value(v) : "?",
+		    len - strlen(buf) - 1);
+	}
+	if (buf[0] == '\0')
+		str_copy(buf, "-", len);
+}
+
+static const char *
+mark(const char *state)
+{
+	if (strcmp(state, "up") == 0)
+		return "▲";
+	if (strcmp(state, "stopped") == 0)
+		return "■";
+	if (strcmp(state, "fenced") == 0)
+		return "!";
+	return "▼";
 }
 
 static void
 print_table(json_t *st)
 {
-	json_t *members = json_object_get(st, "members"), *m;
+	json_t *servers = json_object_get(st, "servers");
+	json_t *posts = json_object_get(st, "posts"), *v;
+	char rp[64], fo[128], cov[128], use[32], state[64];
 	size_t i;
 
-	printf("cluster %s, as seen by %s at %s\n\n",
-	    json_string_value(json_object_get(st, "cluster")),
-	    json_string_value(json_object_get(st, "server")),
-	    json_string_value(json_object_get(st, "time")));
-	printf("%-10s %-7s %-26s %s\n", "SERVER", "STATE", "SINCE", "API");
-	json_array_foreach (members, i, m) {
-		bool up = json_is_true(json_object_get(m, "up"));
-		const char *addr =
-		    json_string_value(json_object_get(m, "address"));
-		char api[80] = "-";
+	printf("cluster %s, as seen by %s at %s\n\n", str_of(st, "cluster"),
+	    str_of(st, "server"), str_of(st, "time"));
+	printf("%-8s %-11s %-24s %-12s %-8s %-10s %s\n", "SERVER", "STATE",
+	    "SINCE", "ROUTE PTS", "IN USE", "FAILOVER", "COVERS");
+	json_array_foreach (servers, i, v) {
+		const char *s = str_of(v, "state");
 
-		if (addr)
-			snprintf(api, sizeof(api), "%s:%lld", addr,
-			    (long long)json_integer_value(
-				json_object_get(m, "api_port")));
-		printf("%-10s %s %-5s %-26s %s\n",
-		    json_string_value(json_object_get(m, "name")),
-		    up ? "▲" : "▼", up ? "up" : "down",
-		    json_string_value(json_object_get(m, "since")), api);
+		join(json_object_get(v, "route_points"), rp, sizeof(rp), " ");
+		join(json_object_get(v, "failover"), fo, sizeof(fo), ",");
+		join(json_object_get(v, "covers"), cov, sizeof(cov), ",");
+		snprintf(use, sizeof(use), "%lld/%lld",
+		    (long long)json_integer_value(
+			json_object_get(v, "ports_in_use")),
+		    (long long)json_integer_value(
+			json_object_get(v, "max_media_ports")));
+		snprintf(state, sizeof(state), "%s %s", mark(s), s);
+		/* the marks are 3 bytes, 1 column: pad by bytes + 2 */
+		printf("%-8s %-13s %-24s %-12s %-8s %-10s %s\n",
+		    str_of(v, "name"), state, str_of(v, "since"), rp, use, fo,
+		    cov);
 	}
+	printf("\n%-6s %-18s %-6s %-7s %-10s %-7s %s\n", "POST", "STATE",
+	    "OWNER", "EPOCH", "ROUTE PTS", "IN USE", "PORTS");
+	json_array_foreach (posts, i, v) {
+		json_t *ports = json_object_get(v, "ports"), *pt;
+		const char *cover =
+		    json_string_value(json_object_get(v, "cover"));
+		json_t *owner = json_object_get(v, "owner");
+		char strip[1024] = "", epoch[24] = "-";
+		long long first = 0, last = 0;
+		size_t j, n = 0;
+
+		json_array_foreach (ports, j, pt) {
+			const char *ps = str_of(pt, "state");
+			long long num =
+			    json_integer_value(json_object_get(pt, "number"));
+
+			if (j == 0)
+				first = num;
+			last = num;
+			if (n < sizeof(strip) - 1)
+				strip[n++] = strcmp(ps, "busy") == 0 ? '#'
+				    : strcmp(ps, "returning") == 0   ? 'r'
+								     : '.';
+		}
+		strip[n] = '\0';
+		if (cover)
+			snprintf(state, sizeof(state), "%s(%s)",
+			    str_of(v, "state"), cover);
+		else
+			snprintf(
+			    state, sizeof(state), "%s", str_of(v, "state"));
+		if (json_integer_value(json_object_get(v, "epoch")))
+			snprintf(epoch, sizeof(epoch), "%lld",
+			    (long long)json_integer_value(
+				json_object_get(v, "epoch")));
+		join(json_object_get(v, "route_points"), rp, sizeof(rp), " ");
+		snprintf(use, sizeof(use), "%lld/%lld",
+		    (long long)json_integer_value(
+			json_object_get(v, "ports_in_use")),
+		    (long long)json_integer_value(
+			json_object_get(v, "media_ports")));
+		printf("%-6s %-18s %-6s %-7s %-10s %-7s %lld %s %lld\n",
+		    str_of(v, "name"), state,
+		    json_is_string(owner) ? json_string_value(owner) : "-",
+		    epoch, rp, use, first, strip, last);
+		if (strcmp(str_of(v, "state"), "HOME") != 0)
+			printf("%-6s %s\n", "", str_of(v, "reason"));
+	}
+	printf("\nports: . idle  # busy  r returning (the cover keeps it until "
+	       "its call ends)\n");
+}
+
+static json_t *
+load_file(const char *path)
+{
+	json_error_t err;
+	json_t *o = json_load_file(path, 0, &err);
+
+	if (o == NULL)
+		fprintf(stderr, "understudy status: %s:%d: %s\n", path,
+		    err.line, err.text);
+	return o;
 }
 
 int
 cli_status(int argc, char **argv)
 {
 	const char *server = NULL, *file = getenv("UNDERSTUDY_CONFIG");
+	const char *input = NULL;
 	bool as_json = false;
 	struct config_diags d = {0};
 	struct config *cfg = NULL;
@@ -122,12 +234,18 @@ cli_status(int argc, char **argv)
 			server = argv[++i];
 		else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
 			file = argv[++i];
+		else if (strcmp(argv[i], "--input") == 0 && i + 1 < argc)
+			input = argv[++i];
 		else {
 			usage(stderr);
 			return 2;
 		}
 	}
-	if (server) {
+	if (input) {
+		if ((st = load_file(input)) == NULL)
+			goto out;
+		status = 200;
+	} else if (server) {
 		snprintf(url, sizeof(url), "%s/v1/status", server);
 		cli_status_http(
 		    "GET", url, NULL, 3000, &status, &st, err, sizeof(err));
@@ -140,9 +258,11 @@ cli_status(int argc, char **argv)
 			    stderr, "understudy status: %s has errors\n", file);
 			goto out;
 		}
-		for (size_t i = 0; i < cfg->n_servers && st == NULL; i++) {
+		for (size_t i = 0; i < cfg->n_servers && status != 200; i++) {
 			const struct config_server *s = &cfg->servers[i];
 
+			json_decref(st);
+			st = NULL;
 			snprintf(url, sizeof(url), "http://%s:%ld/v1/status",
 			    s->address, s->api_port);
 			cli_status_http("GET", url, NULL, 2000, &status, &st,

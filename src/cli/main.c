@@ -18,7 +18,13 @@ usage(FILE *f)
 	    "  config doc          print the option reference (Markdown)\n"
 	    "  up [CONFIG]         run the cluster of CONFIG on this machine\n"
 	    "                      (default examples/contact-center.conf)\n"
-	    "  status              show the cluster as a server sees it\n"
+	    "  status              servers, posts and ports, as a server sees "
+	    "them\n"
+	    "  stop NAME|--all     hand a server's posts to their covers; keep "
+	    "it\n"
+	    "                      stopped until started\n"
+	    "  start NAME|--all    let a stopped server serve again\n"
+	    "  failback NAME       move a covered post back to its home now\n"
 	    "  passwd              print an argon2id hash for a [user] "
 	    "password\n"
 	    "\n"
@@ -66,6 +72,9 @@ main(int argc, char **argv)
 		rc = cli_status(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "passwd") == 0)
 		rc = cli_passwd(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "stop") == 0 ||
+	    strcmp(argv[1], "start") == 0 || strcmp(argv[1], "failback") == 0)
+		rc = cli_control(argc - 1, argv + 1);
 	else {
 		fprintf(
 		    stderr, "understudy: unknown command '%s'\n\n", argv[1]);

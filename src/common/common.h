@@ -187,6 +187,7 @@ struct config_cluster {
 	long lease_ttl; /* seconds */
 	int failback; /* enum config_failback */
 	long failback_delay; /* seconds */
+	char *admin_token; /* for the control API; NULL: control is off */
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };

@@ -46,6 +46,7 @@ static bool check_pattern(const char *v, char *err, size_t errlen);
 static bool check_endpoint(const char *v, char *err, size_t errlen);
 static bool check_hash(const char *v, char *err, size_t errlen);
 static bool check_allow(const char *v, char *err, size_t errlen);
+static bool check_token(const char *v, char *err, size_t errlen);
 
 static const char *const failback_choices[] = {"auto", "manual", NULL};
 
@@ -81,6 +82,11 @@ static const struct config_option config_options[] = {
 	CL(failback_delay), NULL, true,
 	"Seconds a returning server must stay healthy before automatic "
 	"failback."},
+    {CONFIG_SEC_CLUSTER, "admin_token", CT_STRING, 0, 0, NULL, NULL,
+	CL(admin_token), check_token, true,
+	"Secret that control requests (stop, start, failback) must carry as "
+	"`Authorization: Bearer TOKEN`; at least 16 characters. Without it "
+	"the control API is off."},
 
     {CONFIG_SEC_SERVER, "address", CT_STRING, 0, 0, NULL, NULL, SV(address),
 	check_address, false,
@@ -350,6 +356,25 @@ check_hash(const char *v, char *err, size_t errlen)
 	    "password must be an argon2id hash ($argon2id$...); make one with "
 	    "'understudy passwd'");
 	return false;
+}
+
+static bool
+check_token(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n < 16 || n > 200) {
+		snprintf(err, errlen,
+		    "must be 16 to 200 characters (it has %zu)", n);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!isgraph((unsigned char)v[i])) {
+			snprintf(
+			    err, errlen, "no spaces or control characters");
+			return false;
+		}
+	return true;
 }
 
 static bool

@@ -16,6 +16,7 @@
 
 #include "agent/agent.h"
 #include "api/api.h"
+#include "calls/calls.h"
 #include "coord/coord.h"
 #include "daemon.h"
 
@@ -25,6 +26,8 @@ struct worker {
 	struct etcd *etcd;
 	struct lease *lease;
 	struct members *members;
+	struct agent *agent;
+	struct calls *calls;
 	struct http *http;
 	struct api_ctx api;
 	uv_pipe_t ipc;
@@ -57,6 +60,7 @@ on_acquired(struct lease *l, int64_t id, void *arg)
 	/* the master must know it before anything else is written on it */
 	ipc_send(w, line);
 	members_register(w->members, id);
+	agent_lease_changed(w->agent);
 }
 
 static void
@@ -67,6 +71,8 @@ on_lost(struct lease *l, const char *why, void *arg)
 	(void)l;
 	log_error("not serving: %s", why);
 	members_register(w->members, 0);
+	calls_lease_lost(w->calls);
+	agent_lease_changed(w->agent);
 	ipc_send(w, "lease 0\n");
 }
 
@@ -120,6 +126,10 @@ revoked(void *arg)
 {
 	struct worker *w = arg;
 
+	calls_free(w->calls);
+	w->calls = NULL;
+	agent_free(w->agent);
+	w->agent = NULL;
 	members_free(w->members);
 	w->members = NULL;
 	lease_free(w->lease);
@@ -199,8 +209,17 @@ worker_main(const struct daemon_args *a)
 		return 1;
 	}
 	w.lease = lease_new(w.loop, w.etcd, (unsigned)cl->lease_ttl, &cbs, &w);
+	w.agent =
+	    agent_new(w.loop, w.etcd, a->cfg, a->self, w.lease, w.members);
+	w.calls = w.agent ? calls_new(w.agent) : NULL;
+	if (w.lease == NULL || w.agent == NULL || w.calls == NULL) {
+		log_error("out of memory starting the worker");
+		return 1;
+	}
 	w.api.lease = w.lease;
 	w.api.members = w.members;
+	w.api.agent = w.agent;
+	w.api.calls = w.calls;
 	uv_signal_init(w.loop, &w.sigterm);
 	uv_signal_init(w.loop, &w.sigint);
 	w.sigterm.data = w.sigint.data = &w;

@@ -12,7 +12,7 @@
 struct state {
 	const struct placement_in *in;
 	struct placement_decision *out;
-	long load[PLACEMENT_MAX_SERVERS];    /* ports run or held */
+	long load[PLACEMENT_MAX_SERVERS]; /* ports run or held */
 	unsigned covers[PLACEMENT_MAX_SERVERS]; /* posts covered */
 	bool done[PLACEMENT_MAX_SERVERS * 4];
 };
@@ -69,14 +69,14 @@ pass_homes(struct state *st)
 		if (!eligible(home))
 			continue;
 		if (c < 0 || c == post->home) {
-			decide(st, p, post->home, PLACEMENT_HOME, "home %s is up",
-			    home->name, NULL);
+			decide(st, p, post->home, PLACEMENT_HOME,
+			    "home %s is up", home->name, NULL);
 			continue;
 		}
 		if (!eligible(&in->servers[c])) {
 			decide(st, p, post->home, PLACEMENT_HOME,
-			    "cover %s is gone; home %s is up", in->servers[c].name,
-			    home->name);
+			    "cover %s is gone; home %s is up",
+			    in->servers[c].name, home->name);
 			continue;
 		}
 		if (post->failback_requested) {
@@ -113,7 +113,8 @@ pass_keep(struct state *st)
 			/* the cover is no longer valid */
 			if (eligible(home))
 				decide(st, p, post->home, PLACEMENT_HOME,
-				    "cover %s can no longer run it; home %s is up",
+				    "cover %s can no longer run it; home %s is "
+				    "up",
 				    in->servers[c].name, home->name);
 			continue;
 		}
@@ -159,18 +160,21 @@ pass_cover(struct state *st)
 				continue;
 			if (eligible(s) && free_ports(st, c) >= post->ports) {
 				decide(st, p, c, PLACEMENT_COVER,
-				    "home %s is %s; first listed cover with room",
+				    "home %s is %s; first listed cover with "
+				    "room",
 				    hname,
 				    server_state(&in->servers[post->home]));
 				break;
 			}
 			if (server_state(s))
 				snprintf(part, sizeof(part), "%s%s is %s",
-				    why[0] ? ", " : "", s->name, server_state(s));
+				    why[0] ? ", " : "", s->name,
+				    server_state(s));
 			else
 				snprintf(part, sizeof(part),
-				    "%s%s has %ld of %ld ports free", why[0] ? ", " : "",
-				    s->name, free_ports(st, c), post->ports);
+				    "%s%s has %ld of %ld ports free",
+				    why[0] ? ", " : "", s->name,
+				    free_ports(st, c), post->ports);
 			strncat(why, part, sizeof(why) - strlen(why) - 1);
 		}
 		if (st->done[p])
@@ -178,7 +182,8 @@ pass_cover(struct state *st)
 		for (size_t s = 0; s < in->n_servers; s++) {
 			const struct placement_server *sv = &in->servers[s];
 
-			if (!sv->spare || !eligible(sv) || (int)s == post->home ||
+			if (!sv->spare || !eligible(sv) ||
+			    (int)s == post->home ||
 			    free_ports(st, (int)s) < post->ports)
 				continue;
 			if (best < 0 || st->covers[s] < st->covers[best] ||
@@ -192,8 +197,9 @@ pass_cover(struct state *st)
 			    hname, server_state(&in->servers[post->home]));
 			continue;
 		}
-		snprintf(part, sizeof(part), "%sno spare up with %ld ports free",
-		    why[0] ? "; " : "", post->ports);
+		snprintf(part, sizeof(part),
+		    "%sno spare up with %ld ports free", why[0] ? "; " : "",
+		    post->ports);
 		strncat(why, part, sizeof(why) - strlen(why) - 1);
 		decide(st, p, -1, PLACEMENT_UNSERVED, "home %s is %s: ", hname,
 		    server_state(&in->servers[post->home]));
@@ -222,7 +228,8 @@ placement_compute(const struct placement_in *in, struct placement_decision *out)
 		for (size_t p = 0; p < in->n_posts; p++) {
 			out[p].owner = -1;
 			out[p].kind = PLACEMENT_UNSERVED;
-			snprintf(out[p].why, sizeof(out[p].why), "too many servers");
+			snprintf(
+			    out[p].why, sizeof(out[p].why), "too many servers");
 		}
 		return;
 	}
@@ -236,8 +243,8 @@ placement_compute(const struct placement_in *in, struct placement_decision *out)
 const char *
 placement_kind_name(enum placement_kind k)
 {
-	static const char *const names[] = {"HOME", "KEEP_COVER", "COVER",
-	    "SPARE", "UNSERVED"};
+	static const char *const names[] = {
+	    "HOME", "KEEP_COVER", "COVER", "SPARE", "UNSERVED"};
 
 	return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
 }

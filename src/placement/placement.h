@@ -16,7 +16,7 @@
 
 struct placement_server {
 	const char *name;
-	bool up;      /* its membership key is present */
+	bool up; /* its membership key is present */
 	bool stopped; /* an operator stopped it */
 	bool spare;
 	long max_ports;
@@ -32,7 +32,7 @@ struct placement_post {
 	long ports;
 	const int *failover; /* indices in servers, in order of preference */
 	size_t n_failover;
-	int owner;               /* current owner, or -1 */
+	int owner; /* current owner, or -1 */
 	bool failback_requested; /* by an operator */
 };
 
@@ -46,11 +46,11 @@ struct placement_in {
 };
 
 enum placement_kind {
-	PLACEMENT_HOME,       /* the home server runs it */
+	PLACEMENT_HOME, /* the home server runs it */
 	PLACEMENT_KEEP_COVER, /* its cover keeps it (failback not due yet) */
-	PLACEMENT_COVER,      /* a server of its failover list */
-	PLACEMENT_SPARE,      /* a spare */
-	PLACEMENT_UNSERVED    /* nobody can */
+	PLACEMENT_COVER, /* a server of its failover list */
+	PLACEMENT_SPARE, /* a spare */
+	PLACEMENT_UNSERVED /* nobody can */
 };
 
 struct placement_decision {
@@ -74,8 +74,8 @@ struct placement_decision {
  * 5. otherwise unserved, with the reason.
  * Ports are never split. Posts are decided in the order given.
  */
-void placement_compute(const struct placement_in *in,
-    struct placement_decision *out);
+void placement_compute(
+    const struct placement_in *in, struct placement_decision *out);
 
 /* "HOME", "KEEP_COVER", ... */
 const char *placement_kind_name(enum placement_kind k);

@@ -50,7 +50,8 @@ parse_servers(struct scenario *sc, char *rest)
 {
 	char *save = NULL;
 
-	for (char *t = strtok_r(rest, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+	for (char *t = strtok_r(rest, " ", &save); t;
+	     t = strtok_r(NULL, " ", &save)) {
 		struct placement_server *s = &sc->servers[sc->n_servers];
 		char *colon = strchr(t, ':'), *slash, *gt;
 
@@ -78,7 +79,8 @@ parse_servers(struct scenario *sc, char *rest)
 			p->failover = sc->failover[sc->n_posts - 1];
 			/* names resolved once every server is known */
 			if (gt)
-				snprintf(sc->why[sc->n_posts - 1], 128, "%s", gt + 1);
+				snprintf(sc->why[sc->n_posts - 1], 128, "%s",
+				    gt + 1);
 		}
 		sc->n_servers++;
 	}
@@ -105,15 +107,17 @@ run_case(struct scenario *sc, unsigned *failures)
 
 	placement_compute(&in, out);
 	for (size_t p = 0; p < sc->n_posts; p++) {
-		const char *got = out[p].owner < 0 ? "-" : sc->names[out[p].owner];
+		const char *got =
+		    out[p].owner < 0 ? "-" : sc->names[out[p].owner];
 
 		if (!sc->has_expect[p]) {
-			fprintf(stderr, "case '%s': no expectation for %s\n", sc->name,
-			    sc->posts[p].name);
+			fprintf(stderr, "case '%s': no expectation for %s\n",
+			    sc->name, sc->posts[p].name);
 			ok = false;
 		} else if (strcmp(got, sc->expect[p]) != 0) {
 			fprintf(stderr,
-			    "case '%s' (line %d): %s: got %s (%s: %s), expected %s\n",
+			    "case '%s' (line %d): %s: got %s (%s: %s), "
+			    "expected %s\n",
 			    sc->name, sc->line, sc->posts[p].name, got,
 			    placement_kind_name(out[p].kind), out[p].why,
 			    sc->expect[p]);
@@ -154,7 +158,8 @@ apply(struct scenario *sc, const char *key, char *rest)
 		snprintf(sc->why[post_index(sc, rest)], 128, "%s", tilde + 3);
 		return;
 	}
-	for (char *t = strtok_r(rest, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+	for (char *t = strtok_r(rest, " ", &save); t;
+	     t = strtok_r(NULL, " ", &save)) {
 		char *eq = strchr(t, '=');
 
 		if (eq)
@@ -180,8 +185,8 @@ apply(struct scenario *sc, const char *key, char *rest)
 			snprintf(sc->expect[p], 32, "%s", eq + 1);
 			sc->has_expect[p] = true;
 		} else {
-			fprintf(stderr, "line %d: cannot read '%s %s'\n", sc->line,
-			    key, t);
+			fprintf(stderr, "line %d: cannot read '%s %s'\n",
+			    sc->line, key, t);
 			exit(1);
 		}
 	}
@@ -244,13 +249,12 @@ TEST(placement_scenarios)
 TEST(placement_deterministic)
 {
 	/* the same inputs always give the same decision */
-	struct placement_server sv[3] = {
-	    {"PA1", false, false, false, 36, 0, 0},
+	struct placement_server sv[3] = {{"PA1", false, false, false, 36, 0, 0},
 	    {"PA2", true, false, true, 18, 0, 0},
 	    {"PA3", true, false, false, 36, 0, 0}};
 	int f1[] = {2}, f3[] = {0};
-	struct placement_post po[2] = {{"PA1", 0, 18, f1, 1, -1, false},
-	    {"PA3", 2, 18, f3, 1, 2, false}};
+	struct placement_post po[2] = {
+	    {"PA1", 0, 18, f1, 1, -1, false}, {"PA3", 2, 18, f3, 1, 2, false}};
 	struct placement_in in = {sv, 3, po, 2, true, 10000};
 	struct placement_decision a[2], b[2];
 

@@ -1,0 +1,439 @@
+/*
+ * Calls on media ports (see calls.h). Operations that need etcd are
+ * asynchronous; each keeps its callback until it answers or its caller
+ * goes away (calls_forget).
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calls.h"
+
+struct call {
+	char id[64];
+	struct agent_post *post;
+	long port;
+	int64_t epoch;
+	int64_t started; /* wall ms */
+	bool ending;
+	struct call *next;
+};
+
+struct op {
+	struct calls *c;
+	struct agent_post *post;
+	long port; /* the port being claimed */
+	int64_t epoch;
+	unsigned attempts;
+	struct call *call; /* ending */
+	bool transferred;
+	char id[64];
+	calls_cb cb;
+	void *arg;
+	struct etcd_req *req;
+	struct op *next;
+};
+
+struct calls {
+	struct agent *a;
+	struct call *calls;
+	struct op *ops;
+	unsigned seq;
+};
+
+static void
+op_free(struct op *op)
+{
+	struct op **pp;
+
+	for (pp = &op->c->ops; *pp; pp = &(*pp)->next)
+		if (*pp == op) {
+			*pp = op->next;
+			break;
+		}
+	free(op);
+}
+
+static void
+answer(struct op *op, struct calls_result *r)
+{
+	if (op->cb)
+		op->cb(r, op->arg);
+	op_free(op);
+}
+
+static void
+result_init(struct calls_result *r, int err, const char *msg)
+{
+	memset(r, 0, sizeof(*r));
+	r->err = err;
+	str_copy(r->message, msg ? msg : "", sizeof(r->message));
+}
+
+static struct call *
+call_find(struct calls *c, const char *id)
+{
+	for (struct call *k = c->calls; k; k = k->next)
+		if (strcmp(k->id, id) == 0)
+			return k;
+	return NULL;
+}
+
+static void
+call_remove(struct calls *c, struct call *k)
+{
+	for (struct call **pp = &c->calls; *pp; pp = &(*pp)->next)
+		if (*pp == k) {
+			*pp = k->next;
+			break;
+		}
+	free(k);
+}
+
+/* A port of the post no one holds or claims, at or after from; -1. */
+static long
+free_port(const struct agent_post *p, long from)
+{
+	for (long i = from; i < p->home->media_ports; i++)
+		if (!p->ports[i].busy && !p->ports[i].reserved)
+			return i;
+	return -1;
+}
+
+static int
+not_owner(struct calls *c, struct agent_post *p, struct calls_result *r)
+{
+	const char *self = agent_self(c->a);
+
+	if (!p->owned) {
+		result_init(r, US_ENOTOWNER, NULL);
+		snprintf(r->message, sizeof(r->message),
+		    "no server serves post %s now: %s", p->home->name, p->reason);
+		return r->err;
+	}
+	result_init(r, US_ENOTOWNER, NULL);
+	str_copy(r->server, p->owner, sizeof(r->server));
+	snprintf(r->message, sizeof(r->message), "%s does not own post %s%s%s",
+	    self, p->home->name, strcmp(p->owner, self) ? "; its owner is " : "",
+	    strcmp(p->owner, self) ? p->owner : " (handing it over or fenced)");
+	return r->err;
+}
+
+static int claim_port(struct op *op);
+
+static void
+claim_done(const struct etcd_res *res, void *arg)
+{
+	struct op *op = arg;
+	struct calls *c = op->c;
+	struct agent_post *p = op->post;
+	struct calls_result r;
+	struct call *k;
+	char msg[160];
+
+	op->req = NULL;
+	p->ports[op->port].reserved = false;
+	if (res->err) {
+		snprintf(msg, sizeof(msg), "taking a port of %s: %s",
+		    p->home->name, us_strerror(res->err));
+		result_init(&r, US_EUNAVAIL, msg);
+		answer(op, &r);
+		return;
+	}
+	if (!res->succeeded) {
+		/* the post moved, or another call took the port first */
+		if (!agent_owns(c->a, p, NULL) || p->epoch != op->epoch) {
+			not_owner(c, p, &r);
+			answer(op, &r);
+			return;
+		}
+		for (size_t i = 0; i < res->n_kvs; i++)
+			if (strstr(res->kvs[i].key, "/ports/"))
+				p->ports[op->port].busy = true;
+		if (++op->attempts > (unsigned)p->home->media_ports ||
+		    claim_port(op) != 0) {
+			result_init(&r, US_EBUSY, NULL);
+			snprintf(r.message, sizeof(r.message),
+			    "all %ld ports of %s are busy", p->home->media_ports,
+			    p->home->name);
+			answer(op, &r);
+		}
+		return;
+	}
+	if ((k = calloc(1, sizeof(*k))) == NULL) {
+		result_init(&r, US_ENOMEM, "out of memory");
+		answer(op, &r);
+		return;
+	}
+	str_copy(k->id, op->id, sizeof(k->id));
+	k->post = p;
+	k->port = p->home->media_port_base + op->port;
+	k->epoch = op->epoch;
+	k->started = time_wall_ms();
+	k->next = c->calls;
+	c->calls = k;
+	agent_port_set(p, k->port, agent_self(c->a), k->id, k->started, k->epoch);
+	result_init(&r, 0, NULL);
+	str_copy(r.call, k->id, sizeof(r.call));
+	str_copy(r.post, p->home->name, sizeof(r.post));
+	str_copy(r.server, agent_self(c->a), sizeof(r.server));
+	r.port = k->port;
+	r.epoch = k->epoch;
+	log_debug("call %s on port %ld of %s, epoch %" PRId64, k->id, k->port,
+	    p->home->name, k->epoch);
+	answer(op, &r);
+}
+
+/* Claim the next free port for op; 0 when a txn is out, -1 when none. */
+static int
+claim_port(struct op *op)
+{
+	struct calls *c = op->c;
+	struct agent_post *p = op->post;
+	char *okey, *pkey, *value = NULL;
+	struct etcd_txn *t;
+	json_t *o;
+	long i;
+	int rc = -1;
+
+	if ((i = free_port(p, 0)) < 0)
+		return -1;
+	op->port = i;
+	okey = agent_key(c->a, "owner/%s", p->home->name);
+	pkey = agent_key(c->a, "ports/%s/%ld", p->home->name,
+	    p->home->media_port_base + i);
+	o = json_pack("{s:s,s:s,s:I,s:I,s:s}", "server", agent_self(c->a),
+	    "call", op->id, "since", (json_int_t)time_wall_ms(), "epoch",
+	    (json_int_t)op->epoch, "post", p->home->name);
+	value = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	t = etcd_kv_txn_new();
+	/* the epoch travels with the claim: a stale owner's claim fails */
+	if (okey && pkey && value && t &&
+	    etcd_kv_txn_compare(t, okey, ETCD_CMP_MOD, ETCD_CMP_EQUAL, op->epoch,
+		NULL, 0) == 0 &&
+	    etcd_kv_txn_compare(t, pkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0,
+		NULL, 0) == 0 &&
+	    etcd_kv_txn_put(t, true, pkey, value, strlen(value),
+		agent_lease_id(c->a)) == 0 &&
+	    etcd_kv_txn_get(t, false, pkey, false) == 0) {
+		op->req = etcd_kv_txn_commit(agent_etcd(c->a), t, claim_done, op);
+		t = NULL;
+		if (op->req) {
+			p->ports[i].reserved = true;
+			rc = 0;
+		}
+	}
+	etcd_kv_txn_free(t);
+	free(okey);
+	free(pkey);
+	free(value);
+	return rc;
+}
+
+static struct op *
+op_new(struct calls *c, calls_cb cb, void *arg)
+{
+	struct op *op = calloc(1, sizeof(*op));
+
+	if (op == NULL)
+		return NULL;
+	op->c = c;
+	op->cb = cb;
+	op->arg = arg;
+	op->next = c->ops;
+	c->ops = op;
+	return op;
+}
+
+int
+calls_place(struct calls *c, const char *rp, struct calls_result *r,
+    calls_cb cb, void *arg)
+{
+	struct agent_post *p = agent_post_by_route_point(c->a, rp);
+	int64_t epoch;
+	struct op *op;
+
+	if (p == NULL) {
+		result_init(r, US_ENOTFOUND, NULL);
+		snprintf(r->message, sizeof(r->message), "no route point %s", rp);
+		return r->err;
+	}
+	if (!agent_owns(c->a, p, &epoch))
+		return not_owner(c, p, r);
+	if (free_port(p, 0) < 0) {
+		result_init(r, US_EBUSY, NULL);
+		snprintf(r->message, sizeof(r->message),
+		    "all %ld ports of %s are busy", p->home->media_ports,
+		    p->home->name);
+		return r->err;
+	}
+	if ((op = op_new(c, cb, arg)) == NULL) {
+		result_init(r, US_ENOMEM, "out of memory");
+		return r->err;
+	}
+	op->post = p;
+	op->epoch = epoch;
+	snprintf(op->id, sizeof(op->id), "%s-%" PRIx64 "-%u", agent_self(c->a),
+	    (uint64_t)time_wall_ms(), ++c->seq);
+	if (claim_port(op) != 0) {
+		op_free(op);
+		result_init(r, US_EUNAVAIL, "cannot reach the coordination store");
+		return r->err;
+	}
+	return 0;
+}
+
+static void
+end_done(const struct etcd_res *res, void *arg)
+{
+	struct op *op = arg;
+	struct calls *c = op->c;
+	struct call *k = op->call;
+	struct calls_result r;
+
+	op->req = NULL;
+	if (k == NULL) {
+		result_init(&r, US_ENOTFOUND, "the call was lost with the lease");
+		answer(op, &r);
+		return;
+	}
+	if (res->err) {
+		k->ending = false;
+		result_init(&r, US_EUNAVAIL, NULL);
+		snprintf(r.message, sizeof(r.message), "ending call %s: %s", k->id,
+		    us_strerror(res->err));
+		answer(op, &r);
+		return;
+	}
+	result_init(&r, 0, NULL);
+	str_copy(r.call, k->id, sizeof(r.call));
+	str_copy(r.post, k->post->home->name, sizeof(r.post));
+	str_copy(r.server, agent_self(c->a), sizeof(r.server));
+	r.port = k->port;
+	r.epoch = k->epoch;
+	r.status = op->transferred ? "TRANSFERRED" : "NORMAL";
+	r.duration_ms = time_wall_ms() - k->started;
+	agent_port_set(k->post, k->port, NULL, NULL, 0, 0);
+	call_remove(c, k);
+	answer(op, &r);
+}
+
+int
+calls_end(struct calls *c, const char *id, bool transferred,
+    struct calls_result *r, calls_cb cb, void *arg)
+{
+	struct call *k = call_find(c, id);
+	struct op *op;
+	char *key;
+
+	if (k == NULL) {
+		struct agent_post *p;
+
+		/* held by another server: say which */
+		for (size_t i = 0; (p = agent_post_at(c->a, i)) != NULL; i++)
+			for (long n = 0; n < p->home->media_ports; n++)
+				if (p->ports[n].busy &&
+				    strcmp(p->ports[n].call, id) == 0) {
+					result_init(r, US_ENOTOWNER, NULL);
+					str_copy(r->server, p->ports[n].server,
+					    sizeof(r->server));
+					snprintf(r->message, sizeof(r->message),
+					    "call %s is on %s", id,
+					    p->ports[n].server);
+					return r->err;
+				}
+		result_init(r, US_ENOTFOUND, NULL);
+		snprintf(r->message, sizeof(r->message),
+		    "no call %s (it ended, or was lost with its server)", id);
+		return r->err;
+	}
+	if (k->ending) {
+		result_init(r, US_EINVAL, NULL);
+		snprintf(r->message, sizeof(r->message), "call %s is ending", id);
+		return r->err;
+	}
+	if ((op = op_new(c, cb, arg)) == NULL) {
+		result_init(r, US_ENOMEM, "out of memory");
+		return r->err;
+	}
+	op->call = k;
+	op->transferred = transferred;
+	key = agent_key(c->a, "ports/%s/%ld", k->post->home->name, k->port);
+	op->req = key ? etcd_kv_delete(agent_etcd(c->a), key, false, end_done, op)
+		      : NULL;
+	free(key);
+	if (op->req == NULL) {
+		op_free(op);
+		result_init(r, US_EUNAVAIL, "cannot reach the coordination store");
+		return r->err;
+	}
+	k->ending = true;
+	return 0;
+}
+
+void
+calls_forget(struct calls *c, void *arg)
+{
+	for (struct op *op = c->ops; op; op = op->next)
+		if (op->arg == arg)
+			op->cb = NULL;
+}
+
+void
+calls_lease_lost(struct calls *c)
+{
+	while (c->calls) {
+		struct call *k = c->calls;
+
+		log_warn("call %s on port %ld of %s is lost with the lease", k->id,
+		    k->port, k->post->home->name);
+		agent_port_set(k->post, k->port, NULL, NULL, 0, 0);
+		c->calls = k->next;
+		free(k);
+	}
+	for (struct op *op = c->ops; op; op = op->next)
+		if (op->call)
+			op->call = NULL;
+}
+
+struct calls *
+calls_new(struct agent *a)
+{
+	struct calls *c = calloc(1, sizeof(*c));
+
+	if (c)
+		c->a = a;
+	return c;
+}
+
+void
+calls_free(struct calls *c)
+{
+	if (c == NULL)
+		return;
+	while (c->ops) {
+		etcd_req_cancel(c->ops->req);
+		op_free(c->ops);
+	}
+	while (c->calls)
+		call_remove(c, c->calls);
+	free(c);
+}
+
+json_t *
+calls_json(const struct calls *c)
+{
+	json_t *arr = json_array();
+
+	for (const struct call *k = c->calls; k; k = k->next) {
+		char since[32];
+
+		time_iso8601(k->started, since, sizeof(since));
+		json_array_append_new(arr,
+		    json_pack("{s:s,s:s,s:I,s:I,s:s}", "call", k->id, "post",
+			k->post->home->name, "port", (json_int_t)k->port, "epoch",
+			(json_int_t)k->epoch, "since", since));
+	}
+	return arr;
+}
