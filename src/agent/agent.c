@@ -27,6 +27,7 @@
 #include "placement/placement.h"
 
 #define AGENT_RESYNC_MS 1000
+#define AGENT_HEADSTART_MS 250
 
 struct agent {
 	uv_loop_t *loop;
@@ -47,6 +48,7 @@ struct agent {
 	bool synced;
 	uint64_t synced_at;
 	bool was_valid;
+	bool restarted;
 	bool freeing;
 	unsigned open_handles;
 };
@@ -138,8 +140,8 @@ static const char *
 returning_server(const struct agent_post *p)
 {
 	for (long i = 0; i < p->home->media_ports; i++)
-		if (p->ports[i].busy && (!p->owned ||
-					    strcmp(p->ports[i].server, p->owner) != 0))
+		if (p->ports[i].busy &&
+		    (!p->owned || strcmp(p->ports[i].server, p->owner) != 0))
 			return p->ports[i].server;
 	return NULL;
 }
@@ -243,8 +245,8 @@ port_event(struct agent_post *p, const char *num, const struct etcd_event *ev)
 		return;
 	}
 	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:s,s?s,s?I,s?I}", "server", &server, "call", &call,
-		"since", &since, "epoch", &epoch) == 0)
+	if (json_unpack(o, "{s:s,s?s,s?I,s?I}", "server", &server, "call",
+		&call, "since", &since, "epoch", &epoch) == 0)
 		agent_port_set(p, number, server, call, since, epoch);
 	json_decref(o);
 }
@@ -302,7 +304,8 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 			p->failback_requested = false;
 			for (long n = 0; n < p->home->media_ports; n++)
 				if (!p->ports[n].reserved)
-					memset(&p->ports[n], 0, sizeof(p->ports[n]));
+					memset(&p->ports[n], 0,
+					    sizeof(p->ports[n]));
 		}
 		memset(a->stopped, 0, a->cfg->n_servers * sizeof(bool));
 		members_reset(a->members, u->events, u->n_events);
@@ -329,8 +332,8 @@ observe(struct agent *a, struct agent_post *p)
 {
 	const char *ret = returning_server(p), *home = p->home->name;
 	const char *hstate = agent_stopped(a, home) ? "stopped"
-	    : members_is_up(a->members, home)      ? "up"
-						   : "down";
+	    : members_is_up(a->members, home)       ? "up"
+						    : "down";
 	char why[160];
 
 	if (!p->owned) {
@@ -340,8 +343,8 @@ observe(struct agent *a, struct agent_post *p)
 		    p->state == POST_STATE_HOME ? home : p->cover);
 		post_fsm(p, POST_EV_OWNER_LOST, NULL, why);
 	} else if (strcmp(p->owner, home) != 0) {
-		snprintf(why, sizeof(why), "home %s %s, %s took it", home, hstate,
-		    p->owner);
+		snprintf(why, sizeof(why), "home %s %s, %s took it", home,
+		    hstate, p->owner);
 		post_fsm(p, POST_EV_COVER_CLAIMED, p->owner, why);
 	} else if (ret) {
 		snprintf(why, sizeof(why), "home %s %s", home,
@@ -365,9 +368,9 @@ txn_done(const struct etcd_res *res, void *arg)
 
 	p->pending = NULL;
 	if (res->err)
-		log_warn("post %s: ownership change failed: %s%s%s", p->home->name,
-		    us_strerror(res->err), res->message ? ": " : "",
-		    res->message ? res->message : "");
+		log_warn("post %s: ownership change failed: %s%s%s",
+		    p->home->name, us_strerror(res->err),
+		    res->message ? ": " : "", res->message ? res->message : "");
 	if (res->err || !res->succeeded) {
 		/* someone else moved first, or a lease was gone: start over */
 		p->relinquishing = false;
@@ -399,10 +402,10 @@ claim(struct agent *a, struct agent_post *p)
 	value = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	if (key && value && t &&
-	    etcd_kv_txn_compare(t, key, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL,
-		0) == 0 &&
-	    etcd_kv_txn_put(t, true, key, value, strlen(value),
-		lease_id(a->lease)) == 0) {
+	    etcd_kv_txn_compare(
+		t, key, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0) == 0 &&
+	    etcd_kv_txn_put(
+		t, true, key, value, strlen(value), lease_id(a->lease)) == 0) {
 		log_info("post %s: claiming (%s)", p->home->name, p->reason);
 		p->pending = etcd_kv_txn_commit(a->e, t, claim_done, p);
 		t = NULL;
@@ -432,11 +435,12 @@ hand_over(struct agent *a, struct agent_post *p, const char *to)
 	p->relinquishing = true;
 	time_iso8601(time_wall_ms(), now, sizeof(now));
 	if (key && t &&
-	    etcd_kv_txn_compare(t, key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, p->epoch,
-		NULL, 0) == 0) {
+	    etcd_kv_txn_compare(
+		t, key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, p->epoch, NULL, 0) == 0) {
 		if (to) {
 			o = json_pack("{s:s,s:s,s:s,s:s}", "server", to, "home",
-			    p->home->name, "claimed", now, "from", a->self->name);
+			    p->home->name, "claimed", now, "from",
+			    a->self->name);
 			value = o ? json_dumps(o, JSON_COMPACT) : NULL;
 			json_decref(o);
 			rc = value ? etcd_kv_txn_put(t, true, key, value,
@@ -478,7 +482,7 @@ agent_reconcile(struct agent *a)
 	struct placement_decision *out;
 	struct placement_in in;
 	int **fo;
-	bool valid, grace;
+	bool valid, grace, headstart;
 
 	if (!a->synced || a->freeing)
 		return;
@@ -486,8 +490,9 @@ agent_reconcile(struct agent *a)
 	if (a->was_valid && !valid)
 		for (size_t i = 0; i < a->n_posts; i++)
 			if (strcmp(a->posts[i].owner, a->self->name) == 0)
-				log_error("post %s: not serving it: this server "
-					  "has no valid lease",
+				log_error(
+				    "post %s: not serving it: this server "
+				    "has no valid lease",
 				    a->posts[i].home->name);
 	a->was_valid = valid;
 	sv = calloc(a->cfg->n_servers, sizeof(*sv));
@@ -526,8 +531,8 @@ agent_reconcile(struct agent *a)
 		po[i].failover = fo[i];
 		for (size_t s = 0; s < a->cfg->n_servers; s++)
 			if ((int)s != po[i].owner)
-				sv[s].returning +=
-				    agent_ports_held(p, a->cfg->servers[s].name);
+				sv[s].returning += agent_ports_held(
+				    p, a->cfg->servers[s].name);
 	}
 	in.servers = sv;
 	in.n_servers = a->cfg->n_servers;
@@ -536,9 +541,15 @@ agent_reconcile(struct agent *a)
 	in.failback_auto = a->cfg->cluster.failback == CONFIG_FAILBACK_AUTO;
 	in.failback_delay_ms = a->cfg->cluster.failback_delay * 1000;
 	placement_compute(&in, out);
-	/* a server just up lets the others register before it covers them */
+	/*
+	 * A server just up lets the others register before it covers them:
+	 * for a home it has never seen up, it waits one TTL (a cold start of
+	 * the whole cluster); a failure it saw happen it covers at once.
+	 */
 	grace = time_mono_ms() - a->synced_at <
 	    (uint64_t)a->cfg->cluster.lease_ttl * 1000;
+	headstart =
+	    a->restarted && time_mono_ms() - a->synced_at < AGENT_HEADSTART_MS;
 	for (size_t i = 0; i < a->n_posts; i++) {
 		struct agent_post *p = &a->posts[i];
 		int d = out[i].owner;
@@ -551,9 +562,12 @@ agent_reconcile(struct agent *a)
 		if (mine && p->owner_lease != lease_id(a->lease))
 			continue; /* a key of an old lease; it goes with it */
 		if (mine && d != a->self_index) {
-			hand_over(a, p, d >= 0 ? a->cfg->servers[d].name : NULL);
+			hand_over(
+			    a, p, d >= 0 ? a->cfg->servers[d].name : NULL);
 		} else if (!p->owned && d == a->self_index &&
-		    (p->index == a->self_index || !grace)) {
+		    (p->index == a->self_index ? !headstart
+					       : !grace ||
+				members_ever_up(a->members, p->home->name))) {
 			claim(a, p);
 		} else if (mine && p->index == a->self_index &&
 		    p->failback_requested) {
@@ -579,13 +593,14 @@ agent_lease_changed(struct agent *a)
 struct agent *
 agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
     const struct config_server *self, struct lease *lease,
-    struct members *members)
+    struct members *members, bool restarted)
 {
 	struct agent *a = calloc(1, sizeof(*a));
 	size_t n = 0;
 
 	if (a == NULL)
 		return NULL;
+	a->restarted = restarted;
 	a->loop = loop;
 	a->e = e;
 	a->cfg = cfg;
@@ -612,8 +627,8 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 		p->index = (int)i;
 		p->state = POST_STATE_UNSERVED;
 		p->since = time_wall_ms();
-		p->ports = calloc((size_t)p->home->media_ports + 1,
-		    sizeof(*p->ports));
+		p->ports =
+		    calloc((size_t)p->home->media_ports + 1, sizeof(*p->ports));
 		if (p->ports == NULL)
 			goto fail;
 	}
@@ -686,15 +701,17 @@ post_json(const struct agent *a, const struct agent_post *p)
 	for (long i = 0; i < p->home->media_ports; i++) {
 		const struct agent_port *pt = &p->ports[i];
 		const char *state = !pt->busy ? "idle"
-		    : p->owned && strcmp(pt->server, p->owner) == 0 ? "busy"
-								     : "returning";
+		    : p->owned && strcmp(pt->server, p->owner) == 0
+		    ? "busy"
+		    : "returning";
 		json_t *po = json_pack("{s:I,s:s}", "number",
 		    (json_int_t)(p->home->media_port_base + i), "state", state);
 
 		if (pt->busy) {
 			busy++;
 			time_iso8601(pt->since, since, sizeof(since));
-			json_object_set_new(po, "server", json_string(pt->server));
+			json_object_set_new(
+			    po, "server", json_string(pt->server));
 			json_object_set_new(po, "call", json_string(pt->call));
 			json_object_set_new(po, "since", json_string(since));
 		}
@@ -709,11 +726,11 @@ post_json(const struct agent *a, const struct agent_post *p)
 	    route_points_json(p->home), "media_ports",
 	    (json_int_t)p->home->media_ports, "ports_in_use", (json_int_t)busy,
 	    "ports", ports);
-	json_object_set_new(o, "cover",
-	    p->cover[0] ? json_string(p->cover) : json_null());
+	json_object_set_new(
+	    o, "cover", p->cover[0] ? json_string(p->cover) : json_null());
 	json_object_set_new(o, "reason", json_string(p->reason));
-	json_object_set_new(o, "failback_requested",
-	    json_boolean(p->failback_requested));
+	json_object_set_new(
+	    o, "failback_requested", json_boolean(p->failback_requested));
 	(void)a;
 	return o;
 }
@@ -738,18 +755,19 @@ server_json(const struct agent *a, const struct config_server *s)
 
 		in_use += agent_ports_held(p, s->name);
 		if (p->owned && strcmp(p->owner, s->name) == 0 && p->home != s)
-			json_array_append_new(covers, json_string(p->home->name));
+			json_array_append_new(
+			    covers, json_string(p->home->name));
 	}
 	for (size_t i = 0; i < s->failover.n; i++)
 		json_array_append_new(fo, json_string(s->failover.v[i]));
 	time_iso8601(members_since(a->members, s->name), since, sizeof(since));
 	o = json_pack("{s:s,s:s,s:b,s:s,s:s,s:i,s:b,s:I,s:I,s:I,s:o,s:o,s:o}",
-	    "name", s->name, "state", state, "up", up, "since", since, "address",
-	    s->address, "api_port", (int)s->api_port, "spare", s->spare,
-	    "media_ports", (json_int_t)s->media_ports, "max_media_ports",
-	    (json_int_t)s->max_media_ports, "ports_in_use", (json_int_t)in_use,
-	    "route_points", route_points_json(s), "failover", fo, "covers",
-	    covers);
+	    "name", s->name, "state", state, "up", up, "since", since,
+	    "address", s->address, "api_port", (int)s->api_port, "spare",
+	    s->spare, "media_ports", (json_int_t)s->media_ports,
+	    "max_media_ports", (json_int_t)s->max_media_ports, "ports_in_use",
+	    (json_int_t)in_use, "route_points", route_points_json(s),
+	    "failover", fo, "covers", covers);
 	return o;
 }
 
@@ -759,10 +777,19 @@ agent_status_json(const struct agent *a)
 	json_t *servers = json_array(), *posts = json_array();
 
 	for (size_t i = 0; i < a->cfg->n_servers; i++)
-		json_array_append_new(servers,
-		    server_json(a, &a->cfg->servers[i]));
+		json_array_append_new(
+		    servers, server_json(a, &a->cfg->servers[i]));
 	for (size_t i = 0; i < a->n_posts; i++)
 		json_array_append_new(posts, post_json(a, &a->posts[i]));
-	return json_pack("{s:o,s:o,s:b}", "servers", servers, "posts", posts,
-	    "synced", a->synced);
+	json_t *owned = json_array();
+	int64_t epoch;
+
+	for (size_t i = 0; i < a->n_posts; i++)
+		if (agent_owns(a, &a->posts[i], &epoch))
+			json_array_append_new(owned,
+			    json_pack("{s:s,s:I}", "post",
+				a->posts[i].home->name, "epoch",
+				(json_int_t)epoch));
+	return json_pack("{s:o,s:o,s:o,s:b}", "servers", servers, "posts",
+	    posts, "owned", owned, "synced", a->synced);
 }

@@ -88,6 +88,9 @@ int64_t members_lease(const struct members *m, const char *name);
 /* How long this server has seen the member up (ms), 0 when down. */
 int64_t members_up_for_ms(const struct members *m, const char *name);
 
+/* True when this process has seen the member up at some point. */
+bool members_ever_up(const struct members *m, const char *name);
+
 /* Wall ms: up since, or seen down at. */
 int64_t members_since(const struct members *m, const char *name);
 
@@ -181,10 +184,12 @@ struct agent;
  * /understudy/<cluster>/, computes placement on every change and every
  * second, and converges: claims posts nobody owns that placement gives
  * it, hands over the posts it owns that placement gives another.
+ * restarted: this worker replaces one that died; its covers get a short
+ * head start on its own post, so the failover they began completes.
  */
 struct agent *agent_new(uv_loop_t *loop, struct etcd *e,
     const struct config *cfg, const struct config_server *self,
-    struct lease *lease, struct members *members);
+    struct lease *lease, struct members *members, bool restarted);
 
 /* Stop watching and acting; free. NULL is a no-op. */
 void agent_free(struct agent *a);

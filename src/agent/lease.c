@@ -69,8 +69,13 @@ fence_cb(uv_timer_t *t)
 	struct lease *l = t->data;
 	char why[96];
 
+	int64_t old = l->id;
+
 	snprintf(why, sizeof(why), "fenced: no renewal within %u s", l->ttl);
 	lose(l, why);
+	/* whatever is left on the old lease goes now, not at its expiry */
+	if (old)
+		etcd_lease_revoke(l->e, old, NULL, NULL);
 	etcd_req_cancel(l->pending);
 	l->pending = NULL;
 	grant(l);

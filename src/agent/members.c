@@ -16,6 +16,7 @@ struct member {
 	bool up;
 	int64_t since; /* wall ms: up since (from its key), or seen down at */
 	uint64_t seen_up; /* monotonic ms when this server saw it come up */
+	bool ever_up; /* seen up since this process started */
 	int64_t lease; /* the lease its key is on */
 	char *address;
 	long api_port;
@@ -79,8 +80,10 @@ member_set(struct members *m, const char *name, bool up, const char *value,
 	changed = mb->up != up;
 	mb->up = up;
 	mb->lease = up ? lease : 0;
-	if (changed && up)
+	if (changed && up) {
 		mb->seen_up = time_mono_ms();
+		mb->ever_up = true;
+	}
 	if (up) {
 		json_t *o = json_loadb(value, vlen, 0, NULL);
 		json_int_t since = 0;
@@ -337,4 +340,12 @@ members_address(const struct members *m, const char *name, long *api_port)
 
 	*api_port = mb ? mb->api_port : 0;
 	return mb ? mb->address : NULL;
+}
+
+bool
+members_ever_up(const struct members *m, const char *name)
+{
+	const struct member *mb = member_find(m, name);
+
+	return mb && mb->ever_up;
 }

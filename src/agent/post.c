@@ -13,8 +13,8 @@
 
 #include "agent.h"
 
-static const char *const state_names[] = {"UNSERVED", "HOME", "COVERED",
-    "FAILING_BACK"};
+static const char *const state_names[] = {
+    "UNSERVED", "HOME", "COVERED", "FAILING_BACK"};
 
 const char *
 post_state_name(enum post_state s)
@@ -34,8 +34,8 @@ describe(const struct agent_post *p, enum post_state s, const char *cover,
 }
 
 static void
-post_set_state(struct agent_post *p, enum post_state s, const char *cover,
-    const char *why)
+post_set_state(
+    struct agent_post *p, enum post_state s, const char *cover, const char *why)
 {
 	char from[64], to[64];
 
@@ -65,15 +65,16 @@ post_fsm(struct agent_post *p, enum post_event ev, const char *server,
 			break;
 		case POST_EV_COVER_CLAIMED:
 			if (!home)
-				post_set_state(p, POST_STATE_COVERED, server, why);
+				post_set_state(
+				    p, POST_STATE_COVERED, server, why);
 			break;
 		case POST_EV_OWNER_LOST:
 			post_set_state(p, POST_STATE_UNSERVED, NULL, why);
 			break;
 		case POST_EV_HANDED_HOME:
 			if (p->state == POST_STATE_COVERED)
-				post_set_state(p, POST_STATE_FAILING_BACK, server,
-				    why);
+				post_set_state(
+				    p, POST_STATE_FAILING_BACK, server, why);
 			else
 				post_set_state(p, POST_STATE_HOME, NULL, why);
 			break;
@@ -89,7 +90,8 @@ post_fsm(struct agent_post *p, enum post_event ev, const char *server,
 			break;
 		case POST_EV_COVER_CLAIMED:
 			if (!home)
-				post_set_state(p, POST_STATE_COVERED, server, why);
+				post_set_state(
+				    p, POST_STATE_COVERED, server, why);
 			break;
 		case POST_EV_OWNER_LOST:
 			post_set_state(p, POST_STATE_UNSERVED, NULL, why);

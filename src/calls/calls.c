@@ -108,13 +108,15 @@ not_owner(struct calls *c, struct agent_post *p, struct calls_result *r)
 	if (!p->owned) {
 		result_init(r, US_ENOTOWNER, NULL);
 		snprintf(r->message, sizeof(r->message),
-		    "no server serves post %s now: %s", p->home->name, p->reason);
+		    "no server serves post %s now: %s", p->home->name,
+		    p->reason);
 		return r->err;
 	}
 	result_init(r, US_ENOTOWNER, NULL);
 	str_copy(r->server, p->owner, sizeof(r->server));
 	snprintf(r->message, sizeof(r->message), "%s does not own post %s%s%s",
-	    self, p->home->name, strcmp(p->owner, self) ? "; its owner is " : "",
+	    self, p->home->name,
+	    strcmp(p->owner, self) ? "; its owner is " : "",
 	    strcmp(p->owner, self) ? p->owner : " (handing it over or fenced)");
 	return r->err;
 }
@@ -154,8 +156,8 @@ claim_done(const struct etcd_res *res, void *arg)
 		    claim_port(op) != 0) {
 			result_init(&r, US_EBUSY, NULL);
 			snprintf(r.message, sizeof(r.message),
-			    "all %ld ports of %s are busy", p->home->media_ports,
-			    p->home->name);
+			    "all %ld ports of %s are busy",
+			    p->home->media_ports, p->home->name);
 			answer(op, &r);
 		}
 		return;
@@ -172,7 +174,8 @@ claim_done(const struct etcd_res *res, void *arg)
 	k->started = time_wall_ms();
 	k->next = c->calls;
 	c->calls = k;
-	agent_port_set(p, k->port, agent_self(c->a), k->id, k->started, k->epoch);
+	agent_port_set(
+	    p, k->port, agent_self(c->a), k->id, k->started, k->epoch);
 	result_init(&r, 0, NULL);
 	str_copy(r.call, k->id, sizeof(r.call));
 	str_copy(r.post, p->home->name, sizeof(r.post));
@@ -200,8 +203,8 @@ claim_port(struct op *op)
 		return -1;
 	op->port = i;
 	okey = agent_key(c->a, "owner/%s", p->home->name);
-	pkey = agent_key(c->a, "ports/%s/%ld", p->home->name,
-	    p->home->media_port_base + i);
+	pkey = agent_key(
+	    c->a, "ports/%s/%ld", p->home->name, p->home->media_port_base + i);
 	o = json_pack("{s:s,s:s,s:I,s:I,s:s}", "server", agent_self(c->a),
 	    "call", op->id, "since", (json_int_t)time_wall_ms(), "epoch",
 	    (json_int_t)op->epoch, "post", p->home->name);
@@ -210,14 +213,15 @@ claim_port(struct op *op)
 	t = etcd_kv_txn_new();
 	/* the epoch travels with the claim: a stale owner's claim fails */
 	if (okey && pkey && value && t &&
-	    etcd_kv_txn_compare(t, okey, ETCD_CMP_MOD, ETCD_CMP_EQUAL, op->epoch,
-		NULL, 0) == 0 &&
-	    etcd_kv_txn_compare(t, pkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0,
-		NULL, 0) == 0 &&
+	    etcd_kv_txn_compare(t, okey, ETCD_CMP_MOD, ETCD_CMP_EQUAL,
+		op->epoch, NULL, 0) == 0 &&
+	    etcd_kv_txn_compare(
+		t, pkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0) == 0 &&
 	    etcd_kv_txn_put(t, true, pkey, value, strlen(value),
 		agent_lease_id(c->a)) == 0 &&
 	    etcd_kv_txn_get(t, false, pkey, false) == 0) {
-		op->req = etcd_kv_txn_commit(agent_etcd(c->a), t, claim_done, op);
+		op->req =
+		    etcd_kv_txn_commit(agent_etcd(c->a), t, claim_done, op);
 		t = NULL;
 		if (op->req) {
 			p->ports[i].reserved = true;
@@ -256,7 +260,8 @@ calls_place(struct calls *c, const char *rp, struct calls_result *r,
 
 	if (p == NULL) {
 		result_init(r, US_ENOTFOUND, NULL);
-		snprintf(r->message, sizeof(r->message), "no route point %s", rp);
+		snprintf(
+		    r->message, sizeof(r->message), "no route point %s", rp);
 		return r->err;
 	}
 	if (!agent_owns(c->a, p, &epoch))
@@ -278,7 +283,8 @@ calls_place(struct calls *c, const char *rp, struct calls_result *r,
 	    (uint64_t)time_wall_ms(), ++c->seq);
 	if (claim_port(op) != 0) {
 		op_free(op);
-		result_init(r, US_EUNAVAIL, "cannot reach the coordination store");
+		result_init(
+		    r, US_EUNAVAIL, "cannot reach the coordination store");
 		return r->err;
 	}
 	return 0;
@@ -294,15 +300,16 @@ end_done(const struct etcd_res *res, void *arg)
 
 	op->req = NULL;
 	if (k == NULL) {
-		result_init(&r, US_ENOTFOUND, "the call was lost with the lease");
+		result_init(
+		    &r, US_ENOTFOUND, "the call was lost with the lease");
 		answer(op, &r);
 		return;
 	}
 	if (res->err) {
 		k->ending = false;
 		result_init(&r, US_EUNAVAIL, NULL);
-		snprintf(r.message, sizeof(r.message), "ending call %s: %s", k->id,
-		    us_strerror(res->err));
+		snprintf(r.message, sizeof(r.message), "ending call %s: %s",
+		    k->id, us_strerror(res->err));
 		answer(op, &r);
 		return;
 	}
@@ -350,7 +357,8 @@ calls_end(struct calls *c, const char *id, bool transferred,
 	}
 	if (k->ending) {
 		result_init(r, US_EINVAL, NULL);
-		snprintf(r->message, sizeof(r->message), "call %s is ending", id);
+		snprintf(
+		    r->message, sizeof(r->message), "call %s is ending", id);
 		return r->err;
 	}
 	if ((op = op_new(c, cb, arg)) == NULL) {
@@ -360,12 +368,14 @@ calls_end(struct calls *c, const char *id, bool transferred,
 	op->call = k;
 	op->transferred = transferred;
 	key = agent_key(c->a, "ports/%s/%ld", k->post->home->name, k->port);
-	op->req = key ? etcd_kv_delete(agent_etcd(c->a), key, false, end_done, op)
-		      : NULL;
+	op->req = key
+	    ? etcd_kv_delete(agent_etcd(c->a), key, false, end_done, op)
+	    : NULL;
 	free(key);
 	if (op->req == NULL) {
 		op_free(op);
-		result_init(r, US_EUNAVAIL, "cannot reach the coordination store");
+		result_init(
+		    r, US_EUNAVAIL, "cannot reach the coordination store");
 		return r->err;
 	}
 	k->ending = true;
@@ -386,8 +396,8 @@ calls_lease_lost(struct calls *c)
 	while (c->calls) {
 		struct call *k = c->calls;
 
-		log_warn("call %s on port %ld of %s is lost with the lease", k->id,
-		    k->port, k->post->home->name);
+		log_warn("call %s on port %ld of %s is lost with the lease",
+		    k->id, k->port, k->post->home->name);
 		agent_port_set(k->post, k->port, NULL, NULL, 0, 0);
 		c->calls = k->next;
 		free(k);
@@ -432,8 +442,8 @@ calls_json(const struct calls *c)
 		time_iso8601(k->started, since, sizeof(since));
 		json_array_append_new(arr,
 		    json_pack("{s:s,s:s,s:I,s:I,s:s}", "call", k->id, "post",
-			k->post->home->name, "port", (json_int_t)k->port, "epoch",
-			(json_int_t)k->epoch, "since", since));
+			k->post->home->name, "port", (json_int_t)k->port,
+			"epoch", (json_int_t)k->epoch, "since", since));
 	}
 	return arr;
 }

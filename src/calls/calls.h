@@ -18,14 +18,14 @@
 struct calls;
 
 struct calls_result {
-	int err;   /* 0 or US_ENOTFOUND, US_ENOTOWNER, US_EBUSY, US_EUNAVAIL */
+	int err; /* 0 or US_ENOTFOUND, US_ENOTOWNER, US_EBUSY, US_EUNAVAIL */
 	char message[256];
 	char call[64];
 	char post[CONFIG_NAME_MAX + 1];
 	long port;
 	int64_t epoch;
 	char server[CONFIG_NAME_MAX + 1]; /* who took it, or who owns it */
-	const char *status;               /* at the end: NORMAL, TRANSFERRED */
+	const char *status; /* at the end: NORMAL, TRANSFERRED */
 	int64_t duration_ms;
 };
 

@@ -11,7 +11,8 @@ usage(FILE *f, const char *cmd)
 	    "usage: understudy %s NAME|--all [--config FILE] [--token TOKEN] "
 	    "[--json]\n"
 	    "\n"
-	    "stop      hand the server's post and covers to their covers (calls\n"
+	    "stop      hand the server's post and covers to their covers "
+	    "(calls\n"
 	    "          in progress finish where they are); it stays stopped,\n"
 	    "          across restarts, until started\n"
 	    "start     let a stopped server serve again\n"
@@ -41,8 +42,8 @@ send_one(const struct config *cfg, const char *name, const char *action,
 		    s->address, s->api_port, name, action);
 		json_decref(out);
 		out = NULL;
-		if (cli_status_http("POST", url, token, 5000, &status, &out, err,
-			sizeof(err)) == 0 &&
+		if (cli_status_http("POST", url, token, 5000, &status, &out,
+			err, sizeof(err)) == 0 &&
 		    status != 503)
 			break;
 	}
@@ -97,7 +98,8 @@ cli_control(int argc, char **argv)
 			return 2;
 		}
 	}
-	if ((name == NULL) == !all || (all && strcmp(action, "failback") == 0)) {
+	if ((name == NULL) == !all ||
+	    (all && strcmp(action, "failback") == 0)) {
 		usage(stderr, action);
 		return 2;
 	}
@@ -111,16 +113,17 @@ cli_control(int argc, char **argv)
 	if (token == NULL)
 		token = cfg->cluster.admin_token;
 	if (token == NULL) {
-		fprintf(stderr, "understudy %s: no admin token (--token, "
-				"$UNDERSTUDY_TOKEN or admin_token in %s)\n",
+		fprintf(stderr,
+		    "understudy %s: no admin token (--token, "
+		    "$UNDERSTUDY_TOKEN or admin_token in %s)\n",
 		    action, file);
 		goto out;
 	}
 	if (all) {
 		rc = 0;
 		for (size_t i = 0; i < cfg->n_servers; i++)
-			rc |= send_one(cfg, cfg->servers[i].name, action, token,
-			    as_json);
+			rc |= send_one(
+			    cfg, cfg->servers[i].name, action, token, as_json);
 	} else {
 		rc = send_one(cfg, name, action, token, as_json);
 	}

@@ -39,6 +39,7 @@ main(int argc, char **argv)
 	    {"server", required_argument, NULL, 's'},
 	    {"log-level", required_argument, NULL, 'l'},
 	    {"worker", no_argument, NULL, 'W'},
+	    {"restarted", no_argument, NULL, 'R'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
 	struct daemon_args a = {.log_level = "info"};
@@ -60,6 +61,9 @@ main(int argc, char **argv)
 			break;
 		case 'W':
 			worker = true;
+			break;
+		case 'R':
+			a.restarted = true;
 			break;
 		case 'h':
 			usage(stdout);

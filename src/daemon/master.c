@@ -31,8 +31,9 @@ struct child {
 	uv_pipe_t ipc;
 	struct buf in;
 	int64_t lease;
-	uint64_t started;
-	uint64_t last_pong; /* last line from the worker; 0 before the first */
+	uint64_t started; /* master awake time at the start */
+	uint64_t last_pong; /* master awake time of the last line */
+	bool answered; /* a line came: the start grace is over */
 	bool exited;
 	bool hung;
 	unsigned open_handles;
@@ -50,7 +51,16 @@ struct master {
 	uint64_t crashes[MASTER_MAX_CRASHES];
 	unsigned n_crashes;
 	unsigned hang_limit;
-	uint64_t last_tick; /* when the ping timer last ran */
+	uint64_t last_tick; /* monotonic ms when the ping timer last ran */
+	/*
+	 * Time the master itself was running, in ms: a tick that comes late
+	 * (the host was frozen) counts as one interval. Silence is measured
+	 * in it, so a freeze of the whole host never looks like a hang.
+	 */
+	uint64_t awake;
+	unsigned restarts; /* workers started after the first */
+	bool restart_pending;
+	uint64_t restart_delay;
 	bool stopping;
 	bool finishing;
 	unsigned revocations; /* lease revocations still out */
@@ -59,6 +69,7 @@ struct master {
 };
 
 static void master_spawn(struct master *m);
+static void kick_restart(struct master *m);
 static void master_finish(struct master *m);
 
 unsigned
@@ -103,6 +114,8 @@ revoke_cb(const struct etcd_res *res, void *arg)
 	free(r);
 	if (--m->revocations == 0 && m->finishing)
 		etcd_free(m->etcd);
+	else if (m->revocations == 0 && m->restart_pending && !m->stopping)
+		kick_restart(m);
 }
 
 static void
@@ -112,6 +125,13 @@ restart_cb(uv_timer_t *t)
 
 	if (!m->stopping)
 		master_spawn(m);
+}
+
+static void
+kick_restart(struct master *m)
+{
+	m->restart_pending = false;
+	uv_timer_start(&m->restart, restart_cb, m->restart_delay, 0);
 }
 
 /* Record a crash; returns the restart delay, or -1 to give up. */
@@ -179,8 +199,13 @@ exit_cb(uv_process_t *p, int64_t status, int sig)
 		master_finish(m);
 		return;
 	}
-	log_info("restarting the worker in %" PRId64 " ms", delay);
-	uv_timer_start(&m->restart, restart_cb, (uint64_t)delay, 0);
+	log_info("restarting the worker in %" PRId64 " ms%s", delay,
+	    m->revocations ? ", once its lease is revoked" : "");
+	m->restart_delay = (uint64_t)delay;
+	m->restart_pending = true;
+	/* the cluster must see the death before the new worker appears */
+	if (m->revocations == 0)
+		kick_restart(m);
 }
 
 static void
@@ -198,7 +223,8 @@ static void
 ipc_line(struct child *c, const char *line)
 {
 	/* any line shows the loop runs; the first one ends the start grace */
-	c->last_pong = time_mono_ms();
+	c->last_pong = c->m->awake;
+	c->answered = true;
 	if (strncmp(line, "lease ", 6) == 0) {
 		c->lease = (int64_t)strtoull(line + 6, NULL, 16);
 		log_debug("worker lease is now %" PRIx64, (uint64_t)c->lease);
@@ -234,24 +260,26 @@ ping_cb(uv_timer_t *t)
 	struct child *c = m->child;
 	static char ping[] = "ping\n";
 	uv_buf_t b = uv_buf_init(ping, sizeof(ping) - 1);
-	uint64_t now = time_mono_ms(), since;
+	uint64_t now = time_mono_ms(), since, dt;
 
-	if (now - m->last_tick > m->hang_limit / 2 && m->last_tick) {
-		/* the master itself did not run: the whole host was frozen */
-		log_warn("this server did not run for %" PRIu64 " ms",
-		    now - m->last_tick);
-		if (c && c->last_pong)
-			c->last_pong = now;
+	dt = m->last_tick ? now - m->last_tick : 0;
+	if (dt > 2 * MASTER_PING_MS) {
+		if (dt > m->hang_limit / 2)
+			log_warn(
+			    "this server did not run for %" PRIu64 " ms", dt);
+		dt = MASTER_PING_MS;
 	}
+	m->awake += dt;
 	m->last_tick = now;
 	if (c == NULL || c->exited || c->hung)
 		return;
-	since = c->last_pong ? c->last_pong : c->started;
-	if (now - since >
-	    (c->last_pong ? m->hang_limit : MASTER_STARTUP_GRACE_MS)) {
+	since = c->answered ? c->last_pong : c->started;
+	if (m->awake > since &&
+	    m->awake - since >
+		(c->answered ? m->hang_limit : MASTER_STARTUP_GRACE_MS)) {
 		log_error("worker pid %d has not answered for %" PRIu64
 			  " ms; killing it",
-		    c->proc.pid, now - since);
+		    c->proc.pid, m->awake - since);
 		c->hung = true;
 		uv_process_kill(&c->proc, SIGKILL);
 		return;
@@ -265,7 +293,7 @@ master_spawn(struct master *m)
 	struct child *c = calloc(1, sizeof(*c));
 	uv_process_options_t o;
 	uv_stdio_container_t stdio[4];
-	char *args[9];
+	char *args[10];
 	int rc;
 
 	if (c == NULL) {
@@ -286,7 +314,8 @@ master_spawn(struct master *m)
 	args[5] = (char *)m->a->server;
 	args[6] = (char *)"--log-level";
 	args[7] = (char *)m->a->log_level;
-	args[8] = NULL;
+	args[8] = m->restarts ? (char *)"--restarted" : NULL;
+	args[9] = NULL;
 	memset(&o, 0, sizeof(o));
 	memset(stdio, 0, sizeof(stdio));
 	stdio[0].flags = UV_IGNORE;
@@ -302,7 +331,7 @@ master_spawn(struct master *m)
 	o.exit_cb = exit_cb;
 	o.stdio = stdio;
 	o.stdio_count = 4;
-	c->started = time_mono_ms();
+	c->started = m->awake;
 	if ((rc = uv_spawn(m->loop, &c->proc, &o)) != 0) {
 		log_error(
 		    "cannot start the worker %s: %s", m->exe, uv_strerror(rc));
@@ -316,6 +345,7 @@ master_spawn(struct master *m)
 	}
 	c->open_handles = 2;
 	m->child = c;
+	m->restarts++;
 	uv_read_start((uv_stream_t *)&c->ipc, ipc_alloc, ipc_read);
 	log_info("worker pid %d started", c->proc.pid);
 }

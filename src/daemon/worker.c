@@ -209,8 +209,8 @@ worker_main(const struct daemon_args *a)
 		return 1;
 	}
 	w.lease = lease_new(w.loop, w.etcd, (unsigned)cl->lease_ttl, &cbs, &w);
-	w.agent =
-	    agent_new(w.loop, w.etcd, a->cfg, a->self, w.lease, w.members);
+	w.agent = agent_new(
+	    w.loop, w.etcd, a->cfg, a->self, w.lease, w.members, a->restarted);
 	w.calls = w.agent ? calls_new(w.agent) : NULL;
 	if (w.lease == NULL || w.agent == NULL || w.calls == NULL) {
 		log_error("out of memory starting the worker");

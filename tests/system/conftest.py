@@ -303,3 +303,160 @@ def write_config(path, etcd_endpoints, servers, lease_ttl=2, extra_cluster=""):
 @pytest.fixture
 def cluster_name():
     return "t%d" % os.getpid()
+
+
+TOKEN = "test-admin-token-0123456789"
+
+
+class Cluster:
+    """A cluster of understudyd servers on one real etcd.
+
+    servers: [{"name", "ports", "max", "failover": [...]} or
+              {"name", "spare": True, "max"}]; route point of the i-th
+    server is 6000 + 100 * i."""
+
+    def __init__(self, tmp_path, etcd, servers, ttl=2, failback="auto", delay=2,
+                 token=TOKEN):
+        self.tmp, self.etcd = str(tmp_path), etcd
+        self.cluster = "c%d%d" % (os.getpid(), free_port())
+        self.spec = {s["name"]: dict(s) for s in servers}
+        self.rp = {}
+        lines = ["[cluster]", "name = " + self.cluster,
+                 "etcd = " + ", ".join(etcd.endpoints), "lease_ttl = %d" % ttl,
+                 "failback = " + failback, "failback_delay = %d" % delay]
+        if token:
+            lines.append("admin_token = " + token)
+        for i, s in enumerate(servers):
+            s = self.spec[s["name"]]
+            s["api"] = free_port()
+            lines += ["", "[server %s]" % s["name"], "address = 127.0.0.1",
+                      "api_port = %d" % s["api"], "sip_port = %d" % free_port()]
+            if s.get("spare"):
+                lines += ["spare = yes", "max_media_ports = %d" % s.get("max", 8)]
+            else:
+                self.rp[s["name"]] = str(6000 + 100 * i)
+                lines += ["route_point = " + self.rp[s["name"]],
+                          "media_port_base = %d" % (5001 + 100 * i),
+                          "media_ports = %d" % s.get("ports", 4),
+                          "max_media_ports = %d" % s.get("max", 8),
+                          "rtp_port_base = %d" % (40000 + 100 * i)]
+                if s.get("failover"):
+                    lines.append("failover = " + ", ".join(s["failover"]))
+        self.config = os.path.join(self.tmp, "cluster.conf")
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.srv = {n: Server(self.config, n, self.tmp) for n in self.spec}
+        self.frozen = set()
+
+    # processes
+    def start(self, *names, wait=True):
+        for n in names or list(self.spec):
+            self.srv[n].start()
+        if wait:
+            for n in names or list(self.spec):
+                assert wait_for(lambda: self.healthy(n), 15), self.srv[n].logtext()
+        return self
+
+    def url(self, name):
+        return "http://127.0.0.1:%d" % self.spec[name]["api"]
+
+    def healthy(self, name):
+        try:
+            return http("GET", self.url(name) + "/health", timeout=0.5)[0] == 200
+        except OSError:
+            return False
+
+    def kill_worker(self, name):
+        os.kill(self.srv[name].worker(), signal.SIGKILL)
+
+    def freeze(self, name):
+        s = self.srv[name]
+        for pid in (s.pid, s.worker()):
+            if pid:
+                os.kill(pid, signal.SIGSTOP)
+        self.frozen.add(name)
+
+    def thaw(self, name):
+        s = self.srv[name]
+        for pid in (s.worker(), s.pid):
+            if pid:
+                os.kill(pid, signal.SIGCONT)
+        self.frozen.discard(name)
+
+    def running(self, name):
+        p = self.srv[name].proc
+        return p is not None and p.poll() is None
+
+    def terminate(self, name):
+        self.thaw(name)
+        self.srv[name].stop()
+
+    def stop_all(self):
+        for n in self.spec:
+            try:
+                self.thaw(n)
+            except (ProcessLookupError, TypeError):
+                pass
+            self.srv[n].stop()
+
+    # state
+    def status(self, name=None, timeout=1.0):
+        for n in [name] if name else list(self.spec):
+            if n in self.frozen or not self.running(n):
+                continue
+            try:
+                st, body = http("GET", self.url(n) + "/v1/status", timeout=timeout)
+                if st == 200:
+                    return body
+            except OSError:
+                pass
+        return None
+
+    def post(self, post, via=None):
+        st = self.status(via)
+        return next(p for p in st["posts"] if p["name"] == post) if st else None
+
+    def owner_key(self, post):
+        v = self.etcd.get("/understudy/%s/owner/%s" % (self.cluster, post))
+        return json.loads(v)["server"] if v else None
+
+    def wait_owner(self, post, server, timeout=10):
+        return wait_for(lambda: self.owner_key(post) == server, timeout)
+
+    def wait_state(self, post, state, timeout=10, via=None):
+        def ok():
+            p = self.post(post, via)
+            return p is not None and p["state"] == state
+        return wait_for(ok, timeout, step=0.02)
+
+    # calls
+    def call(self, post, via=None, follow=True):
+        """(status, body) of placing a call to the post's route point."""
+        via = via or next(n for n in self.spec if self.running(n) and
+                          n not in self.frozen)
+        st, body = http("POST", self.url(via) + "/v1/route-points/%s/calls" % self.rp[post])
+        if st == 421 and follow and "location" in body:
+            st, body = http("POST", body["location"] +
+                            "/v1/route-points/%s/calls" % self.rp[post])
+        return st, body
+
+    def end(self, call, transfer=False):
+        url = self.url(call["server"]) + "/v1/calls/" + call["call"]
+        if transfer:
+            return http("POST", url + "/transfer")
+        return http("DELETE", url)
+
+    def control(self, action, name, token=TOKEN, via=None):
+        via = via or next(n for n in self.spec if self.running(n) and
+                          n not in self.frozen)
+        headers = {"Authorization": "Bearer " + token} if token else {}
+        return http("POST", self.url(via) + "/v1/servers/%s/%s" % (name, action),
+                    b"", headers=headers)
+
+
+@pytest.fixture
+def etcd1_fast(tmp_path):
+    """One etcd member; elections fast enough for a 1 s lease TTL."""
+    e = Etcd(1, str(tmp_path))
+    yield e
+    e.stop()
