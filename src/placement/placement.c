@@ -125,6 +125,10 @@ pass_keep(struct state *st)
 				  "failback_delay"
 				: "%s keeps it until an operator fails %s back",
 			    in->servers[c].name, home->name);
+		else if (home->up)
+			decide(st, p, c, PLACEMENT_KEEP_COVER,
+			    "%s keeps covering it (home %s is stopped)",
+			    in->servers[c].name, home->name);
 		else
 			decide(st, p, c, PLACEMENT_KEEP_COVER,
 			    "%s keeps covering it (home %s is down)",
