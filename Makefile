@@ -12,7 +12,7 @@ SAN_ARGS = -Db_sanitize=address,undefined -Db_lundef=false \
 	-Dc_args=-fno-sanitize-recover=all -Dc_link_args=-fno-sanitize-recover=all
 
 .PHONY: all deps build build-asan build-fuzz up test check-style format \
-	fuzz clean
+	fuzz bench clean
 
 all: build
 
@@ -52,6 +52,10 @@ format:
 
 fuzz: build-fuzz
 	scripts/fuzz build-fuzz 300
+
+# benchmarks: not part of make test; results go in docs/performance.md
+bench: build
+	bench/failover
 
 clean:
 	rm -rf build build-asan build-fuzz
