@@ -117,6 +117,12 @@ agent_post_by_route_point(struct agent *a, const char *rp)
 }
 
 bool
+agent_synced(const struct agent *a)
+{
+	return a->synced;
+}
+
+bool
 agent_stopped(const struct agent *a, const char *server)
 {
 	int i = server_index(a, server);
@@ -179,17 +185,37 @@ agent_self(const struct agent *a)
 /* ---- what the watch tells ---- */
 
 static void
-owner_set(struct agent_post *p, const struct etcd_event *ev)
+owner_record(struct agent_post *p, const char *server, int64_t epoch,
+    int64_t lease, int64_t rev)
 {
-	json_t *o;
-	const char *server = NULL;
-
-	if (ev->type == ETCD_EVENT_DELETE) {
+	/* a late watch event never undoes a newer txn answer */
+	if (rev < p->owner_rev)
+		return;
+	p->owner_rev = rev;
+	if (server == NULL) {
 		p->owned = false;
 		p->owner[0] = '\0';
 		p->epoch = 0;
 		p->owner_lease = 0;
 		p->relinquishing = false;
+		return;
+	}
+	if (p->owned && strcmp(p->owner, server) != 0)
+		p->relinquishing = false;
+	p->owned = true;
+	str_copy(p->owner, server, sizeof(p->owner));
+	p->epoch = epoch;
+	p->owner_lease = lease;
+}
+
+static void
+owner_set(struct agent_post *p, const struct etcd_event *ev, int64_t rev)
+{
+	json_t *o;
+	const char *server = NULL;
+
+	if (ev->type == ETCD_EVENT_DELETE) {
+		owner_record(p, NULL, 0, 0, rev);
 		return;
 	}
 	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
@@ -200,29 +226,31 @@ owner_set(struct agent_post *p, const struct etcd_event *ev)
 		json_decref(o);
 		return;
 	}
-	if (p->owned && strcmp(p->owner, server) != 0)
-		p->relinquishing = false;
-	p->owned = true;
-	str_copy(p->owner, server, sizeof(p->owner));
-	p->epoch = ev->kv.mod_revision;
-	p->owner_lease = ev->kv.lease;
+	owner_record(p, server, ev->kv.mod_revision, ev->kv.lease, rev);
 	json_decref(o);
 }
 
 void
 agent_port_set(struct agent_post *p, long number, const char *server,
-    const char *call, int64_t since, int64_t epoch)
+    const char *call, int64_t since, int64_t epoch, int64_t rev)
 {
 	long i = number - p->home->media_port_base;
 	struct agent_port *port;
+	bool reserved;
 
 	if (i < 0 || i >= p->home->media_ports)
 		return;
 	port = &p->ports[i];
+	if (rev < port->rev)
+		return;
+	reserved = port->reserved;
 	if (server == NULL) {
 		memset(port, 0, sizeof(*port));
+		port->rev = rev;
+		port->reserved = reserved;
 		return;
 	}
+	port->rev = rev;
 	port->busy = true;
 	str_copy(port->server, server, sizeof(port->server));
 	str_copy(port->call, call ? call : "", sizeof(port->call));
@@ -230,8 +258,10 @@ agent_port_set(struct agent_post *p, long number, const char *server,
 	port->epoch = epoch;
 }
 
+/* rev: the revision the event is true at (a snapshot's, or its own) */
 static void
-port_event(struct agent_post *p, const char *num, const struct etcd_event *ev)
+port_event(struct agent_post *p, const char *num, const struct etcd_event *ev,
+    int64_t rev)
 {
 	const char *server = NULL, *call = NULL;
 	json_int_t since = 0, epoch = 0;
@@ -241,19 +271,20 @@ port_event(struct agent_post *p, const char *num, const struct etcd_event *ev)
 	if (str_to_long(num, 0, 999999999 + 10000L, &number) != 0)
 		return;
 	if (ev->type == ETCD_EVENT_DELETE) {
-		agent_port_set(p, number, NULL, NULL, 0, 0);
+		agent_port_set(p, number, NULL, NULL, 0, 0, rev);
 		return;
 	}
 	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
 	if (json_unpack(o, "{s:s,s?s,s?I,s?I}", "server", &server, "call",
 		&call, "since", &since, "epoch", &epoch) == 0)
-		agent_port_set(p, number, server, call, since, epoch);
+		agent_port_set(p, number, server, call, since, epoch, rev);
 	json_decref(o);
 }
 
 /* Apply one event whose key is relative to the cluster prefix. */
 static void
-apply(struct agent *a, const char *rel, const struct etcd_event *ev)
+apply(
+    struct agent *a, const char *rel, const struct etcd_event *ev, int64_t rev)
 {
 	const char *slash = strchr(rel, '/');
 	char kind[32], name[CONFIG_NAME_MAX + 1];
@@ -281,9 +312,9 @@ apply(struct agent *a, const char *rel, const struct etcd_event *ev)
 	} else if ((p = agent_post_find(a, name)) == NULL) {
 		return;
 	} else if (strcmp(kind, "owner") == 0) {
-		owner_set(p, ev);
+		owner_set(p, ev, rev);
 	} else if (strcmp(kind, "ports") == 0 && slash) {
-		port_event(p, slash + 1, ev);
+		port_event(p, slash + 1, ev, rev);
 	} else if (strcmp(kind, "failback") == 0) {
 		p->failback_requested = ev->type == ETCD_EVENT_PUT;
 	}
@@ -299,13 +330,12 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 		for (size_t i = 0; i < a->n_posts; i++) {
 			struct agent_post *p = &a->posts[i];
 
-			p->owned = false;
-			p->owner[0] = '\0';
+			owner_record(p, NULL, 0, 0, u->revision);
 			p->failback_requested = false;
+			/* what the snapshot lacks is gone, unless newer */
 			for (long n = 0; n < p->home->media_ports; n++)
-				if (!p->ports[n].reserved)
-					memset(&p->ports[n], 0,
-					    sizeof(p->ports[n]));
+				agent_port_set(p, p->home->media_port_base + n,
+				    NULL, NULL, 0, 0, u->revision);
 		}
 		memset(a->stopped, 0, a->cfg->n_servers * sizeof(bool));
 		members_reset(a->members, u->events, u->n_events);
@@ -319,7 +349,8 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 
 		if (kv->key_len > a->prefix_len &&
 		    strncmp(kv->key, a->prefix, a->prefix_len) == 0)
-			apply(a, kv->key + a->prefix_len, &u->events[i]);
+			apply(a, kv->key + a->prefix_len, &u->events[i],
+			    u->reset ? u->revision : kv->mod_revision);
 	}
 	uv_timer_start(&a->kick, kick_cb, 0, 0);
 }
@@ -382,9 +413,23 @@ claim_done(const struct etcd_res *res, void *arg)
 {
 	struct agent_post *p = arg;
 
-	if (res->err == 0 && res->succeeded)
+	if (res->err == 0 && res->succeeded) {
 		log_info("post %s: claimed, epoch %" PRId64, p->home->name,
 		    res->revision);
+		owner_record(p, p->claimer, res->revision, p->claim_lease,
+		    res->revision);
+	}
+	txn_done(res, arg);
+}
+
+static void
+hand_over_done(const struct etcd_res *res, void *arg)
+{
+	struct agent_post *p = arg;
+
+	if (res->err == 0 && res->succeeded)
+		owner_record(p, p->handing_to[0] ? p->handing_to : NULL,
+		    res->revision, p->claim_lease, res->revision);
 	txn_done(res, arg);
 }
 
@@ -407,6 +452,8 @@ claim(struct agent *a, struct agent_post *p)
 	    etcd_kv_txn_put(
 		t, true, key, value, strlen(value), lease_id(a->lease)) == 0) {
 		log_info("post %s: claiming (%s)", p->home->name, p->reason);
+		str_copy(p->claimer, a->self->name, sizeof(p->claimer));
+		p->claim_lease = lease_id(a->lease);
 		p->pending = etcd_kv_txn_commit(a->e, t, claim_done, p);
 		t = NULL;
 	}
@@ -433,6 +480,7 @@ hand_over(struct agent *a, struct agent_post *p, const char *to)
 	}
 	/* stop serving first: from here this server never acts for it */
 	p->relinquishing = true;
+	str_copy(p->handing_to, to ? to : "", sizeof(p->handing_to));
 	time_iso8601(time_wall_ms(), now, sizeof(now));
 	if (key && t &&
 	    etcd_kv_txn_compare(
@@ -453,7 +501,8 @@ hand_over(struct agent *a, struct agent_post *p, const char *to)
 	if (rc == 0) {
 		log_info("post %s: handing it %s%s (%s)", p->home->name,
 		    to ? "to " : "back to nobody", to ? to : "", p->reason);
-		p->pending = etcd_kv_txn_commit(a->e, t, txn_done, p);
+		p->claim_lease = lease;
+		p->pending = etcd_kv_txn_commit(a->e, t, hand_over_done, p);
 		t = NULL;
 	} else {
 		p->relinquishing = false;
@@ -550,6 +599,16 @@ agent_reconcile(struct agent *a)
 	    (uint64_t)a->cfg->cluster.lease_ttl * 1000;
 	headstart =
 	    a->restarted && time_mono_ms() - a->synced_at < AGENT_HEADSTART_MS;
+	/* look again the moment a wait ends, not at the next resync */
+	if (headstart)
+		uv_timer_start(&a->kick, kick_cb,
+		    AGENT_HEADSTART_MS - (time_mono_ms() - a->synced_at) + 1,
+		    0);
+	else if (grace)
+		uv_timer_start(&a->kick, kick_cb,
+		    (uint64_t)a->cfg->cluster.lease_ttl * 1000 -
+			(time_mono_ms() - a->synced_at) + 1,
+		    0);
 	for (size_t i = 0; i < a->n_posts; i++) {
 		struct agent_post *p = &a->posts[i];
 		int d = out[i].owner;

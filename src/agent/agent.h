@@ -144,6 +144,7 @@ struct agent_port {
 	char call[64];
 	int64_t since; /* wall ms */
 	int64_t epoch;
+	int64_t rev; /* etcd revision of the last change applied */
 };
 
 struct agent_post {
@@ -161,6 +162,10 @@ struct agent_post {
 	char reason[200]; /* placement's words */
 	bool failback_requested;
 	bool relinquishing; /* this server is handing it over: not serving */
+	char handing_to[CONFIG_NAME_MAX + 1]; /* while relinquishing */
+	char claimer[CONFIG_NAME_MAX + 1]; /* this server, for claim_done */
+	int64_t claim_lease; /* the lease the pending write puts the key on */
+	int64_t owner_rev; /* etcd revision of the last owner change seen */
 	struct etcd_req *pending;
 };
 
@@ -214,6 +219,9 @@ struct agent_post *agent_post_find(struct agent *a, const char *name);
 bool agent_owns(
     const struct agent *a, const struct agent_post *p, int64_t *epoch);
 
+/* The agent has read the cluster's state at least once. */
+bool agent_synced(const struct agent *a);
+
 /* An operator stopped that server. */
 bool agent_stopped(const struct agent *a, const char *server);
 
@@ -232,8 +240,12 @@ struct etcd *agent_etcd(const struct agent *a);
 int64_t agent_lease_id(const struct agent *a);
 const char *agent_self(const struct agent *a);
 
-/* Make the agent see a port key at once (before its watch does). */
+/*
+ * Record a port key's state at etcd revision rev (server NULL: gone), as
+ * a txn answer or the watch shows it. A change older than the last one
+ * applied is ignored, so a late watch event never undoes a newer answer.
+ */
 void agent_port_set(struct agent_post *p, long number, const char *server,
-    const char *call, int64_t since, int64_t epoch);
+    const char *call, int64_t since, int64_t epoch, int64_t rev);
 
 #endif

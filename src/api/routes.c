@@ -163,6 +163,9 @@ get_health(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		why = lease_reason(ctx->lease);
 	else if (!members_registered(ctx->members))
 		why = "registering";
+	else if (!agent_synced(ctx->agent) ||
+	    !members_is_up(ctx->members, ctx->self->name))
+		why = "reading the cluster's state";
 	else if (agent_stopped(ctx->agent, ctx->self->name))
 		why = "stopped by an operator";
 	if (why) {

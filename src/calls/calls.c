@@ -25,6 +25,7 @@ struct op {
 	long port; /* the port being claimed */
 	int64_t epoch;
 	unsigned attempts;
+	long next_other; /* next port held by another server to try */
 	struct call *call; /* ending */
 	bool transferred;
 	char id[64];
@@ -100,6 +101,22 @@ free_port(const struct agent_post *p, long from)
 	return -1;
 }
 
+/*
+ * A port another server holds, at or after from, or -1. Its call may have
+ * ended a moment ago without this server's watch showing it yet: trying
+ * it costs one txn, and refusing a call while a port is free would drop
+ * it.
+ */
+static long
+other_port(const struct agent_post *p, const char *self, long from)
+{
+	for (long i = from; i < p->home->media_ports; i++)
+		if (p->ports[i].busy && !p->ports[i].reserved &&
+		    strcmp(p->ports[i].server, self) != 0)
+			return i;
+	return -1;
+}
+
 static int
 not_owner(struct calls *c, struct agent_post *p, struct calls_result *r)
 {
@@ -113,7 +130,18 @@ not_owner(struct calls *c, struct agent_post *p, struct calls_result *r)
 		return r->err;
 	}
 	result_init(r, US_ENOTOWNER, NULL);
-	str_copy(r->server, p->owner, sizeof(r->server));
+	/* handing it over: send the caller where it is going */
+	str_copy(r->server,
+	    p->relinquishing && p->handing_to[0] && strcmp(p->owner, self) == 0
+		? p->handing_to
+		: p->owner,
+	    sizeof(r->server));
+	if (strcmp(r->server, p->owner) != 0) {
+		snprintf(r->message, sizeof(r->message),
+		    "%s is handing post %s to %s", self, p->home->name,
+		    r->server);
+		return r->err;
+	}
 	snprintf(r->message, sizeof(r->message), "%s does not own post %s%s%s",
 	    self, p->home->name,
 	    strcmp(p->owner, self) ? "; its owner is " : "",
@@ -174,8 +202,8 @@ claim_done(const struct etcd_res *res, void *arg)
 	k->started = time_wall_ms();
 	k->next = c->calls;
 	c->calls = k;
-	agent_port_set(
-	    p, k->port, agent_self(c->a), k->id, k->started, k->epoch);
+	agent_port_set(p, k->port, agent_self(c->a), k->id, k->started,
+	    k->epoch, res->revision);
 	result_init(&r, 0, NULL);
 	str_copy(r.call, k->id, sizeof(r.call));
 	str_copy(r.post, p->home->name, sizeof(r.post));
@@ -199,8 +227,11 @@ claim_port(struct op *op)
 	long i;
 	int rc = -1;
 
-	if ((i = free_port(p, 0)) < 0)
-		return -1;
+	if ((i = free_port(p, 0)) < 0) {
+		if ((i = other_port(p, agent_self(c->a), op->next_other)) < 0)
+			return -1;
+		op->next_other = i + 1;
+	}
 	op->port = i;
 	okey = agent_key(c->a, "owner/%s", p->home->name);
 	pkey = agent_key(
@@ -266,7 +297,7 @@ calls_place(struct calls *c, const char *rp, struct calls_result *r,
 	}
 	if (!agent_owns(c->a, p, &epoch))
 		return not_owner(c, p, r);
-	if (free_port(p, 0) < 0) {
+	if (free_port(p, 0) < 0 && other_port(p, agent_self(c->a), 0) < 0) {
 		result_init(r, US_EBUSY, NULL);
 		snprintf(r->message, sizeof(r->message),
 		    "all %ld ports of %s are busy", p->home->media_ports,
@@ -321,7 +352,7 @@ end_done(const struct etcd_res *res, void *arg)
 	r.epoch = k->epoch;
 	r.status = op->transferred ? "TRANSFERRED" : "NORMAL";
 	r.duration_ms = time_wall_ms() - k->started;
-	agent_port_set(k->post, k->port, NULL, NULL, 0, 0);
+	agent_port_set(k->post, k->port, NULL, NULL, 0, 0, res->revision);
 	call_remove(c, k);
 	answer(op, &r);
 }
@@ -398,7 +429,10 @@ calls_lease_lost(struct calls *c)
 
 		log_warn("call %s on port %ld of %s is lost with the lease",
 		    k->id, k->port, k->post->home->name);
-		agent_port_set(k->post, k->port, NULL, NULL, 0, 0);
+		/* the keys go with the lease; the watch confirms it later */
+		agent_port_set(k->post, k->port, NULL, NULL, 0, 0,
+		    k->post->ports[k->port - k->post->home->media_port_base]
+			.rev);
 		c->calls = k->next;
 		free(k);
 	}

@@ -33,7 +33,7 @@ def test_spare_takeover(cluster_factory):
     assert c.wait_owner("PA1", "PA1")
     c.terminate("PA1")
     assert c.wait_owner("PA1", "SP", 5)
-    assert c.wait_state("PA1", "COVERED", 5)
+    assert c.wait_state("PA1", "COVERED", 5, via="PA3")
     assert c.post("PA1")["cover"] == "SP"
     st, body = c.call("PA1", via="PA3")            # redirected to the spare
     assert st == 201 and body["server"] == "SP" and body["post"] == "PA1"
@@ -67,8 +67,10 @@ def test_only_one_of_several_listed_covers(cluster_factory):
     assert c.wait_owner("PA1", "PA1")
     c.terminate("PA1")
     assert c.wait_owner("PA1", "PA3", 5)
+    # PA4 redirects once its own watch has shown it the new owner
+    assert c.wait_state("PA1", "COVERED", 5, via="PA4")
     calls = [c.call("PA1", via="PA4") for _ in range(4)]
-    assert [st for st, _ in calls] == [201] * 4
+    assert [st for st, _ in calls] == [201] * 4, calls
     assert {b["server"] for _, b in calls} == {"PA3"}       # never split
     st, body = c.call("PA1", via="PA3")
     assert st == 503 and body["error"] == "EBUSY"
@@ -100,6 +102,7 @@ def test_unserved_then_served_when_capacity_frees(cluster_factory):
     assert "UNSERVED" in out and "PA3 has 4 of 8 ports free" in out
     c.start("SP")
     assert c.wait_owner("PA1", "SP", 10)
+    assert c.wait_state("PA1", "COVERED", 5, via="PA3")
     st, body = c.call("PA1", via="PA3")
     assert st == 201 and body["server"] == "SP"
 
@@ -193,8 +196,9 @@ def test_operator_stop_and_start(cluster_factory):
     assert r.returncode == 0, r.stderr
     assert c.wait_owner("PA1", "PA3", 5)
     assert http("GET", c.url("PA1") + "/health")[1]["reason"] == "stopped by an operator"
-    sv = {s["name"]: s for s in c.status("PA3")["servers"]}
-    assert sv["PA1"]["state"] == "stopped"
+    def pa1_as_pa3_sees_it():
+        return {s["name"]: s for s in c.status("PA3")["servers"]}["PA1"]["state"]
+    assert wait_for(lambda: pa1_as_pa3_sees_it() == "stopped", 5), pa1_as_pa3_sees_it()
     st, body = c.end(call)                         # finished where it was
     assert st == 200 and body["status"] == "NORMAL"
     c.terminate("PA1")
