@@ -649,6 +649,18 @@ agent_lease_changed(struct agent *a)
 	uv_timer_start(&a->kick, kick_cb, 0, 0);
 }
 
+/* Free the memory; the handles are closed (or were never opened). */
+static void
+agent_destroy(struct agent *a)
+{
+	for (size_t i = 0; i < a->n_posts; i++)
+		free(a->posts[i].ports);
+	free(a->posts);
+	free(a->stopped);
+	free(a->prefix);
+	free(a);
+}
+
 struct agent *
 agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
     const struct config_server *self, struct lease *lease,
@@ -699,12 +711,7 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 	uv_timer_start(&a->resync, kick_cb, AGENT_RESYNC_MS, AGENT_RESYNC_MS);
 	return a;
 fail:
-	for (size_t i = 0; i < a->n_posts; i++)
-		free(a->posts[i].ports);
-	free(a->posts);
-	free(a->stopped);
-	free(a->prefix);
-	free(a);
+	agent_destroy(a);
 	return NULL;
 }
 
@@ -713,14 +720,8 @@ handle_closed(uv_handle_t *h)
 {
 	struct agent *a = h->data;
 
-	if (--a->open_handles > 0)
-		return;
-	for (size_t i = 0; i < a->n_posts; i++)
-		free(a->posts[i].ports);
-	free(a->posts);
-	free(a->stopped);
-	free(a->prefix);
-	free(a);
+	if (--a->open_handles == 0)
+		agent_destroy(a);
 }
 
 void

@@ -55,6 +55,18 @@ post_fsm(struct agent_post *p, enum post_event ev, const char *server,
 {
 	bool home = server && strcmp(server, p->home->name) == 0;
 
+	/* events that mean the same in every state */
+	switch (ev) {
+	case POST_EV_OWNER_LOST:
+		post_set_state(p, POST_STATE_UNSERVED, NULL, why);
+		return;
+	case POST_EV_COVER_CLAIMED:
+		if (!home)
+			post_set_state(p, POST_STATE_COVERED, server, why);
+		return;
+	default:
+		break;
+	}
 	switch (p->state) {
 	case POST_STATE_UNSERVED:
 	case POST_STATE_HOME:
@@ -63,22 +75,16 @@ post_fsm(struct agent_post *p, enum post_event ev, const char *server,
 		case POST_EV_HOME_CLAIMED:
 			post_set_state(p, POST_STATE_HOME, NULL, why);
 			break;
-		case POST_EV_COVER_CLAIMED:
-			if (!home)
-				post_set_state(
-				    p, POST_STATE_COVERED, server, why);
-			break;
-		case POST_EV_OWNER_LOST:
-			post_set_state(p, POST_STATE_UNSERVED, NULL, why);
-			break;
 		case POST_EV_HANDED_HOME:
+			/* ports still held elsewhere: failing back from a cover
+			 */
 			if (p->state == POST_STATE_COVERED)
 				post_set_state(
 				    p, POST_STATE_FAILING_BACK, server, why);
 			else
 				post_set_state(p, POST_STATE_HOME, NULL, why);
 			break;
-		case POST_EV_PORTS_RETURNED:
+		default:
 			break;
 		}
 		break;
@@ -88,15 +94,7 @@ post_fsm(struct agent_post *p, enum post_event ev, const char *server,
 		case POST_EV_HOME_CLAIMED:
 			post_set_state(p, POST_STATE_HOME, NULL, why);
 			break;
-		case POST_EV_COVER_CLAIMED:
-			if (!home)
-				post_set_state(
-				    p, POST_STATE_COVERED, server, why);
-			break;
-		case POST_EV_OWNER_LOST:
-			post_set_state(p, POST_STATE_UNSERVED, NULL, why);
-			break;
-		case POST_EV_HANDED_HOME:
+		default:
 			break;
 		}
 		break;
