@@ -223,8 +223,8 @@ end_call(struct http_req *req, struct api_ctx *ctx, const struct params *pa,
 		http_reply_error(req, 500, US_ENOMEM, "out of memory");
 		return;
 	}
-	if (calls_end(
-		ctx->calls, pa->v[0], transferred, &r, pending_answer, pd) != 0)
+	if (calls_end(ctx->calls, pa->v[0], transferred, "http", &r,
+		pending_answer, pd) != 0)
 		reply_result(req, ctx, &r, 200);
 }
 

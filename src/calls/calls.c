@@ -15,6 +15,7 @@ struct call {
 	long port;
 	int64_t epoch;
 	int64_t started; /* wall ms */
+	char origin[8]; /* "http" or "sip" */
 	bool ending;
 	struct call *next;
 };
@@ -29,6 +30,7 @@ struct op {
 	struct call *call; /* ending */
 	bool transferred;
 	char id[64];
+	char origin[8];
 	calls_cb cb;
 	void *arg;
 	struct etcd_req *req;
@@ -200,6 +202,7 @@ claim_done(const struct etcd_res *res, void *arg)
 	k->port = p->home->media_port_base + op->port;
 	k->epoch = op->epoch;
 	k->started = time_wall_ms();
+	str_copy(k->origin, op->origin, sizeof(k->origin));
 	k->next = c->calls;
 	c->calls = k;
 	agent_port_set(p, k->port, agent_self(c->a), k->id, k->started,
@@ -286,8 +289,6 @@ calls_place(struct calls *c, const char *rp, struct calls_result *r,
     calls_cb cb, void *arg)
 {
 	struct agent_post *p = agent_post_by_route_point(c->a, rp);
-	int64_t epoch;
-	struct op *op;
 
 	if (p == NULL) {
 		result_init(r, US_ENOTFOUND, NULL);
@@ -295,6 +296,16 @@ calls_place(struct calls *c, const char *rp, struct calls_result *r,
 		    r->message, sizeof(r->message), "no route point %s", rp);
 		return r->err;
 	}
+	return calls_place_post(c, p, "http", r, cb, arg);
+}
+
+int
+calls_place_post(struct calls *c, struct agent_post *p, const char *origin,
+    struct calls_result *r, calls_cb cb, void *arg)
+{
+	int64_t epoch;
+	struct op *op;
+
 	if (!agent_owns(c->a, p, &epoch))
 		return not_owner(c, p, r);
 	if (free_port(p, 0) < 0 && other_port(p, agent_self(c->a), 0) < 0) {
@@ -310,6 +321,7 @@ calls_place(struct calls *c, const char *rp, struct calls_result *r,
 	}
 	op->post = p;
 	op->epoch = epoch;
+	str_copy(op->origin, origin, sizeof(op->origin));
 	snprintf(op->id, sizeof(op->id), "%s-%" PRIx64 "-%u", agent_self(c->a),
 	    (uint64_t)time_wall_ms(), ++c->seq);
 	if (claim_port(op) != 0) {
@@ -358,7 +370,7 @@ end_done(const struct etcd_res *res, void *arg)
 }
 
 int
-calls_end(struct calls *c, const char *id, bool transferred,
+calls_end(struct calls *c, const char *id, bool transferred, const char *origin,
     struct calls_result *r, calls_cb cb, void *arg)
 {
 	struct call *k = call_find(c, id);
@@ -384,6 +396,13 @@ calls_end(struct calls *c, const char *id, bool transferred,
 		result_init(r, US_ENOTFOUND, NULL);
 		snprintf(r->message, sizeof(r->message),
 		    "no call %s (it ended, or was lost with its server)", id);
+		return r->err;
+	}
+	if (strcmp(k->origin, "sip") == 0 && strcmp(origin, "sip") != 0) {
+		result_init(r, US_EINVAL, NULL);
+		snprintf(r->message, sizeof(r->message),
+		    "call %s is a SIP call: it ends when a side hangs up (BYE)",
+		    id);
 		return r->err;
 	}
 	if (k->ending) {
@@ -475,9 +494,10 @@ calls_json(const struct calls *c)
 
 		time_iso8601(k->started, since, sizeof(since));
 		json_array_append_new(arr,
-		    json_pack("{s:s,s:s,s:I,s:I,s:s}", "call", k->id, "post",
-			k->post->home->name, "port", (json_int_t)k->port,
-			"epoch", (json_int_t)k->epoch, "since", since));
+		    json_pack("{s:s,s:s,s:I,s:I,s:s,s:s}", "call", k->id,
+			"post", k->post->home->name, "port",
+			(json_int_t)k->port, "epoch", (json_int_t)k->epoch,
+			"since", since, "origin", k->origin));
 	}
 	return arr;
 }

@@ -47,12 +47,21 @@ int calls_place(struct calls *c, const char *rp, struct calls_result *r,
     calls_cb cb, void *arg);
 
 /*
+ * Place a call on post p for origin ("http", "sip"; copied). Same returns
+ * as calls_place.
+ */
+int calls_place_post(struct calls *c, struct agent_post *p, const char *origin,
+    struct calls_result *r, calls_cb cb, void *arg);
+
+/*
  * End call id normally, or as transferred on (its port is free again and
- * it no longer belongs to the post). Same returns as calls_place; a call
- * held by another server gives US_ENOTOWNER with r->server.
+ * it no longer belongs to the post), on behalf of origin: a SIP call ends
+ * only from SIP (a BYE), the caller's leg being there. Same returns as
+ * calls_place; a call held by another server gives US_ENOTOWNER with
+ * r->server. cb may be NULL.
  */
 int calls_end(struct calls *c, const char *id, bool transferred,
-    struct calls_result *r, calls_cb cb, void *arg);
+    const char *origin, struct calls_result *r, calls_cb cb, void *arg);
 
 /* Drop cb of every pending operation with this arg (its request went). */
 void calls_forget(struct calls *c, void *arg);
@@ -62,5 +71,30 @@ void calls_lease_lost(struct calls *c);
 
 /* The calls this server holds, as JSON. */
 json_t *calls_json(const struct calls *c);
+
+/* sip.c */
+
+struct sip;
+
+/*
+ * SIP on address:sip_port of self (UDP): the user agent server of the
+ * posts this server owns. One per process. NULL (logged) when the port
+ * cannot be bound.
+ */
+struct sip *sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
+    const struct config *cfg, const struct config_server *self);
+
+/* Drop every SIP call (its port with it) and close. NULL is a no-op. */
+void sip_free(struct sip *s);
+
+/*
+ * One datagram received from from: what the socket feeds, and what the
+ * fuzz target feeds. Bad input is dropped or answered, never trusted.
+ */
+void sip_input(
+    struct sip *s, const char *buf, size_t len, const struct sockaddr *from);
+
+/* The SIP calls in progress, as JSON. */
+json_t *sip_calls_json(const struct sip *s);
 
 #endif

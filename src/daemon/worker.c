@@ -28,6 +28,7 @@ struct worker {
 	struct members *members;
 	struct agent *agent;
 	struct calls *calls;
+	struct sip *sip;
 	struct http *http;
 	struct api_ctx api;
 	uv_pipe_t ipc;
@@ -126,6 +127,8 @@ revoked(void *arg)
 {
 	struct worker *w = arg;
 
+	sip_free(w->sip);
+	w->sip = NULL;
 	calls_free(w->calls);
 	w->calls = NULL;
 	agent_free(w->agent);
@@ -216,6 +219,9 @@ worker_main(const struct daemon_args *a)
 		log_error("out of memory starting the worker");
 		return 1;
 	}
+	w.sip = sip_new(w.loop, w.agent, w.calls, a->cfg, a->self);
+	if (w.sip == NULL)
+		return 1; /* logged; the master restarts, then gives up */
 	w.api.lease = w.lease;
 	w.api.members = w.members;
 	w.api.agent = w.agent;

@@ -255,6 +255,11 @@ class Server:
         with open(self.logpath, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def sanitizer_reports(self):
+        """Reports of ASan, UBSan or LeakSanitizer in this server's log."""
+        marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+        return [l for l in self.logtext().splitlines() if any(m in l for m in marks)]
+
     def stop(self):
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -329,8 +334,9 @@ class Cluster:
         for i, s in enumerate(servers):
             s = self.spec[s["name"]]
             s["api"] = free_port()
+            s["sip"] = free_port()
             lines += ["", "[server %s]" % s["name"], "address = 127.0.0.1",
-                      "api_port = %d" % s["api"], "sip_port = %d" % free_port()]
+                      "api_port = %d" % s["api"], "sip_port = %d" % s["sip"]]
             if s.get("spare"):
                 lines += ["spare = yes", "max_media_ports = %d" % s.get("max", 8)]
             else:
@@ -342,6 +348,8 @@ class Cluster:
                           "rtp_port_base = %d" % (40000 + 100 * i)]
                 if s.get("failover"):
                     lines.append("failover = " + ", ".join(s["failover"]))
+                if s.get("interceptors"):
+                    lines.append("interceptor_ports = " + ", ".join(s["interceptors"]))
         self.config = os.path.join(self.tmp, "cluster.conf")
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -398,6 +406,10 @@ class Cluster:
             except (ProcessLookupError, TypeError):
                 pass
             self.srv[n].stop()
+        # memory errors and leaks anywhere in the run fail the test
+        for n in self.spec:
+            reports = self.srv[n].sanitizer_reports()
+            assert not reports, "%s: %s" % (n, reports[:3])
 
     # state
     def status(self, name=None, timeout=1.0):

@@ -1,0 +1,777 @@
+/*
+ * SIP on the worker's loop, with osip2: it parses, and runs the
+ * transaction state machines; this file is its transport (one UDP
+ * socket), its clock (a uv timer), and the user agent server behind it.
+ *
+ * An INVITE to a route point, AA route point or interceptor pattern of a
+ * post this server owns takes a free media port through the call model
+ * (calls.c), then is answered 200 with SDP offering that port's RTP port,
+ * where everything the caller sends is echoed back. No free port: 486.
+ * A post owned elsewhere: 302 to its owner; owned by nobody: 480. BYE
+ * ends the call and frees the port; CANCEL before the answer gets 487.
+ *
+ * osip2 calls back from inside its execute functions; transactions it
+ * kills there are freed after execute returns.
+ */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <osip2/osip.h>
+#include <osip2/osip_dialog.h>
+
+#include "calls.h"
+
+#define SIP_DATAGRAM_MAX 4096
+#define SIP_RTP_MAX 2048
+#define SIP_TICK_MS 20
+
+enum sip_call_state { SC_PENDING, SC_ANSWERED, SC_DONE };
+
+struct sip_call {
+	struct sip *s;
+	char callid[256];
+	char totag[32];
+	char user[64];
+	struct agent_post *post;
+	char call[64]; /* the call model's id, once a port is taken */
+	long port;
+	int rtp_port;
+	uv_udp_t rtp;
+	bool rtp_open;
+	osip_transaction_t *ist; /* the INVITE, until its final answer */
+	osip_dialog_t *dialog;
+	enum sip_call_state state;
+	bool canceled;
+	struct sip_call *next;
+};
+
+struct sip {
+	uv_loop_t *loop;
+	struct agent *agent;
+	struct calls *calls;
+	const struct config *cfg;
+	const struct config_server *self;
+	uv_udp_t sock;
+	uv_timer_t tick;
+	osip_t *osip;
+	struct sip_call *calls_list;
+	osip_transaction_t *dead[64];
+	size_t n_dead;
+	unsigned open_handles;
+	bool running; /* inside sip_run */
+	bool closing;
+};
+
+/* osip2's callbacks carry no user pointer: one SIP stack per process */
+static struct sip *sip_one;
+
+static void sip_run(struct sip *s);
+
+/* ---- transport ---- */
+
+static int
+cb_send(osip_transaction_t *tr, osip_message_t *msg, char *host, int port,
+    int out_socket)
+{
+	struct sip *s = sip_one;
+	struct sockaddr_in6 a6;
+	struct sockaddr_in a4;
+	const struct sockaddr *to;
+	char *buf = NULL;
+	size_t len = 0;
+	uv_buf_t b;
+	int rc;
+
+	(void)tr;
+	(void)out_socket;
+	if (s == NULL || s->closing)
+		return -1;
+	if (uv_ip4_addr(host, port, &a4) == 0)
+		to = (const struct sockaddr *)&a4;
+	else if (uv_ip6_addr(host, port, &a6) == 0)
+		to = (const struct sockaddr *)&a6;
+	else {
+		log_warn("sip: cannot send to %s:%d (not an IP address)", host,
+		    port);
+		return -1;
+	}
+	if (osip_message_to_str(msg, &buf, &len) != 0)
+		return -1;
+	b = uv_buf_init(buf, (unsigned)len);
+	rc = uv_udp_try_send(&s->sock, &b, 1, to);
+	osip_free(buf);
+	return rc < 0 ? -1 : 0;
+}
+
+static void
+cb_kill(int type, osip_transaction_t *tr)
+{
+	struct sip *s = sip_one;
+
+	(void)type;
+	for (struct sip_call *c = s->calls_list; c; c = c->next)
+		if (c->ist == tr)
+			c->ist = NULL;
+	/* freed after execute returns, not inside it */
+	if (s->n_dead < ARRAY_SIZE(s->dead))
+		s->dead[s->n_dead++] = tr;
+}
+
+/* ---- answers ---- */
+
+static int
+response_new(osip_message_t *req, int code, const char *totag,
+    osip_message_t **out)
+{
+	osip_generic_param_t *tp = NULL;
+	osip_message_t *r;
+
+	if (osip_message_init(&r) != 0)
+		return -1;
+	osip_message_set_version(r, osip_strdup("SIP/2.0"));
+	osip_message_set_status_code(r, code);
+	osip_message_set_reason_phrase(r,
+	    osip_strdup(osip_message_get_reason(code)));
+	if (osip_list_clone(&req->vias, &r->vias,
+		(int (*)(void *, void **))osip_via_clone) != 0 ||
+	    osip_from_clone(req->from, &r->from) != 0 ||
+	    osip_to_clone(req->to, &r->to) != 0 ||
+	    osip_call_id_clone(req->call_id, &r->call_id) != 0 ||
+	    osip_cseq_clone(req->cseq, &r->cseq) != 0) {
+		osip_message_free(r);
+		return -1;
+	}
+	if (code > 100 && totag && totag[0] && osip_to_get_tag(r->to, &tp) != 0)
+		osip_to_set_tag(r->to, osip_strdup(totag));
+	*out = r;
+	return 0;
+}
+
+static void
+respond(osip_transaction_t *tr, osip_message_t *r)
+{
+	osip_event_t *evt = osip_new_outgoing_sipmessage(r);
+
+	evt->transactionid = tr->transactionid;
+	osip_transaction_add_event(tr, evt);
+}
+
+/* Answer req on tr with a bare status. */
+static void
+answer(osip_transaction_t *tr, osip_message_t *req, int code,
+    const char *totag, const char *contact)
+{
+	osip_message_t *r;
+
+	if (tr == NULL || response_new(req, code, totag, &r) != 0)
+		return;
+	if (contact)
+		osip_message_set_contact(r, contact);
+	respond(tr, r);
+}
+
+static void
+random_tag(char *buf, size_t len)
+{
+	static unsigned seq;
+
+	snprintf(buf, len, "us%" PRIx64 "%x", (uint64_t)time_wall_ms(), ++seq);
+}
+
+/* ---- media ---- */
+
+static void
+rtp_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
+{
+	static char mem[SIP_RTP_MAX];
+
+	(void)h;
+	(void)size;
+	b->base = mem;
+	b->len = sizeof(mem);
+}
+
+static void
+rtp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b,
+    const struct sockaddr *from, unsigned flags)
+{
+	uv_buf_t out;
+
+	(void)flags;
+	if (n <= 0 || from == NULL)
+		return;
+	/* the echo: every packet goes back to where it came from */
+	out = uv_buf_init(b->base, (unsigned)n);
+	uv_udp_try_send(u, &out, 1, from);
+}
+
+static int
+rtp_open(struct sip_call *c)
+{
+	struct sockaddr_in a;
+	int rc;
+
+	if (uv_ip4_addr(c->s->self->address, c->rtp_port, &a) != 0)
+		return -1;
+	uv_udp_init(c->s->loop, &c->rtp);
+	c->rtp.data = c;
+	c->rtp_open = true;
+	c->s->open_handles++;
+	if ((rc = uv_udp_bind(&c->rtp, (const struct sockaddr *)&a, 0)) != 0 ||
+	    (rc = uv_udp_recv_start(&c->rtp, rtp_alloc, rtp_recv)) != 0) {
+		log_warn("sip: RTP port %d: %s", c->rtp_port, uv_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+static void sip_release(struct sip *s);
+
+static void
+call_closed(uv_handle_t *h)
+{
+	struct sip_call *c = h->data;
+	struct sip *s = c->s;
+
+	free(c);
+	sip_release(s);
+}
+
+static void
+call_free(struct sip_call *c)
+{
+	struct sip *s = c->s;
+
+	for (struct sip_call **pp = &s->calls_list; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	if (c->dialog) {
+		/* the 200 resends point at the dialog: stop them first */
+		osip_stop_retransmissions_from_dialog(s->osip, c->dialog);
+		osip_dialog_free(c->dialog);
+	}
+	if (c->rtp_open) {
+		c->rtp_open = false;
+		uv_close((uv_handle_t *)&c->rtp, call_closed);
+		return;
+	}
+	free(c);
+}
+
+static struct sip_call *
+call_find(struct sip *s, const char *callid)
+{
+	for (struct sip_call *c = s->calls_list; c; c = c->next)
+		if (strcmp(c->callid, callid) == 0)
+			return c;
+	return NULL;
+}
+
+static void
+call_end_model(struct sip_call *c)
+{
+	struct calls_result r;
+
+	if (c->call[0])
+		calls_end(c->s->calls, c->call, false, "sip", &r, NULL, NULL);
+	c->call[0] = '\0';
+}
+
+/* ---- the user agent server ---- */
+
+static struct agent_post *
+post_for(struct sip *s, const char *user)
+{
+	struct agent_post *p = agent_post_by_route_point(s->agent, user);
+
+	for (size_t i = 0; p == NULL; i++) {
+		struct agent_post *q = agent_post_at(s->agent, i);
+
+		if (q == NULL)
+			break;
+		for (size_t k = 0; k < q->home->interceptor_ports.n; k++)
+			if (config_pattern_match(q->home->interceptor_ports.v[k],
+				user))
+				return q;
+	}
+	return p;
+}
+
+static void
+sdp_answer(struct sip_call *c, char *buf, size_t len)
+{
+	const char *addr = c->s->self->address;
+	int64_t id = time_wall_ms();
+
+	snprintf(buf, len,
+	    "v=0\r\n"
+	    "o=understudy %" PRId64 " %" PRId64 " IN IP4 %s\r\n"
+	    "s=understudy\r\n"
+	    "c=IN IP4 %s\r\n"
+	    "t=0 0\r\n"
+	    "m=audio %d RTP/AVP 0\r\n"
+	    "a=rtpmap:0 PCMU/8000\r\n"
+	    "a=sendrecv\r\n",
+	    id, id, addr, addr, c->rtp_port);
+}
+
+/* 200 OK with SDP on the pending INVITE; the dialog resends it until ACK */
+static void
+answer_200(struct sip_call *c, osip_message_t *req)
+{
+	struct sip *s = c->s;
+	osip_message_t *r;
+	char sdp[512], contact[160];
+
+	if (response_new(req, 200, c->totag, &r) != 0)
+		return;
+	snprintf(contact, sizeof(contact), "<sip:%s@%s:%ld>", c->user,
+	    s->self->address, s->self->sip_port);
+	osip_message_set_contact(r, contact);
+	osip_list_clone(&req->record_routes, &r->record_routes,
+	    (int (*)(void *, void **))osip_from_clone);
+	sdp_answer(c, sdp, sizeof(sdp));
+	osip_message_set_content_type(r, "application/sdp");
+	osip_message_set_body(r, sdp, strlen(sdp));
+	if (c->dialog == NULL)
+		osip_dialog_init_as_uas(&c->dialog, req, r);
+	/* osip keeps its own copy for the resends until the ACK */
+	osip_start_200ok_retransmissions(s->osip, c->dialog, r, -1);
+	respond(c->ist, r);
+}
+
+static void
+placed(const struct calls_result *r, void *arg)
+{
+	struct sip_call *c = arg;
+	struct sip *s = c->s;
+	osip_message_t *req = c->ist ? c->ist->orig_request : NULL;
+
+	if (r->err == 0)
+		str_copy(c->call, r->call, sizeof(c->call));
+	if (c->canceled || req == NULL) {
+		/* answered 487 meanwhile: give the port back */
+		call_end_model(c);
+		call_free(c);
+		sip_run(s);
+		return;
+	}
+	switch (r->err) {
+	case 0:
+		c->port = r->port;
+		c->rtp_port = (int)(c->post->home->rtp_port_base +
+		    (r->port - c->post->home->media_port_base));
+		if (rtp_open(c) != 0) {
+			call_end_model(c);
+			answer(c->ist, req, 500, c->totag, NULL);
+			c->state = SC_DONE;
+			break;
+		}
+		answer_200(c, req);
+		c->state = SC_ANSWERED;
+		log_info("sip: call %s to %s answered on port %ld (call %s)",
+		    c->callid, c->user, c->port, c->call);
+		break;
+	case US_EBUSY:
+		answer(c->ist, req, 486, c->totag, NULL);
+		c->state = SC_DONE;
+		break;
+	case US_ENOTOWNER:
+		answer(c->ist, req, 480, c->totag, NULL);
+		c->state = SC_DONE;
+		break;
+	default:
+		answer(c->ist, req, 503, c->totag, NULL);
+		c->state = SC_DONE;
+	}
+	if (c->state == SC_DONE)
+		call_free(c);
+	sip_run(s);
+}
+
+static void
+redirect(struct sip *s, osip_transaction_t *tr, osip_message_t *req,
+    struct agent_post *p, const char *user)
+{
+	const struct config_server *owner = config_server_find(s->cfg, p->owner);
+	char contact[200], tag[32];
+
+	random_tag(tag, sizeof(tag));
+	if (owner == NULL) {
+		answer(tr, req, 480, tag, NULL);
+		return;
+	}
+	snprintf(contact, sizeof(contact), "<sip:%s@%s:%ld>", user,
+	    owner->address, owner->sip_port);
+	answer(tr, req, 302, tag, contact);
+}
+
+static void
+cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
+{
+	struct sip *s = sip_one;
+	struct calls_result r;
+	struct sip_call *c;
+	struct agent_post *p;
+	const char *user;
+	char *callid = NULL, tag[32];
+	osip_generic_param_t *totag = NULL;
+
+	(void)type;
+	if (req->req_uri == NULL || req->req_uri->username == NULL ||
+	    req->call_id == NULL || osip_call_id_to_str(req->call_id, &callid) != 0) {
+		answer(tr, req, 400, "x", NULL);
+		return;
+	}
+	osip_to_get_tag(req->to, &totag);
+	if (totag && (c = call_find(s, callid)) != NULL) {
+		/* a re-INVITE in a call: same media, same answer */
+		c->ist = tr;
+		if (c->state == SC_ANSWERED)
+			answer_200(c, req);
+		else
+			answer(tr, req, 491, c->totag, NULL);
+		osip_free(callid);
+		return;
+	}
+	if (totag) {
+		answer(tr, req, 481, NULL, NULL);
+		osip_free(callid);
+		return;
+	}
+	user = req->req_uri->username;
+	random_tag(tag, sizeof(tag));
+	if ((p = post_for(s, user)) == NULL) {
+		answer(tr, req, 404, tag, NULL);
+		osip_free(callid);
+		return;
+	}
+	if (!agent_owns(s->agent, p, NULL)) {
+		if (p->owned && strcmp(p->owner, s->self->name) != 0)
+			redirect(s, tr, req, p, user);
+		else
+			answer(tr, req, 480, tag, NULL);
+		osip_free(callid);
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		answer(tr, req, 500, tag, NULL);
+		osip_free(callid);
+		return;
+	}
+	c->s = s;
+	str_copy(c->callid, callid, sizeof(c->callid));
+	str_copy(c->totag, tag, sizeof(c->totag));
+	str_copy(c->user, user, sizeof(c->user));
+	osip_free(callid);
+	c->post = p;
+	c->ist = tr;
+	c->state = SC_PENDING;
+	c->next = s->calls_list;
+	s->calls_list = c;
+	answer(tr, req, 100, NULL, NULL);
+	if (calls_place_post(s->calls, p, "sip", &r, placed, c) != 0)
+		placed(&r, c);
+}
+
+static void
+cb_bye(int type, osip_transaction_t *tr, osip_message_t *req)
+{
+	struct sip *s = sip_one;
+	struct sip_call *c = NULL;
+	char *callid = NULL;
+
+	(void)type;
+	if (req->call_id && osip_call_id_to_str(req->call_id, &callid) == 0)
+		c = call_find(s, callid);
+	osip_free(callid);
+	if (c == NULL || c->dialog == NULL ||
+	    osip_dialog_match_as_uas(c->dialog, req) != 0) {
+		answer(tr, req, 481, NULL, NULL);
+		return;
+	}
+	answer(tr, req, 200, NULL, NULL);
+	log_info("sip: call %s ended by the caller (call %s)", c->callid,
+	    c->call);
+	call_end_model(c);
+	call_free(c);
+}
+
+static void
+cb_cancel(int type, osip_transaction_t *tr, osip_message_t *req)
+{
+	struct sip *s = sip_one;
+	struct sip_call *c = NULL;
+	char *callid = NULL;
+
+	(void)type;
+	if (req->call_id && osip_call_id_to_str(req->call_id, &callid) == 0)
+		c = call_find(s, callid);
+	osip_free(callid);
+	if (c == NULL || c->state != SC_PENDING || c->ist == NULL) {
+		answer(tr, req, 481, NULL, NULL);
+		return;
+	}
+	answer(tr, req, 200, NULL, NULL);
+	answer(c->ist, c->ist->orig_request, 487, c->totag, NULL);
+	/* the port claim may still be out: placed() gives it back */
+	c->canceled = true;
+	c->ist = NULL;
+}
+
+static void
+cb_options(int type, osip_transaction_t *tr, osip_message_t *req)
+{
+	char tag[32];
+
+	(void)type;
+	random_tag(tag, sizeof(tag));
+	answer(tr, req, 200, tag, NULL);
+}
+
+static void
+cb_other(int type, osip_transaction_t *tr, osip_message_t *req)
+{
+	char tag[32];
+
+	(void)type;
+	random_tag(tag, sizeof(tag));
+	/* not a registrar, not a presence server: say which methods work */
+	if (MSG_IS_REQUEST(req)) {
+		osip_message_t *r;
+
+		if (response_new(req, 405, tag, &r) == 0) {
+			osip_message_set_header(r, "Allow",
+			    "INVITE, ACK, BYE, CANCEL, OPTIONS");
+			respond(tr, r);
+		}
+	}
+}
+
+/* ---- the loop ---- */
+
+/*
+ * Process every queued transaction event. Never re-entered: answers
+ * queued from inside an osip callback (before osip has moved the
+ * transaction on) are processed by the next round of the outer run.
+ */
+static void
+sip_run(struct sip *s)
+{
+	if (s->closing || s->running)
+		return;
+	s->running = true;
+	for (int i = 0; i < 3; i++) {
+		osip_ist_execute(s->osip);
+		osip_nist_execute(s->osip);
+	}
+	s->running = false;
+	while (s->n_dead)
+		osip_transaction_free(s->dead[--s->n_dead]);
+}
+
+static void
+tick_cb(uv_timer_t *t)
+{
+	struct sip *s = t->data;
+
+	osip_timers_ist_execute(s->osip);
+	osip_timers_nist_execute(s->osip);
+	osip_retransmissions_execute(s->osip);
+	sip_run(s);
+}
+
+void
+sip_input(struct sip *s, const char *buf, size_t len,
+    const struct sockaddr *from)
+{
+	char host[INET6_ADDRSTRLEN] = "";
+	osip_transaction_t *tr = NULL;
+	osip_event_t *evt;
+	int port = 0;
+
+	if (from->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)from;
+
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		port = ntohs(a->sin_port);
+	} else if (from->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)from;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+		port = ntohs(a->sin6_port);
+	}
+	if ((evt = osip_parse(buf, len)) == NULL || evt->sip == NULL) {
+		log_debug("sip: unparsable datagram of %zu bytes from %s:%d",
+		    len, host, port);
+		if (evt)
+			osip_event_free(evt);
+		return;
+	}
+	if (MSG_IS_REQUEST(evt->sip)) {
+		if (evt->sip->sip_method == NULL || evt->sip->call_id == NULL ||
+		    evt->sip->cseq == NULL || evt->sip->from == NULL ||
+		    evt->sip->to == NULL ||
+		    osip_list_size(&evt->sip->vias) == 0) {
+			log_debug("sip: request from %s:%d lacks a header",
+			    host, port);
+			osip_event_free(evt);
+			return;
+		}
+		osip_message_fix_last_via_header(evt->sip, host, port);
+	}
+	if (osip_find_transaction_and_add_event(s->osip, evt) == 0) {
+		sip_run(s);
+		return;
+	}
+	if (MSG_IS_ACK(evt->sip)) {
+		/* the ACK of a 2xx has no transaction: it ends the resends */
+		osip_stop_200ok_retransmissions(s->osip, evt->sip);
+		osip_event_free(evt);
+		return;
+	}
+	if (!MSG_IS_REQUEST(evt->sip)) {
+		osip_event_free(evt);
+		return;
+	}
+	if (osip_transaction_init(&tr,
+		MSG_IS_INVITE(evt->sip) ? IST : NIST, s->osip, evt->sip) != 0) {
+		osip_event_free(evt);
+		return;
+	}
+	evt->transactionid = tr->transactionid;
+	osip_transaction_add_event(tr, evt);
+	sip_run(s);
+}
+
+static void
+sock_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
+{
+	static char mem[SIP_DATAGRAM_MAX];
+
+	(void)h;
+	(void)size;
+	b->base = mem;
+	b->len = sizeof(mem);
+}
+
+static void
+sock_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b,
+    const struct sockaddr *from, unsigned flags)
+{
+	if (n <= 0 || from == NULL)
+		return;
+	if (flags & UV_UDP_PARTIAL) {
+		log_debug("sip: datagram over %d bytes dropped", SIP_DATAGRAM_MAX);
+		return;
+	}
+	sip_input(u->data, b->base, (size_t)n, from);
+}
+
+struct sip *
+sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
+    const struct config *cfg, const struct config_server *self)
+{
+	struct sockaddr_in a;
+	struct sip *s;
+	int rc;
+
+	if (sip_one != NULL || (s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->loop = loop;
+	s->agent = agent;
+	s->calls = calls;
+	s->cfg = cfg;
+	s->self = self;
+	if (osip_init(&s->osip) != 0) {
+		free(s);
+		return NULL;
+	}
+	sip_one = s;
+	osip_set_cb_send_message(s->osip, cb_send);
+	osip_set_message_callback(s->osip, OSIP_IST_INVITE_RECEIVED, cb_invite);
+	osip_set_message_callback(s->osip, OSIP_NIST_BYE_RECEIVED, cb_bye);
+	osip_set_message_callback(s->osip, OSIP_NIST_CANCEL_RECEIVED, cb_cancel);
+	osip_set_message_callback(s->osip, OSIP_NIST_OPTIONS_RECEIVED, cb_options);
+	osip_set_message_callback(s->osip, OSIP_NIST_REGISTER_RECEIVED, cb_other);
+	osip_set_message_callback(s->osip, OSIP_NIST_INFO_RECEIVED, cb_other);
+	osip_set_message_callback(s->osip, OSIP_NIST_NOTIFY_RECEIVED, cb_other);
+	osip_set_message_callback(s->osip, OSIP_NIST_SUBSCRIBE_RECEIVED, cb_other);
+	osip_set_message_callback(s->osip, OSIP_NIST_UNKNOWN_REQUEST_RECEIVED,
+	    cb_other);
+	osip_set_kill_transaction_callback(s->osip, OSIP_IST_KILL_TRANSACTION,
+	    cb_kill);
+	osip_set_kill_transaction_callback(s->osip, OSIP_NIST_KILL_TRANSACTION,
+	    cb_kill);
+	uv_udp_init(loop, &s->sock);
+	uv_timer_init(loop, &s->tick);
+	s->sock.data = s->tick.data = s;
+	s->open_handles = 2;
+	if ((rc = uv_ip4_addr(self->address, (int)self->sip_port, &a)) != 0 ||
+	    (rc = uv_udp_bind(&s->sock, (const struct sockaddr *)&a, 0)) != 0 ||
+	    (rc = uv_udp_recv_start(&s->sock, sock_alloc, sock_recv)) != 0) {
+		log_error("sip: cannot listen on %s:%ld: %s", self->address,
+		    self->sip_port, uv_strerror(rc));
+		sip_free(s);
+		return NULL;
+	}
+	uv_timer_start(&s->tick, tick_cb, SIP_TICK_MS, SIP_TICK_MS);
+	log_info("sip: listening on %s:%ld/udp", self->address, self->sip_port);
+	return s;
+}
+
+/* One handle less; the last one frees the stack. */
+static void
+sip_release(struct sip *s)
+{
+	if (--s->open_handles > 0)
+		return;
+	osip_release(s->osip);
+	free(s);
+}
+
+static void
+handle_closed(uv_handle_t *h)
+{
+	sip_release(h->data);
+}
+
+void
+sip_free(struct sip *s)
+{
+	if (s == NULL)
+		return;
+	s->closing = true;
+	while (s->calls_list)
+		call_free(s->calls_list);
+	while (s->n_dead)
+		osip_transaction_free(s->dead[--s->n_dead]);
+	/* osip_release leaves live transactions to their owner */
+	while (osip_list_size(&s->osip->osip_ist_transactions) > 0)
+		osip_transaction_free(
+		    osip_list_get(&s->osip->osip_ist_transactions, 0));
+	while (osip_list_size(&s->osip->osip_nist_transactions) > 0)
+		osip_transaction_free(
+		    osip_list_get(&s->osip->osip_nist_transactions, 0));
+	sip_one = NULL;
+	uv_close((uv_handle_t *)&s->sock, handle_closed);
+	uv_close((uv_handle_t *)&s->tick, handle_closed);
+}
+
+json_t *
+sip_calls_json(const struct sip *s)
+{
+	json_t *arr = json_array();
+
+	for (const struct sip_call *c = s->calls_list; c; c = c->next)
+		json_array_append_new(arr,
+		    json_pack("{s:s,s:s,s:s,s:I,s:i,s:s}", "sip_call_id",
+			c->callid, "to", c->user, "call", c->call, "port",
+			(json_int_t)c->port, "rtp_port", c->rtp_port, "state",
+			c->state == SC_ANSWERED ? "answered" : "pending"));
+	return arr;
+}

@@ -1,0 +1,115 @@
+"""Calls over real SIP, straight to the servers (no proxy yet): real
+callers (SIPp, Net::SIP) get their calls answered on media ports with the
+RTP echoed byte for byte, busy at capacity, a redirect from a server that
+does not own the route point, and the cover answering after a failover."""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, Cluster, free_port, wait_for
+
+ECHO = os.path.join(ROOT, "tests", "sip", "echo_call.pl")
+
+
+@pytest.fixture
+def cluster(tmp_path, etcd1):
+    c = Cluster(tmp_path, etcd1, [
+        {"name": "PA1", "ports": 2, "max": 4, "failover": ["PA3"],
+         "interceptors": ["2XXX"]},
+        {"name": "PA3", "ports": 2, "max": 4, "failover": ["PA1"]}],
+        failback="manual")
+    c.start()
+    assert c.wait_owner("PA1", "PA1") and c.wait_owner("PA3", "PA3")
+    yield c
+    c.stop_all()
+
+
+def echo_call(c, ext, server, tmp_path, size=8000):
+    """Net::SIP calls ext at server; returns (final code, sent, echoed)."""
+    data = os.urandom(size)
+    src, dst = tmp_path / ("in-%s.pcmu" % ext), tmp_path / ("out-%s.pcmu" % ext)
+    src.write_bytes(data)
+    r = subprocess.run(["perl", ECHO, "sip:%s@127.0.0.1:%d" % (ext, c.spec[server]["sip"]),
+                        "127.0.0.1:%d" % free_port(), str(src), str(dst)],
+                       capture_output=True, text=True, timeout=60)
+    words = r.stdout.split()
+    code = int(words[-1]) if words[:1] == ["FINAL"] and words[-1].isdigit() else None
+    assert code is not None, "the caller said: %r %r" % (r.stdout, r.stderr[-500:])
+    return code, data, dst.read_bytes() if dst.exists() else b""
+
+
+def sipp(c, server, ext, *extra, calls=1, timeout=30):
+    cmd = ["sipp", "127.0.0.1:%d" % c.spec[server]["sip"], "-sn", "uac", "-s", ext,
+           "-m", str(calls), "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+           "-timeout", "%ds" % timeout, "-timeout_error"] + list(extra)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=c.tmp)
+
+
+def test_route_point_answered_with_rtp_echo(cluster, tmp_path):
+    code, sent, got = echo_call(cluster, cluster.rp["PA1"], "PA1", tmp_path)
+    assert code == 200
+    assert got == sent                       # every byte, in order
+    assert "answered on port 5001" in cluster.srv["PA1"].logtext()
+    assert wait_for(lambda: cluster.post("PA1")["ports_in_use"] == 0, 5)
+
+
+def test_sipp_calls_both_route_points(cluster):
+    for post in ("PA1", "PA3"):
+        p = sipp(cluster, post, cluster.rp[post], "-r", "5", "-l", "2", calls=10)
+        assert p.wait(60) == 0, p.stderr.read()
+
+
+def test_interceptor_pattern(cluster, tmp_path):
+    code, sent, got = echo_call(cluster, "2007", "PA1", tmp_path, size=1600)
+    assert code == 200 and got == sent
+    code, _, _ = echo_call(cluster, "3007", "PA1", tmp_path, size=160)
+    assert code == 404                       # matches nothing
+
+
+def test_busy_at_capacity(cluster, tmp_path):
+    holders = sipp(cluster, "PA1", cluster.rp["PA1"], "-d", "6000", "-l", "2", calls=2)
+    assert wait_for(lambda: cluster.post("PA1")["ports_in_use"] == 2, 10)
+    code, _, _ = echo_call(cluster, cluster.rp["PA1"], "PA1", tmp_path, size=160)
+    assert code == 486
+    assert holders.wait(60) == 0             # the held calls were not hurt
+    assert wait_for(lambda: cluster.post("PA1")["ports_in_use"] == 0, 5)
+
+
+def test_not_owner_redirects_to_owner(cluster, tmp_path):
+    # asked at PA3, the caller is sent to PA1 (302) and answered there
+    code, sent, got = echo_call(cluster, cluster.rp["PA1"], "PA3", tmp_path, size=1600)
+    assert code == 200 and got == sent
+    assert "answered" in cluster.srv["PA1"].logtext()
+    assert "answered" not in cluster.srv["PA3"].logtext()
+
+
+def test_cover_answers_after_failover(cluster, tmp_path):
+    cluster.kill_worker("PA1")
+    assert cluster.wait_owner("PA1", "PA3", 5)
+    assert cluster.wait_state("PA1", "COVERED", 5, via="PA3")
+    code, sent, got = echo_call(cluster, cluster.rp["PA1"], "PA3", tmp_path, size=1600)
+    assert code == 200 and got == sent
+    assert "to %s answered" % cluster.rp["PA1"] in cluster.srv["PA3"].logtext()
+
+
+def test_options_and_garbage(cluster):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    port = cluster.spec["PA1"]["sip"]
+    s.sendto(b"\x00\xffnot sip at all\r\n\r\n", ("127.0.0.1", port))
+    me = s.getsockname()
+    s.sendto(("OPTIONS sip:%s@127.0.0.1 SIP/2.0\r\n"
+              "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKopt1\r\n"
+              "From: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:%s@127.0.0.1>\r\n"
+              "Call-ID: opt1@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+              "Content-Length: 0\r\n\r\n" % (cluster.rp["PA1"], me[1], cluster.rp["PA1"])
+              ).encode(), ("127.0.0.1", port))
+    reply = s.recv(4096).decode()
+    assert reply.startswith("SIP/2.0 200")
+    assert "Call-ID: opt1@127.0.0.1" in reply
+    s.close()
+    assert cluster.healthy("PA1")            # garbage did not hurt it
