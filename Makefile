@@ -48,7 +48,7 @@ check-style: deps
 	scripts/check-style
 
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	clang-format -i $$(git ls-files --cached --others --exclude-standard '*.c' '*.h')
 
 fuzz: build-fuzz
 	scripts/fuzz build-fuzz 300

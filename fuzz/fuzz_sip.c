@@ -55,7 +55,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (stack == NULL || size > 4096)
 		return 0;
 	uv_ip4_addr("127.0.0.1", 9, &from);
-	sip_input(stack, (const char *)data, size, (const struct sockaddr *)&from);
+	sip_input(
+	    stack, (const char *)data, size, (const struct sockaddr *)&from);
 	uv_run(loop, UV_RUN_NOWAIT);
 	return 0;
 }

@@ -122,8 +122,8 @@ cb_kill(int type, osip_transaction_t *tr)
 /* ---- answers ---- */
 
 static int
-response_new(osip_message_t *req, int code, const char *totag,
-    osip_message_t **out)
+response_new(
+    osip_message_t *req, int code, const char *totag, osip_message_t **out)
 {
 	osip_generic_param_t *tp = NULL;
 	osip_message_t *r;
@@ -132,8 +132,8 @@ response_new(osip_message_t *req, int code, const char *totag,
 		return -1;
 	osip_message_set_version(r, osip_strdup("SIP/2.0"));
 	osip_message_set_status_code(r, code);
-	osip_message_set_reason_phrase(r,
-	    osip_strdup(osip_message_get_reason(code)));
+	osip_message_set_reason_phrase(
+	    r, osip_strdup(osip_message_get_reason(code)));
 	if (osip_list_clone(&req->vias, &r->vias,
 		(int (*)(void *, void **))osip_via_clone) != 0 ||
 	    osip_from_clone(req->from, &r->from) != 0 ||
@@ -160,8 +160,8 @@ respond(osip_transaction_t *tr, osip_message_t *r)
 
 /* Answer req on tr with a bare status. */
 static void
-answer(osip_transaction_t *tr, osip_message_t *req, int code,
-    const char *totag, const char *contact)
+answer(osip_transaction_t *tr, osip_message_t *req, int code, const char *totag,
+    const char *contact)
 {
 	osip_message_t *r;
 
@@ -194,8 +194,8 @@ rtp_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
 }
 
 static void
-rtp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b,
-    const struct sockaddr *from, unsigned flags)
+rtp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
+    unsigned flags)
 {
 	uv_buf_t out;
 
@@ -294,8 +294,8 @@ post_for(struct sip *s, const char *user)
 		if (q == NULL)
 			break;
 		for (size_t k = 0; k < q->home->interceptor_ports.n; k++)
-			if (config_pattern_match(q->home->interceptor_ports.v[k],
-				user))
+			if (config_pattern_match(
+				q->home->interceptor_ports.v[k], user))
 				return q;
 	}
 	return p;
@@ -397,7 +397,8 @@ static void
 redirect(struct sip *s, osip_transaction_t *tr, osip_message_t *req,
     struct agent_post *p, const char *user)
 {
-	const struct config_server *owner = config_server_find(s->cfg, p->owner);
+	const struct config_server *owner =
+	    config_server_find(s->cfg, p->owner);
 	char contact[200], tag[32];
 
 	random_tag(tag, sizeof(tag));
@@ -423,7 +424,8 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 
 	(void)type;
 	if (req->req_uri == NULL || req->req_uri->username == NULL ||
-	    req->call_id == NULL || osip_call_id_to_str(req->call_id, &callid) != 0) {
+	    req->call_id == NULL ||
+	    osip_call_id_to_str(req->call_id, &callid) != 0) {
 		answer(tr, req, 400, "x", NULL);
 		return;
 	}
@@ -495,8 +497,8 @@ cb_bye(int type, osip_transaction_t *tr, osip_message_t *req)
 		return;
 	}
 	answer(tr, req, 200, NULL, NULL);
-	log_info("sip: call %s ended by the caller (call %s)", c->callid,
-	    c->call);
+	log_info(
+	    "sip: call %s ended by the caller (call %s)", c->callid, c->call);
 	call_end_model(c);
 	call_free(c);
 }
@@ -545,8 +547,8 @@ cb_other(int type, osip_transaction_t *tr, osip_message_t *req)
 		osip_message_t *r;
 
 		if (response_new(req, 405, tag, &r) == 0) {
-			osip_message_set_header(r, "Allow",
-			    "INVITE, ACK, BYE, CANCEL, OPTIONS");
+			osip_message_set_header(
+			    r, "Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS");
 			respond(tr, r);
 		}
 	}
@@ -586,8 +588,8 @@ tick_cb(uv_timer_t *t)
 }
 
 void
-sip_input(struct sip *s, const char *buf, size_t len,
-    const struct sockaddr *from)
+sip_input(
+    struct sip *s, const char *buf, size_t len, const struct sockaddr *from)
 {
 	char host[INET6_ADDRSTRLEN] = "";
 	osip_transaction_t *tr = NULL;
@@ -600,7 +602,8 @@ sip_input(struct sip *s, const char *buf, size_t len,
 		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
 		port = ntohs(a->sin_port);
 	} else if (from->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)from;
+		const struct sockaddr_in6 *a =
+		    (const struct sockaddr_in6 *)from;
 
 		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
 		port = ntohs(a->sin6_port);
@@ -638,8 +641,8 @@ sip_input(struct sip *s, const char *buf, size_t len,
 		osip_event_free(evt);
 		return;
 	}
-	if (osip_transaction_init(&tr,
-		MSG_IS_INVITE(evt->sip) ? IST : NIST, s->osip, evt->sip) != 0) {
+	if (osip_transaction_init(&tr, MSG_IS_INVITE(evt->sip) ? IST : NIST,
+		s->osip, evt->sip) != 0) {
 		osip_event_free(evt);
 		return;
 	}
@@ -666,7 +669,8 @@ sock_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b,
 	if (n <= 0 || from == NULL)
 		return;
 	if (flags & UV_UDP_PARTIAL) {
-		log_debug("sip: datagram over %d bytes dropped", SIP_DATAGRAM_MAX);
+		log_debug(
+		    "sip: datagram over %d bytes dropped", SIP_DATAGRAM_MAX);
 		return;
 	}
 	sip_input(u->data, b->base, (size_t)n, from);
@@ -695,18 +699,22 @@ sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
 	osip_set_cb_send_message(s->osip, cb_send);
 	osip_set_message_callback(s->osip, OSIP_IST_INVITE_RECEIVED, cb_invite);
 	osip_set_message_callback(s->osip, OSIP_NIST_BYE_RECEIVED, cb_bye);
-	osip_set_message_callback(s->osip, OSIP_NIST_CANCEL_RECEIVED, cb_cancel);
-	osip_set_message_callback(s->osip, OSIP_NIST_OPTIONS_RECEIVED, cb_options);
-	osip_set_message_callback(s->osip, OSIP_NIST_REGISTER_RECEIVED, cb_other);
+	osip_set_message_callback(
+	    s->osip, OSIP_NIST_CANCEL_RECEIVED, cb_cancel);
+	osip_set_message_callback(
+	    s->osip, OSIP_NIST_OPTIONS_RECEIVED, cb_options);
+	osip_set_message_callback(
+	    s->osip, OSIP_NIST_REGISTER_RECEIVED, cb_other);
 	osip_set_message_callback(s->osip, OSIP_NIST_INFO_RECEIVED, cb_other);
 	osip_set_message_callback(s->osip, OSIP_NIST_NOTIFY_RECEIVED, cb_other);
-	osip_set_message_callback(s->osip, OSIP_NIST_SUBSCRIBE_RECEIVED, cb_other);
-	osip_set_message_callback(s->osip, OSIP_NIST_UNKNOWN_REQUEST_RECEIVED,
-	    cb_other);
-	osip_set_kill_transaction_callback(s->osip, OSIP_IST_KILL_TRANSACTION,
-	    cb_kill);
-	osip_set_kill_transaction_callback(s->osip, OSIP_NIST_KILL_TRANSACTION,
-	    cb_kill);
+	osip_set_message_callback(
+	    s->osip, OSIP_NIST_SUBSCRIBE_RECEIVED, cb_other);
+	osip_set_message_callback(
+	    s->osip, OSIP_NIST_UNKNOWN_REQUEST_RECEIVED, cb_other);
+	osip_set_kill_transaction_callback(
+	    s->osip, OSIP_IST_KILL_TRANSACTION, cb_kill);
+	osip_set_kill_transaction_callback(
+	    s->osip, OSIP_NIST_KILL_TRANSACTION, cb_kill);
 	uv_udp_init(loop, &s->sock);
 	uv_timer_init(loop, &s->tick);
 	s->sock.data = s->tick.data = s;
