@@ -81,6 +81,7 @@ struct lease;
 struct members;
 struct agent;
 struct calls;
+struct sip;
 
 /* What the routes read; owned by the worker. */
 struct api_ctx {
@@ -90,6 +91,7 @@ struct api_ctx {
 	struct members *members;
 	struct agent *agent;
 	struct calls *calls;
+	struct sip *sip;
 	bool stopping;
 };
 

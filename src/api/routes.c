@@ -193,6 +193,9 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	json_object_set_new(o, "lease_remaining_ms",
 	    json_integer(lease_remaining_ms(ctx->lease)));
 	json_object_set_new(o, "members", members_json(ctx->members));
+	if (ctx->sip)
+		json_object_set_new(
+		    o, "registrations", sip_registrations_json(ctx->sip));
 	http_reply_json(req, 200, o);
 }
 

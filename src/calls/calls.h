@@ -94,6 +94,9 @@ void sip_free(struct sip *s);
 void sip_input(
     struct sip *s, const char *buf, size_t len, const struct sockaddr *from);
 
+/* The route points this server has registered now, with their epochs. */
+json_t *sip_registrations_json(const struct sip *s);
+
 /* The SIP calls in progress, as JSON. */
 json_t *sip_calls_json(const struct sip *s);
 

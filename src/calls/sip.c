@@ -26,6 +26,8 @@
 #define SIP_DATAGRAM_MAX 4096
 #define SIP_RTP_MAX 2048
 #define SIP_TICK_MS 20
+#define SIP_REG_EXPIRES 60
+#define SIP_REG_RETRY_MS 1000
 
 enum sip_call_state { SC_PENDING, SC_ANSWERED, SC_DONE };
 
@@ -47,6 +49,25 @@ struct sip_call {
 	struct sip_call *next;
 };
 
+/*
+ * One registration: a route point (or AA route point) of a post, at the
+ * registrar, while this server owns the post and only then.
+ */
+struct sip_reg {
+	struct agent_post *post;
+	char user[64];
+	char callid[96];
+	char fromtag[32];
+	unsigned cseq;
+	bool registered; /* the registrar holds this server's contact */
+	int64_t epoch; /* the epoch it was registered under */
+	int64_t want_epoch; /* of the REGISTER in flight */
+	bool want; /* what the REGISTER in flight asks */
+	uint64_t refresh_at; /* monotonic ms: renew the registration */
+	uint64_t retry_at; /* monotonic ms: not before, after a failure */
+	osip_transaction_t *nict;
+};
+
 struct sip {
 	uv_loop_t *loop;
 	struct agent *agent;
@@ -59,6 +80,10 @@ struct sip {
 	struct sip_call *calls_list;
 	osip_transaction_t *dead[64];
 	size_t n_dead;
+	struct sip_reg *regs;
+	size_t n_regs;
+	char reg_host[64];
+	int reg_port;
 	unsigned open_handles;
 	bool running; /* inside sip_run */
 	bool closing;
@@ -114,6 +139,12 @@ cb_kill(int type, osip_transaction_t *tr)
 	for (struct sip_call *c = s->calls_list; c; c = c->next)
 		if (c->ist == tr)
 			c->ist = NULL;
+	for (size_t i = 0; i < s->n_regs; i++)
+		if (s->regs[i].nict == tr) {
+			/* no answer at all (Timer F): try again soon */
+			s->regs[i].nict = NULL;
+			s->regs[i].retry_at = time_mono_ms() + SIP_REG_RETRY_MS;
+		}
 	/* freed after execute returns, not inside it */
 	if (s->n_dead < ARRAY_SIZE(s->dead))
 		s->dead[s->n_dead++] = tr;
@@ -554,6 +585,172 @@ cb_other(int type, osip_transaction_t *tr, osip_message_t *req)
 	}
 }
 
+/* ---- registrations ---- */
+
+static void
+reg_send(struct sip *s, struct sip_reg *r, bool want, int64_t epoch)
+{
+	char buf[1024], branch[40];
+	osip_transaction_t *tr = NULL;
+	osip_message_t *m = NULL;
+	osip_event_t *evt;
+	int n;
+
+	random_tag(branch, sizeof(branch));
+	n = snprintf(buf, sizeof(buf),
+	    "REGISTER sip:%s:%d SIP/2.0\r\n"
+	    "Via: SIP/2.0/UDP %s:%ld;rport;branch=z9hG4bK%s\r\n"
+	    "Max-Forwards: 70\r\n"
+	    "From: <sip:%s@%s>;tag=%s\r\n"
+	    "To: <sip:%s@%s>\r\n"
+	    "Call-ID: %s\r\n"
+	    "CSeq: %u REGISTER\r\n"
+	    "Contact: <sip:%s@%s:%ld>\r\n"
+	    "Expires: %d\r\n"
+	    "User-Agent: understudy/" US_VERSION "\r\n"
+	    "Content-Length: 0\r\n\r\n",
+	    s->reg_host, s->reg_port, s->self->address, s->self->sip_port,
+	    branch, r->user, s->reg_host, r->fromtag, r->user, s->reg_host,
+	    r->callid, ++r->cseq, r->user, s->self->address, s->self->sip_port,
+	    want ? SIP_REG_EXPIRES : 0);
+	if (n < 0 || (size_t)n >= sizeof(buf) || osip_message_init(&m) != 0)
+		return;
+	if (osip_message_parse(m, buf, (size_t)n) != 0 ||
+	    osip_transaction_init(&tr, NICT, s->osip, m) != 0) {
+		osip_message_free(m);
+		return;
+	}
+	osip_transaction_set_your_instance(tr, r);
+	evt = osip_new_outgoing_sipmessage(m);
+	evt->transactionid = tr->transactionid;
+	osip_transaction_add_event(tr, evt);
+	r->nict = tr;
+	r->want = want;
+	r->want_epoch = epoch;
+}
+
+/*
+ * Register what this server owns, and nothing else: a route point is
+ * registered only under a valid epoch, and taken back (Expires: 0) once
+ * the post is not this server's to answer for.
+ */
+static void
+reg_check(struct sip *s)
+{
+	uint64_t now = time_mono_ms();
+
+	for (size_t i = 0; i < s->n_regs; i++) {
+		struct sip_reg *r = &s->regs[i];
+		int64_t epoch;
+		bool own;
+
+		if (r->nict || now < r->retry_at)
+			continue;
+		own = agent_owns(s->agent, r->post, &epoch);
+		if (own &&
+		    (!r->registered || r->epoch != epoch ||
+			now >= r->refresh_at))
+			reg_send(s, r, true, epoch);
+		else if (!own && r->registered)
+			/* at once: the post is not ours to answer for */
+			reg_send(s, r, false, 0);
+	}
+}
+
+static void
+cb_reg_answer(int type, osip_transaction_t *tr, osip_message_t *resp)
+{
+	struct sip_reg *r = osip_transaction_get_your_instance(tr);
+	uint64_t now = time_mono_ms();
+
+	if (r == NULL || resp == NULL)
+		return;
+	/* osip keeps the transaction a while (Timer K); it is done for us */
+	osip_transaction_set_your_instance(tr, NULL);
+	r->nict = NULL;
+	if (type == OSIP_NICT_STATUS_2XX_RECEIVED) {
+		r->registered = r->want;
+		r->epoch = r->want ? r->want_epoch : 0;
+		r->refresh_at = now + SIP_REG_EXPIRES * 1000 / 2;
+		log_info("sip: %s %s at %s:%d%s",
+		    r->want ? "registered" : "unregistered", r->user,
+		    sip_one->reg_host, sip_one->reg_port,
+		    r->want ? "" : " (the post is not ours now)");
+		return;
+	}
+	log_warn("sip: registering %s: %d %s", r->user, resp->status_code,
+	    resp->reason_phrase ? resp->reason_phrase : "");
+	r->retry_at = now + SIP_REG_RETRY_MS;
+}
+
+json_t *
+sip_registrations_json(const struct sip *s)
+{
+	json_t *arr = json_array();
+	char at[96];
+
+	snprintf(at, sizeof(at), "%s:%d", s->reg_host, s->reg_port);
+	for (size_t i = 0; i < s->n_regs; i++)
+		if (s->regs[i].registered)
+			json_array_append_new(arr,
+			    json_pack("{s:s,s:s,s:s,s:I}", "route_point",
+				s->regs[i].user, "post",
+				s->regs[i].post->home->name, "registrar", at,
+				"epoch", (json_int_t)s->regs[i].epoch));
+	return arr;
+}
+
+static int
+reg_setup(struct sip *s)
+{
+	const struct config_cluster *cl = &s->cfg->cluster;
+	struct agent_post *p;
+	size_t n = 0;
+
+	if (cl->registrar == NULL)
+		return 0;
+	if (strcmp(cl->registrar, "local") == 0) {
+		str_copy(s->reg_host, "127.0.0.1", sizeof(s->reg_host));
+		s->reg_port = (int)cl->local_registrar_port;
+	} else {
+		/* the config checker made sure it is IP:PORT */
+		const char *colon = strrchr(cl->registrar, ':');
+		size_t hl = (size_t)(colon - cl->registrar);
+		long port = 5060;
+
+		str_copy(s->reg_host, cl->registrar,
+		    hl + 1 < sizeof(s->reg_host) ? hl + 1
+						 : sizeof(s->reg_host));
+		str_to_long(colon + 1, 1, 65535, &port);
+		s->reg_port = (int)port;
+	}
+	for (size_t i = 0; agent_post_at(s->agent, i); i++)
+		n += 2;
+	if ((s->regs = calloc(n ? n : 1, sizeof(*s->regs))) == NULL)
+		return -1;
+	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
+		const char *rps[2] = {
+		    p->home->route_point, p->home->aa_route_point};
+
+		for (int k = 0; k < 2; k++) {
+			struct sip_reg *r;
+
+			if (rps[k] == NULL)
+				continue;
+			r = &s->regs[s->n_regs++];
+			r->post = p;
+			str_copy(r->user, rps[k], sizeof(r->user));
+			/* one Call-ID per route point and server, kept */
+			snprintf(r->callid, sizeof(r->callid), "reg-%s-%s-%s",
+			    rps[k], s->self->name, s->cfg->cluster.name);
+			random_tag(r->fromtag, sizeof(r->fromtag));
+		}
+	}
+	log_info(
+	    "sip: registering route points at %s:%d", s->reg_host, s->reg_port);
+	return 0;
+}
+
 /* ---- the loop ---- */
 
 /*
@@ -570,6 +767,7 @@ sip_run(struct sip *s)
 	for (int i = 0; i < 3; i++) {
 		osip_ist_execute(s->osip);
 		osip_nist_execute(s->osip);
+		osip_nict_execute(s->osip);
 	}
 	s->running = false;
 	while (s->n_dead)
@@ -583,6 +781,8 @@ tick_cb(uv_timer_t *t)
 
 	osip_timers_ist_execute(s->osip);
 	osip_timers_nist_execute(s->osip);
+	osip_timers_nict_execute(s->osip);
+	reg_check(s);
 	osip_retransmissions_execute(s->osip);
 	sip_run(s);
 }
@@ -711,6 +911,11 @@ sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
 	    s->osip, OSIP_NIST_SUBSCRIBE_RECEIVED, cb_other);
 	osip_set_message_callback(
 	    s->osip, OSIP_NIST_UNKNOWN_REQUEST_RECEIVED, cb_other);
+	for (int t = OSIP_NICT_STATUS_2XX_RECEIVED;
+	     t <= OSIP_NICT_STATUS_6XX_RECEIVED; t++)
+		osip_set_message_callback(s->osip, t, cb_reg_answer);
+	osip_set_kill_transaction_callback(
+	    s->osip, OSIP_NICT_KILL_TRANSACTION, cb_kill);
 	osip_set_kill_transaction_callback(
 	    s->osip, OSIP_IST_KILL_TRANSACTION, cb_kill);
 	osip_set_kill_transaction_callback(
@@ -724,6 +929,10 @@ sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
 	    (rc = uv_udp_recv_start(&s->sock, sock_alloc, sock_recv)) != 0) {
 		log_error("sip: cannot listen on %s:%ld: %s", self->address,
 		    self->sip_port, uv_strerror(rc));
+		sip_free(s);
+		return NULL;
+	}
+	if (reg_setup(s) != 0) {
 		sip_free(s);
 		return NULL;
 	}
@@ -765,6 +974,12 @@ sip_free(struct sip *s)
 	while (osip_list_size(&s->osip->osip_nist_transactions) > 0)
 		osip_transaction_free(
 		    osip_list_get(&s->osip->osip_nist_transactions, 0));
+	while (osip_list_size(&s->osip->osip_nict_transactions) > 0)
+		osip_transaction_free(
+		    osip_list_get(&s->osip->osip_nict_transactions, 0));
+	free(s->regs);
+	s->regs = NULL;
+	s->n_regs = 0;
 	sip_one = NULL;
 	uv_close((uv_handle_t *)&s->sock, handle_closed);
 	uv_close((uv_handle_t *)&s->tick, handle_closed);

@@ -52,7 +52,10 @@ usage(FILE *f)
 	    "Runs the cluster of CONFIG (default "
 	    "examples/contact-center.conf)\n"
 	    "on this machine: a local etcd where the config says etcd = local\n"
-	    "(data in DIR/etcd), then understudyd for every server whose\n"
+	    "(data in DIR/etcd), Kamailio where it says registrar = local "
+	    "(its\n"
+	    "kamailio.cfg next to CONFIG), then understudyd for every server "
+	    "whose\n"
 	    "address is on this machine, each logging to DIR/log/NAME.log.\n"
 	    "Waits until every server answers /health, prints what listens\n"
 	    "where, and runs until Ctrl-C or SIGTERM, then stops everything "
@@ -246,6 +249,64 @@ start_etcd(struct up *u)
 	return -1;
 }
 
+/*
+ * Kamailio as the registrar where the config says registrar = local, with
+ * the kamailio.cfg that sits next to the cluster config.
+ */
+static int
+start_kamailio(struct up *u)
+{
+	char cfg[PATH_MAX + 16], dir[PATH_MAX], listen[64], *slash;
+	char *argv[16];
+	struct proc *p;
+	int i = 0;
+
+	str_copy(dir, u->config_abs, sizeof(dir));
+	if ((slash = strrchr(dir, '/')) != NULL)
+		*slash = '\0';
+	snprintf(cfg, sizeof(cfg), "%s/kamailio.cfg", dir);
+	if (access(cfg, R_OK) != 0) {
+		fprintf(stderr,
+		    "understudy up: registrar = local needs %s (see "
+		    "examples/kamailio.cfg)\n",
+		    cfg);
+		return -1;
+	}
+	if ((p = proc_add(u, "kamailio")) == NULL)
+		return -1;
+	snprintf(listen, sizeof(listen), "udp:127.0.0.1:%ld",
+	    u->cfg->cluster.local_registrar_port);
+	snprintf(p->listens, sizeof(p->listens), "sip:127.0.0.1:%ld",
+	    u->cfg->cluster.local_registrar_port);
+	snprintf(dir, sizeof(dir), "%s/kamailio", u->state_dir);
+	if (mkdir_p(dir) != 0)
+		return -1;
+	argv[i++] = (char *)"kamailio";
+	argv[i++] = (char *)"-f";
+	argv[i++] = cfg;
+	argv[i++] = (char *)"-DD";
+	argv[i++] = (char *)"-E";
+	/* shared memory for load: 32 MB runs out at 300 calls/s */
+	argv[i++] = (char *)"-m";
+	argv[i++] = (char *)"256";
+	argv[i++] = (char *)"-M";
+	argv[i++] = (char *)"8";
+	argv[i++] = (char *)"-Y";
+	argv[i++] = dir;
+	argv[i++] = (char *)"-l";
+	argv[i++] = listen;
+	argv[i] = NULL;
+	if ((p->pid = start(argv, p->log)) < 0)
+		return -1;
+	usleep(300000);
+	if (reap(u, true) > 0)
+		return -1;
+	p->ready = true;
+	fprintf(stderr, "understudy up: started kamailio on %s (pid %d)\n",
+	    p->listens, p->pid);
+	return 0;
+}
+
 static int
 start_servers(struct up *u)
 {
@@ -350,6 +411,13 @@ print_table(struct up *u)
 	fflush(stdout);
 }
 
+/* etcd and Kamailio: stopped after the servers that use them */
+static bool
+is_infra(const char *name)
+{
+	return strcmp(name, "etcd") == 0 || strcmp(name, "kamailio") == 0;
+}
+
 /* Stop our processes: servers first, etcd last, each within a bound. */
 static void
 stop_all(struct up *u)
@@ -360,7 +428,7 @@ stop_all(struct up *u)
 
 		for (size_t i = 0; i < u->n; i++) {
 			struct proc *p = &u->procs[i];
-			bool is_etcd = strcmp(p->name, "etcd") == 0;
+			bool is_etcd = is_infra(p->name);
 
 			if (p->exited || p->pid <= 0 || is_etcd != (pass == 1))
 				continue;
@@ -376,8 +444,7 @@ stop_all(struct up *u)
 			for (size_t i = 0; i < u->n; i++)
 				left |= !u->procs[i].exited &&
 				    u->procs[i].pid > 0 &&
-				    (strcmp(u->procs[i].name, "etcd") == 0) ==
-					(pass == 1);
+				    is_infra(u->procs[i].name) == (pass == 1);
 			if (!left)
 				break;
 			usleep(20000);
@@ -386,7 +453,7 @@ stop_all(struct up *u)
 			struct proc *p = &u->procs[i];
 
 			if (p->exited || p->pid <= 0 ||
-			    (strcmp(p->name, "etcd") == 0) != (pass == 1))
+			    is_infra(p->name) != (pass == 1))
 				continue;
 			fprintf(stderr,
 			    "understudy up: %s (pid %d) did not stop; killing "
@@ -476,6 +543,10 @@ cli_up(int argc, char **argv)
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	if (u.cfg->cluster.etcd_local && start_etcd(&u) != 0)
+		goto stop;
+	if (u.cfg->cluster.registrar &&
+	    strcmp(u.cfg->cluster.registrar, "local") == 0 &&
+	    start_kamailio(&u) != 0)
 		goto stop;
 	if (start_servers(&u) != 0 || wait_healthy(&u) != 0)
 		goto stop;

@@ -188,6 +188,8 @@ struct config_cluster {
 	int failback; /* enum config_failback */
 	long failback_delay; /* seconds */
 	char *admin_token; /* for the control API; NULL: control is off */
+	char *registrar; /* "local", "IP:PORT", or NULL: no registration */
+	long local_registrar_port;
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };

@@ -47,6 +47,7 @@ static bool check_endpoint(const char *v, char *err, size_t errlen);
 static bool check_hash(const char *v, char *err, size_t errlen);
 static bool check_allow(const char *v, char *err, size_t errlen);
 static bool check_token(const char *v, char *err, size_t errlen);
+static bool check_hostport(const char *v, char *err, size_t errlen);
 
 static const char *const failback_choices[] = {"auto", "manual", NULL};
 
@@ -82,6 +83,15 @@ static const struct config_option config_options[] = {
 	CL(failback_delay), NULL, true,
 	"Seconds a returning server must stay healthy before automatic "
 	"failback."},
+    {CONFIG_SEC_CLUSTER, "registrar", CT_STRING, 0, 0, NULL, NULL,
+	CL(registrar), check_hostport, false,
+	"Where owners register their route points: `IP:PORT` of a SIP "
+	"registrar (Kamailio), or `local` (understudy up runs Kamailio on "
+	"127.0.0.1:local_registrar_port). Without it nothing is registered."},
+    {CONFIG_SEC_CLUSTER, "local_registrar_port", CT_INT, 1, 65535, "5060", NULL,
+	CL(local_registrar_port), NULL, false,
+	"UDP port of the Kamailio that understudy up runs where registrar = "
+	"local."},
     {CONFIG_SEC_CLUSTER, "admin_token", CT_STRING, 0, 0, NULL, NULL,
 	CL(admin_token), check_token, true,
 	"Secret that control requests (stop, start, failback) must carry as "
@@ -355,6 +365,26 @@ check_hash(const char *v, char *err, size_t errlen)
 	snprintf(err, errlen,
 	    "password must be an argon2id hash ($argon2id$...); make one with "
 	    "'understudy passwd'");
+	return false;
+}
+
+static bool
+check_hostport(const char *v, char *err, size_t errlen)
+{
+	const char *colon = strrchr(v, ':');
+	char host[256];
+	long port;
+
+	if (strcmp(v, "local") == 0)
+		return true;
+	if (colon && colon != v && (size_t)(colon - v) < sizeof(host)) {
+		memcpy(host, v, (size_t)(colon - v));
+		host[colon - v] = '\0';
+		if (str_is_ip(host) &&
+		    str_to_long(colon + 1, 1, 65535, &port) == 0)
+			return true;
+	}
+	snprintf(err, errlen, "'%s' is not IP:PORT (or local)", v);
 	return false;
 }
 

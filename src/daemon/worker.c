@@ -226,6 +226,7 @@ worker_main(const struct daemon_args *a)
 	w.api.members = w.members;
 	w.api.agent = w.agent;
 	w.api.calls = w.calls;
+	w.api.sip = w.sip;
 	uv_signal_init(w.loop, &w.sigterm);
 	uv_signal_init(w.loop, &w.sigint);
 	w.sigterm.data = w.sigint.data = &w;

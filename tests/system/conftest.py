@@ -321,7 +321,7 @@ class Cluster:
     server is 6000 + 100 * i."""
 
     def __init__(self, tmp_path, etcd, servers, ttl=2, failback="auto", delay=2,
-                 token=TOKEN):
+                 token=TOKEN, registrar=None):
         self.tmp, self.etcd = str(tmp_path), etcd
         self.cluster = "c%d%d" % (os.getpid(), free_port())
         self.spec = {s["name"]: dict(s) for s in servers}
@@ -331,6 +331,8 @@ class Cluster:
                  "failback = " + failback, "failback_delay = %d" % delay]
         if token:
             lines.append("admin_token = " + token)
+        if registrar:
+            lines.append("registrar = " + registrar)
         for i, s in enumerate(servers):
             s = self.spec[s["name"]]
             s["api"] = free_port()
@@ -472,3 +474,33 @@ def etcd1_fast(tmp_path):
     e = Etcd(1, str(tmp_path))
     yield e
     e.stop()
+
+
+class Kamailio:
+    """Kamailio with examples/kamailio.cfg on 127.0.0.1:port."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.dir = os.path.join(tmp, "kamailio")
+        os.makedirs(self.dir, exist_ok=True)
+        self.log = open(os.path.join(self.dir, "log"), "ab")
+        self.proc = subprocess.Popen(
+            ["kamailio", "-f", os.path.join(ROOT, "examples", "kamailio.cfg"),
+             "-DD", "-E", "-m", "64", "-M", "8", "-Y", self.dir,
+             "-l", "udp:127.0.0.1:%d" % self.port],
+            stdout=self.log, stderr=self.log)
+        time.sleep(0.3)
+        assert self.proc.poll() is None, open(os.path.join(self.dir, "log")).read()
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from conftest import CLI, free_port, http, wait_for
+import shutil
+
+from conftest import CLI, ROOT, free_port, http, wait_for
 
 
 def config(tmp_path):
@@ -21,6 +23,8 @@ def config(tmp_path):
 name = uptest
 etcd = local
 local_etcd_port = %d
+registrar = local
+local_registrar_port = %d
 
 [server PA1]
 address = 127.0.0.1
@@ -50,9 +54,10 @@ media_ports = 18
 max_media_ports = 36
 rtp_port_base = 41100
 failover = PA1
-""" % (etcd_port, ports[0], sips[0], ports[1], sips[1], ports[2], sips[2])
+""" % (etcd_port, free_port(), ports[0], sips[0], ports[1], sips[1], ports[2], sips[2])
     path = tmp_path / "site.conf"
     path.write_text(text)
+    shutil.copy(os.path.join(ROOT, "examples", "kamailio.cfg"), tmp_path / "kamailio.cfg")
     return str(path), ports
 
 
@@ -87,7 +92,7 @@ def test_up_runs_three_healthy_servers_and_stops_them(tmp_path):
     try:
         table = {m.group(1): int(m.group(2)) for m in
                  (re.match(r"(\S+)\s+(\d+)\s", l) for l in lines) if m}
-        assert set(table) == {"etcd", "PA1", "PA2", "PA3"}
+        assert set(table) == {"etcd", "kamailio", "PA1", "PA2", "PA3"}
         for port in ports:
             st, body = http("GET", "http://127.0.0.1:%d/health" % port)
             assert st == 200 and body["status"] == "ok"
@@ -97,6 +102,12 @@ def test_up_runs_three_healthy_servers_and_stops_them(tmp_path):
         # servers learn of each other from their watches, a moment later
         assert wait_for(lambda: status().stdout.count("▲ up") == 3, 5), status().stdout
         assert status().returncode == 0
+        # the owners registered their route points at the local Kamailio
+        def registered(port):
+            st = http("GET", "http://127.0.0.1:%d/v1/status" % port)[1]
+            return [r["route_point"] for r in st.get("registrations", [])]
+        assert wait_for(lambda: registered(ports[0]) == ["6000"], 5)
+        assert wait_for(lambda: registered(ports[2]) == ["6100"], 5)
         assert os.path.exists(tmp_path / "var" / "log" / "PA1.log")
         assert os.path.isdir(tmp_path / "var" / "etcd")
         p.send_signal(signal.SIGTERM)
@@ -118,7 +129,8 @@ def test_up_ctrl_c_and_json(tmp_path):
     try:
         info = json.loads(lines[-1])
         assert info["cluster"] == "uptest"
-        assert [x["name"] for x in info["processes"]] == ["etcd", "PA1", "PA2", "PA3"]
+        assert [x["name"] for x in info["processes"]] == ["etcd", "kamailio", "PA1",
+                                                          "PA2", "PA3"]
         assert all(x["healthy"] for x in info["processes"])
         p.send_signal(signal.SIGINT)
         assert p.wait(30) == 0

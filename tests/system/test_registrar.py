@@ -1,0 +1,95 @@
+"""Route points registered at a real Kamailio by whoever owns their post,
+and calls through it: answered at home, at the cover after a failover
+(the cover registers), and never at a stale owner, which must not
+register again after it lost its epoch."""
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, Cluster, Kamailio, free_port, wait_for
+
+UAC = os.path.join(ROOT, "tests", "sip", "uac.xml")
+
+
+@pytest.fixture
+def kam(tmp_path):
+    k = Kamailio(str(tmp_path))
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, etcd1, kam):
+    c = Cluster(tmp_path, etcd1, [
+        {"name": "PA1", "ports": 4, "max": 8, "failover": ["PA3"]},
+        {"name": "PA3", "ports": 4, "max": 8, "failover": ["PA1"]}],
+        failback="manual", registrar=kam.address)
+    c.start()
+    assert c.wait_owner("PA1", "PA1") and c.wait_owner("PA3", "PA3")
+    yield c
+    c.stop_all()
+
+
+def registered(c, server):
+    st = c.status(server)
+    return {r["route_point"]: r["epoch"] for r in st.get("registrations", [])} if st else {}
+
+
+def calls_via(kam, c, post, calls=4):
+    r = subprocess.run(["sipp", kam.address, "-sf", UAC, "-s", c.rp[post], "-m", str(calls),
+                        "-r", "10", "-d", "200", "-i", "127.0.0.1", "-p", str(free_port()),
+                        "-nostdin", "-timeout", "30s", "-timeout_error"],
+                       capture_output=True, text=True, timeout=60, cwd=c.tmp)
+    return r.returncode
+
+
+def answered(c, server, rp):
+    return c.srv[server].logtext().count("to %s answered" % rp)
+
+
+def test_owner_registers_and_calls_land_there(cluster, kam):
+    c = cluster
+    assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA1"), 5)
+    assert registered(c, "PA1")[c.rp["PA1"]] == c.post("PA1", via="PA1")["epoch"]
+    assert c.rp["PA1"] not in registered(c, "PA3")
+    assert calls_via(kam, c, "PA1") == 0
+    assert answered(c, "PA1", c.rp["PA1"]) == 4
+    assert calls_via(kam, c, "PA3") == 0
+    assert answered(c, "PA3", c.rp["PA3"]) == 4
+
+
+def test_cover_registers_after_failover(cluster, kam):
+    c = cluster
+    assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA1"), 5)
+    c.kill_worker("PA1")
+    assert c.wait_owner("PA1", "PA3", 5)
+    assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA3"), 5)
+    assert calls_via(kam, c, "PA1") == 0
+    assert answered(c, "PA3", c.rp["PA1"]) == 4
+    # failback: the home registers again, the cover takes its contact back
+    assert wait_for(lambda: c.healthy("PA1"), 10)
+    assert c.control("failback", "PA1", via="PA3")[0] == 202
+    assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA1"), 5)
+    assert wait_for(lambda: c.rp["PA1"] not in registered(c, "PA3"), 5)
+    assert "unregistered %s" % c.rp["PA1"] in c.srv["PA3"].logtext()
+    before = answered(c, "PA1", c.rp["PA1"])
+    assert calls_via(kam, c, "PA1") == 0
+    assert answered(c, "PA1", c.rp["PA1"]) == before + 4
+
+
+def test_stale_owner_never_registers_again(cluster, kam):
+    c = cluster
+    assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA1"), 5)
+    c.freeze("PA1")
+    assert c.wait_owner("PA1", "PA3", 6)
+    assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA3"), 5)
+    mark = len(c.srv["PA1"].logtext())
+    c.thaw("PA1")
+    time.sleep(3)                          # well past a refresh and a retry
+    after = c.srv["PA1"].logtext()[mark:]
+    assert "registered %s" % c.rp["PA1"] not in after.replace("unregistered", "")
+    assert c.rp["PA1"] not in registered(c, "PA1")
+    assert calls_via(kam, c, "PA1") == 0   # still the cover's
+    assert answered(c, "PA3", c.rp["PA1"]) == 4
