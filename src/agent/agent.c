@@ -49,6 +49,8 @@ struct agent {
 	uint64_t synced_at;
 	bool was_valid;
 	bool restarted;
+	uint64_t failovers; /* posts seen moving to a cover */
+	uint64_t calls_dropped; /* busy ports seen going with their server */
 	bool freeing;
 	unsigned open_handles;
 };
@@ -114,6 +116,14 @@ agent_post_by_route_point(struct agent *a, const char *rp)
 			return &a->posts[i];
 	}
 	return NULL;
+}
+
+void
+agent_counters(
+    const struct agent *a, uint64_t *failovers, uint64_t *calls_dropped)
+{
+	*failovers = a->failovers;
+	*calls_dropped = a->calls_dropped;
 }
 
 bool
@@ -320,6 +330,54 @@ apply(
 	}
 }
 
+/*
+ * A lease that goes (revoked or expired) deletes all its keys at one
+ * revision: busy port keys deleted with their holder's member key are
+ * calls lost with that server.
+ */
+static void
+count_dropped(struct agent *a, const struct etcd_watch_update *u)
+{
+	size_t ml = a->prefix_len + strlen("members/");
+
+	for (size_t i = 0; i < u->n_events; i++) {
+		const struct etcd_kv *kv = &u->events[i].kv;
+
+		if (u->events[i].type != ETCD_EVENT_DELETE ||
+		    kv->key_len <= ml ||
+		    strncmp(kv->key, a->prefix, a->prefix_len) != 0 ||
+		    strncmp(kv->key + a->prefix_len, "members/", 8) != 0)
+			continue;
+		for (size_t j = 0; j < u->n_events; j++) {
+			const struct etcd_kv *pk = &u->events[j].kv;
+			const char *rest, *slash;
+			char name[CONFIG_NAME_MAX + 1];
+			struct agent_post *p;
+			long n;
+
+			if (u->events[j].type != ETCD_EVENT_DELETE ||
+			    pk->mod_revision != kv->mod_revision ||
+			    pk->key_len <= a->prefix_len + 6 ||
+			    strncmp(pk->key, a->prefix, a->prefix_len) != 0 ||
+			    strncmp(pk->key + a->prefix_len, "ports/", 6) != 0)
+				continue;
+			rest = pk->key + a->prefix_len + 6;
+			if ((slash = strchr(rest, '/')) == NULL ||
+			    (size_t)(slash - rest) >= sizeof(name))
+				continue;
+			str_copy(name, rest, (size_t)(slash - rest) + 1);
+			if ((p = agent_post_find(a, name)) == NULL ||
+			    str_to_long(slash + 1, 0, 2000000000L, &n) != 0)
+				continue;
+			n -= p->home->media_port_base;
+			if (n >= 0 && n < p->home->media_ports &&
+			    p->ports[n].busy &&
+			    strcmp(p->ports[n].server, kv->key + ml) == 0)
+				a->calls_dropped++;
+		}
+	}
+}
+
 static void
 on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 {
@@ -344,6 +402,8 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 			a->synced_at = time_mono_ms();
 		}
 	}
+	if (!u->reset)
+		count_dropped(a, u);
 	for (size_t i = 0; i < u->n_events; i++) {
 		const struct etcd_kv *kv = &u->events[i].kv;
 
@@ -376,6 +436,9 @@ observe(struct agent *a, struct agent_post *p)
 	} else if (strcmp(p->owner, home) != 0) {
 		snprintf(why, sizeof(why), "home %s %s, %s took it", home,
 		    hstate, p->owner);
+		if (p->state != POST_STATE_COVERED ||
+		    strcmp(p->cover, p->owner))
+			a->failovers++;
 		post_fsm(p, POST_EV_COVER_CLAIMED, p->owner, why);
 	} else if (ret) {
 		snprintf(why, sizeof(why), "home %s %s", home,

@@ -219,6 +219,13 @@ struct agent_post *agent_post_find(struct agent *a, const char *name);
 bool agent_owns(
     const struct agent *a, const struct agent_post *p, int64_t *epoch);
 
+/*
+ * Counters since this worker started: posts it saw move to a cover, and
+ * busy ports it saw go with their server's lease (calls lost).
+ */
+void agent_counters(
+    const struct agent *a, uint64_t *failovers, uint64_t *calls_dropped);
+
 /* The agent has read the cluster's state at least once. */
 bool agent_synced(const struct agent *a);
 

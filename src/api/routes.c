@@ -4,6 +4,7 @@
  * that matches nothing is 404; one that matches with another method is
  * 405 with an Allow header.
  */
+#include <inttypes.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -367,7 +368,131 @@ post_failback(
 	control(req, ctx, pa, "failback");
 }
 
+/* ---- metrics (Prometheus text format 0.0.4) ---- */
+
+/* A label value: backslash, quote and newline escaped. */
+static void
+label(struct buf *b, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			buf_printf(b, "\\%c", *v);
+		else if (*v == '\n')
+			buf_printf(b, "\\n");
+		else
+			buf_append(b, v, 1);
+	}
+}
+
+static void
+metric_head(struct buf *b, const char *name, const char *type, const char *help)
+{
+	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	uint64_t placed[2], ended[2], lost, active, failovers, dropped;
+	struct agent_post *p;
+	json_t *regs = ctx->sip ? sip_registrations_json(ctx->sip) : NULL, *r;
+	struct buf b;
+	size_t i;
+
+	(void)pa;
+	buf_init(&b, 4u * 1024 * 1024);
+	calls_counters(ctx->calls, placed, ended, &lost, &active);
+	agent_counters(ctx->agent, &failovers, &dropped);
+	metric_head(&b, "understudy_serving", "gauge",
+	    "1 when this server serves (valid lease, registered, synced)");
+	buf_printf(&b, "understudy_serving %d\n", serving(ctx) ? 1 : 0);
+	metric_head(&b, "understudy_lease_remaining_seconds", "gauge",
+	    "Time left before this server must fence itself");
+	buf_printf(&b, "understudy_lease_remaining_seconds %.3f\n",
+	    (double)lease_remaining_ms(ctx->lease) / 1000);
+	metric_head(&b, "understudy_calls_total", "counter",
+	    "Calls this server took on a media port (rate() gives calls/s)");
+	buf_printf(&b,
+	    "understudy_calls_total{origin=\"http\"} %" PRIu64
+	    "\nunderstudy_calls_total{origin=\"sip\"} %" PRIu64 "\n",
+	    placed[0], placed[1]);
+	metric_head(&b, "understudy_calls_ended_total", "counter",
+	    "Calls of this server that ended, by how");
+	buf_printf(&b,
+	    "understudy_calls_ended_total{status=\"NORMAL\"} %" PRIu64
+	    "\nunderstudy_calls_ended_total{status=\"TRANSFERRED\"} %" PRIu64
+	    "\n",
+	    ended[0], ended[1]);
+	metric_head(&b, "understudy_calls_active", "gauge",
+	    "Calls this server holds now");
+	buf_printf(&b, "understudy_calls_active %" PRIu64 "\n", active);
+	metric_head(&b, "understudy_calls_lost_total", "counter",
+	    "Calls this server lost with its own lease");
+	buf_printf(&b, "understudy_calls_lost_total %" PRIu64 "\n", lost);
+	metric_head(&b, "understudy_failovers_total", "counter",
+	    "Posts this server saw move to a cover");
+	buf_printf(&b, "understudy_failovers_total %" PRIu64 "\n", failovers);
+	metric_head(&b, "understudy_calls_dropped_by_failover_total", "counter",
+	    "Busy ports this server saw go with their server's lease");
+	buf_printf(&b,
+	    "understudy_calls_dropped_by_failover_total %" PRIu64 "\n",
+	    dropped);
+	metric_head(&b, "understudy_post_owned", "gauge",
+	    "1 for the server that owns each post now (the epoch is a label)");
+	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {
+		buf_printf(&b, "understudy_post_owned{post=\"");
+		label(&b, p->home->name);
+		buf_printf(
+		    &b, "\",state=\"%s\",owner=\"", post_state_name(p->state));
+		label(&b, p->owned ? p->owner : "");
+		buf_printf(&b, "\",epoch=\"%" PRId64 "\"} %d\n", p->epoch,
+		    p->owned ? 1 : 0);
+	}
+	metric_head(&b, "understudy_port_busy", "gauge",
+	    "1 when the media port has a call; state idle, busy or returning");
+	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++)
+		for (long n = 0; n < p->home->media_ports; n++) {
+			const struct agent_port *pt = &p->ports[n];
+			const char *st = !pt->busy ? "idle"
+			    : p->owned && strcmp(pt->server, p->owner) == 0
+			    ? "busy"
+			    : "returning";
+
+			buf_printf(&b, "understudy_port_busy{post=\"");
+			label(&b, p->home->name);
+			buf_printf(&b, "\",port=\"%ld\",state=\"%s\",server=\"",
+			    p->home->media_port_base + n, st);
+			label(&b, pt->busy ? pt->server : "");
+			buf_printf(&b, "\",call=\"");
+			label(&b, pt->busy ? pt->call : "");
+			buf_printf(&b, "\",since=\"%" PRId64 "\"} %d\n",
+			    pt->busy ? pt->since / 1000 : 0, pt->busy ? 1 : 0);
+		}
+	metric_head(&b, "understudy_route_point_registered", "gauge",
+	    "Route points this server has registered, where, under which "
+	    "epoch");
+	json_array_foreach (regs, i, r) {
+		buf_printf(
+		    &b, "understudy_route_point_registered{route_point=\"");
+		label(&b, json_string_value(json_object_get(r, "route_point")));
+		buf_printf(&b, "\",post=\"");
+		label(&b, json_string_value(json_object_get(r, "post")));
+		buf_printf(&b, "\",registrar=\"");
+		label(&b, json_string_value(json_object_get(r, "registrar")));
+		buf_printf(&b, "\",epoch=\"%" JSON_INTEGER_FORMAT "\"} 1\n",
+		    json_integer_value(json_object_get(r, "epoch")));
+	}
+	json_decref(regs);
+	if (b.data)
+		http_reply_text(
+		    req, 200, "text/plain; version=0.0.4", b.data, b.len);
+	else
+		http_reply_error(req, 500, US_ENOMEM, "out of memory");
+	buf_free(&b);
+}
+
 static const struct route routes[] = {
+    {"/metrics", "GET", get_metrics, false},
     {"/health", "GET", get_health, false},
     {"/v1/status", "GET", get_status, false},
     {"/v1/calls", "GET", get_calls, false},

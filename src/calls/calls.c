@@ -42,6 +42,9 @@ struct calls {
 	struct call *calls;
 	struct op *ops;
 	unsigned seq;
+	uint64_t placed[2]; /* calls taken: by HTTP, by SIP */
+	uint64_t ended[2]; /* calls ended: normally, transferred */
+	uint64_t lost; /* calls lost with this server's lease */
 };
 
 static void
@@ -203,6 +206,7 @@ claim_done(const struct etcd_res *res, void *arg)
 	k->epoch = op->epoch;
 	k->started = time_wall_ms();
 	str_copy(k->origin, op->origin, sizeof(k->origin));
+	c->placed[strcmp(k->origin, "sip") == 0]++;
 	k->next = c->calls;
 	c->calls = k;
 	agent_port_set(p, k->port, agent_self(c->a), k->id, k->started,
@@ -363,6 +367,7 @@ end_done(const struct etcd_res *res, void *arg)
 	r.port = k->port;
 	r.epoch = k->epoch;
 	r.status = op->transferred ? "TRANSFERRED" : "NORMAL";
+	c->ended[op->transferred]++;
 	r.duration_ms = time_wall_ms() - k->started;
 	agent_port_set(k->post, k->port, NULL, NULL, 0, 0, res->revision);
 	call_remove(c, k);
@@ -446,6 +451,7 @@ calls_lease_lost(struct calls *c)
 	while (c->calls) {
 		struct call *k = c->calls;
 
+		c->lost++;
 		log_warn("call %s on port %ld of %s is lost with the lease",
 		    k->id, k->port, k->post->home->name);
 		/* the keys go with the lease; the watch confirms it later */
@@ -500,4 +506,20 @@ calls_json(const struct calls *c)
 			"since", since, "origin", k->origin));
 	}
 	return arr;
+}
+
+void
+calls_counters(const struct calls *c, uint64_t placed[2], uint64_t ended[2],
+    uint64_t *lost, uint64_t *active)
+{
+	uint64_t n = 0;
+
+	for (const struct call *k = c->calls; k; k = k->next)
+		n++;
+	placed[0] = c->placed[0];
+	placed[1] = c->placed[1];
+	ended[0] = c->ended[0];
+	ended[1] = c->ended[1];
+	*lost = c->lost;
+	*active = n;
 }

@@ -69,6 +69,14 @@ void calls_forget(struct calls *c, void *arg);
 /* The lease is gone: every call of this server is lost with it. */
 void calls_lease_lost(struct calls *c);
 
+/*
+ * Counters since this worker started: calls taken (placed[0] by HTTP,
+ * placed[1] by SIP), ended (ended[0] normally, ended[1] transferred),
+ * lost with the lease, and the calls held now.
+ */
+void calls_counters(const struct calls *c, uint64_t placed[2],
+    uint64_t ended[2], uint64_t *lost, uint64_t *active);
+
 /* The calls this server holds, as JSON. */
 json_t *calls_json(const struct calls *c);
 

@@ -93,3 +93,53 @@ def test_stale_owner_never_registers_again(cluster, kam):
     assert c.rp["PA1"] not in registered(c, "PA1")
     assert calls_via(kam, c, "PA1") == 0   # still the cover's
     assert answered(c, "PA3", c.rp["PA1"]) == 4
+
+
+def metrics(c, server):
+    from conftest import http
+    st, text = http("GET", c.url(server) + "/metrics")
+    assert st == 200
+    return text
+
+
+def metric(text, name, **labels):
+    """The value of the first sample of name whose labels include these."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics(cluster, kam):
+    c = cluster
+    assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA1"), 5)
+    epoch = c.post("PA1", via="PA1")["epoch"]
+    text = metrics(c, "PA1")
+    assert metric(text, "understudy_serving") == 1
+    assert metric(text, "understudy_route_point_registered", route_point=c.rp["PA1"],
+                  registrar=kam.address, epoch=str(epoch)) == 1
+    holder = subprocess.Popen(["sipp", kam.address, "-sf", UAC, "-s", c.rp["PA1"],
+                               "-m", "1", "-d", "8000", "-i", "127.0.0.1",
+                               "-p", str(free_port()), "-nostdin", "-timeout", "20s"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              cwd=c.tmp)
+    try:
+        assert wait_for(lambda: metric(metrics(c, "PA1"), "understudy_port_busy",
+                                       post="PA1", port="5001", state="busy",
+                                       server="PA1") == 1, 10)
+        text = metrics(c, "PA1")
+        assert metric(text, "understudy_calls_total", origin="sip") == 1
+        assert metric(text, "understudy_calls_active") == 1
+        c.kill_worker("PA1")               # the held call is lost with it
+        assert c.wait_owner("PA1", "PA3", 5)
+        assert wait_for(lambda: metric(metrics(c, "PA3"),
+                                       "understudy_calls_dropped_by_failover_total") == 1, 5)
+        text = metrics(c, "PA3")
+        assert metric(text, "understudy_failovers_total") == 1
+        assert metric(text, "understudy_post_owned", post="PA1", owner="PA3",
+                      state="COVERED") == 1
+    finally:
+        holder.kill()
+        holder.wait()
