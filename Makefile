@@ -56,6 +56,7 @@ fuzz: build-fuzz
 # benchmarks: not part of make test; results go in docs/performance.md
 bench: build
 	bench/failover
+	bench/calls
 
 clean:
 	rm -rf build build-asan build-fuzz
