@@ -46,6 +46,12 @@ struct sip_call {
 	osip_dialog_t *dialog;
 	enum sip_call_state state;
 	bool canceled;
+	/* for a BYE of our own: the caller's From, our To, its Contact */
+	char *their_from;
+	char *our_to;
+	char *their_contact;
+	unsigned bye_cseq;
+	uint64_t last_media; /* monotonic ms of the last RTP packet */
 	struct sip_call *next;
 };
 
@@ -86,6 +92,7 @@ struct sip {
 	int reg_port;
 	unsigned open_handles;
 	bool running; /* inside sip_run */
+	unsigned ticks;
 	bool closing;
 };
 
@@ -233,6 +240,7 @@ rtp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
 	(void)flags;
 	if (n <= 0 || from == NULL)
 		return;
+	((struct sip_call *)u->data)->last_media = time_mono_ms();
 	/* the echo: every packet goes back to where it came from */
 	out = uv_buf_init(b->base, (unsigned)n);
 	uv_udp_try_send(u, &out, 1, from);
@@ -280,6 +288,9 @@ call_free(struct sip_call *c)
 			*pp = c->next;
 			break;
 		}
+	osip_free(c->their_from);
+	osip_free(c->our_to);
+	osip_free(c->their_contact);
 	if (c->dialog) {
 		/* the 200 resends point at the dialog: stop them first */
 		osip_stop_retransmissions_from_dialog(s->osip, c->dialog);
@@ -368,8 +379,17 @@ answer_200(struct sip_call *c, osip_message_t *req)
 	sdp_answer(c, sdp, sizeof(sdp));
 	osip_message_set_content_type(r, "application/sdp");
 	osip_message_set_body(r, sdp, strlen(sdp));
-	if (c->dialog == NULL)
+	if (c->dialog == NULL) {
+		osip_contact_t *ct = NULL;
+
 		osip_dialog_init_as_uas(&c->dialog, req, r);
+		osip_from_to_str(req->from, &c->their_from);
+		osip_to_to_str(r->to, &c->our_to);
+		if (osip_message_get_contact(req, 0, &ct) >= 0 && ct && ct->url)
+			osip_uri_to_str(ct->url, &c->their_contact);
+		c->bye_cseq = 1;
+		c->last_media = time_mono_ms();
+	}
 	/* osip keeps its own copy for the resends until the ACK */
 	osip_start_200ok_retransmissions(s->osip, c->dialog, r, -1);
 	respond(c->ist, r);
@@ -751,6 +771,72 @@ reg_setup(struct sip *s)
 	return 0;
 }
 
+/* ---- silent calls ---- */
+
+/*
+ * Hang up a call whose caller went silent: a BYE of our own, sent to the
+ * caller's Contact, then the port is free. Its answer is absorbed by the
+ * transaction; nothing waits for it.
+ */
+static void
+hang_up(struct sip *s, struct sip_call *c)
+{
+	char buf[2048], branch[40];
+	osip_transaction_t *tr = NULL;
+	osip_message_t *m = NULL;
+	osip_event_t *evt;
+	int n;
+
+	if (c->their_contact && c->their_from && c->our_to) {
+		random_tag(branch, sizeof(branch));
+		n = snprintf(buf, sizeof(buf),
+		    "BYE %s SIP/2.0\r\n"
+		    "Via: SIP/2.0/UDP %s:%ld;rport;branch=z9hG4bK%s\r\n"
+		    "Max-Forwards: 70\r\n"
+		    "From: %s\r\n"
+		    "To: %s\r\n"
+		    "Call-ID: %s\r\n"
+		    "CSeq: %u BYE\r\n"
+		    "Reason: Q.850;cause=102;text=\"no media\"\r\n"
+		    "Content-Length: 0\r\n\r\n",
+		    c->their_contact, s->self->address, s->self->sip_port,
+		    branch, c->our_to, c->their_from, c->callid, c->bye_cseq++);
+		if (n > 0 && (size_t)n < sizeof(buf) &&
+		    osip_message_init(&m) == 0) {
+			if (osip_message_parse(m, buf, (size_t)n) == 0 &&
+			    osip_transaction_init(&tr, NICT, s->osip, m) == 0) {
+				evt = osip_new_outgoing_sipmessage(m);
+				evt->transactionid = tr->transactionid;
+				osip_transaction_add_event(tr, evt);
+			} else {
+				osip_message_free(m);
+			}
+		}
+	}
+	call_end_model(c);
+	call_free(c);
+}
+
+static void
+media_check(struct sip *s)
+{
+	uint64_t now = time_mono_ms(), limit;
+	struct sip_call *c, *next;
+
+	if (s->cfg->cluster.media_timeout <= 0)
+		return;
+	limit = (uint64_t)s->cfg->cluster.media_timeout * 1000;
+	for (c = s->calls_list; c; c = next) {
+		next = c->next;
+		if (c->state != SC_ANSWERED || now - c->last_media < limit)
+			continue;
+		log_warn("sip: call %s had no media for %" PRIu64
+			 " s; hanging up (call %s)",
+		    c->callid, (now - c->last_media) / 1000, c->call);
+		hang_up(s, c);
+	}
+}
+
 /* ---- the loop ---- */
 
 /*
@@ -783,6 +869,8 @@ tick_cb(uv_timer_t *t)
 	osip_timers_nist_execute(s->osip);
 	osip_timers_nict_execute(s->osip);
 	reg_check(s);
+	if (++s->ticks % (1000 / SIP_TICK_MS) == 0)
+		media_check(s);
 	osip_retransmissions_execute(s->osip);
 	sip_run(s);
 }

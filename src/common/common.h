@@ -190,6 +190,7 @@ struct config_cluster {
 	char *admin_token; /* for the control API; NULL: control is off */
 	char *registrar; /* "local", "IP:PORT", or NULL: no registration */
 	long local_registrar_port;
+	long media_timeout; /* seconds without RTP before a call is ended */
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };

@@ -92,6 +92,10 @@ static const struct config_option config_options[] = {
 	CL(local_registrar_port), NULL, false,
 	"UDP port of the Kamailio that understudy up runs where registrar = "
 	"local."},
+    {CONFIG_SEC_CLUSTER, "media_timeout", CT_INT, 0, 86400, "60", NULL,
+	CL(media_timeout), NULL, true,
+	"Seconds without RTP from the caller after which a call is ended "
+	"(the server sends BYE and frees the port); 0: never."},
     {CONFIG_SEC_CLUSTER, "admin_token", CT_STRING, 0, 0, NULL, NULL,
 	CL(admin_token), check_token, true,
 	"Secret that control requests (stop, start, failback) must carry as "

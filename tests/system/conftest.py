@@ -321,7 +321,7 @@ class Cluster:
     server is 6000 + 100 * i."""
 
     def __init__(self, tmp_path, etcd, servers, ttl=2, failback="auto", delay=2,
-                 token=TOKEN, registrar=None):
+                 token=TOKEN, registrar=None, extra=()):
         self.tmp, self.etcd = str(tmp_path), etcd
         self.cluster = "c%d%d" % (os.getpid(), free_port())
         self.spec = {s["name"]: dict(s) for s in servers}
@@ -333,6 +333,7 @@ class Cluster:
             lines.append("admin_token = " + token)
         if registrar:
             lines.append("registrar = " + registrar)
+        lines += list(extra)
         for i, s in enumerate(servers):
             s = self.spec[s["name"]]
             s["api"] = free_port()

@@ -113,3 +113,38 @@ def test_options_and_garbage(cluster):
     assert "Call-ID: opt1@127.0.0.1" in reply
     s.close()
     assert cluster.healthy("PA1")            # garbage did not hurt it
+
+
+@pytest.fixture
+def quick_timeout(tmp_path, etcd1):
+    c = Cluster(tmp_path, etcd1, [
+        {"name": "PA1", "ports": 2, "max": 4, "failover": ["PA3"]},
+        {"name": "PA3", "ports": 2, "max": 4, "failover": ["PA1"]}],
+        extra=["media_timeout = 2"])
+    c.start()
+    assert c.wait_owner("PA1", "PA1")
+    yield c
+    c.stop_all()
+
+
+def test_silent_call_is_hung_up_and_its_port_freed(quick_timeout):
+    c = quick_timeout
+    # SIPp sends no RTP: after media_timeout the server hangs up itself
+    p = sipp(c, "PA1", c.rp["PA1"], "-d", "15000", calls=1)
+    try:
+        assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 1, 10)
+        t0 = time.monotonic()
+        assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 0, 10)
+        assert 1.5 <= time.monotonic() - t0 + 0.5 <= 6
+        assert "had no media for" in c.srv["PA1"].logtext()
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_call_with_media_is_not_hung_up(quick_timeout, tmp_path):
+    # 3 s of audio, longer than the 2 s media_timeout
+    code, sent, got = echo_call(quick_timeout, quick_timeout.rp["PA1"], "PA1",
+                                tmp_path, size=24000)
+    assert code == 200 and got == sent
+    assert "had no media" not in quick_timeout.srv["PA1"].logtext()
