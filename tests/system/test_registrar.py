@@ -143,3 +143,41 @@ def test_metrics(cluster, kam):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_failback_with_sipp_calls_held_through_kamailio(tmp_path, etcd1, kam):
+    """SIPp holds calls on the cover's ports across failback: none is
+    dropped, and a new call lands at home at once."""
+    c = Cluster(tmp_path, etcd1, [
+        {"name": "PA1", "ports": 4, "max": 8, "failover": ["PA3"]},
+        {"name": "PA3", "ports": 4, "max": 8, "failover": ["PA1"]}],
+        failback="manual", registrar=kam.address)
+    holders = None
+    try:
+        c.start()
+        assert c.wait_owner("PA1", "PA1")
+        c.kill_worker("PA1")
+        assert c.wait_owner("PA1", "PA3", 5)
+        assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA3"), 5)
+        holders = subprocess.Popen(
+            ["sipp", kam.address, "-sf", UAC, "-s", c.rp["PA1"], "-m", "3", "-l", "3",
+             "-r", "10", "-d", "8000", "-i", "127.0.0.1", "-p", str(free_port()),
+             "-nostdin", "-timeout", "30s", "-timeout_error"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=c.tmp)
+        assert wait_for(lambda: c.post("PA1", via="PA3")["ports_in_use"] == 3, 10)
+        assert wait_for(lambda: c.healthy("PA1"), 10)
+        assert c.control("failback", "PA1", via="PA3")[0] == 202
+        assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA1"), 5)
+        # a new call goes home at once, on the one port the cover does not hold
+        before = answered(c, "PA1", c.rp["PA1"])
+        assert calls_via(kam, c, "PA1", calls=1) == 0
+        assert answered(c, "PA1", c.rp["PA1"]) == before + 1
+        # the held calls end normally, on the cover, with their BYE
+        assert holders.wait(60) == 0, holders.stderr.read()
+        assert c.srv["PA3"].logtext().count("ended by the caller") >= 3
+        assert c.wait_state("PA1", "HOME", 10, via="PA1")
+    finally:
+        if holders and holders.poll() is None:
+            holders.kill()
+            holders.wait()
+        c.stop_all()
