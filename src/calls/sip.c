@@ -221,24 +221,13 @@ random_tag(char *buf, size_t len)
 /* ---- media ---- */
 
 static void
-rtp_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
-{
-	static char mem[SIP_RTP_MAX];
-
-	(void)h;
-	(void)size;
-	b->base = mem;
-	b->len = sizeof(mem);
-}
-
-static void
 rtp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
     unsigned flags)
 {
 	uv_buf_t out;
 
 	(void)flags;
-	if (n <= 0 || from == NULL)
+	if (n <= 0 || from == NULL || (size_t)n > SIP_RTP_MAX)
 		return;
 	((struct sip_call *)u->data)->last_media = time_mono_ms();
 	/* the echo: every packet goes back to where it came from */
@@ -259,7 +248,8 @@ rtp_open(struct sip_call *c)
 	c->rtp_open = true;
 	c->s->open_handles++;
 	if ((rc = uv_udp_bind(&c->rtp, (const struct sockaddr *)&a, 0)) != 0 ||
-	    (rc = uv_udp_recv_start(&c->rtp, rtp_alloc, rtp_recv)) != 0) {
+	    (rc = uv_udp_recv_start(&c->rtp, loop_read_buffer, rtp_recv)) !=
+		0) {
 		log_warn("sip: RTP port %d: %s", c->rtp_port, uv_strerror(rc));
 		return -1;
 	}
@@ -607,13 +597,36 @@ cb_other(int type, osip_transaction_t *tr, osip_message_t *req)
 
 /* ---- registrations ---- */
 
+/*
+ * Send a request of ours (REGISTER, BYE), given as text, in a client
+ * transaction of its own; instance is what its answers are for. Returns
+ * the transaction, or NULL when the text is not a request osip takes.
+ */
+static osip_transaction_t *
+send_request(struct sip *s, const char *buf, int n, void *instance)
+{
+	osip_transaction_t *tr = NULL;
+	osip_message_t *m = NULL;
+	osip_event_t *evt;
+
+	if (n < 0 || osip_message_init(&m) != 0)
+		return NULL;
+	if (osip_message_parse(m, buf, (size_t)n) != 0 ||
+	    osip_transaction_init(&tr, NICT, s->osip, m) != 0) {
+		osip_message_free(m);
+		return NULL;
+	}
+	osip_transaction_set_your_instance(tr, instance);
+	evt = osip_new_outgoing_sipmessage(m);
+	evt->transactionid = tr->transactionid;
+	osip_transaction_add_event(tr, evt);
+	return tr;
+}
+
 static void
 reg_send(struct sip *s, struct sip_reg *r, bool want, int64_t epoch)
 {
 	char buf[1024], branch[40];
-	osip_transaction_t *tr = NULL;
-	osip_message_t *m = NULL;
-	osip_event_t *evt;
 	int n;
 
 	random_tag(branch, sizeof(branch));
@@ -633,18 +646,9 @@ reg_send(struct sip *s, struct sip_reg *r, bool want, int64_t epoch)
 	    branch, r->user, s->reg_host, r->fromtag, r->user, s->reg_host,
 	    r->callid, ++r->cseq, r->user, s->self->address, s->self->sip_port,
 	    want ? SIP_REG_EXPIRES : 0);
-	if (n < 0 || (size_t)n >= sizeof(buf) || osip_message_init(&m) != 0)
+	if (n < 0 || (size_t)n >= sizeof(buf) ||
+	    (r->nict = send_request(s, buf, n, r)) == NULL)
 		return;
-	if (osip_message_parse(m, buf, (size_t)n) != 0 ||
-	    osip_transaction_init(&tr, NICT, s->osip, m) != 0) {
-		osip_message_free(m);
-		return;
-	}
-	osip_transaction_set_your_instance(tr, r);
-	evt = osip_new_outgoing_sipmessage(m);
-	evt->transactionid = tr->transactionid;
-	osip_transaction_add_event(tr, evt);
-	r->nict = tr;
 	r->want = want;
 	r->want_epoch = epoch;
 }
@@ -782,9 +786,6 @@ static void
 hang_up(struct sip *s, struct sip_call *c)
 {
 	char buf[2048], branch[40];
-	osip_transaction_t *tr = NULL;
-	osip_message_t *m = NULL;
-	osip_event_t *evt;
 	int n;
 
 	if (c->their_contact && c->their_from && c->our_to) {
@@ -801,17 +802,8 @@ hang_up(struct sip *s, struct sip_call *c)
 		    "Content-Length: 0\r\n\r\n",
 		    c->their_contact, s->self->address, s->self->sip_port,
 		    branch, c->our_to, c->their_from, c->callid, c->bye_cseq++);
-		if (n > 0 && (size_t)n < sizeof(buf) &&
-		    osip_message_init(&m) == 0) {
-			if (osip_message_parse(m, buf, (size_t)n) == 0 &&
-			    osip_transaction_init(&tr, NICT, s->osip, m) == 0) {
-				evt = osip_new_outgoing_sipmessage(m);
-				evt->transactionid = tr->transactionid;
-				osip_transaction_add_event(tr, evt);
-			} else {
-				osip_message_free(m);
-			}
-		}
+		if (n > 0 && (size_t)n < sizeof(buf))
+			send_request(s, buf, n, NULL);
 	}
 	call_end_model(c);
 	call_free(c);
@@ -940,23 +932,12 @@ sip_input(
 }
 
 static void
-sock_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
-{
-	static char mem[SIP_DATAGRAM_MAX];
-
-	(void)h;
-	(void)size;
-	b->base = mem;
-	b->len = sizeof(mem);
-}
-
-static void
 sock_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b,
     const struct sockaddr *from, unsigned flags)
 {
 	if (n <= 0 || from == NULL)
 		return;
-	if (flags & UV_UDP_PARTIAL) {
+	if ((flags & UV_UDP_PARTIAL) || (size_t)n > SIP_DATAGRAM_MAX) {
 		log_debug(
 		    "sip: datagram over %d bytes dropped", SIP_DATAGRAM_MAX);
 		return;
@@ -1014,7 +995,8 @@ sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
 	s->open_handles = 2;
 	if ((rc = uv_ip4_addr(self->address, (int)self->sip_port, &a)) != 0 ||
 	    (rc = uv_udp_bind(&s->sock, (const struct sockaddr *)&a, 0)) != 0 ||
-	    (rc = uv_udp_recv_start(&s->sock, sock_alloc, sock_recv)) != 0) {
+	    (rc = uv_udp_recv_start(&s->sock, loop_read_buffer, sock_recv)) !=
+		0) {
 		log_error("sip: cannot listen on %s:%ld: %s", self->address,
 		    self->sip_port, uv_strerror(rc));
 		sip_free(s);

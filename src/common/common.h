@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <uv.h>
+
 #include "understudy/errors.h"
 
 #define US_VERSION "0.1.0"
@@ -42,6 +44,16 @@ void log_msg(enum log_level level, const char *fmt, ...)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+
+/* loop.c */
+
+#define LOOP_READ_MAX (64 * 1024)
+
+/*
+ * The alloc callback of every uv read in the process: one shared buffer
+ * of LOOP_READ_MAX bytes. Readers that take less check their own cap.
+ */
+void loop_read_buffer(uv_handle_t *h, size_t size, uv_buf_t *b);
 
 /* time.c */
 

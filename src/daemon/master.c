@@ -209,17 +209,6 @@ exit_cb(uv_process_t *p, int64_t status, int sig)
 }
 
 static void
-ipc_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
-{
-	static char mem[4096];
-
-	(void)h;
-	(void)size;
-	b->base = mem;
-	b->len = sizeof(mem);
-}
-
-static void
 ipc_line(struct child *c, const char *line)
 {
 	/* any line shows the loop runs; the first one ends the start grace */
@@ -346,7 +335,7 @@ master_spawn(struct master *m)
 	c->open_handles = 2;
 	m->child = c;
 	m->restarts++;
-	uv_read_start((uv_stream_t *)&c->ipc, ipc_alloc, ipc_read);
+	uv_read_start((uv_stream_t *)&c->ipc, loop_read_buffer, ipc_read);
 	log_info("worker pid %d started", c->proc.pid);
 }
 

@@ -78,17 +78,6 @@ on_lost(struct lease *l, const char *why, void *arg)
 }
 
 static void
-ipc_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
-{
-	static char mem[4096];
-
-	(void)h;
-	(void)size;
-	b->base = mem;
-	b->len = sizeof(mem);
-}
-
-static void
 ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
 	struct worker *w = s->data;
@@ -184,7 +173,8 @@ worker_main(const struct daemon_args *a)
 	    uv_pipe_open(&w.ipc, DAEMON_IPC_FD) == 0) {
 		w.ipc_open = true;
 		w.ipc.data = &w;
-		uv_read_start((uv_stream_t *)&w.ipc, ipc_alloc, ipc_read);
+		uv_read_start(
+		    (uv_stream_t *)&w.ipc, loop_read_buffer, ipc_read);
 	} else {
 		log_warn("no master pipe on fd %d; running without a master",
 		    DAEMON_IPC_FD);

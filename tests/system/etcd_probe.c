@@ -180,17 +180,6 @@ run(char *line)
 }
 
 static void
-alloc_cb(uv_handle_t *h, size_t size, uv_buf_t *b)
-{
-	static char mem[65536];
-
-	(void)h;
-	(void)size;
-	b->base = mem;
-	b->len = sizeof(mem);
-}
-
-static void
 read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
 	char *line;
@@ -230,7 +219,7 @@ main(int argc, char **argv)
 	client = etcd_new(loop, (const char *const *)eps.v, eps.n, NULL);
 	uv_pipe_init(loop, &in, 0);
 	uv_pipe_open(&in, 0);
-	uv_read_start((uv_stream_t *)&in, alloc_cb, read_cb);
+	uv_read_start((uv_stream_t *)&in, loop_read_buffer, read_cb);
 	uv_run(loop, UV_RUN_DEFAULT);
 	uv_loop_close(loop);
 	buf_free(&inbuf);
