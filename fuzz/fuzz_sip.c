@@ -6,7 +6,9 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -23,9 +25,29 @@ static const char conf[] =
 static struct sip *stack;
 static uv_loop_t *loop;
 
+static char dir[] = "/tmp/us-fuzz-sip-XXXXXX";
+
+/* the database of the run goes with it */
+static void
+cleanup(void)
+{
+	static const char *const files[] = {
+	    "understudy.db", "understudy.db-wal", "understudy.db-shm"};
+	char path[128];
+
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
 static void
 setup(void)
 {
+	struct records *r;
+	struct store *st;
+	char err[256];
 	static struct config_diags d;
 	static struct config *cfg;
 	struct etcd *e;
@@ -42,7 +64,12 @@ setup(void)
 	m = members_new(e, cfg, "PA1", NULL, NULL);
 	l = lease_new(loop, e, 2, &cbs, NULL);
 	a = agent_new(loop, e, cfg, &cfg->servers[0], l, m, false);
-	stack = sip_new(loop, a, calls_new(a), cfg, &cfg->servers[0]);
+	if (mkdtemp(dir) == NULL ||
+	    (st = store_open(dir, err, sizeof(err))) == NULL)
+		return;
+	atexit(cleanup);
+	r = records_new(loop, a, st);
+	stack = sip_new(loop, a, calls_new(a, r), cfg, &cfg->servers[0]);
 }
 
 int

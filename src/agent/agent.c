@@ -51,6 +51,12 @@ struct agent {
 	bool restarted;
 	uint64_t failovers; /* posts seen moving to a cover */
 	uint64_t calls_dropped; /* busy ports seen going with their server */
+	struct agent_gone {
+		int64_t lease;
+		int64_t at;
+	} * gone; /* per config server: its last software death */
+	void (*reconciled)(void *arg);
+	void *reconciled_arg;
 	bool freeing;
 	unsigned open_handles;
 };
@@ -174,6 +180,12 @@ agent_owns(const struct agent *a, const struct agent_post *p, int64_t *epoch)
 	return true;
 }
 
+const struct config *
+agent_config(const struct agent *a)
+{
+	return a->cfg;
+}
+
 struct etcd *
 agent_etcd(const struct agent *a)
 {
@@ -291,6 +303,75 @@ port_event(struct agent_post *p, const char *num, const struct etcd_event *ev,
 	json_decref(o);
 }
 
+static void
+journal_clear(struct agent_post *p)
+{
+	while (p->journal) {
+		struct agent_journal *j = p->journal;
+
+		p->journal = j->next;
+		json_decref(j->value);
+		free(j);
+	}
+}
+
+static void
+journal_event(
+    struct agent_post *p, const char *call, const struct etcd_event *ev)
+{
+	struct agent_journal **pp, *j;
+	const char *server = NULL;
+	json_int_t lease = 0;
+	json_t *o;
+
+	for (pp = &p->journal; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->call, call) == 0)
+			break;
+	if (ev->type == ETCD_EVENT_DELETE) {
+		if ((j = *pp) != NULL) {
+			*pp = j->next;
+			json_decref(j->value);
+			free(j);
+		}
+		return;
+	}
+	if (*pp || strlen(call) >= sizeof(j->call))
+		return; /* a journal key is written once */
+	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
+	if (json_unpack(o, "{s:s,s:I}", "server", &server, "lease", &lease) !=
+		0 ||
+	    strlen(server) > CONFIG_NAME_MAX ||
+	    (j = calloc(1, sizeof(*j))) == NULL) {
+		log_warn("post %s: ignoring a malformed call journal entry %s",
+		    p->home->name, call);
+		json_decref(o);
+		return;
+	}
+	str_copy(j->call, call, sizeof(j->call));
+	str_copy(j->server, server, sizeof(j->server));
+	j->lease = lease;
+	j->create_rev = ev->kv.create_revision;
+	j->value = o;
+	*pp = j;
+}
+
+static void
+gone_event(struct agent *a, int i, const struct etcd_event *ev)
+{
+	json_int_t lease = 0, at = 0;
+	json_t *o;
+
+	memset(&a->gone[i], 0, sizeof(a->gone[i]));
+	if (ev->type == ETCD_EVENT_DELETE)
+		return;
+	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
+	if (json_unpack(o, "{s:I,s:I}", "lease", &lease, "at", &at) == 0) {
+		a->gone[i].lease = lease;
+		a->gone[i].at = at;
+	}
+	json_decref(o);
+}
+
 /* Apply one event whose key is relative to the cluster prefix. */
 static void
 apply(
@@ -319,6 +400,9 @@ apply(
 	if (strcmp(kind, "stopped") == 0) {
 		if ((i = server_index(a, name)) >= 0)
 			a->stopped[i] = ev->type == ETCD_EVENT_PUT;
+	} else if (strcmp(kind, "gone") == 0) {
+		if ((i = server_index(a, name)) >= 0)
+			gone_event(a, i, ev);
 	} else if ((p = agent_post_find(a, name)) == NULL) {
 		return;
 	} else if (strcmp(kind, "owner") == 0) {
@@ -327,6 +411,8 @@ apply(
 		port_event(p, slash + 1, ev, rev);
 	} else if (strcmp(kind, "failback") == 0) {
 		p->failback_requested = ev->type == ETCD_EVENT_PUT;
+	} else if (strcmp(kind, "calls") == 0 && slash) {
+		journal_event(p, slash + 1, ev);
 	}
 }
 
@@ -390,12 +476,14 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 
 			owner_record(p, NULL, 0, 0, u->revision);
 			p->failback_requested = false;
+			journal_clear(p);
 			/* what the snapshot lacks is gone, unless newer */
 			for (long n = 0; n < p->home->media_ports; n++)
 				agent_port_set(p, p->home->media_port_base + n,
 				    NULL, NULL, 0, 0, u->revision);
 		}
 		memset(a->stopped, 0, a->cfg->n_servers * sizeof(bool));
+		memset(a->gone, 0, a->cfg->n_servers * sizeof(*a->gone));
 		members_reset(a->members, u->events, u->n_events);
 		if (!a->synced) {
 			a->synced = true;
@@ -696,6 +784,8 @@ agent_reconcile(struct agent *a)
 			clear_failback_request(a, p);
 		}
 	}
+	if (a->reconciled)
+		a->reconciled(a->reconciled_arg);
 out:
 	if (fo)
 		for (size_t i = 0; i < a->n_posts; i++)
@@ -704,6 +794,48 @@ out:
 	free(sv);
 	free(po);
 	free(out);
+}
+
+void
+agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg)
+{
+	a->reconciled = cb;
+	a->reconciled_arg = arg;
+}
+
+bool
+agent_journal_orphaned(const struct agent *a, const struct agent_journal *j,
+    bool *software, int64_t *at)
+{
+	int i = server_index(a, j->server);
+
+	*software = false;
+	*at = time_wall_ms();
+	if (members_lease(a->members, j->server) == j->lease)
+		return false;
+	if (i >= 0 && a->gone[i].lease == j->lease) {
+		*software = true;
+		*at = a->gone[i].at;
+	}
+	return true;
+}
+
+struct etcd_req *
+agent_write_gone(struct etcd *e, const char *cluster, const char *server,
+    int64_t lease, const char *why, etcd_cb cb, void *arg)
+{
+	json_t *o = json_pack("{s:I,s:I,s:s}", "lease", (json_int_t)lease, "at",
+	    (json_int_t)time_wall_ms(), "why", why);
+	char *key = NULL, *value = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	struct etcd_req *req = NULL;
+
+	json_decref(o);
+	if (value &&
+	    asprintf(&key, "/understudy/%s/gone/%s", cluster, server) >= 0)
+		req = etcd_kv_put(e, key, value, strlen(value), 0, cb, arg);
+	free(key);
+	free(value);
+	return req;
 }
 
 void
@@ -716,10 +848,13 @@ agent_lease_changed(struct agent *a)
 static void
 agent_destroy(struct agent *a)
 {
-	for (size_t i = 0; i < a->n_posts; i++)
+	for (size_t i = 0; i < a->n_posts; i++) {
 		free(a->posts[i].ports);
+		journal_clear(&a->posts[i]);
+	}
 	free(a->posts);
 	free(a->stopped);
+	free(a->gone);
 	free(a->prefix);
 	free(a);
 }
@@ -746,10 +881,11 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 		goto fail;
 	a->prefix_len = strlen(a->prefix);
 	a->stopped = calloc(cfg->n_servers, sizeof(bool));
+	a->gone = calloc(cfg->n_servers ? cfg->n_servers : 1, sizeof(*a->gone));
 	for (size_t i = 0; i < cfg->n_servers; i++)
 		n += cfg->servers[i].spare ? 0 : 1;
 	a->posts = calloc(n ? n : 1, sizeof(*a->posts));
-	if (a->stopped == NULL || a->posts == NULL)
+	if (a->stopped == NULL || a->posts == NULL || a->gone == NULL)
 		goto fail;
 	for (size_t i = 0; i < cfg->n_servers; i++) {
 		struct agent_post *p;

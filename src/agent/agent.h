@@ -147,6 +147,21 @@ struct agent_port {
 	int64_t rev; /* etcd revision of the last change applied */
 };
 
+/*
+ * An open call's durable start, calls/<post>/<call>: written without a
+ * lease in the txn that takes the port, deleted in the txn that writes
+ * its record, so a call whose server is gone is still known.
+ */
+struct agent_journal {
+	char call[64];
+	char server[CONFIG_NAME_MAX + 1];
+	int64_t lease; /* of the server that took the call */
+	int64_t create_rev; /* of the key: this incarnation */
+	json_t *value; /* the journal object as written */
+	bool closing; /* a txn closing it is out */
+	struct agent_journal *next;
+};
+
 struct agent_post {
 	const struct config_server *home;
 	int index; /* of the home in the config's servers */
@@ -167,6 +182,7 @@ struct agent_post {
 	int64_t claim_lease; /* the lease the pending write puts the key on */
 	int64_t owner_rev; /* etcd revision of the last owner change seen */
 	struct etcd_req *pending;
+	struct agent_journal *journal; /* open calls of the post */
 };
 
 /* The name of a state: "HOME", "COVERED", ... */
@@ -241,6 +257,32 @@ json_t *agent_status_json(const struct agent *a);
 
 /* Ports of this post held by a server (busy or returning). */
 long agent_ports_held(const struct agent_post *p, const char *server);
+
+/*
+ * After every reconcile (every change and every second): cb(arg), where
+ * the calls module closes the records of calls lost with their server.
+ */
+void agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg);
+
+/*
+ * True when the call's server is gone: its lease is no longer the lease
+ * of a live member. *software is set when the server went down in
+ * software (its master saw the worker die, or it stopped), with *at the
+ * wall ms it went; otherwise its host or network was lost.
+ */
+bool agent_journal_orphaned(const struct agent *a,
+    const struct agent_journal *j, bool *software, int64_t *at);
+
+/*
+ * Tell the cluster that a server's worker with this lease went down in
+ * software (why: "crashed", "stopped"), before its lease is revoked:
+ * gone/<server> = {"lease", "at", "why"}, without a lease.
+ */
+struct etcd_req *agent_write_gone(struct etcd *e, const char *cluster,
+    const char *server, int64_t lease, const char *why, etcd_cb cb, void *arg);
+
+/* The configuration the agent runs on. */
+const struct config *agent_config(const struct agent *a);
 
 /* The etcd client and this server's lease, for the calls module. */
 struct etcd *agent_etcd(const struct agent *a);

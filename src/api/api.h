@@ -91,6 +91,7 @@ struct api_ctx {
 	struct members *members;
 	struct agent *agent;
 	struct calls *calls;
+	struct records *records;
 	struct sip *sip;
 	bool stopping;
 };

@@ -212,7 +212,8 @@ post_call(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		http_reply_error(req, 500, US_ENOMEM, "out of memory");
 		return;
 	}
-	if (calls_place(ctx->calls, pa->v[0], &r, pending_answer, pd) != 0)
+	if (calls_place(ctx->calls, pa->v[0], http_req_query(req, "caller"), &r,
+		pending_answer, pd) != 0)
 		reply_result(req, ctx, &r, 201);
 }
 
@@ -227,8 +228,8 @@ end_call(struct http_req *req, struct api_ctx *ctx, const struct params *pa,
 		http_reply_error(req, 500, US_ENOMEM, "out of memory");
 		return;
 	}
-	if (calls_end(ctx->calls, pa->v[0], transferred, "http", &r,
-		pending_answer, pd) != 0)
+	if (calls_end(ctx->calls, pa->v[0], transferred, "http",
+		transferred ? "transfer" : "api", &r, pending_answer, pd) != 0)
 		reply_result(req, ctx, &r, 200);
 }
 
@@ -394,6 +395,8 @@ static void
 get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
 	uint64_t placed[2], ended[2], lost, active, failovers, dropped;
+	uint64_t rlost[2], copied;
+	bool synced;
 	struct agent_post *p;
 	json_t *regs = ctx->sip ? sip_registrations_json(ctx->sip) : NULL, *r;
 	struct buf b;
@@ -437,6 +440,21 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	buf_printf(&b,
 	    "understudy_calls_dropped_by_failover_total %" PRIu64 "\n",
 	    dropped);
+	records_counters(ctx->records, rlost, &copied, &synced);
+	metric_head(&b, "understudy_calls_busy_total", "counter",
+	    "Calls refused with no media port free (each has a BUSY record)");
+	buf_printf(&b, "understudy_calls_busy_total %" PRIu64 "\n",
+	    calls_busy(ctx->calls));
+	metric_head(&b, "understudy_records_closed_lost_total", "counter",
+	    "Records this server closed for calls lost with their server");
+	buf_printf(&b,
+	    "understudy_records_closed_lost_total{status=\"FAILED_SOFTWARE\"} "
+	    "%" PRIu64 "\nunderstudy_records_closed_lost_total{status=\""
+	    "FAILED_HARDWARE\"} %" PRIu64 "\n",
+	    rlost[0], rlost[1]);
+	metric_head(&b, "understudy_records_copied_total", "counter",
+	    "Records this server copied into its database since it started");
+	buf_printf(&b, "understudy_records_copied_total %" PRIu64 "\n", copied);
 	metric_head(&b, "understudy_post_owned", "gauge",
 	    "1 for the server that owns each post now (the epoch is a label)");
 	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {
@@ -491,6 +509,78 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	buf_free(&b);
 }
 
+/* ---- records ---- */
+
+#define RECORDS_LIMIT_DEFAULT 1000
+#define RECORDS_LIMIT_MAX 100000
+
+static bool
+time_arg(struct http_req *req, const char *name, int64_t *out)
+{
+	const char *v = http_req_query(req, name);
+
+	*out = 0;
+	if (v == NULL || *v == '\0')
+		return true;
+	if (time_parse(v, time_wall_ms(), out) == 0)
+		return true;
+	http_reply_error(req, 400, US_EINVAL,
+	    "query parameter %s: '%.60s' is not a time (ISO 8601 such as "
+	    "2026-11-22T09:30:00Z, ms since the epoch, or an age such as 2h)",
+	    name, v);
+	return false;
+}
+
+static void
+get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	static const char *const statuses[] = {"NORMAL", "BUSY", "TRANSFERRED",
+	    "FAILED_SOFTWARE", "FAILED_HARDWARE"};
+	struct store_query q = {.limit = RECORDS_LIMIT_DEFAULT};
+	const char *lim = http_req_query(req, "limit");
+	uint64_t lost[2], copied;
+	char err[256];
+	json_t *arr;
+	bool synced, ok;
+
+	(void)pa;
+	if (!time_arg(req, "since", &q.since_ms) ||
+	    !time_arg(req, "until", &q.until_ms))
+		return;
+	if (lim && str_to_long(lim, 1, RECORDS_LIMIT_MAX, &q.limit) != 0) {
+		http_reply_error(req, 400, US_EINVAL,
+		    "query parameter limit: '%.30s' is not a number from 1 to "
+		    "%d",
+		    lim, RECORDS_LIMIT_MAX);
+		return;
+	}
+	q.route_point = http_req_query(req, "route_point");
+	q.post = http_req_query(req, "post");
+	q.status = http_req_query(req, "status");
+	if (q.status) {
+		ok = false;
+		for (size_t i = 0; i < ARRAY_SIZE(statuses); i++)
+			ok = ok || strcmp(q.status, statuses[i]) == 0;
+		if (!ok) {
+			http_reply_error(req, 400, US_EINVAL,
+			    "query parameter status: '%.30s' is not one of "
+			    "NORMAL, BUSY, TRANSFERRED, FAILED_SOFTWARE, "
+			    "FAILED_HARDWARE",
+			    q.status);
+			return;
+		}
+	}
+	records_counters(ctx->records, lost, &copied, &synced);
+	if ((arr = records_query(ctx->records, &q, err, sizeof(err))) == NULL) {
+		http_reply_error(req, 500, US_EIO, "%s", err);
+		return;
+	}
+	http_reply_json(req, 200,
+	    json_pack("{s:s,s:b,s:I,s:o}", "server", ctx->self->name, "synced",
+		synced, "count", (json_int_t)json_array_size(arr), "records",
+		arr));
+}
+
 static const struct route routes[] = {
     {"/metrics", "GET", get_metrics, false},
     {"/health", "GET", get_health, false},
@@ -499,6 +589,7 @@ static const struct route routes[] = {
     {"/v1/route-points/*/calls", "POST", post_call, false},
     {"/v1/calls/*", "DELETE", delete_call, false},
     {"/v1/calls/*/transfer", "POST", transfer_call, false},
+    {"/v1/records", "GET", get_records, false},
     {"/v1/servers/*/stop", "POST", post_stop, true},
     {"/v1/servers/*/start", "POST", post_start, true},
     {"/v1/servers/*/failback", "POST", post_failback, true},

@@ -17,6 +17,8 @@ struct call {
 	int64_t started; /* wall ms */
 	char origin[8]; /* "http" or "sip" */
 	bool ending;
+	json_t *journal; /* its durable start, as written */
+	int64_t jrev; /* the journal key's create revision */
 	struct call *next;
 };
 
@@ -31,6 +33,11 @@ struct op {
 	bool transferred;
 	char id[64];
 	char origin[8];
+	char route_point[64];
+	char caller[128];
+	char ended_by[16];
+	int64_t start; /* wall ms the call came */
+	json_t *journal; /* of the claim in flight */
 	calls_cb cb;
 	void *arg;
 	struct etcd_req *req;
@@ -39,12 +46,14 @@ struct op {
 
 struct calls {
 	struct agent *a;
+	struct records *rec;
 	struct call *calls;
 	struct op *ops;
 	unsigned seq;
 	uint64_t placed[2]; /* calls taken: by HTTP, by SIP */
 	uint64_t ended[2]; /* calls ended: normally, transferred */
 	uint64_t lost; /* calls lost with this server's lease */
+	uint64_t busy; /* calls refused: no port free */
 };
 
 static void
@@ -57,6 +66,7 @@ op_free(struct op *op)
 			*pp = op->next;
 			break;
 		}
+	json_decref(op->journal);
 	free(op);
 }
 
@@ -93,6 +103,7 @@ call_remove(struct calls *c, struct call *k)
 			*pp = k->next;
 			break;
 		}
+	json_decref(k->journal);
 	free(k);
 }
 
@@ -154,6 +165,53 @@ not_owner(struct calls *c, struct agent_post *p, struct calls_result *r)
 	return r->err;
 }
 
+/* The journal entry of a call: what its record starts from. */
+static json_t *
+journal_new(
+    struct calls *c, struct agent_post *p, const struct op *op, long port)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:I,s:I,s:I}",
+	    "call", op->id, "route_point", op->route_point, "post",
+	    p->home->name, "server", agent_self(c->a), "port", (json_int_t)port,
+	    "origin", op->origin, "caller", op->caller, "start",
+	    (json_int_t)op->start, "answer",
+	    (json_int_t)(port >= 0 ? time_wall_ms() : 0), "lease",
+	    (json_int_t)agent_lease_id(c->a), "epoch", (json_int_t)op->epoch);
+}
+
+static void
+busy_written(const struct etcd_res *res, void *arg)
+{
+	char *id = arg;
+
+	if (res->err)
+		log_warn("the BUSY record of call %s was not written: %s", id,
+		    us_strerror(res->err));
+	free(id);
+}
+
+/* A call refused for want of a port: its record, BUSY, at once. */
+static void
+busy_record(struct calls *c, struct agent_post *p, const struct op *op)
+{
+	json_t *j = journal_new(c, p, op, -1),
+	       *rec = j ? records_from_journal(j, time_wall_ms(), "busy",
+			      "BUSY", agent_self(c->a))
+			: NULL;
+	char *key = records_key(c->rec, op->id), *value = NULL, *id;
+
+	c->busy++;
+	value = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+	if (key && value && (id = strdup(op->id)) != NULL &&
+	    etcd_kv_put(agent_etcd(c->a), key, value, strlen(value),
+		records_lease(c->rec), busy_written, id) == NULL)
+		free(id);
+	json_decref(j);
+	json_decref(rec);
+	free(key);
+	free(value);
+}
+
 static int claim_port(struct op *op);
 
 static void
@@ -187,6 +245,7 @@ claim_done(const struct etcd_res *res, void *arg)
 				p->ports[op->port].busy = true;
 		if (++op->attempts > (unsigned)p->home->media_ports ||
 		    claim_port(op) != 0) {
+			busy_record(c, p, op);
 			result_init(&r, US_EBUSY, NULL);
 			snprintf(r.message, sizeof(r.message),
 			    "all %ld ports of %s are busy",
@@ -204,7 +263,10 @@ claim_done(const struct etcd_res *res, void *arg)
 	k->post = p;
 	k->port = p->home->media_port_base + op->port;
 	k->epoch = op->epoch;
-	k->started = time_wall_ms();
+	k->started = op->start;
+	k->journal = op->journal;
+	op->journal = NULL;
+	k->jrev = res->revision;
 	str_copy(k->origin, op->origin, sizeof(k->origin));
 	c->placed[strcmp(k->origin, "sip") == 0]++;
 	k->next = c->calls;
@@ -228,7 +290,7 @@ claim_port(struct op *op)
 {
 	struct calls *c = op->c;
 	struct agent_post *p = op->post;
-	char *okey, *pkey, *value = NULL;
+	char *okey, *pkey, *jkey, *value = NULL, *jvalue = NULL;
 	struct etcd_txn *t;
 	json_t *o;
 	long i;
@@ -243,20 +305,26 @@ claim_port(struct op *op)
 	okey = agent_key(c->a, "owner/%s", p->home->name);
 	pkey = agent_key(
 	    c->a, "ports/%s/%ld", p->home->name, p->home->media_port_base + i);
+	jkey = agent_key(c->a, "calls/%s/%s", p->home->name, op->id);
 	o = json_pack("{s:s,s:s,s:I,s:I,s:s}", "server", agent_self(c->a),
 	    "call", op->id, "since", (json_int_t)time_wall_ms(), "epoch",
 	    (json_int_t)op->epoch, "post", p->home->name);
 	value = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
+	json_decref(op->journal);
+	op->journal = journal_new(c, p, op, p->home->media_port_base + i);
+	jvalue = op->journal ? json_dumps(op->journal, JSON_COMPACT) : NULL;
 	t = etcd_kv_txn_new();
 	/* the epoch travels with the claim: a stale owner's claim fails */
-	if (okey && pkey && value && t &&
+	if (okey && pkey && jkey && value && jvalue && t &&
 	    etcd_kv_txn_compare(t, okey, ETCD_CMP_MOD, ETCD_CMP_EQUAL,
 		op->epoch, NULL, 0) == 0 &&
 	    etcd_kv_txn_compare(
 		t, pkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0) == 0 &&
 	    etcd_kv_txn_put(t, true, pkey, value, strlen(value),
 		agent_lease_id(c->a)) == 0 &&
+	    /* the durable start: no lease, it outlives this server */
+	    etcd_kv_txn_put(t, true, jkey, jvalue, strlen(jvalue), 0) == 0 &&
 	    etcd_kv_txn_get(t, false, pkey, false) == 0) {
 		op->req =
 		    etcd_kv_txn_commit(agent_etcd(c->a), t, claim_done, op);
@@ -269,7 +337,9 @@ claim_port(struct op *op)
 	etcd_kv_txn_free(t);
 	free(okey);
 	free(pkey);
+	free(jkey);
 	free(value);
+	free(jvalue);
 	return rc;
 }
 
@@ -289,10 +359,11 @@ op_new(struct calls *c, calls_cb cb, void *arg)
 }
 
 int
-calls_place(struct calls *c, const char *rp, struct calls_result *r,
-    calls_cb cb, void *arg)
+calls_place(struct calls *c, const char *rp, const char *caller,
+    struct calls_result *r, calls_cb cb, void *arg)
 {
 	struct agent_post *p = agent_post_by_route_point(c->a, rp);
+	struct calls_info info = {"http", rp, caller ? caller : ""};
 
 	if (p == NULL) {
 		result_init(r, US_ENOTFOUND, NULL);
@@ -300,34 +371,41 @@ calls_place(struct calls *c, const char *rp, struct calls_result *r,
 		    r->message, sizeof(r->message), "no route point %s", rp);
 		return r->err;
 	}
-	return calls_place_post(c, p, "http", r, cb, arg);
+	return calls_place_post(c, p, &info, r, cb, arg);
 }
 
 int
-calls_place_post(struct calls *c, struct agent_post *p, const char *origin,
-    struct calls_result *r, calls_cb cb, void *arg)
+calls_place_post(struct calls *c, struct agent_post *p,
+    const struct calls_info *info, struct calls_result *r, calls_cb cb,
+    void *arg)
 {
 	int64_t epoch;
 	struct op *op;
 
 	if (!agent_owns(c->a, p, &epoch))
 		return not_owner(c, p, r);
-	if (free_port(p, 0) < 0 && other_port(p, agent_self(c->a), 0) < 0) {
-		result_init(r, US_EBUSY, NULL);
-		snprintf(r->message, sizeof(r->message),
-		    "all %ld ports of %s are busy", p->home->media_ports,
-		    p->home->name);
-		return r->err;
-	}
 	if ((op = op_new(c, cb, arg)) == NULL) {
 		result_init(r, US_ENOMEM, "out of memory");
 		return r->err;
 	}
 	op->post = p;
 	op->epoch = epoch;
-	str_copy(op->origin, origin, sizeof(op->origin));
+	op->start = time_wall_ms();
+	str_copy(op->origin, info->origin, sizeof(op->origin));
+	str_copy(op->route_point, info->route_point, sizeof(op->route_point));
+	str_copy(
+	    op->caller, info->caller ? info->caller : "", sizeof(op->caller));
 	snprintf(op->id, sizeof(op->id), "%s-%" PRIx64 "-%u", agent_self(c->a),
 	    (uint64_t)time_wall_ms(), ++c->seq);
+	if (free_port(p, 0) < 0 && other_port(p, agent_self(c->a), 0) < 0) {
+		busy_record(c, p, op);
+		op_free(op);
+		result_init(r, US_EBUSY, NULL);
+		snprintf(r->message, sizeof(r->message),
+		    "all %ld ports of %s are busy", p->home->media_ports,
+		    p->home->name);
+		return r->err;
+	}
 	if (claim_port(op) != 0) {
 		op_free(op);
 		result_init(
@@ -360,6 +438,21 @@ end_done(const struct etcd_res *res, void *arg)
 		answer(op, &r);
 		return;
 	}
+	if (!res->succeeded) {
+		/* its journal entry is gone: closed as lost with this server */
+		log_warn(
+		    "call %s was closed meanwhile as lost with this server",
+		    k->id);
+		result_init(&r, US_ENOTFOUND, NULL);
+		snprintf(r.message, sizeof(r.message),
+		    "call %s was lost with this server's lease", k->id);
+		agent_port_set(
+		    k->post, k->port, NULL, NULL, 0, 0, res->revision);
+		c->lost++;
+		call_remove(c, k);
+		answer(op, &r);
+		return;
+	}
 	result_init(&r, 0, NULL);
 	str_copy(r.call, k->id, sizeof(r.call));
 	str_copy(r.post, k->post->home->name, sizeof(r.post));
@@ -374,13 +467,50 @@ end_done(const struct etcd_res *res, void *arg)
 	answer(op, &r);
 }
 
+/*
+ * The txn that ends a call: its journal entry is still the one written
+ * (no one closed it as lost), then port, journal entry and record change
+ * together.
+ */
+static struct etcd_req *
+end_txn(struct calls *c, struct call *k, struct op *op)
+{
+	const char *post = k->post->home->name;
+	char *pkey = agent_key(c->a, "ports/%s/%ld", post, k->port),
+	     *jkey = agent_key(c->a, "calls/%s/%s", post, k->id),
+	     *rkey = records_key(c->rec, k->id), *value = NULL;
+	json_t *rec =
+	    records_from_journal(k->journal, time_wall_ms(), op->ended_by,
+		op->transferred ? "TRANSFERRED" : "NORMAL", agent_self(c->a));
+	struct etcd_txn *t = etcd_kv_txn_new();
+	struct etcd_req *req = NULL;
+
+	value = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+	json_decref(rec);
+	if (pkey && jkey && rkey && value && t &&
+	    etcd_kv_txn_compare(t, jkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL,
+		k->jrev, NULL, 0) == 0 &&
+	    etcd_kv_txn_delete(t, true, pkey, false) == 0 &&
+	    etcd_kv_txn_delete(t, true, jkey, false) == 0 &&
+	    etcd_kv_txn_put(t, true, rkey, value, strlen(value),
+		records_lease(c->rec)) == 0) {
+		req = etcd_kv_txn_commit(agent_etcd(c->a), t, end_done, op);
+		t = NULL;
+	}
+	etcd_kv_txn_free(t);
+	free(pkey);
+	free(jkey);
+	free(rkey);
+	free(value);
+	return req;
+}
+
 int
 calls_end(struct calls *c, const char *id, bool transferred, const char *origin,
-    struct calls_result *r, calls_cb cb, void *arg)
+    const char *ended_by, struct calls_result *r, calls_cb cb, void *arg)
 {
 	struct call *k = call_find(c, id);
 	struct op *op;
-	char *key;
 
 	if (k == NULL) {
 		struct agent_post *p;
@@ -422,12 +552,8 @@ calls_end(struct calls *c, const char *id, bool transferred, const char *origin,
 	}
 	op->call = k;
 	op->transferred = transferred;
-	key = agent_key(c->a, "ports/%s/%ld", k->post->home->name, k->port);
-	op->req = key
-	    ? etcd_kv_delete(agent_etcd(c->a), key, false, end_done, op)
-	    : NULL;
-	free(key);
-	if (op->req == NULL) {
+	str_copy(op->ended_by, ended_by, sizeof(op->ended_by));
+	if ((op->req = end_txn(c, k, op)) == NULL) {
 		op_free(op);
 		result_init(
 		    r, US_EUNAVAIL, "cannot reach the coordination store");
@@ -459,6 +585,7 @@ calls_lease_lost(struct calls *c)
 		    k->post->ports[k->port - k->post->home->media_port_base]
 			.rev);
 		c->calls = k->next;
+		json_decref(k->journal);
 		free(k);
 	}
 	for (struct op *op = c->ops; op; op = op->next)
@@ -467,12 +594,14 @@ calls_lease_lost(struct calls *c)
 }
 
 struct calls *
-calls_new(struct agent *a)
+calls_new(struct agent *a, struct records *rec)
 {
 	struct calls *c = calloc(1, sizeof(*c));
 
-	if (c)
+	if (c) {
 		c->a = a;
+		c->rec = rec;
+	}
 	return c;
 }
 
@@ -522,4 +651,10 @@ calls_counters(const struct calls *c, uint64_t placed[2], uint64_t ended[2],
 	ended[1] = c->ended[1];
 	*lost = c->lost;
 	*active = n;
+}
+
+uint64_t
+calls_busy(const struct calls *c)
+{
+	return c->busy;
 }

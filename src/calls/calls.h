@@ -14,8 +14,18 @@
 #include <jansson.h>
 
 #include "agent/agent.h"
+#include "store/store.h"
 
 struct calls;
+struct records;
+struct store;
+
+/* Who placed a call, and how it came. */
+struct calls_info {
+	const char *origin; /* "http", "sip" */
+	const char *route_point; /* what was dialed */
+	const char *caller; /* the caller's address or name, or "" */
+};
 
 struct calls_result {
 	int err; /* 0 or US_ENOTFOUND, US_ENOTOWNER, US_EBUSY, US_EUNAVAIL */
@@ -25,7 +35,7 @@ struct calls_result {
 	long port;
 	int64_t epoch;
 	char server[CONFIG_NAME_MAX + 1]; /* who took it, or who owns it */
-	const char *status; /* at the end: NORMAL, TRANSFERRED */
+	const char *status; /* at the end: NORMAL, TRANSFERRED, BUSY */
 	int64_t duration_ms;
 };
 
@@ -33,35 +43,45 @@ typedef void (*calls_cb)(const struct calls_result *r, void *arg);
 
 /* calls.c */
 
-/* The calls of this server, on the agent's view of the cluster. */
-struct calls *calls_new(struct agent *a);
+/*
+ * The calls of this server, on the agent's view of the cluster; their
+ * records go through rec.
+ */
+struct calls *calls_new(struct agent *a, struct records *rec);
 
 /* Forget every call (their ports go with the lease). NULL is a no-op. */
 void calls_free(struct calls *c);
 
 /*
- * Place a call to route point rp. Returns 0 when the answer will come
- * through cb(arg) later, or an error code with *r filled now (no cb).
+ * Place a call to route point rp over HTTP. Returns 0 when the answer
+ * will come through cb(arg) later, or an error code with *r filled now
+ * (no cb).
  */
-int calls_place(struct calls *c, const char *rp, struct calls_result *r,
-    calls_cb cb, void *arg);
+int calls_place(struct calls *c, const char *rp, const char *caller,
+    struct calls_result *r, calls_cb cb, void *arg);
 
 /*
- * Place a call on post p for origin ("http", "sip"; copied). Same returns
- * as calls_place.
+ * Place a call on post p (info is copied). The port is taken in one txn
+ * with the call's journal entry, its durable start: whatever becomes of
+ * this server, the call gets a record. A call refused for want of a port
+ * gets a BUSY record. Same returns as calls_place.
  */
-int calls_place_post(struct calls *c, struct agent_post *p, const char *origin,
-    struct calls_result *r, calls_cb cb, void *arg);
+int calls_place_post(struct calls *c, struct agent_post *p,
+    const struct calls_info *info, struct calls_result *r, calls_cb cb,
+    void *arg);
 
 /*
  * End call id normally, or as transferred on (its port is free again and
  * it no longer belongs to the post), on behalf of origin: a SIP call ends
- * only from SIP (a BYE), the caller's leg being there. Same returns as
+ * only from SIP (a BYE), the caller's leg being there. ended_by says how
+ * ("caller", "server", "api", "canceled", "no media"). The port, the
+ * journal entry and the record change in one txn. Same returns as
  * calls_place; a call held by another server gives US_ENOTOWNER with
  * r->server. cb may be NULL.
  */
 int calls_end(struct calls *c, const char *id, bool transferred,
-    const char *origin, struct calls_result *r, calls_cb cb, void *arg);
+    const char *origin, const char *ended_by, struct calls_result *r,
+    calls_cb cb, void *arg);
 
 /* Drop cb of every pending operation with this arg (its request went). */
 void calls_forget(struct calls *c, void *arg);
@@ -77,8 +97,56 @@ void calls_lease_lost(struct calls *c);
 void calls_counters(const struct calls *c, uint64_t placed[2],
     uint64_t ended[2], uint64_t *lost, uint64_t *active);
 
+/* Calls refused for want of a free port since this worker started. */
+uint64_t calls_busy(const struct calls *c);
+
 /* The calls this server holds, as JSON. */
 json_t *calls_json(const struct calls *c);
+
+/* records.c */
+
+/*
+ * Call records. A record is written to etcd, under
+ * /understudy-records/<cluster>/<call>, in the same txn that deletes the
+ * call's journal entry: by the server that ends the call, or, for a call
+ * lost with its server, by the post's owner (FAILED_SOFTWARE when the
+ * server's death notice names the call's lease, FAILED_HARDWARE
+ * otherwise). The txn compares the journal entry, so a record is written
+ * exactly once. Record keys live on a lease of record_retention seconds
+ * (renewed by a new grant every half of it); every server copies every
+ * record into its SQLite database, resuming from the last revision it
+ * copied, and answers queries from there.
+ */
+struct records *records_new(
+    uv_loop_t *loop, struct agent *a, struct store *store);
+
+/* Stop. NULL is a no-op. */
+void records_free(struct records *r);
+
+/* The record key of a call, in a new string. */
+char *records_key(const struct records *r, const char *call);
+
+/* The lease record keys go on now (0 while none is granted). */
+int64_t records_lease(struct records *r);
+
+/*
+ * A new record object from a journal entry: the journal's fields and
+ * end, duration_ms (from the answer), ended_by, status, closed_by.
+ */
+json_t *records_from_journal(const json_t *journal, int64_t end_ms,
+    const char *ended_by, const char *status, const char *closed_by);
+
+/* Query the copy in this server's database (see store.h). */
+json_t *records_query(
+    struct records *r, const struct store_query *q, char *err, size_t errlen);
+
+/*
+ * Counters: records this server closed for calls lost with their server
+ * (lost[0] software, lost[1] hardware), records copied into its
+ * database, and whether the copy has caught up with etcd once.
+ */
+void records_counters(
+    const struct records *r, uint64_t lost[2], uint64_t *copied, bool *synced);
 
 /* sip.c */
 

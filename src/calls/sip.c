@@ -247,7 +247,28 @@ rtp_open(struct sip_call *c)
 	c->rtp.data = c;
 	c->rtp_open = true;
 	c->s->open_handles++;
-	if ((rc = uv_udp_bind(&c->rtp, (const struct sockaddr *)&a, 0)) != 0 ||
+	if ((rc = uv_udp_bind(&c->rtp, (const struct sockaddr *)&a, 0)) ==
+	    UV_EADDRINUSE) {
+		struct sockaddr_storage got;
+		int len = sizeof(got);
+
+		/*
+		 * held by another process (a frozen server that ran the post
+		 * on this host): any port will do, the SDP names it
+		 */
+		a.sin_port = 0;
+		if ((rc = uv_udp_bind(
+			 &c->rtp, (const struct sockaddr *)&a, 0)) == 0 &&
+		    (rc = uv_udp_getsockname(
+			 &c->rtp, (struct sockaddr *)&got, &len)) == 0) {
+			log_warn("sip: RTP port %d is in use; call %s uses %d",
+			    c->rtp_port, c->callid,
+			    ntohs(((struct sockaddr_in *)&got)->sin_port));
+			c->rtp_port =
+			    ntohs(((struct sockaddr_in *)&got)->sin_port);
+		}
+	}
+	if (rc != 0 ||
 	    (rc = uv_udp_recv_start(&c->rtp, loop_read_buffer, rtp_recv)) !=
 		0) {
 		log_warn("sip: RTP port %d: %s", c->rtp_port, uv_strerror(rc));
@@ -303,13 +324,15 @@ call_find(struct sip *s, const char *callid)
 	return NULL;
 }
 
+/* The call model's side of the end: port, journal entry and record. */
 static void
-call_end_model(struct sip_call *c)
+call_end_model(struct sip_call *c, const char *ended_by)
 {
 	struct calls_result r;
 
 	if (c->call[0])
-		calls_end(c->s->calls, c->call, false, "sip", &r, NULL, NULL);
+		calls_end(c->s->calls, c->call, false, "sip", ended_by, &r,
+		    NULL, NULL);
 	c->call[0] = '\0';
 }
 
@@ -396,7 +419,7 @@ placed(const struct calls_result *r, void *arg)
 		str_copy(c->call, r->call, sizeof(c->call));
 	if (c->canceled || req == NULL) {
 		/* answered 487 meanwhile: give the port back */
-		call_end_model(c);
+		call_end_model(c, "canceled");
 		call_free(c);
 		sip_run(s);
 		return;
@@ -407,7 +430,7 @@ placed(const struct calls_result *r, void *arg)
 		c->rtp_port = (int)(c->post->home->rtp_port_base +
 		    (r->port - c->post->home->media_port_base));
 		if (rtp_open(c) != 0) {
-			call_end_model(c);
+			call_end_model(c, "server");
 			answer(c->ist, req, 500, c->totag, NULL);
 			c->state = SC_DONE;
 			break;
@@ -456,6 +479,7 @@ static void
 cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 {
 	struct sip *s = sip_one;
+	struct calls_info info = {"sip", NULL, NULL};
 	struct calls_result r;
 	struct sip_call *c;
 	struct agent_post *p;
@@ -517,7 +541,11 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 	c->next = s->calls_list;
 	s->calls_list = c;
 	answer(tr, req, 100, NULL, NULL);
-	if (calls_place_post(s->calls, p, "sip", &r, placed, c) != 0)
+	info.route_point = user;
+	info.caller = req->from && req->from->url && req->from->url->username
+	    ? req->from->url->username
+	    : "";
+	if (calls_place_post(s->calls, p, &info, &r, placed, c) != 0)
 		placed(&r, c);
 }
 
@@ -540,7 +568,7 @@ cb_bye(int type, osip_transaction_t *tr, osip_message_t *req)
 	answer(tr, req, 200, NULL, NULL);
 	log_info(
 	    "sip: call %s ended by the caller (call %s)", c->callid, c->call);
-	call_end_model(c);
+	call_end_model(c, "caller");
 	call_free(c);
 }
 
@@ -805,7 +833,7 @@ hang_up(struct sip *s, struct sip_call *c)
 		if (n > 0 && (size_t)n < sizeof(buf))
 			send_request(s, buf, n, NULL);
 	}
-	call_end_model(c);
+	call_end_model(c, "no media");
 	call_free(c);
 }
 

@@ -28,6 +28,17 @@ int cli_status(int argc, char **argv);
 int cli_status_http(const char *method, const char *url, const char *token,
     long timeout_ms, long *status, json_t **out, char *err, size_t errlen);
 
+/*
+ * GET path from server (a base URL), or else from the servers of the
+ * config file in order until one answers 200. Errors go to stderr as
+ * "understudy CMD: ...". Returns 0 with *out, or -1.
+ */
+int cli_ask(const char *cmd, const char *server, const char *file,
+    const char *path, json_t **out);
+
+/* cli_records.c: records */
+int cli_records(int argc, char **argv);
+
 /* cli_control.c: stop, start, failback (argv[0] is which) */
 int cli_control(int argc, char **argv);
 

@@ -211,16 +211,69 @@ load_file(const char *path)
 }
 
 int
+cli_ask(const char *cmd, const char *server, const char *file, const char *path,
+    json_t **out)
+{
+	struct config_diags d = {0};
+	struct config *cfg = NULL;
+	char err[256] = "", url[1024];
+	long status = 0;
+	int rc = -1;
+
+	*out = NULL;
+	if (server) {
+		snprintf(url, sizeof(url), "%s%s", server, path);
+		cli_status_http(
+		    "GET", url, NULL, 5000, &status, out, err, sizeof(err));
+	} else {
+		if (file == NULL)
+			file = "examples/contact-center.conf";
+		if ((cfg = config_load(file, &d)) == NULL || d.errors) {
+			config_diags_print(&d, stderr);
+			fprintf(stderr, "understudy %s: %s has errors\n", cmd,
+			    file);
+			goto out;
+		}
+		for (size_t i = 0; i < cfg->n_servers && status != 200; i++) {
+			const struct config_server *s = &cfg->servers[i];
+
+			json_decref(*out);
+			*out = NULL;
+			snprintf(url, sizeof(url), "http://%s:%ld%s",
+			    s->address, s->api_port, path);
+			cli_status_http("GET", url, NULL, 3000, &status, out,
+			    err, sizeof(err));
+			/* a refusal is an answer: every server would say it */
+			if (status == 400)
+				break;
+		}
+	}
+	if (*out && status == 400) {
+		fprintf(stderr, "understudy %s: %s\n", cmd,
+		    json_string_value(json_object_get(*out, "message")));
+	} else if (*out == NULL || status != 200) {
+		fprintf(stderr, "understudy %s: no server answered%s%s\n", cmd,
+		    err[0] ? ": " : "", err);
+	} else {
+		rc = 0;
+	}
+out:
+	if (rc != 0) {
+		json_decref(*out);
+		*out = NULL;
+	}
+	config_free(cfg);
+	config_diags_free(&d);
+	return rc;
+}
+
+int
 cli_status(int argc, char **argv)
 {
 	const char *server = NULL, *file = getenv("UNDERSTUDY_CONFIG");
 	const char *input = NULL;
 	bool as_json = false;
-	struct config_diags d = {0};
-	struct config *cfg = NULL;
 	json_t *st = NULL;
-	char err[256] = "", url[512];
-	long status = 0;
 	int rc = 1;
 
 	if (cli_wants_help(argc, argv)) {
@@ -244,34 +297,7 @@ cli_status(int argc, char **argv)
 	if (input) {
 		if ((st = load_file(input)) == NULL)
 			goto out;
-		status = 200;
-	} else if (server) {
-		snprintf(url, sizeof(url), "%s/v1/status", server);
-		cli_status_http(
-		    "GET", url, NULL, 3000, &status, &st, err, sizeof(err));
-	} else {
-		if (file == NULL)
-			file = "examples/contact-center.conf";
-		if ((cfg = config_load(file, &d)) == NULL || d.errors) {
-			config_diags_print(&d, stderr);
-			fprintf(
-			    stderr, "understudy status: %s has errors\n", file);
-			goto out;
-		}
-		for (size_t i = 0; i < cfg->n_servers && status != 200; i++) {
-			const struct config_server *s = &cfg->servers[i];
-
-			json_decref(st);
-			st = NULL;
-			snprintf(url, sizeof(url), "http://%s:%ld/v1/status",
-			    s->address, s->api_port);
-			cli_status_http("GET", url, NULL, 2000, &status, &st,
-			    err, sizeof(err));
-		}
-	}
-	if (st == NULL || status != 200) {
-		fprintf(stderr, "understudy status: no server answered%s%s\n",
-		    err[0] ? ": " : "", err);
+	} else if (cli_ask("status", server, file, "/v1/status", &st) != 0) {
 		goto out;
 	}
 	if (as_json) {
@@ -285,7 +311,5 @@ cli_status(int argc, char **argv)
 	rc = 0;
 out:
 	json_decref(st);
-	config_free(cfg);
-	config_diags_free(&d);
 	return rc;
 }

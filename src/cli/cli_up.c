@@ -312,8 +312,12 @@ start_servers(struct up *u)
 {
 	for (size_t i = 0; i < u->cfg->n_servers; i++) {
 		const struct config_server *s = &u->cfg->servers[i];
+		char state[4096];
 		char *argv[] = {u->daemon, (char *)"--config", u->config_abs,
-		    (char *)"--server", s->name, NULL};
+		    (char *)"--server", s->name, (char *)"--state-dir", state,
+		    NULL};
+
+		snprintf(state, sizeof(state), "%s/%s", u->state_dir, s->name);
 		struct proc *p;
 
 		if (!config_address_is_local(s->address)) {

@@ -25,6 +25,7 @@ usage(FILE *f)
 	    "                      stopped until started\n"
 	    "  start NAME|--all    let a stopped server serve again\n"
 	    "  failback NAME       move a covered post back to its home now\n"
+	    "  records             call records: table, --json or --csv\n"
 	    "  passwd              print an argon2id hash for a [user] "
 	    "password\n"
 	    "\n"
@@ -70,6 +71,8 @@ main(int argc, char **argv)
 		rc = cli_up(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "status") == 0)
 		rc = cli_status(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "records") == 0)
+		rc = cli_records(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "passwd") == 0)
 		rc = cli_passwd(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "stop") == 0 ||

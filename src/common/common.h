@@ -69,6 +69,14 @@ int64_t time_wall_ms(void);
  */
 char *time_iso8601(int64_t wall_ms, char *buf, size_t len);
 
+/*
+ * A point in time as people write it: ISO 8601 (2026-11-22,
+ * 2026-11-22T09:30, 2026-11-22T09:30:00.250Z, ...+01:00; UTC without a
+ * zone), ms since the epoch (1795000000000), or an age before now_ms
+ * (90s, 15m, 2h, 7d). 0 with *out set, or US_EINVAL.
+ */
+int time_parse(const char *s, int64_t now_ms, int64_t *out);
+
 /* buf.c */
 
 /*
@@ -203,6 +211,7 @@ struct config_cluster {
 	char *registrar; /* "local", "IP:PORT", or NULL: no registration */
 	long local_registrar_port;
 	long media_timeout; /* seconds without RTP before a call is ended */
+	long record_retention; /* seconds a record stays in etcd */
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };

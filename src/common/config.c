@@ -96,6 +96,11 @@ static const struct config_option config_options[] = {
 	CL(media_timeout), NULL, true,
 	"Seconds without RTP from the caller after which a call is ended "
 	"(the server sends BYE and frees the port); 0: never."},
+    {CONFIG_SEC_CLUSTER, "record_retention", CT_INT, 60, 31536000, "86400",
+	NULL, CL(record_retention), NULL, true,
+	"Seconds a call record stays in etcd, where every server copies it "
+	"into its own database (kept there); a server down for longer "
+	"misses the records closed meanwhile by the others."},
     {CONFIG_SEC_CLUSTER, "admin_token", CT_STRING, 0, 0, NULL, NULL,
 	CL(admin_token), check_token, true,
 	"Secret that control requests (stop, start, failback) must carry as "

@@ -17,6 +17,7 @@ struct daemon_args {
 	const char *config_path;
 	const char *server;
 	const char *log_level;
+	const char *state_dir; /* the database's directory */
 	bool restarted; /* a worker the master started again after a death */
 	struct config *cfg;
 	const struct config_server *self;

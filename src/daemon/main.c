@@ -12,8 +12,8 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: understudyd --config FILE --server NAME [--log-level "
-	    "LEVEL]\n"
+	    "usage: understudyd --config FILE --server NAME [--state-dir DIR]\n"
+	    "                   [--log-level LEVEL]\n"
 	    "\n"
 	    "Runs one understudy server: a master process that starts the\n"
 	    "worker, restarts it when it dies and revokes its lease at once "
@@ -22,6 +22,8 @@ usage(FILE *f)
 	    "\n"
 	    "  -c, --config FILE      the cluster configuration (INI)\n"
 	    "  -s, --server NAME      which [server NAME] of it this is\n"
+	    "  -d, --state-dir DIR    where its database lives (default\n"
+	    "                         /var/lib/understudy/NAME)\n"
 	    "  -l, --log-level LEVEL  debug, info (default), warn or error\n"
 	    "  -h, --help             this text\n"
 	    "  -V, --version          print the version\n"
@@ -37,6 +39,7 @@ main(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"server", required_argument, NULL, 's'},
+	    {"state-dir", required_argument, NULL, 'd'},
 	    {"log-level", required_argument, NULL, 'l'},
 	    {"worker", no_argument, NULL, 'W'},
 	    {"restarted", no_argument, NULL, 'R'},
@@ -46,15 +49,18 @@ main(int argc, char **argv)
 	struct config_diags d = {0};
 	bool worker = false;
 	int c, level, rc;
-	char who[64];
+	char who[64], state[512];
 
-	while ((c = getopt_long(argc, argv, "c:s:l:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:s:d:l:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			a.config_path = optarg;
 			break;
 		case 's':
 			a.server = optarg;
+			break;
+		case 'd':
+			a.state_dir = optarg;
 			break;
 		case 'l':
 			a.log_level = optarg;
@@ -79,6 +85,11 @@ main(int argc, char **argv)
 	if (a.config_path == NULL || a.server == NULL || optind != argc) {
 		usage(stderr);
 		return 2;
+	}
+	if (a.state_dir == NULL) {
+		snprintf(
+		    state, sizeof(state), "/var/lib/understudy/%s", a.server);
+		a.state_dir = state;
 	}
 	if ((level = log_level_parse(a.log_level)) < 0) {
 		fprintf(stderr, "understudyd: unknown log level '%s'\n",

@@ -16,6 +16,7 @@
 
 #include <uv.h>
 
+#include "agent/agent.h"
 #include "coord/coord.h"
 #include "daemon.h"
 
@@ -95,6 +96,7 @@ child_closed(uv_handle_t *h)
 struct revocation {
 	struct master *m;
 	uint64_t t0;
+	int64_t lease;
 };
 
 static void
@@ -116,6 +118,24 @@ revoke_cb(const struct etcd_res *res, void *arg)
 		etcd_free(m->etcd);
 	else if (m->revocations == 0 && m->restart_pending && !m->stopping)
 		kick_restart(m);
+}
+
+/* gone/<server> is written (or could not be): revoke now */
+static void
+gone_written(const struct etcd_res *res, void *arg)
+{
+	struct revocation *r = arg;
+	struct master *m = r->m;
+
+	if (res->err)
+		log_warn("cannot record the worker's death: %s; its calls "
+			 "will read as lost with the host",
+		    us_strerror(res->err));
+	if (etcd_lease_revoke(m->etcd, r->lease, revoke_cb, r) == NULL) {
+		struct etcd_res none = {.err = US_ENOMEM};
+
+		revoke_cb(&none, r);
+	}
 }
 
 static void
@@ -168,7 +188,15 @@ exit_cb(uv_process_t *p, int64_t status, int sig)
 		if (r) {
 			r->m = m;
 			r->t0 = time_mono_ms();
-			if (etcd_lease_revoke(m->etcd, c->lease, revoke_cb, r))
+			r->lease = c->lease;
+			/*
+			 * first the death notice, so that whoever closes the
+			 * records of its calls knows the software failed
+			 */
+			if (agent_write_gone(m->etcd, m->a->cfg->cluster.name,
+				m->a->self->name, c->lease,
+				sig || status ? "crashed" : "exited",
+				gone_written, r))
 				m->revocations++;
 			else
 				free(r);
@@ -282,7 +310,7 @@ master_spawn(struct master *m)
 	struct child *c = calloc(1, sizeof(*c));
 	uv_process_options_t o;
 	uv_stdio_container_t stdio[4];
-	char *args[10];
+	char *args[12];
 	int rc;
 
 	if (c == NULL) {
@@ -303,8 +331,10 @@ master_spawn(struct master *m)
 	args[5] = (char *)m->a->server;
 	args[6] = (char *)"--log-level";
 	args[7] = (char *)m->a->log_level;
-	args[8] = m->restarts ? (char *)"--restarted" : NULL;
-	args[9] = NULL;
+	args[8] = (char *)"--state-dir";
+	args[9] = (char *)m->a->state_dir;
+	args[10] = m->restarts ? (char *)"--restarted" : NULL;
+	args[11] = NULL;
 	memset(&o, 0, sizeof(o));
 	memset(stdio, 0, sizeof(stdio));
 	stdio[0].flags = UV_IGNORE;

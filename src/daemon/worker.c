@@ -28,6 +28,8 @@ struct worker {
 	struct members *members;
 	struct agent *agent;
 	struct calls *calls;
+	struct store *store;
+	struct records *records;
 	struct sip *sip;
 	struct http *http;
 	struct api_ctx api;
@@ -120,6 +122,10 @@ revoked(void *arg)
 	w->sip = NULL;
 	calls_free(w->calls);
 	w->calls = NULL;
+	records_free(w->records);
+	w->records = NULL;
+	store_close(w->store);
+	w->store = NULL;
 	agent_free(w->agent);
 	w->agent = NULL;
 	members_free(w->members);
@@ -128,6 +134,15 @@ revoked(void *arg)
 	w->lease = NULL;
 	etcd_free(w->etcd);
 	w->etcd = NULL;
+}
+
+static void
+gone_written(const struct etcd_res *res, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)res;
+	lease_revoke(w->lease, revoked, w);
 }
 
 static void
@@ -148,7 +163,11 @@ worker_stop(struct worker *w, const char *why)
 	w->http = NULL;
 	/* the key goes with the lease; do not write it back */
 	members_register(w->members, 0);
-	lease_revoke(w->lease, revoked, w);
+	/* calls still held here end with it: say so before the lease goes */
+	if (lease_id(w->lease) == 0 ||
+	    agent_write_gone(w->etcd, w->a->cfg->cluster.name, w->a->self->name,
+		lease_id(w->lease), "stopped", gone_written, w) == NULL)
+		lease_revoke(w->lease, revoked, w);
 }
 
 int
@@ -158,6 +177,7 @@ worker_main(const struct daemon_args *a)
 	struct etcd_opts eo;
 	struct lease_cbs cbs = {on_acquired, on_lost};
 	struct worker w;
+	char err[512];
 
 	memset(&w, 0, sizeof(w));
 	memset(&eo, 0, sizeof(eo));
@@ -186,6 +206,12 @@ worker_main(const struct daemon_args *a)
 		log_error("cannot create the etcd client");
 		return 1;
 	}
+	if ((w.store = store_open(a->state_dir, err, sizeof(err))) == NULL) {
+		log_error("cannot open the database: %s", err);
+		etcd_free(w.etcd);
+		return 1;
+	}
+	log_info("database %s", store_path(w.store));
 	w.members = members_new(w.etcd, a->cfg, a->self->name, NULL, &w);
 	w.api.cfg = a->cfg;
 	w.api.self = a->self;
@@ -204,7 +230,8 @@ worker_main(const struct daemon_args *a)
 	w.lease = lease_new(w.loop, w.etcd, (unsigned)cl->lease_ttl, &cbs, &w);
 	w.agent = agent_new(
 	    w.loop, w.etcd, a->cfg, a->self, w.lease, w.members, a->restarted);
-	w.calls = w.agent ? calls_new(w.agent) : NULL;
+	w.records = w.agent ? records_new(w.loop, w.agent, w.store) : NULL;
+	w.calls = w.records ? calls_new(w.agent, w.records) : NULL;
 	if (w.lease == NULL || w.agent == NULL || w.calls == NULL) {
 		log_error("out of memory starting the worker");
 		return 1;
@@ -216,6 +243,7 @@ worker_main(const struct daemon_args *a)
 	w.api.members = w.members;
 	w.api.agent = w.agent;
 	w.api.calls = w.calls;
+	w.api.records = w.records;
 	w.api.sip = w.sip;
 	uv_signal_init(w.loop, &w.sigterm);
 	uv_signal_init(w.loop, &w.sigint);

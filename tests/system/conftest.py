@@ -235,12 +235,14 @@ class Server:
     def __init__(self, config, name, tmp):
         self.config, self.name = config, name
         self.logpath = os.path.join(tmp, "%s.log" % name)
+        self.state_dir = os.path.join(tmp, "state", name)
         self.proc = None
 
     def start(self):
         self.log = open(self.logpath, "ab")
         self.proc = subprocess.Popen([DAEMON, "--config", self.config, "--server",
-                                      self.name], stdout=self.log, stderr=self.log)
+                                      self.name, "--state-dir", self.state_dir],
+                                     stdout=self.log, stderr=self.log)
         return self
 
     @property

@@ -135,3 +135,33 @@ TEST(time_iso)
 	    "2023-11-14T22:13:20.123Z");
 	ASSERT(time_mono_ms() > 0);
 }
+
+TEST(time_parse)
+{
+	int64_t now = 1700000000123, t;
+
+	ASSERT_INT(time_parse("2023-11-14T22:13:20.123Z", now, &t), 0);
+	ASSERT_INT(t, 1700000000123);
+	ASSERT_INT(time_parse("2023-11-14T23:13:20.123+01:00", now, &t), 0);
+	ASSERT_INT(t, 1700000000123);
+	ASSERT_INT(time_parse("2023-11-14T22:13:20.1", now, &t), 0);
+	ASSERT_INT(t, 1700000000100);
+	ASSERT_INT(time_parse("2023-11-14 22:13", now, &t), 0);
+	ASSERT_INT(t, 1699999980000);
+	ASSERT_INT(time_parse("2023-11-14", now, &t), 0);
+	ASSERT_INT(t, 1699920000000);
+	ASSERT_INT(time_parse("1700000000123", now, &t), 0);
+	ASSERT_INT(t, 1700000000123);
+	ASSERT_INT(time_parse("2h", now, &t), 0);
+	ASSERT_INT(t, now - 7200000);
+	ASSERT_INT(time_parse("15m", now, &t), 0);
+	ASSERT_INT(t, now - 900000);
+	ASSERT_INT(time_parse("", now, &t), US_EINVAL);
+	ASSERT_INT(time_parse("yesterday", now, &t), US_EINVAL);
+	ASSERT_INT(time_parse("2023-13-01", now, &t), US_EINVAL);
+	ASSERT_INT(time_parse("2023-11-14T25:00", now, &t), US_EINVAL);
+	ASSERT_INT(time_parse("2023-11-14T22:13:20.Z", now, &t), US_EINVAL);
+	ASSERT_INT(time_parse("12x", now, &t), US_EINVAL);
+	ASSERT_INT(time_parse("-5", now, &t), US_EINVAL);
+	ASSERT_INT(time_parse("99999999999999999999h", now, &t), US_EINVAL);
+}

@@ -1,0 +1,329 @@
+/* Call records (see calls.h). */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calls.h"
+
+struct close_op {
+	struct records *r;
+	char post[CONFIG_NAME_MAX + 1];
+	char call[64];
+	bool software;
+	struct etcd_req *req;
+	struct close_op *next;
+};
+
+struct records {
+	uv_loop_t *loop;
+	struct agent *a;
+	struct store *store;
+	const struct config *cfg;
+	char *prefix; /* /understudy-records/<cluster>/ */
+	struct etcd_watch *watch;
+	int64_t lease;
+	uint64_t lease_at; /* monotonic ms of its grant */
+	struct etcd_req *granting;
+	uint64_t grant_retry_at;
+	struct close_op *ops;
+	uint64_t lost[2];
+	uint64_t copied;
+	bool synced;
+	bool store_failed;
+};
+
+char *
+records_key(const struct records *r, const char *call)
+{
+	char *key = NULL;
+
+	if (asprintf(&key, "%s%s", r->prefix, call) < 0)
+		return NULL;
+	return key;
+}
+
+static void
+granted(const struct etcd_res *res, void *arg)
+{
+	struct records *r = arg;
+
+	r->granting = NULL;
+	if (res->err) {
+		log_warn("records: cannot grant their lease: %s",
+		    us_strerror(res->err));
+		r->grant_retry_at = time_mono_ms() + 1000;
+		return;
+	}
+	r->lease = res->id;
+	r->lease_at = time_mono_ms();
+	log_debug("records: lease %" PRIx64 " of %" PRId64 " s",
+	    (uint64_t)r->lease, res->ttl);
+}
+
+int64_t
+records_lease(struct records *r)
+{
+	uint64_t now = time_mono_ms(),
+		 half = (uint64_t)r->cfg->cluster.record_retention * 500;
+
+	/* a new lease every half retention: a record lives half to all of it */
+	if (r->granting == NULL && now >= r->grant_retry_at &&
+	    (r->lease == 0 || now - r->lease_at >= half))
+		r->granting = etcd_lease_grant(agent_etcd(r->a),
+		    r->cfg->cluster.record_retention, granted, r);
+	return r->lease;
+}
+
+json_t *
+records_from_journal(const json_t *journal, int64_t end_ms,
+    const char *ended_by, const char *status, const char *closed_by)
+{
+	json_t *o = json_deep_copy(journal), *ans;
+	int64_t answer;
+
+	if (o == NULL)
+		return NULL;
+	json_object_del(o, "lease");
+	json_object_del(o, "epoch");
+	ans = json_object_get(o, "answer");
+	answer = json_is_integer(ans) ? json_integer_value(ans) : 0;
+	if (end_ms < answer)
+		end_ms = answer;
+	json_object_set_new(o, "end", json_integer(end_ms));
+	json_object_set_new(
+	    o, "duration_ms", json_integer(answer ? end_ms - answer : 0));
+	json_object_set_new(o, "ended_by", json_string(ended_by));
+	json_object_set_new(o, "status", json_string(status));
+	json_object_set_new(o, "closed_by", json_string(closed_by));
+	return o;
+}
+
+/* ---- closing the records of calls lost with their server ---- */
+
+static void
+op_free(struct close_op *op)
+{
+	for (struct close_op **pp = &op->r->ops; *pp; pp = &(*pp)->next)
+		if (*pp == op) {
+			*pp = op->next;
+			break;
+		}
+	free(op);
+}
+
+static struct agent_journal *
+journal_find(struct records *r, const char *post, const char *call)
+{
+	struct agent_post *p = agent_post_find(r->a, post);
+
+	for (struct agent_journal *j = p ? p->journal : NULL; j; j = j->next)
+		if (strcmp(j->call, call) == 0)
+			return j;
+	return NULL;
+}
+
+static void
+closed(const struct etcd_res *res, void *arg)
+{
+	struct close_op *op = arg;
+	struct records *r = op->r;
+	struct agent_journal *j = journal_find(r, op->post, op->call);
+
+	op->req = NULL;
+	if (j)
+		j->closing = false; /* gone at the next watch event if closed */
+	if (res->err)
+		log_warn("records: closing call %s: %s", op->call,
+		    us_strerror(res->err));
+	else if (res->succeeded) {
+		r->lost[!op->software]++;
+		log_info("records: call %s of post %s closed %s", op->call,
+		    op->post,
+		    op->software ? "FAILED_SOFTWARE" : "FAILED_HARDWARE");
+	}
+	op_free(op);
+}
+
+/* Close the record of a call whose server is gone; the owner does it. */
+static void
+close_lost(struct records *r, struct agent_post *p, struct agent_journal *j,
+    int64_t epoch, bool software, int64_t at)
+{
+	char *okey = agent_key(r->a, "owner/%s", p->home->name),
+	     *jkey = agent_key(r->a, "calls/%s/%s", p->home->name, j->call),
+	     *mkey = agent_key(r->a, "members/%s", j->server),
+	     *rkey = records_key(r, j->call), *value = NULL;
+	json_t *rec = records_from_journal(j->value, at, "failover",
+	    software ? "FAILED_SOFTWARE" : "FAILED_HARDWARE", agent_self(r->a));
+	struct etcd_txn *t = etcd_kv_txn_new();
+	struct close_op *op = calloc(1, sizeof(*op));
+
+	value = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+	json_decref(rec);
+	/*
+	 * this server still owns the post, the entry is the one seen, and
+	 * its server's lease is not the lease of a live member (etcd's view)
+	 */
+	if (okey && jkey && mkey && rkey && value && t && op &&
+	    etcd_kv_txn_compare(
+		t, okey, ETCD_CMP_MOD, ETCD_CMP_EQUAL, epoch, NULL, 0) == 0 &&
+	    etcd_kv_txn_compare(t, jkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL,
+		j->create_rev, NULL, 0) == 0 &&
+	    etcd_kv_txn_compare(t, mkey, ETCD_CMP_LEASE, ETCD_CMP_NOT_EQUAL,
+		j->lease, NULL, 0) == 0 &&
+	    etcd_kv_txn_delete(t, true, jkey, false) == 0 &&
+	    etcd_kv_txn_put(
+		t, true, rkey, value, strlen(value), records_lease(r)) == 0) {
+		op->r = r;
+		str_copy(op->post, p->home->name, sizeof(op->post));
+		str_copy(op->call, j->call, sizeof(op->call));
+		op->software = software;
+		op->req = etcd_kv_txn_commit(agent_etcd(r->a), t, closed, op);
+		t = NULL;
+		if (op->req) {
+			op->next = r->ops;
+			r->ops = op;
+			j->closing = true;
+			op = NULL;
+		}
+	}
+	etcd_kv_txn_free(t);
+	free(op);
+	free(okey);
+	free(jkey);
+	free(mkey);
+	free(rkey);
+	free(value);
+}
+
+static void
+sweep(void *arg)
+{
+	struct records *r = arg;
+	struct agent_post *p;
+
+	records_lease(r);
+	for (size_t i = 0; (p = agent_post_at(r->a, i)) != NULL; i++) {
+		int64_t epoch, at;
+		bool software;
+
+		if (p->journal == NULL || !agent_owns(r->a, p, &epoch))
+			continue;
+		for (struct agent_journal *j = p->journal; j; j = j->next)
+			if (!j->closing &&
+			    agent_journal_orphaned(r->a, j, &software, &at))
+				close_lost(r, p, j, epoch, software, at);
+	}
+}
+
+/* ---- the copy in SQLite ---- */
+
+static void
+on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
+{
+	struct records *r = arg;
+	size_t plen = strlen(r->prefix);
+	json_t *arr = json_array();
+	unsigned added = 0, bad = 0;
+
+	(void)w;
+	for (size_t i = 0; i < u->n_events; i++) {
+		const struct etcd_kv *kv = &u->events[i].kv;
+		json_t *o;
+
+		if (u->events[i].type != ETCD_EVENT_PUT ||
+		    kv->key_len <= plen ||
+		    strncmp(kv->key, r->prefix, plen) != 0)
+			continue; /* a record leaving etcd stays in SQLite */
+		if ((o = json_loadb(kv->value, kv->value_len, 0, NULL)))
+			json_array_append_new(arr, o);
+		else
+			bad++;
+	}
+	if (json_array_size(arr) || u->reset || !r->synced) {
+		unsigned b2 = 0;
+
+		if (store_records_add(
+			r->store, arr, u->revision, &added, &b2) == 0) {
+			r->copied += added;
+			r->synced = true;
+			r->store_failed = false;
+		} else if (!r->store_failed) {
+			r->store_failed = true;
+			log_error("records: cannot write to %s; queries miss "
+				  "records until it works again",
+			    store_path(r->store));
+		}
+		bad += b2;
+	}
+	if (bad)
+		log_warn("records: %u malformed record(s) at revision %" PRId64
+			 " skipped",
+		    bad, u->revision);
+	json_decref(arr);
+}
+
+json_t *
+records_query(
+    struct records *r, const struct store_query *q, char *err, size_t errlen)
+{
+	return store_records_query(r->store, q, err, errlen);
+}
+
+void
+records_counters(
+    const struct records *r, uint64_t lost[2], uint64_t *copied, bool *synced)
+{
+	lost[0] = r->lost[0];
+	lost[1] = r->lost[1];
+	*copied = r->copied;
+	*synced = r->synced;
+}
+
+struct records *
+records_new(uv_loop_t *loop, struct agent *a, struct store *store)
+{
+	struct records *r = calloc(1, sizeof(*r));
+	const struct config *cfg;
+	int64_t rev;
+
+	if (r == NULL)
+		return NULL;
+	r->loop = loop;
+	r->a = a;
+	r->store = store;
+	r->cfg = cfg = agent_config(a);
+	if (asprintf(&r->prefix, "/understudy-records/%s/", cfg->cluster.name) <
+	    0) {
+		free(r);
+		return NULL;
+	}
+	rev = store_records_rev(store);
+	r->synced = rev > 0; /* a copy from an earlier run answers at once */
+	/* from the revision after the last one copied; all of it at first */
+	r->watch = etcd_watch_new(
+	    agent_etcd(a), r->prefix, true, rev ? rev + 1 : 0, on_watch, r);
+	if (r->watch == NULL) {
+		records_free(r);
+		return NULL;
+	}
+	records_lease(r);
+	agent_on_reconciled(a, sweep, r);
+	return r;
+}
+
+void
+records_free(struct records *r)
+{
+	if (r == NULL)
+		return;
+	agent_on_reconciled(r->a, NULL, NULL);
+	etcd_watch_free(r->watch);
+	etcd_req_cancel(r->granting);
+	while (r->ops) {
+		etcd_req_cancel(r->ops->req);
+		op_free(r->ops);
+	}
+	free(r->prefix);
+	free(r);
+}

@@ -1,0 +1,64 @@
+/*
+ * The server's SQLite database (WAL, synchronous=FULL): what it must
+ * remember across a restart. One file, <state dir>/understudy.db; its
+ * schema version is PRAGMA user_version and every migration from an
+ * older one runs at open. Calls block the loop for one commit (a fraction
+ * of a millisecond on a disk that flushes fast; docs/performance.md).
+ */
+#ifndef US_STORE_H
+#define US_STORE_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct store;
+
+/*
+ * Open (creating the directory and the file when missing) and migrate.
+ * NULL with err filled when it cannot: a path, permission, a file that is
+ * not a database, or a schema newer than this program knows.
+ */
+struct store *store_open(const char *dir, char *err, size_t errlen);
+
+/* Close. NULL is a no-op. */
+void store_close(struct store *s);
+
+/* The file's path. */
+const char *store_path(const struct store *s);
+
+/* ---- call records ---- */
+
+/*
+ * Add records (a JSON array of record objects as etcd holds them) that
+ * are known up to etcd revision rev, in one transaction. A record whose
+ * call id is already present is left as it is (a record never changes).
+ * Objects that lack a field are skipped and counted in *bad. Returns 0 or
+ * US_EIO.
+ */
+int store_records_add(struct store *s, json_t *records, int64_t rev,
+    unsigned *added, unsigned *bad);
+
+/* The etcd revision the records are complete up to, or 0. */
+int64_t store_records_rev(struct store *s);
+
+struct store_query {
+	int64_t since_ms; /* ended at or after; 0: from the start */
+	int64_t until_ms; /* ended before; 0: no bound */
+	const char *route_point; /* NULL: any */
+	const char *post;
+	const char *status;
+	long limit; /* at most this many, the oldest first */
+};
+
+/*
+ * The records that match, oldest end first, as a JSON array of objects
+ * with times in ISO 8601 (UTC, ms). NULL on failure (err filled).
+ */
+json_t *store_records_query(
+    struct store *s, const struct store_query *q, char *err, size_t errlen);
+
+/* Records in the database. */
+int64_t store_records_count(struct store *s);
+
+#endif
