@@ -54,6 +54,8 @@ struct calls {
 	uint64_t ended[2]; /* calls ended: normally, transferred */
 	uint64_t lost; /* calls lost with this server's lease */
 	uint64_t busy; /* calls refused: no port free */
+	void (*hangup)(const char *call, void *arg);
+	void *hangup_arg;
 };
 
 static void
@@ -533,11 +535,14 @@ calls_end(struct calls *c, const char *id, bool transferred, const char *origin,
 		    "no call %s (it ended, or was lost with its server)", id);
 		return r->err;
 	}
-	if (strcmp(k->origin, "sip") == 0 && strcmp(origin, "sip") != 0) {
+	if (strcmp(k->origin, "sip") == 0 && strcmp(origin, "sip") != 0 &&
+	    (transferred || c->hangup == NULL)) {
 		result_init(r, US_EINVAL, NULL);
 		snprintf(r->message, sizeof(r->message),
-		    "call %s is a SIP call: it ends when a side hangs up (BYE)",
-		    id);
+		    "call %s is a SIP call: %s", id,
+		    transferred ? "its caller's side transfers it (REFER is "
+				  "not supported)"
+				: "it ends when a side hangs up (BYE)");
 		return r->err;
 	}
 	if (k->ending) {
@@ -553,6 +558,9 @@ calls_end(struct calls *c, const char *id, bool transferred, const char *origin,
 	op->call = k;
 	op->transferred = transferred;
 	str_copy(op->ended_by, ended_by, sizeof(op->ended_by));
+	/* ended from elsewhere: the caller's leg gets our BYE first */
+	if (strcmp(k->origin, "sip") == 0 && strcmp(origin, "sip") != 0)
+		c->hangup(id, c->hangup_arg);
 	if ((op->req = end_txn(c, k, op)) == NULL) {
 		op_free(op);
 		result_init(
@@ -657,4 +665,12 @@ uint64_t
 calls_busy(const struct calls *c)
 {
 	return c->busy;
+}
+
+void
+calls_set_hangup(
+    struct calls *c, void (*fn)(const char *call, void *arg), void *arg)
+{
+	c->hangup = fn;
+	c->hangup_arg = arg;
 }

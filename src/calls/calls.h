@@ -73,7 +73,9 @@ int calls_place_post(struct calls *c, struct agent_post *p,
 /*
  * End call id normally, or as transferred on (its port is free again and
  * it no longer belongs to the post), on behalf of origin: a SIP call ends
- * only from SIP (a BYE), the caller's leg being there. ended_by says how
+ * from SIP (a BYE) or, with a BYE of the server's, from elsewhere; it is
+ * never transferred over HTTP (its caller's side would not know). ended_by
+ * says how
  * ("caller", "server", "api", "canceled", "no media"). The port, the
  * journal entry and the record change in one txn. Same returns as
  * calls_place; a call held by another server gives US_ENOTOWNER with
@@ -96,6 +98,14 @@ void calls_lease_lost(struct calls *c);
  */
 void calls_counters(const struct calls *c, uint64_t placed[2],
     uint64_t ended[2], uint64_t *lost, uint64_t *active);
+
+/*
+ * How a SIP call ended from elsewhere (DELETE /v1/calls/ID) hangs up its
+ * caller: fn(call, arg) sends the BYE and forgets the SIP side; the call
+ * model then ends the call as usual.
+ */
+void calls_set_hangup(
+    struct calls *c, void (*fn)(const char *call, void *arg), void *arg);
 
 /* Calls refused for want of a free port since this worker started. */
 uint64_t calls_busy(const struct calls *c);
@@ -147,6 +157,35 @@ json_t *records_query(
  */
 void records_counters(
     const struct records *r, uint64_t lost[2], uint64_t *copied, bool *synced);
+
+/* prompt.c */
+
+#define PROMPT_MAX (16u * 1024 * 1024) /* bytes: over half an hour */
+#define PROMPT_FRAME 160 /* bytes of PCMU per 20 ms RTP packet */
+
+/* A prompt's audio: PCMU bytes, as RTP carries them. */
+struct prompt {
+	uint8_t *pcmu;
+	size_t len;
+};
+
+/*
+ * Parse a prompt file's bytes: a WAV (mu-law, mono, 8000 Hz, 8 bits)
+ * when wav, raw PCMU otherwise. 0, or an error with err saying why.
+ */
+int prompt_parse(const uint8_t *buf, size_t len, bool wav, struct prompt *out,
+    char *err, size_t errlen);
+
+/* Read and parse a prompt file (".wav": WAV; else raw PCMU). */
+int prompt_load(const char *path, struct prompt *out, char *err, size_t errlen);
+
+void prompt_free(struct prompt *p);
+
+/*
+ * The prompt file of a server's post as a path: relative ones are
+ * relative to the config file's directory. NULL when it has none.
+ */
+char *prompt_path(const struct config *cfg, const struct config_server *s);
 
 /* sip.c */
 

@@ -20,6 +20,8 @@
 
 #include <osip2/osip.h>
 #include <osip2/osip_dialog.h>
+#include <osipparser2/sdp_message.h>
+#include <sodium.h>
 
 #include "calls.h"
 
@@ -52,6 +54,15 @@ struct sip_call {
 	char *their_contact;
 	unsigned bye_cseq;
 	uint64_t last_media; /* monotonic ms of the last RTP packet */
+	/* the prompt, when the post plays one instead of the echo */
+	const struct prompt *prompt;
+	struct sockaddr_in peer; /* where the caller's SDP wants RTP */
+	bool has_peer;
+	uint64_t play_t0; /* monotonic ms the playing began */
+	uint64_t frames; /* sent so far */
+	size_t play_pos;
+	uint16_t seq;
+	uint32_t ts, ssrc;
 	struct sip_call *next;
 };
 
@@ -88,6 +99,8 @@ struct sip {
 	size_t n_dead;
 	struct sip_reg *regs;
 	size_t n_regs;
+	struct prompt *prompts; /* per post (agent order); len 0: echo */
+	size_t n_prompts;
 	char reg_host[64];
 	int reg_port;
 	unsigned open_handles;
@@ -230,6 +243,8 @@ rtp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
 	if (n <= 0 || from == NULL || (size_t)n > SIP_RTP_MAX)
 		return;
 	((struct sip_call *)u->data)->last_media = time_mono_ms();
+	if (((struct sip_call *)u->data)->prompt)
+		return; /* it plays its prompt, not the echo */
 	/* the echo: every packet goes back to where it came from */
 	out = uv_buf_init(b->base, (unsigned)n);
 	uv_udp_try_send(u, &out, 1, from);
@@ -275,6 +290,77 @@ rtp_open(struct sip_call *c)
 		return -1;
 	}
 	return 0;
+}
+
+/* Where the caller wants its RTP: the c= and m=audio of its offer. */
+static void
+sdp_peer(struct sip_call *c, osip_message_t *req)
+{
+	osip_body_t *body = NULL;
+	sdp_message_t *sdp = NULL;
+	const char *addr, *port;
+	long p;
+
+	if (osip_message_get_body(req, 0, &body) < 0 || body == NULL ||
+	    body->body == NULL || sdp_message_init(&sdp) != 0)
+		return;
+	if (sdp_message_parse(sdp, body->body) == 0) {
+		addr = sdp_message_c_addr_get(sdp, 0, 0);
+		if (addr == NULL)
+			addr = sdp_message_c_addr_get(sdp, -1, 0);
+		port = sdp_message_m_port_get(sdp, 0);
+		if (addr && port && str_to_long(port, 1, 65535, &p) == 0 &&
+		    uv_ip4_addr(addr, (int)p, &c->peer) == 0)
+			c->has_peer = true;
+	}
+	sdp_message_free(sdp);
+	if (!c->has_peer)
+		log_warn("sip: call %s: no IPv4 audio address in the offer; "
+			 "its prompt waits for the caller's first packet",
+		    c->callid);
+}
+
+/* Send the prompt's frames that are due (20 ms each, looped). */
+static void
+play(struct sip_call *c, uint64_t now)
+{
+	const struct prompt *pr = c->prompt;
+	uint8_t pkt[12 + PROMPT_FRAME];
+	uint64_t due;
+	uv_buf_t b;
+
+	if (!c->has_peer)
+		return;
+	if (c->play_t0 == 0) {
+		c->play_t0 = now;
+		randombytes_buf(&c->seq, sizeof(c->seq));
+		randombytes_buf(&c->ts, sizeof(c->ts));
+		randombytes_buf(&c->ssrc, sizeof(c->ssrc));
+	}
+	due = (now - c->play_t0) / 20 + 1;
+	/* after a stall, catch up a little, never in a burst */
+	if (due > c->frames + 5)
+		c->frames = due - 5;
+	for (; c->frames < due; c->frames++) {
+		pkt[0] = 0x80; /* version 2 */
+		pkt[1] = (uint8_t)(c->frames == 0 ? 0x80 : 0); /* M, PCMU */
+		pkt[2] = (uint8_t)(c->seq >> 8);
+		pkt[3] = (uint8_t)c->seq;
+		for (int i = 0; i < 4; i++) {
+			pkt[4 + i] = (uint8_t)(c->ts >> (24 - 8 * i));
+			pkt[8 + i] = (uint8_t)(c->ssrc >> (24 - 8 * i));
+		}
+		for (size_t i = 0; i < PROMPT_FRAME; i++) {
+			pkt[12 + i] = pr->pcmu[c->play_pos++];
+			if (c->play_pos == pr->len)
+				c->play_pos = 0;
+		}
+		c->seq++;
+		c->ts += PROMPT_FRAME;
+		b = uv_buf_init((char *)pkt, sizeof(pkt));
+		uv_udp_try_send(
+		    &c->rtp, &b, 1, (const struct sockaddr *)&c->peer);
+	}
 }
 
 static void sip_release(struct sip *s);
@@ -402,6 +488,7 @@ answer_200(struct sip_call *c, osip_message_t *req)
 			osip_uri_to_str(ct->url, &c->their_contact);
 		c->bye_cseq = 1;
 		c->last_media = time_mono_ms();
+		sdp_peer(c, req);
 	}
 	/* osip keeps its own copy for the resends until the ACK */
 	osip_start_200ok_retransmissions(s->osip, c->dialog, r, -1);
@@ -429,6 +516,10 @@ placed(const struct calls_result *r, void *arg)
 		c->port = r->port;
 		c->rtp_port = (int)(c->post->home->rtp_port_base +
 		    (r->port - c->post->home->media_port_base));
+		for (size_t i = 0; i < s->n_prompts; i++)
+			if (agent_post_at(s->agent, i) == c->post &&
+			    s->prompts[i].len)
+				c->prompt = &s->prompts[i];
 		if (rtp_open(c) != 0) {
 			call_end_model(c, "server");
 			answer(c->ist, req, 500, c->totag, NULL);
@@ -806,12 +897,14 @@ reg_setup(struct sip *s)
 /* ---- silent calls ---- */
 
 /*
- * Hang up a call whose caller went silent: a BYE of our own, sent to the
- * caller's Contact, then the port is free. Its answer is absorbed by the
- * transaction; nothing waits for it.
+ * Hang up a call from our side: a BYE of our own, sent to the caller's
+ * Contact with a Reason. Its answer is absorbed by the transaction;
+ * nothing waits for it. ended_by NULL: the call model is ended by whoever
+ * asked.
  */
 static void
-hang_up(struct sip *s, struct sip_call *c)
+hang_up(
+    struct sip *s, struct sip_call *c, const char *reason, const char *ended_by)
 {
 	char buf[2048], branch[40];
 	int n;
@@ -826,15 +919,35 @@ hang_up(struct sip *s, struct sip_call *c)
 		    "To: %s\r\n"
 		    "Call-ID: %s\r\n"
 		    "CSeq: %u BYE\r\n"
-		    "Reason: Q.850;cause=102;text=\"no media\"\r\n"
+		    "Reason: %s\r\n"
 		    "Content-Length: 0\r\n\r\n",
 		    c->their_contact, s->self->address, s->self->sip_port,
-		    branch, c->our_to, c->their_from, c->callid, c->bye_cseq++);
+		    branch, c->our_to, c->their_from, c->callid, c->bye_cseq++,
+		    reason);
 		if (n > 0 && (size_t)n < sizeof(buf))
 			send_request(s, buf, n, NULL);
 	}
-	call_end_model(c, "no media");
+	if (ended_by)
+		call_end_model(c, ended_by);
+	c->call[0] = '\0';
 	call_free(c);
+}
+
+/* The call model ends a SIP call from elsewhere: hang up its caller. */
+static void
+hangup_cb(const char *call, void *arg)
+{
+	struct sip *s = arg;
+
+	for (struct sip_call *c = s->calls_list; c; c = c->next)
+		if (strcmp(c->call, call) == 0) {
+			log_info("sip: call %s ended by the API (call %s)",
+			    c->callid, call);
+			hang_up(s, c,
+			    "Q.850;cause=16;text=\"ended by an operator\"",
+			    NULL);
+			return;
+		}
 }
 
 static void
@@ -853,7 +966,7 @@ media_check(struct sip *s)
 		log_warn("sip: call %s had no media for %" PRIu64
 			 " s; hanging up (call %s)",
 		    c->callid, (now - c->last_media) / 1000, c->call);
-		hang_up(s, c);
+		hang_up(s, c, "Q.850;cause=102;text=\"no media\"", "no media");
 	}
 }
 
@@ -889,6 +1002,9 @@ tick_cb(uv_timer_t *t)
 	osip_timers_nist_execute(s->osip);
 	osip_timers_nict_execute(s->osip);
 	reg_check(s);
+	for (struct sip_call *c = s->calls_list; c; c = c->next)
+		if (c->prompt && c->state == SC_ANSWERED && c->rtp_open)
+			play(c, time_mono_ms());
 	if (++s->ticks % (1000 / SIP_TICK_MS) == 0)
 		media_check(s);
 	osip_retransmissions_execute(s->osip);
@@ -973,6 +1089,36 @@ sock_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b,
 	sip_input(u->data, b->base, (size_t)n, from);
 }
 
+/* Every post's prompt: any post may come to this server. */
+static int
+prompts_load(struct sip *s)
+{
+	struct agent_post *p;
+	size_t n = 0;
+
+	while (agent_post_at(s->agent, n))
+		n++;
+	if ((s->prompts = calloc(n ? n : 1, sizeof(*s->prompts))) == NULL)
+		return -1;
+	s->n_prompts = n;
+	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
+		char *path = prompt_path(s->cfg, p->home), err[512];
+
+		if (path &&
+		    prompt_load(path, &s->prompts[i], err, sizeof(err)) != 0) {
+			log_error(
+			    "sip: prompt of post %s: %s", p->home->name, err);
+			free(path);
+			return -1;
+		}
+		if (path)
+			log_info("sip: post %s plays %s (%zu ms)",
+			    p->home->name, path, s->prompts[i].len / 8);
+		free(path);
+	}
+	return 0;
+}
+
 struct sip *
 sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
     const struct config *cfg, const struct config_server *self)
@@ -1030,10 +1176,11 @@ sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
 		sip_free(s);
 		return NULL;
 	}
-	if (reg_setup(s) != 0) {
+	if (reg_setup(s) != 0 || prompts_load(s) != 0) {
 		sip_free(s);
 		return NULL;
 	}
+	calls_set_hangup(calls, hangup_cb, s);
 	uv_timer_start(&s->tick, tick_cb, SIP_TICK_MS, SIP_TICK_MS);
 	log_info("sip: listening on %s:%ld/udp", self->address, self->sip_port);
 	return s;
@@ -1061,6 +1208,7 @@ sip_free(struct sip *s)
 	if (s == NULL)
 		return;
 	s->closing = true;
+	calls_set_hangup(s->calls, NULL, NULL);
 	while (s->calls_list)
 		call_free(s->calls_list);
 	while (s->n_dead)
@@ -1078,6 +1226,11 @@ sip_free(struct sip *s)
 	free(s->regs);
 	s->regs = NULL;
 	s->n_regs = 0;
+	for (size_t i = 0; i < s->n_prompts; i++)
+		prompt_free(&s->prompts[i]);
+	free(s->prompts);
+	s->prompts = NULL;
+	s->n_prompts = 0;
 	sip_one = NULL;
 	uv_close((uv_handle_t *)&s->sock, handle_closed);
 	uv_close((uv_handle_t *)&s->tick, handle_closed);

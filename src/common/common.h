@@ -229,6 +229,7 @@ struct config_server {
 	long rtp_port_base;
 	struct strlist interceptor_ports;
 	struct strlist failover; /* server names, in order of preference */
+	char *prompt; /* file the media ports play, or NULL: echo */
 	bool spare;
 	int line;
 	int lines[CONFIG_MAX_OPTIONS];
@@ -261,6 +262,9 @@ struct config {
 };
 
 enum config_severity { CONFIG_ERROR, CONFIG_WARNING };
+
+/* The line of a server's option (its section's line when not given). */
+int config_server_line(const struct config_server *s, const char *key);
 
 struct config_diag {
 	int line; /* 0: about the file as a whole */

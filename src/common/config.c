@@ -145,6 +145,13 @@ static const struct config_option config_options[] = {
 	true,
 	"Server names that may cover this post, in order of preference. "
 	"When none is up with room, a spare covers."},
+    {CONFIG_SEC_SERVER, "prompt", CT_STRING, 0, 0, NULL, NULL, SV(prompt), NULL,
+	true,
+	"Audio the post's media ports play to callers instead of echoing "
+	"them: a WAV file of mu-law, mono, 8000 Hz (`sox IN -r 8000 -c 1 "
+	"-e mu-law OUT.wav`), or raw PCMU bytes under any other name; "
+	"relative to the config file. understudyd refuses to start when it "
+	"cannot read it."},
     {CONFIG_SEC_SERVER, "spare", CT_BOOL, 0, 0, "no", NULL, SV(spare), NULL,
 	false,
 	"`yes`: the server has no post of its own and only covers others."},
@@ -907,6 +914,12 @@ line_of(
 }
 
 #define SLINE(s, key) line_of((s)->lines, CONFIG_SEC_SERVER, key, (s)->line)
+
+int
+config_server_line(const struct config_server *s, const char *key)
+{
+	return SLINE(s, key);
+}
 /* the key was written (maybe with a bad value, reported already) */
 #define SGIVEN(s, key) (line_raw((s)->lines, CONFIG_SEC_SERVER, key) != 0)
 #define SREJECTED(s, key) (line_raw((s)->lines, CONFIG_SEC_SERVER, key) < 0)

@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <sodium.h>
 
+#include "calls/calls.h"
 #include "daemon.h"
 
 static void
@@ -31,6 +32,28 @@ usage(FILE *f)
 	    "Logs go to stderr, one line per event. SIGTERM or SIGINT stop "
 	    "the\n"
 	    "server cleanly (its lease is revoked) with exit status 0.\n");
+}
+
+static int
+check_prompts(const struct config *cfg)
+{
+	int bad = 0;
+
+	for (size_t i = 0; i < cfg->n_servers; i++) {
+		const struct config_server *s = &cfg->servers[i];
+		char *path = prompt_path(cfg, s), err[512];
+		struct prompt p;
+
+		if (path && prompt_load(path, &p, err, sizeof(err)) != 0) {
+			log_error("%s:%d: prompt of [server %s]: %s", cfg->path,
+			    config_server_line(s, "prompt"), s->name, err);
+			bad++;
+		} else if (path) {
+			prompt_free(&p);
+		}
+		free(path);
+	}
+	return bad ? -1 : 0;
 }
 
 int
@@ -109,6 +132,11 @@ main(int argc, char **argv)
 	config_diags_free(&d);
 	if ((a.self = config_server_find(a.cfg, a.server)) == NULL) {
 		log_error("no [server %s] in %s", a.server, a.config_path);
+		config_free(a.cfg);
+		return 2;
+	}
+	/* any server may cover any post: every prompt must play here */
+	if (!worker && check_prompts(a.cfg) != 0) {
 		config_free(a.cfg);
 		return 2;
 	}

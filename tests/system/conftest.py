@@ -355,6 +355,8 @@ class Cluster:
                     lines.append("failover = " + ", ".join(s["failover"]))
                 if s.get("interceptors"):
                     lines.append("interceptor_ports = " + ", ".join(s["interceptors"]))
+                if s.get("prompt"):
+                    lines.append("prompt = " + s["prompt"])
         self.config = os.path.join(self.tmp, "cluster.conf")
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")

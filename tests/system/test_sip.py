@@ -127,19 +127,57 @@ def quick_timeout(tmp_path, etcd1):
     c.stop_all()
 
 
+HUNGUP = os.path.join(ROOT, "tests", "sip", "uac_hungup.xml")
+
+
+def waiting_caller(c, server, ext):
+    """SIPp calls ext and waits for the server's BYE (exit 0 if it came)."""
+    return subprocess.Popen(
+        ["sipp", "127.0.0.1:%d" % c.spec[server]["sip"], "-sf", HUNGUP, "-s", ext,
+         "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+         "-timeout", "40s", "-timeout_error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=c.tmp)
+
+
 def test_silent_call_is_hung_up_and_its_port_freed(quick_timeout):
     c = quick_timeout
     # SIPp sends no RTP: after media_timeout the server hangs up itself
-    p = sipp(c, "PA1", c.rp["PA1"], "-d", "15000", calls=1)
+    p = waiting_caller(c, "PA1", c.rp["PA1"])
     try:
         assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 1, 10)
         t0 = time.monotonic()
         assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 0, 10)
         assert 1.5 <= time.monotonic() - t0 + 0.5 <= 6
         assert "had no media for" in c.srv["PA1"].logtext()
+        assert p.wait(20) == 0, p.stderr.read()      # the BYE reached it
     finally:
-        p.kill()
-        p.wait()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_sip_call_ended_over_http_gets_our_bye(cluster):
+    c = cluster
+    p = waiting_caller(c, "PA1", c.rp["PA1"])
+    try:
+        assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 1, 10)
+        port = next(x for x in c.post("PA1")["ports"] if x.get("call"))
+        call = {"server": "PA1", "call": port["call"]}
+        st, body = c.end(call, transfer=True)
+        assert st == 409 and "REFER" in body["message"]
+        st, body = c.end(call)
+        assert st == 200 and body["status"] == "NORMAL"
+        assert p.wait(20) == 0, p.stderr.read()      # the caller got the BYE
+        assert c.post("PA1")["ports_in_use"] == 0
+        assert "ended by the API" in c.srv["PA1"].logtext()
+        from conftest import http
+        assert wait_for(lambda: http("GET", c.url("PA1") + "/v1/records")[1]["count"] == 1, 5)
+        rec = http("GET", c.url("PA1") + "/v1/records")[1]["records"][0]
+        assert rec["call"] == call["call"] and rec["ended_by"] == "api"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def test_call_with_media_is_not_hung_up(quick_timeout, tmp_path):
@@ -148,3 +186,55 @@ def test_call_with_media_is_not_hung_up(quick_timeout, tmp_path):
                                 tmp_path, size=24000)
     assert code == 200 and got == sent
     assert "had no media" not in quick_timeout.srv["PA1"].logtext()
+
+
+def wav(path, payload, fmt=7, channels=1, rate=8000, bits=8):
+    """A WAV file of the given format around payload."""
+    import struct
+    f = struct.pack("<HHIIHH", fmt, channels, rate, rate * channels * bits // 8,
+                    channels * bits // 8, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(f)) + f + \
+        b"data" + struct.pack("<I", len(payload)) + payload
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return str(path)
+
+
+def test_prompt_is_played_instead_of_the_echo(tmp_path, etcd1):
+    """A post with a prompt plays it, looped, to every caller: what Net::SIP
+    hears is the file's audio, in order."""
+    prompt = os.urandom(4000)                  # half a second of PCMU
+    wav(tmp_path / "welcome.wav", prompt)
+    c = Cluster(tmp_path, etcd1, [
+        {"name": "PA1", "ports": 2, "max": 4, "prompt": "welcome.wav"}])
+    try:
+        c.start()
+        assert c.wait_owner("PA1", "PA1")
+        assert "plays %s" % (tmp_path / "welcome.wav") in c.srv["PA1"].logtext()
+        out = tmp_path / "heard.pcmu"
+        r = subprocess.run(["perl", ECHO, "sip:%s@127.0.0.1:%d" % (c.rp["PA1"], c.spec["PA1"]["sip"]),
+                            "127.0.0.1:%d" % free_port(), "-", str(out)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.stdout.split()[-1] == "200", r.stdout + r.stderr[-500:]
+        heard = out.read_bytes()
+        assert len(heard) >= 8000              # 2 s of listening: 1 s at the least
+        assert len(heard) % 160 == 0           # whole 20 ms frames
+        assert heard[:160] in prompt           # the file's audio...
+        start = prompt.index(heard[:160])
+        looped = (prompt * (len(heard) // len(prompt) + 2))[start:start + len(heard)]
+        assert heard == looped                 # ...every frame, in order, looped
+    finally:
+        c.stop_all()
+
+
+def test_bad_prompt_refused_at_start(tmp_path, etcd1):
+    wav(tmp_path / "pcm.wav", os.urandom(4000), fmt=1, bits=16)
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1", "ports": 2, "prompt": "pcm.wav"}])
+    from conftest import DAEMON
+    r = subprocess.run([DAEMON, "--config", c.config, "--server", "PA1",
+                        "--state-dir", str(tmp_path / "st")],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2
+    line = next(i for i, l in enumerate(open(c.config).read().splitlines(), 1)
+                if l.startswith("prompt"))
+    assert "cluster.conf:%d: prompt of [server PA1]" % line in r.stderr
+    assert "format 1" in r.stderr and "mu-law" in r.stderr

@@ -62,11 +62,11 @@ TEST(store_records)
 
 	out = store_records_query(s, &q, err, sizeof(err));
 	ASSERT_INT(json_array_size(out), 2);
-	ASSERT_STR(json_string_value(
-		       json_object_get(json_array_get(out, 0), "call")),
+	ASSERT_STR(
+	    json_string_value(json_object_get(json_array_get(out, 0), "call")),
 	    "a");
-	ASSERT_STR(json_string_value(
-		       json_object_get(json_array_get(out, 0), "end")),
+	ASSERT_STR(
+	    json_string_value(json_object_get(json_array_get(out, 0), "end")),
 	    "2023-11-14T22:13:21.000Z");
 	json_decref(out);
 	q.route_point = "6100";
@@ -105,8 +105,8 @@ TEST(store_refusals)
 	/* a schema newer than this program's */
 	snprintf(path, sizeof(path), "%s/understudy.db", dir);
 	ASSERT(sqlite3_open(path, &db) == SQLITE_OK);
-	ASSERT(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL,
-		   NULL) == SQLITE_OK);
+	ASSERT(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) ==
+	    SQLITE_OK);
 	sqlite3_close(db);
 	ASSERT(store_open(dir, err, sizeof(err)) == NULL);
 	ASSERT(strstr(err, "schema version 99 is newer") != NULL);
@@ -114,7 +114,8 @@ TEST(store_refusals)
 	rmdb(dir);
 
 	/* a file that is not a database */
-	ASSERT(mkdtemp(strcpy(dir, "/tmp/us-store-XXXXXX")) != NULL);
+	free(dir);
+	dir = tmpdir();
 	snprintf(path, sizeof(path), "%s/understudy.db", dir);
 	ASSERT((f = fopen(path, "w")) != NULL);
 	fputs("this is not a database, it only has its name\n", f);

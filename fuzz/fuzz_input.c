@@ -1,0 +1,44 @@
+/*
+ * libFuzzer target: the small parsers of operator and file input. The
+ * first byte picks one: a prompt file as WAV or as raw PCMU
+ * (prompt_parse), or a time as GET /v1/records and understudy records
+ * take it (time_parse).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "calls/calls.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct prompt p;
+	char err[256] = "", t[64];
+	int64_t out;
+
+	if (size < 1)
+		return 0;
+	switch (data[0] % 3) {
+	case 0:
+	case 1:
+		if (prompt_parse(data + 1, size - 1, data[0] % 3 == 0, &p, err,
+			sizeof(err)) == 0) {
+			if (p.len < PROMPT_FRAME || p.len > size)
+				__builtin_trap();
+			prompt_free(&p);
+		} else if (err[0] == '\0') {
+			__builtin_trap(); /* a refusal always says why */
+		}
+		break;
+	default:
+		if (size - 1 >= sizeof(t))
+			return 0;
+		memcpy(t, data + 1, size - 1);
+		t[size - 1] = '\0';
+		time_parse(t, 1700000000000, &out);
+	}
+	return 0;
+}
