@@ -184,6 +184,7 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
 	json_t *o = agent_status_json(ctx->agent);
 	char now[32];
+	uint64_t placed[2], ended[2], lost, active, failovers, dropped;
 
 	(void)pa;
 	time_iso8601(time_wall_ms(), now, sizeof(now));
@@ -197,6 +198,16 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	if (ctx->sip)
 		json_object_set_new(
 		    o, "registrations", sip_registrations_json(ctx->sip));
+	calls_counters(ctx->calls, placed, ended, &lost, &active);
+	agent_counters(ctx->agent, &failovers, &dropped);
+	json_object_set_new(o, "counters",
+	    json_pack("{s:f,s:I,s:I,s:I,s:I,s:I}", "calls_per_second",
+		calls_per_second(ctx->calls), "calls_taken",
+		(json_int_t)(placed[0] + placed[1]), "calls_active",
+		(json_int_t)active, "calls_busy",
+		(json_int_t)calls_busy(ctx->calls), "failovers",
+		(json_int_t)failovers, "calls_dropped_by_failover",
+		(json_int_t)dropped));
 	http_reply_json(req, 200, o);
 }
 

@@ -9,6 +9,8 @@
 
 #include "calls.h"
 
+#define CALLS_RATE_S 10
+
 struct call {
 	char id[64];
 	struct agent_post *post;
@@ -56,6 +58,9 @@ struct calls {
 	uint64_t busy; /* calls refused: no port free */
 	void (*hangup)(const char *call, void *arg);
 	void *hangup_arg;
+	/* calls taken per second of the last CALLS_RATE_S (by mono second) */
+	uint32_t rate[CALLS_RATE_S];
+	uint64_t rate_sec[CALLS_RATE_S];
 };
 
 static void
@@ -271,6 +276,16 @@ claim_done(const struct etcd_res *res, void *arg)
 	k->jrev = res->revision;
 	str_copy(k->origin, op->origin, sizeof(k->origin));
 	c->placed[strcmp(k->origin, "sip") == 0]++;
+	{
+		uint64_t sec = time_mono_ms() / 1000;
+		size_t b = sec % CALLS_RATE_S;
+
+		if (c->rate_sec[b] != sec) {
+			c->rate_sec[b] = sec;
+			c->rate[b] = 0;
+		}
+		c->rate[b]++;
+	}
 	k->next = c->calls;
 	c->calls = k;
 	agent_port_set(p, k->port, agent_self(c->a), k->id, k->started,
@@ -673,4 +688,17 @@ calls_set_hangup(
 {
 	c->hangup = fn;
 	c->hangup_arg = arg;
+}
+
+double
+calls_per_second(const struct calls *c)
+{
+	uint64_t sec = time_mono_ms() / 1000, n = 0;
+
+	/* the last CALLS_RATE_S whole seconds, not the one under way */
+	for (size_t i = 0; i < CALLS_RATE_S; i++)
+		if (c->rate_sec[i] < sec &&
+		    sec - c->rate_sec[i] <= CALLS_RATE_S)
+			n += c->rate[i];
+	return (double)n / CALLS_RATE_S;
 }

@@ -107,6 +107,9 @@ void calls_counters(const struct calls *c, uint64_t placed[2],
 void calls_set_hangup(
     struct calls *c, void (*fn)(const char *call, void *arg), void *arg);
 
+/* Calls taken per second on this server, over the last 10 s. */
+double calls_per_second(const struct calls *c);
+
 /* Calls refused for want of a free port since this worker started. */
 uint64_t calls_busy(const struct calls *c);
 

@@ -196,6 +196,24 @@ print_table(json_t *st)
 	}
 	printf("\nports: . idle  # busy  r returning (the cover keeps it until "
 	       "its call ends)\n");
+	if ((v = json_object_get(st, "counters")) != NULL)
+		printf("\n%s: %.1f calls/s (last 10 s), %lld active, %lld "
+		       "refused busy, %lld failovers seen, %lld calls dropped "
+		       "by failover\n",
+		    str_of(st, "server"),
+		    json_number_value(json_object_get(v, "calls_per_second")),
+		    (long long)json_integer_value(
+			json_object_get(v, "calls_active")),
+		    (long long)json_integer_value(
+			json_object_get(v, "calls_busy")),
+		    (long long)json_integer_value(
+			json_object_get(v, "failovers")),
+		    (long long)json_integer_value(
+			json_object_get(v, "calls_dropped_by_failover")));
+	json_array_foreach (json_object_get(st, "registrations"), i, v)
+		printf("route point %s registered at %s, epoch %lld\n",
+		    str_of(v, "route_point"), str_of(v, "registrar"),
+		    (long long)json_integer_value(json_object_get(v, "epoch")));
 }
 
 static json_t *

@@ -81,6 +81,13 @@ def test_records_of_normal_busy_and_transferred_calls(cluster, kam):
         assert r["start"] <= r["answer"] < r["end"]
         assert 250 <= r["duration_ms"] < 10000       # held for 300 ms
     assert len({r["call"] for r in recs}) == 4
+    # the status view counts them, and says where the route point is registered
+    assert c.status("PA1")["counters"]["calls_taken"] == 4
+    assert wait_for(lambda: c.status("PA1")["counters"]["calls_per_second"] > 0, 3)
+    out = subprocess.run([CLI, "status", "--server", c.url("PA1")], capture_output=True,
+                         text=True, timeout=10).stdout
+    assert "calls/s (last 10 s)" in out
+    assert "route point %s registered at %s" % (c.rp["PA1"], kam.address) in out
 
     # over HTTP on PA3: four ports taken, a fifth call is busy
     calls = []
