@@ -29,7 +29,10 @@
 	XX(ECONFIG, -18, "invalid configuration")                              \
 	XX(EIO, -19, "input/output error")                                     \
 	XX(EFENCED, -20, "this server has fenced itself")                      \
-	XX(EINTERNAL, -21, "internal error")
+	XX(EINTERNAL, -21, "internal error")                                   \
+	XX(EVERSION, -22, "desk version not accepted")                         \
+	XX(EEXPIRED, -23, "session expired: log in again")                     \
+	XX(ENOTALLOWED, -24, "not allowed for this user")
 
 enum us_errno {
 #define US_ERRNO_ENUM(name, code, msg) US_##name = (code),

@@ -92,9 +92,40 @@ struct api_ctx {
 	struct agent *agent;
 	struct calls *calls;
 	struct records *records;
+	struct desks *desks;
 	struct sip *sip;
 	bool stopping;
 };
+
+#define ROUTE_PARAMS 3
+#define ROUTE_PARAM_MAX 128
+
+/* The '*' segments of a route's pattern, as the path had them. */
+struct params {
+	char v[ROUTE_PARAMS][ROUTE_PARAM_MAX];
+	int n;
+};
+
+typedef void (*route_fn)(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_desk.c: the desk API under /v1/desk/ (docs/api.md) */
+void desk_versions(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void desk_login(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void desk_resume(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void desk_logout(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void desk_channels(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void desk_join(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void desk_leave(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void desk_events(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
 /* The dispatcher for http_new; arg is a struct api_ctx. */
 void routes_dispatch(struct http_req *req, void *arg);

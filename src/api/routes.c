@@ -13,17 +13,6 @@
 #include "api.h"
 #include "calls/calls.h"
 
-#define ROUTE_PARAMS 3
-#define ROUTE_PARAM_MAX 128
-
-struct params {
-	char v[ROUTE_PARAMS][ROUTE_PARAM_MAX];
-	int n;
-};
-
-typedef void (*route_fn)(
-    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
-
 struct route {
 	const char *pattern;
 	const char *method;
@@ -601,6 +590,14 @@ static const struct route routes[] = {
     {"/v1/calls/*", "DELETE", delete_call, false},
     {"/v1/calls/*/transfer", "POST", transfer_call, false},
     {"/v1/records", "GET", get_records, false},
+    {"/v1/desk/versions", "GET", desk_versions, false},
+    {"/v1/desk/login", "POST", desk_login, false},
+    {"/v1/desk/resume", "POST", desk_resume, false},
+    {"/v1/desk/logout", "POST", desk_logout, false},
+    {"/v1/desk/channels", "GET", desk_channels, false},
+    {"/v1/desk/channels/*/join", "POST", desk_join, false},
+    {"/v1/desk/channels/*/leave", "POST", desk_leave, false},
+    {"/v1/desk/events", "GET", desk_events, false},
     {"/v1/servers/*/stop", "POST", post_stop, true},
     {"/v1/servers/*/start", "POST", post_start, true},
     {"/v1/servers/*/failback", "POST", post_failback, true},

@@ -195,6 +195,7 @@ enum config_section {
 };
 
 enum config_failback { CONFIG_FAILBACK_AUTO, CONFIG_FAILBACK_MANUAL };
+enum config_license_policy { CONFIG_LICENSE_WARN, CONFIG_LICENSE_ENFORCE };
 
 /* Every option of every section; the table in config.c defines them. */
 #define CONFIG_MAX_OPTIONS 48
@@ -212,6 +213,13 @@ struct config_cluster {
 	long local_registrar_port;
 	long media_timeout; /* seconds without RTP before a call is ended */
 	long record_retention; /* seconds a record stays in etcd */
+	long licenses; /* concurrent desk sessions; 0: no limit */
+	int license_policy; /* enum config_license_policy */
+	long session_timeout; /* seconds idle before a session expires */
+	struct strlist desk_versions; /* accepted at login */
+	struct strlist messaging; /* NATS URLs */
+	bool messaging_local; /* messaging = local: understudy up runs one */
+	long local_nats_port;
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };
@@ -311,6 +319,12 @@ void config_doc(FILE *f);
 
 /* The server named name, or NULL. */
 const struct config_server *config_server_find(
+    const struct config *cfg, const char *name);
+
+/* The [user NAME] or [channel NAME] of that name, or NULL. */
+const struct config_user *config_user_find(
+    const struct config *cfg, const char *name);
+const struct config_channel *config_channel_find(
     const struct config *cfg, const char *name);
 
 /* True when the server is meant to run on this machine. */

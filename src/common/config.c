@@ -50,6 +50,9 @@ static bool check_token(const char *v, char *err, size_t errlen);
 static bool check_hostport(const char *v, char *err, size_t errlen);
 
 static const char *const failback_choices[] = {"auto", "manual", NULL};
+static const char *const license_choices[] = {"warn", "enforce", NULL};
+static bool check_nats(const char *v, char *err, size_t errlen);
+static bool check_version(const char *v, char *err, size_t errlen);
 
 #define CL(f) offsetof(struct config_cluster, f)
 #define SV(f) offsetof(struct config_server, f)
@@ -101,6 +104,32 @@ static const struct config_option config_options[] = {
 	"Seconds a call record stays in etcd, where every server copies it "
 	"into its own database (kept there); a server down for longer "
 	"misses the records closed meanwhile by the others."},
+    {CONFIG_SEC_CLUSTER, "licenses", CT_INT, 0, 1000000, "0", NULL,
+	CL(licenses), NULL, true,
+	"Concurrent desk sessions the cluster is licensed for, counted across "
+	"every server in etcd; 0: no limit."},
+    {CONFIG_SEC_CLUSTER, "license_policy", CT_ENUM, 0, 0, "warn",
+	license_choices, CL(license_policy), NULL, true,
+	"Over the limit, `warn`: the login or reconnect succeeds and the desk "
+	"is told (a license_warning event); `enforce`: it is refused with "
+	"ENOLICENSE."},
+    {CONFIG_SEC_CLUSTER, "session_timeout", CT_INT, 10, 604800, "1800", NULL,
+	CL(session_timeout), NULL, true,
+	"Seconds a desk session may stay idle (no request from its desk) "
+	"before it expires; its desk is then asked to log in again."},
+    {CONFIG_SEC_CLUSTER, "desk_versions", CT_LIST, 0, 0, "", NULL,
+	CL(desk_versions), check_version, true,
+	"Desk versions the servers accept at login, offered at "
+	"GET /v1/desk/versions; empty: the version of this release only."},
+    {CONFIG_SEC_CLUSTER, "messaging", CT_LIST, 0, 0, "local", NULL,
+	CL(messaging), check_nats, false,
+	"The channels' data plane: `local` (understudy up runs a NATS server "
+	"with JetStream on 127.0.0.1:local_nats_port) or a list of "
+	"`nats://HOST:PORT` URLs."},
+    {CONFIG_SEC_CLUSTER, "local_nats_port", CT_INT, 1, 65535, "4222", NULL,
+	CL(local_nats_port), NULL, false,
+	"Client port of the NATS server that understudy up runs where "
+	"messaging = local."},
     {CONFIG_SEC_CLUSTER, "admin_token", CT_STRING, 0, 0, NULL, NULL,
 	CL(admin_token), check_token, true,
 	"Secret that control requests (stop, start, failback) must carry as "
@@ -370,6 +399,45 @@ check_endpoint(const char *v, char *err, size_t errlen)
 bad:
 	snprintf(err, errlen,
 	    "'%s' is not an etcd endpoint (http://HOST:PORT, or local)", v);
+	return false;
+}
+
+static bool
+check_nats(const char *v, char *err, size_t errlen)
+{
+	const char *colon;
+	char host[256];
+	long port;
+
+	if (strcmp(v, "local") == 0)
+		return true;
+	if (strncmp(v, "nats://", 7) != 0 ||
+	    (colon = strrchr(v + 7, ':')) == NULL || colon == v + 7 ||
+	    (size_t)(colon - v - 7) >= sizeof(host) ||
+	    str_to_long(colon + 1, 1, 65535, &port) != 0)
+		goto bad;
+	memcpy(host, v + 7, (size_t)(colon - v - 7));
+	host[colon - v - 7] = '\0';
+	if (str_is_ip(host) || str_is_hostname(host))
+		return true;
+bad:
+	snprintf(err, errlen,
+	    "'%s' is not a NATS URL (nats://HOST:PORT, or local)", v);
+	return false;
+}
+
+static bool
+check_version(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n > 0 && n < 32 &&
+	    strspn(v, "0123456789.-+abcdefghijklmnopqrstuvwxyz") == n)
+		return true;
+	snprintf(err, errlen,
+	    "'%s' is not a version (digits, dots, lower-case letters, - and "
+	    "+; under 32 characters)",
+	    v);
 	return false;
 }
 
@@ -965,6 +1033,24 @@ check_cluster_section(struct config *cfg, struct config_diags *d)
 		    c->local_etcd_port);
 		strlist_add(&c->etcd, url);
 	}
+	if (strlist_find(&c->messaging, "local") >= 0) {
+		char url[64];
+
+		if (c->messaging.n > 1) {
+			ERR(d,
+			    line_of(c->lines, CONFIG_SEC_CLUSTER, "messaging",
+				c->line),
+			    "messaging: 'local' cannot be mixed with URLs");
+			return;
+		}
+		c->messaging_local = true;
+		strlist_free(&c->messaging);
+		snprintf(url, sizeof(url), "nats://127.0.0.1:%ld",
+		    c->local_nats_port);
+		strlist_add(&c->messaging, url);
+	}
+	if (c->desk_versions.n == 0)
+		strlist_add(&c->desk_versions, US_VERSION);
 }
 
 static void
@@ -1489,8 +1575,10 @@ section_print(
 			    (const struct strlist *)(const void *)field;
 
 			if (sec == CONFIG_SEC_CLUSTER &&
-			    cfg->cluster.etcd_local &&
-			    l == &cfg->cluster.etcd) {
+			    ((cfg->cluster.etcd_local &&
+				 l == &cfg->cluster.etcd) ||
+				(cfg->cluster.messaging_local &&
+				    l == &cfg->cluster.messaging))) {
 				fprintf(f, "%s = local\n", o->name);
 				break;
 			}
@@ -1573,13 +1661,41 @@ config_doc(FILE *f)
 	}
 }
 
+/* The element of a config array whose name (at name_off) is name. */
+static const void *
+find_named(
+    const void *base, size_t n, size_t size, size_t name_off, const char *name)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *el = (const char *)base + i * size;
+
+		if (strcmp(*(char *const *)(const void *)(el + name_off),
+			name) == 0)
+			return el;
+	}
+	return NULL;
+}
+
 const struct config_server *
 config_server_find(const struct config *cfg, const char *name)
 {
-	for (size_t i = 0; i < cfg->n_servers; i++)
-		if (strcmp(cfg->servers[i].name, name) == 0)
-			return &cfg->servers[i];
-	return NULL;
+	return find_named(cfg->servers, cfg->n_servers, sizeof(*cfg->servers),
+	    offsetof(struct config_server, name), name);
+}
+
+const struct config_user *
+config_user_find(const struct config *cfg, const char *name)
+{
+	return find_named(cfg->users, cfg->n_users, sizeof(*cfg->users),
+	    offsetof(struct config_user, name), name);
+}
+
+const struct config_channel *
+config_channel_find(const struct config *cfg, const char *name)
+{
+	return find_named(cfg->channels, cfg->n_channels,
+	    sizeof(*cfg->channels), offsetof(struct config_channel, name),
+	    name);
 }
 
 bool

@@ -19,6 +19,7 @@
 #include "calls/calls.h"
 #include "coord/coord.h"
 #include "daemon.h"
+#include "desks/desks.h"
 
 struct worker {
 	uv_loop_t *loop;
@@ -30,6 +31,7 @@ struct worker {
 	struct calls *calls;
 	struct store *store;
 	struct records *records;
+	struct desks *desks;
 	struct sip *sip;
 	struct http *http;
 	struct api_ctx api;
@@ -124,6 +126,8 @@ revoked(void *arg)
 	w->calls = NULL;
 	records_free(w->records);
 	w->records = NULL;
+	desks_free(w->desks);
+	w->desks = NULL;
 	store_close(w->store);
 	w->store = NULL;
 	agent_free(w->agent);
@@ -232,7 +236,9 @@ worker_main(const struct daemon_args *a)
 	    w.loop, w.etcd, a->cfg, a->self, w.lease, w.members, a->restarted);
 	w.records = w.agent ? records_new(w.loop, w.agent, w.store) : NULL;
 	w.calls = w.records ? calls_new(w.agent, w.records) : NULL;
-	if (w.lease == NULL || w.agent == NULL || w.calls == NULL) {
+	w.desks = w.agent ? desks_new(w.loop, w.agent, w.store) : NULL;
+	if (w.lease == NULL || w.agent == NULL || w.calls == NULL ||
+	    w.desks == NULL) {
 		log_error("out of memory starting the worker");
 		return 1;
 	}
@@ -244,6 +250,7 @@ worker_main(const struct daemon_args *a)
 	w.api.agent = w.agent;
 	w.api.calls = w.calls;
 	w.api.records = w.records;
+	w.api.desks = w.desks;
 	w.api.sip = w.sip;
 	uv_signal_init(w.loop, &w.sigterm);
 	uv_signal_init(w.loop, &w.sigint);

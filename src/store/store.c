@@ -33,6 +33,22 @@ static const char *const migrations[] = {
     " rev INTEGER NOT NULL);"
     "CREATE INDEX records_end ON records (end_ms);"
     "CREATE INDEX records_rp ON records (route_point, end_ms);",
+    /* 2: desk sessions, their channels and their events */
+    "CREATE TABLE sessions ("
+    " token TEXT PRIMARY KEY, user TEXT NOT NULL, desk TEXT NOT NULL,"
+    " version TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    " seen_ms INTEGER NOT NULL, expired_ms INTEGER NOT NULL DEFAULT 0,"
+    " seq INTEGER NOT NULL DEFAULT 0, slot INTEGER NOT NULL DEFAULT -1,"
+    " slot_lease INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX sessions_seen ON sessions (expired_ms, seen_ms);"
+    "CREATE TABLE joined ("
+    " token TEXT NOT NULL REFERENCES sessions (token) ON DELETE CASCADE,"
+    " channel TEXT NOT NULL, since_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (token, channel));"
+    "CREATE TABLE events ("
+    " token TEXT NOT NULL REFERENCES sessions (token) ON DELETE CASCADE,"
+    " seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, type TEXT NOT NULL,"
+    " data TEXT NOT NULL, PRIMARY KEY (token, seq));",
 };
 
 static int
@@ -127,6 +143,18 @@ mkdirs(const char *dir, char *err, size_t errlen)
 		return US_EIO;
 	}
 	return 0;
+}
+
+sqlite3 *
+store_db(struct store *s)
+{
+	return s->db;
+}
+
+int
+store_exec(struct store *s, const char *sql)
+{
+	return exec(s, sql, NULL, 0);
 }
 
 struct store *

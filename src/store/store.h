@@ -27,6 +27,16 @@ void store_close(struct store *s);
 /* The file's path. */
 const char *store_path(const struct store *s);
 
+/*
+ * The connection, for the modules that keep their own tables (desks):
+ * one thread, one loop, so no locking. Their schema is here, in the
+ * migrations.
+ */
+struct sqlite3 *store_db(struct store *s);
+
+/* Run SQL without results (BEGIN, COMMIT); 0 or US_EIO, logged. */
+int store_exec(struct store *s, const char *sql);
+
 /* ---- call records ---- */
 
 /*

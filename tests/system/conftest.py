@@ -323,7 +323,7 @@ class Cluster:
     server is 6000 + 100 * i."""
 
     def __init__(self, tmp_path, etcd, servers, ttl=2, failback="auto", delay=2,
-                 token=TOKEN, registrar=None, extra=()):
+                 token=TOKEN, registrar=None, extra=(), sections=""):
         self.tmp, self.etcd = str(tmp_path), etcd
         self.cluster = "c%d%d" % (os.getpid(), free_port())
         self.spec = {s["name"]: dict(s) for s in servers}
@@ -359,7 +359,7 @@ class Cluster:
                     lines.append("prompt = " + s["prompt"])
         self.config = os.path.join(self.tmp, "cluster.conf")
         with open(self.config, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write("\n".join(lines) + "\n\n" + sections)
         self.srv = {n: Server(self.config, n, self.tmp) for n in self.spec}
         self.frozen = set()
 
@@ -380,6 +380,16 @@ class Cluster:
             return http("GET", self.url(name) + "/health", timeout=0.5)[0] == 200
         except OSError:
             return False
+
+    def kill(self, name):
+        """SIGKILL master and worker: the server is gone at once, and its
+        lease expires after the TTL (nobody revokes it)."""
+        s = self.srv[name]
+        pids = [p for p in (s.worker(), s.pid) if p]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        s.proc.wait()
+        s.log.close()
 
     def kill_worker(self, name):
         os.kill(self.srv[name].worker(), signal.SIGKILL)

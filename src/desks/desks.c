@@ -1,0 +1,1267 @@
+/* Desk sessions (see desks.h). */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "desks.h"
+
+#define DESKS_SWEEP_MS 5000
+#define DESKS_EVENTS_KEEP 1000 /* per session */
+#define DESKS_EVENTS_PAGE 100
+#define DESKS_EXPIRED_KEEP_MS (24 * 3600 * 1000LL)
+#define DESKS_SLOT_TRIES 5
+#define TOKEN_LEN 64 /* hex of 32 random bytes */
+
+struct waiter {
+	struct desks *d;
+	char token[TOKEN_LEN + 1];
+	int64_t after;
+	desks_cb cb;
+	void *arg;
+	uv_timer_t timer;
+	struct waiter *next;
+};
+
+/* A login or resume on its way: password check, then a license slot. */
+struct pending {
+	struct desks *d;
+	uv_work_t work;
+	bool working; /* on the thread pool */
+	bool resume;
+	char token[TOKEN_LEN + 1];
+	char user[CONFIG_NAME_MAX + 1];
+	char desk[65];
+	char version[32];
+	const char *hash;
+	char *password;
+	bool verified;
+	unsigned tries;
+	struct etcd_req *req;
+	desks_cb cb;
+	void *arg;
+	struct pending *next;
+};
+
+struct desks {
+	uv_loop_t *loop;
+	struct agent *a;
+	struct store *st;
+	sqlite3 *db;
+	const struct config *cfg;
+	uv_timer_t sweep;
+	struct waiter *waiters;
+	struct pending *pending;
+	long waiting;
+	bool freeing;
+	unsigned open_handles;
+};
+
+/* ---- small helpers ---- */
+
+static void res_error(struct desks_res *r, unsigned status, int err,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+res_error(struct desks_res *r, unsigned status, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	memset(r, 0, sizeof(*r));
+	r->status = status;
+	r->err = err;
+	va_start(ap, fmt);
+	vsnprintf(r->message, sizeof(r->message), fmt, ap);
+	va_end(ap);
+}
+
+static void
+res_ok(struct desks_res *r, json_t *body)
+{
+	memset(r, 0, sizeof(*r));
+	r->status = 200;
+	r->body = body;
+}
+
+static void
+db_error(struct desks *d, struct desks_res *r)
+{
+	log_error("desks: %s: %s", store_path(d->st), sqlite3_errmsg(d->db));
+	res_error(r, 500, US_EIO, "the server's database failed: %s",
+	    sqlite3_errmsg(d->db));
+}
+
+static sqlite3_stmt *
+prep(struct desks *d, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
+		log_error("desks: %s", sqlite3_errmsg(d->db));
+	return st;
+}
+
+/* A channel with no allow list is open to every user. */
+static bool
+allowed(
+    const struct config *cfg, const struct config_channel *ch, const char *user)
+{
+	const struct config_user *u = config_user_find(cfg, user);
+
+	if (u == NULL)
+		return false;
+	if (ch->allow.n == 0)
+		return true;
+	for (size_t i = 0; i < ch->allow.n; i++) {
+		const char *a = ch->allow.v[i];
+
+		if (a[0] == '@') {
+			if (strlist_find(&u->groups, a + 1) >= 0)
+				return true;
+		} else if (strcmp(a, user) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool
+word_ok(const char *s, size_t max)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	return n > 0 && n <= max &&
+	    strspn(s,
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+		"0123456789._-") == n;
+}
+
+/* ---- sessions ---- */
+
+struct session {
+	char user[CONFIG_NAME_MAX + 1];
+	char desk[65];
+	char version[32];
+	int64_t created, seen, expired, seq, slot, slot_lease;
+};
+
+/*
+ * The session of token, touched (it is active). 0, or an error in *r:
+ * 401 EUNAUTHORIZED (no such session) or EEXPIRED.
+ */
+static int
+session_get(
+    struct desks *d, const char *token, struct session *s, struct desks_res *r)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (token == NULL || strlen(token) != TOKEN_LEN) {
+		res_error(r, 401, US_EUNAUTHORIZED,
+		    "this needs 'Authorization: Bearer <session token>' from "
+		    "a login");
+		return r->err;
+	}
+	if ((st = prep(d,
+		 "SELECT user, desk, version, created_ms, seen_ms, "
+		 "expired_ms, seq, slot, slot_lease FROM sessions "
+		 "WHERE token = ?")) == NULL) {
+		db_error(d, r);
+		return r->err;
+	}
+	sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		if (rc != SQLITE_DONE) {
+			db_error(d, r);
+			return r->err;
+		}
+		res_error(r, 401, US_EUNAUTHORIZED,
+		    "no such session (logged out, or never logged in): log "
+		    "in");
+		return r->err;
+	}
+	str_copy(
+	    s->user, (const char *)sqlite3_column_text(st, 0), sizeof(s->user));
+	str_copy(
+	    s->desk, (const char *)sqlite3_column_text(st, 1), sizeof(s->desk));
+	str_copy(s->version, (const char *)sqlite3_column_text(st, 2),
+	    sizeof(s->version));
+	s->created = sqlite3_column_int64(st, 3);
+	s->seen = sqlite3_column_int64(st, 4);
+	s->expired = sqlite3_column_int64(st, 5);
+	s->seq = sqlite3_column_int64(st, 6);
+	s->slot = sqlite3_column_int64(st, 7);
+	s->slot_lease = sqlite3_column_int64(st, 8);
+	sqlite3_finalize(st);
+	if (s->expired) {
+		res_error(r, 401, US_EEXPIRED,
+		    "the session expired after %ld s without a request; log "
+		    "in again",
+		    d->cfg->cluster.session_timeout);
+		return r->err;
+	}
+	if ((st = prep(d,
+		 "UPDATE sessions SET seen_ms = ? WHERE token = "
+		 "?")) == NULL) {
+		db_error(d, r);
+		return r->err;
+	}
+	sqlite3_bind_int64(st, 1, time_wall_ms());
+	sqlite3_bind_text(st, 2, token, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		db_error(d, r);
+		return r->err;
+	}
+	return 0;
+}
+
+static json_t *
+channels_json(struct desks *d, const char *token, const char *user)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; i < d->cfg->n_channels; i++) {
+		const struct config_channel *ch = &d->cfg->channels[i];
+		sqlite3_stmt *st;
+		bool joined = false;
+		char subject[200];
+
+		if (!allowed(d->cfg, ch, user))
+			continue;
+		if ((st = prep(d,
+			 "SELECT 1 FROM joined WHERE token = ? AND "
+			 "channel = ?")) != NULL) {
+			sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, ch->name, -1, SQLITE_STATIC);
+			joined = sqlite3_step(st) == SQLITE_ROW;
+			sqlite3_finalize(st);
+		}
+		snprintf(subject, sizeof(subject), "us.%s.ch.%s",
+		    d->cfg->cluster.name, ch->name);
+		json_array_append_new(arr,
+		    json_pack("{s:s,s:b,s:s}", "name", ch->name, "joined",
+			joined, "subject", subject));
+	}
+	return arr;
+}
+
+/* Add an event to a session and wake its waiting requests. */
+static int event_add(
+    struct desks *d, const char *token, const char *type, json_t *data);
+
+static json_t *
+session_json(
+    struct desks *d, const char *token, const struct session *s, bool over)
+{
+	json_t *msg = json_array();
+	char created[32];
+
+	for (size_t i = 0; i < d->cfg->cluster.messaging.n; i++)
+		json_array_append_new(
+		    msg, json_string(d->cfg->cluster.messaging.v[i]));
+	time_iso8601(s->created, created, sizeof(created));
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:o,s:o,s:{s:I,"
+			 "s:I,s:b,s:s}}",
+	    "token", token, "user", s->user, "desk", s->desk, "version",
+	    s->version, "server", agent_self(d->a), "cluster",
+	    d->cfg->cluster.name, "created", created, "session_timeout",
+	    (json_int_t)d->cfg->cluster.session_timeout, "last_event",
+	    (json_int_t)s->seq, "channels", channels_json(d, token, s->user),
+	    "messaging", msg, "license", "limit",
+	    (json_int_t)d->cfg->cluster.licenses, "slot", (json_int_t)s->slot,
+	    "over", over, "policy",
+	    d->cfg->cluster.license_policy == CONFIG_LICENSE_ENFORCE ? "enforce"
+								     : "warn");
+}
+
+/* ---- licenses ---- */
+
+static void pending_done(struct pending *p, struct desks_res *r);
+static void license_acquire(struct pending *p);
+
+/* Answer p with an error. */
+static void
+fail(struct pending *p, unsigned status, int err, const char *msg)
+{
+	struct desks_res r;
+
+	res_error(&r, status, err, "%s", msg);
+	pending_done(p, &r);
+}
+
+/* An etcd answer about the license slots failed: say so. */
+static bool
+slots_failed(struct pending *p, const struct etcd_res *res)
+{
+	char msg[200];
+
+	p->req = NULL;
+	if (res->err == 0)
+		return false;
+	snprintf(msg, sizeof(msg),
+	    "cannot count licenses in the coordination store: %s",
+	    us_strerror(res->err));
+	fail(p, 503, US_EUNAVAIL, msg);
+	return true;
+}
+
+static char *
+slot_key(struct desks *d, long n)
+{
+	return agent_key(d->a, "licenses/%ld", n);
+}
+
+static void
+slot_release(struct desks *d, int64_t slot, int64_t lease)
+{
+	struct etcd_txn *t;
+	char *key;
+
+	if (slot < 0 || lease == 0 || lease != agent_lease_id(d->a))
+		return; /* a slot of an old lease went with it */
+	key = slot_key(d, (long)slot);
+	t = etcd_kv_txn_new();
+	if (key && t &&
+	    etcd_kv_txn_compare(
+		t, key, ETCD_CMP_LEASE, ETCD_CMP_EQUAL, lease, NULL, 0) == 0 &&
+	    etcd_kv_txn_delete(t, true, key, false) == 0) {
+		etcd_kv_txn_commit(agent_etcd(d->a), t, NULL, NULL);
+		t = NULL;
+	}
+	etcd_kv_txn_free(t);
+	free(key);
+}
+
+/* The session is in the database now (login), or was (resume): answer. */
+static void
+finish(struct pending *p, int64_t slot, bool over)
+{
+	struct desks *d = p->d;
+	struct desks_res r;
+	struct session s;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (!p->resume) {
+		/* one session per desk: a new login ends the old one */
+		if (store_exec(d->st, "BEGIN IMMEDIATE") != 0) {
+			db_error(d, &r);
+			slot_release(d, slot, agent_lease_id(d->a));
+			pending_done(p, &r);
+			return;
+		}
+		st = prep(d,
+		    "UPDATE sessions SET expired_ms = ?1 WHERE user "
+		    "= ?2 AND desk = ?3 AND expired_ms = 0");
+		if (st) {
+			sqlite3_bind_int64(st, 1, time_wall_ms());
+			sqlite3_bind_text(st, 2, p->user, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 3, p->desk, -1, SQLITE_STATIC);
+			rc = sqlite3_step(st);
+			sqlite3_finalize(st);
+		}
+		st = prep(d,
+		    "INSERT INTO sessions (token, user, desk, "
+		    "version, created_ms, seen_ms, slot, slot_lease) "
+		    "VALUES (?,?,?,?,?,?,?,?)");
+		rc = SQLITE_ERROR;
+		if (st) {
+			int64_t now = time_wall_ms();
+
+			sqlite3_bind_text(st, 1, p->token, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, p->user, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 3, p->desk, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 4, p->version, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 5, now);
+			sqlite3_bind_int64(st, 6, now);
+			sqlite3_bind_int64(st, 7, slot);
+			sqlite3_bind_int64(
+			    st, 8, slot >= 0 ? agent_lease_id(d->a) : 0);
+			rc = sqlite3_step(st);
+			sqlite3_finalize(st);
+		}
+		if (rc != SQLITE_DONE || store_exec(d->st, "COMMIT") != 0) {
+			db_error(d, &r);
+			store_exec(d->st, "ROLLBACK");
+			slot_release(d, slot, agent_lease_id(d->a));
+			pending_done(p, &r);
+			return;
+		}
+		log_info("desks: %s logged in on desk %s (version %s)%s",
+		    p->user, p->desk, p->version,
+		    over ? ", over the license limit" : "");
+	} else if (slot >= 0) {
+		st = prep(d,
+		    "UPDATE sessions SET slot = ?, slot_lease = ? "
+		    "WHERE token = ?");
+		if (st) {
+			sqlite3_bind_int64(st, 1, slot);
+			sqlite3_bind_int64(st, 2, agent_lease_id(d->a));
+			sqlite3_bind_text(st, 3, p->token, -1, SQLITE_STATIC);
+			sqlite3_step(st);
+			sqlite3_finalize(st);
+		}
+	}
+	if (over)
+		event_add(d, p->token, "license_warning",
+		    json_pack("{s:I,s:s}", "licenses",
+			(json_int_t)d->cfg->cluster.licenses, "message",
+			"more desks are logged in than the cluster is "
+			"licensed for"));
+	if (session_get(d, p->token, &s, &r) != 0) {
+		pending_done(p, &r);
+		return;
+	}
+	res_ok(&r, session_json(d, p->token, &s, over));
+	pending_done(p, &r);
+}
+
+static void
+over_limit(struct pending *p)
+{
+	struct desks_res r;
+
+	if (p->d->cfg->cluster.license_policy == CONFIG_LICENSE_ENFORCE) {
+		log_warn("desks: %s on desk %s refused: all %ld licenses are "
+			 "in use",
+		    p->user, p->desk, p->d->cfg->cluster.licenses);
+		res_error(&r, 403, US_ENOLICENSE,
+		    "all %ld desk licenses of the cluster are in use",
+		    p->d->cfg->cluster.licenses);
+		pending_done(p, &r);
+		return;
+	}
+	finish(p, -1, true);
+}
+
+static void
+slot_claimed(const struct etcd_res *res, void *arg)
+{
+	struct pending *p = arg;
+	long n = 0;
+
+	if (slots_failed(p, res))
+		return;
+	if (!res->succeeded) {
+		if (++p->tries < DESKS_SLOT_TRIES) {
+			license_acquire(p); /* another desk took it first */
+			return;
+		}
+		over_limit(p);
+		return;
+	}
+	for (size_t i = 0; i < res->n_kvs; i++) {
+		const char *slash = strrchr(res->kvs[i].key, '/');
+
+		if (slash)
+			str_to_long(slash + 1, 0, 1000000, &n);
+	}
+	finish(p, n, false);
+}
+
+static void
+slots_read(const struct etcd_res *res, void *arg)
+{
+	struct pending *p = arg;
+	struct desks *d = p->d;
+	long limit = d->cfg->cluster.licenses, n;
+	struct etcd_txn *t;
+	unsigned char *used;
+	char *key = NULL, *value = NULL;
+	json_t *o;
+
+	if (slots_failed(p, res))
+		return;
+	if ((used = calloc((size_t)limit, 1)) == NULL) {
+		fail(p, 500, US_ENOMEM, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < res->n_kvs; i++) {
+		const char *slash = strrchr(res->kvs[i].key, '/');
+
+		if (slash && str_to_long(slash + 1, 0, limit - 1, &n) == 0)
+			used[n] = 1;
+	}
+	for (n = 0; n < limit && used[n]; n++)
+		;
+	free(used);
+	if (n == limit) {
+		over_limit(p);
+		return;
+	}
+	key = slot_key(d, n);
+	o = json_pack("{s:s,s:s,s:s}", "server", agent_self(d->a), "user",
+	    p->user, "desk", p->desk);
+	value = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	t = etcd_kv_txn_new();
+	if (key && value && t &&
+	    etcd_kv_txn_compare(
+		t, key, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0) == 0 &&
+	    etcd_kv_txn_put(t, true, key, value, strlen(value),
+		agent_lease_id(d->a)) == 0 &&
+	    etcd_kv_txn_get(t, true, key, false) == 0) {
+		p->req =
+		    etcd_kv_txn_commit(agent_etcd(d->a), t, slot_claimed, p);
+		t = NULL;
+	}
+	etcd_kv_txn_free(t);
+	free(key);
+	free(value);
+	if (p->req == NULL)
+		fail(p, 500, US_ENOMEM, "out of memory");
+}
+
+/* A slot for the session of p: kept, claimed, or none (over the limit). */
+static void
+license_acquire(struct pending *p)
+{
+	struct desks *d = p->d;
+	struct desks_res r;
+	struct session s;
+	char *prefix;
+
+	if (d->cfg->cluster.licenses == 0) {
+		finish(p, -1, false);
+		return;
+	}
+	if (agent_lease_id(d->a) == 0) {
+		res_error(&r, 503, US_EFENCED,
+		    "this server holds no lease now; try another server");
+		pending_done(p, &r);
+		return;
+	}
+	if (p->resume && session_get(d, p->token, &s, &r) == 0 && s.slot >= 0 &&
+	    s.slot_lease == agent_lease_id(d->a)) {
+		finish(p, -1, false); /* it holds one on this lease */
+		return;
+	}
+	prefix = agent_key(d->a, "licenses/");
+	p->req = prefix
+	    ? etcd_kv_range(agent_etcd(d->a), prefix, true, slots_read, p)
+	    : NULL;
+	free(prefix);
+	if (p->req == NULL)
+		fail(p, 500, US_ENOMEM, "out of memory");
+}
+
+/* ---- login ---- */
+
+static void
+pending_free(struct pending *p)
+{
+	for (struct pending **pp = &p->d->pending; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	if (p->password) {
+		sodium_memzero(p->password, strlen(p->password));
+		free(p->password);
+	}
+	free(p);
+}
+
+static void
+pending_done(struct pending *p, struct desks_res *r)
+{
+	if (p->cb)
+		p->cb(r, p->arg);
+	else
+		json_decref(r->body);
+	pending_free(p);
+}
+
+/* On the thread pool: argon2id takes its time by design. */
+static void
+verify_work(uv_work_t *w)
+{
+	struct pending *p = w->data;
+
+	p->verified = p->hash &&
+	    crypto_pwhash_str_verify(
+		p->hash, p->password, strlen(p->password)) == 0;
+}
+
+static void
+verify_done(uv_work_t *w, int status)
+{
+	struct pending *p = w->data;
+	struct desks *d = p->d;
+	struct desks_res r;
+
+	p->working = false;
+	d->open_handles--;
+	if (d->freeing) {
+		pending_free(p); /* its cb was dropped by desks_free */
+		if (d->open_handles == 0)
+			free(d);
+		return;
+	}
+	if (status != 0) {
+		res_error(&r, 503, US_ECANCELED, "the password check failed");
+		pending_done(p, &r);
+		return;
+	}
+	if (!p->verified) {
+		log_warn("desks: login of %s on desk %s refused: wrong user or "
+			 "password",
+		    p->user, p->desk);
+		res_error(&r, 401, US_EUNAUTHORIZED, "wrong user or password");
+		pending_done(p, &r);
+		return;
+	}
+	license_acquire(p);
+}
+
+static struct pending *
+pending_new(struct desks *d, desks_cb cb, void *arg)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->d = d;
+	p->cb = cb;
+	p->arg = arg;
+	p->next = d->pending;
+	d->pending = p;
+	return p;
+}
+
+int
+desks_login_parse(const struct config *cfg, const char *body, size_t len,
+    struct desks_login *out, struct desks_res *r)
+{
+	const char *user = NULL, *pw = NULL, *desk = NULL, *version = NULL;
+	json_error_t jerr;
+	bool known = false;
+	json_t *o;
+
+	memset(out, 0, sizeof(*out));
+	memset(r, 0, sizeof(*r));
+	if (len > DESKS_BODY_MAX) {
+		res_error(r, 413, US_ETOOBIG, "login body over %u bytes",
+		    DESKS_BODY_MAX);
+		return r->err;
+	}
+	if ((o = json_loadb(body ? body : "", len, 0, &jerr)) == NULL) {
+		res_error(r, 400, US_EINVAL,
+		    "login body, line %d column %d: %s", jerr.line, jerr.column,
+		    jerr.text);
+		return r->err;
+	}
+	if (json_unpack_ex(o, &jerr, 0, "{s:s,s:s,s:s,s:s}", "user", &user,
+		"password", &pw, "desk", &desk, "version", &version) != 0) {
+		res_error(r, 400, US_EINVAL,
+		    "login body: %s (it needs \"user\", \"password\", "
+		    "\"desk\" and \"version\", all strings)",
+		    jerr.text);
+		json_decref(o);
+		return r->err;
+	}
+	if (!word_ok(user, CONFIG_NAME_MAX) || !word_ok(desk, 64) ||
+	    strlen(pw) > 256 || !word_ok(version, 31)) {
+		res_error(r, 400, US_EINVAL,
+		    "login body: user and desk are letters, digits, '.', '_' "
+		    "or '-' (user at most %d, desk at most 64), version at "
+		    "most 31, password at most 256",
+		    CONFIG_NAME_MAX);
+		json_decref(o);
+		return r->err;
+	}
+	str_copy(out->user, user, sizeof(out->user));
+	str_copy(out->desk, desk, sizeof(out->desk));
+	str_copy(out->version, version, sizeof(out->version));
+	str_copy(out->password, pw, sizeof(out->password));
+	json_decref(o);
+	for (size_t i = 0; i < cfg->cluster.desk_versions.n; i++)
+		known = known ||
+		    strcmp(cfg->cluster.desk_versions.v[i], out->version) == 0;
+	if (!known) {
+		json_t *v = json_array();
+
+		for (size_t i = 0; i < cfg->cluster.desk_versions.n; i++)
+			json_array_append_new(
+			    v, json_string(cfg->cluster.desk_versions.v[i]));
+		res_error(r, 409, US_EVERSION,
+		    "desk version %s is not accepted here", out->version);
+		r->body = json_pack("{s:o}", "versions", v);
+		sodium_memzero(out->password, sizeof(out->password));
+		return r->err;
+	}
+	return 0;
+}
+
+void
+desks_login(
+    struct desks *d, const char *body, size_t len, desks_cb cb, void *arg)
+{
+	const struct config_user *u;
+	unsigned char raw[TOKEN_LEN / 2];
+	struct desks_login in;
+	struct desks_res r;
+	struct pending *p;
+	const char *user, *desk, *version, *pw;
+
+	if (desks_login_parse(d->cfg, body, len, &in, &r) != 0) {
+		cb(&r, arg);
+		return;
+	}
+	user = in.user;
+	desk = in.desk;
+	version = in.version;
+	pw = in.password;
+	if ((p = pending_new(d, cb, arg)) == NULL ||
+	    (p->password = strdup(pw)) == NULL) {
+		if (p)
+			pending_free(p);
+		res_error(&r, 500, US_ENOMEM, "out of memory");
+		cb(&r, arg);
+		return;
+	}
+	u = config_user_find(d->cfg, user);
+	p->hash = u ? u->password : NULL;
+	str_copy(p->user, user, sizeof(p->user));
+	str_copy(p->desk, desk, sizeof(p->desk));
+	str_copy(p->version, version, sizeof(p->version));
+	randombytes_buf(raw, sizeof(raw));
+	sodium_bin2hex(p->token, sizeof(p->token), raw, sizeof(raw));
+	p->work.data = p;
+	p->working = true;
+	d->open_handles++;
+	sodium_memzero(in.password, sizeof(in.password));
+	if (uv_queue_work(d->loop, &p->work, verify_work, verify_done) != 0) {
+		p->working = false;
+		d->open_handles--;
+		res_error(&r, 500, US_EINTERNAL, "cannot check the password");
+		pending_done(p, &r);
+	}
+}
+
+void
+desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
+{
+	struct desks_res r;
+	struct session s;
+	struct pending *p;
+	json_t *left = json_array();
+	sqlite3_stmt *st;
+
+	if (session_get(d, token, &s, &r) != 0) {
+		json_decref(left);
+		cb(&r, arg);
+		return;
+	}
+	/* channels it may no longer be in (the config changed meanwhile) */
+	if ((st = prep(d, "SELECT channel FROM joined WHERE token = ?"))) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			const char *ch =
+			    (const char *)sqlite3_column_text(st, 0);
+			const struct config_channel *c =
+			    config_channel_find(d->cfg, ch);
+
+			if (c == NULL || !allowed(d->cfg, c, s.user))
+				json_array_append_new(left, json_string(ch));
+		}
+		sqlite3_finalize(st);
+	}
+	for (size_t i = 0; i < json_array_size(left); i++) {
+		if ((st = prep(d,
+			 "DELETE FROM joined WHERE token = ? AND "
+			 "channel = ?")) == NULL)
+			continue;
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2,
+		    json_string_value(json_array_get(left, i)), -1,
+		    SQLITE_STATIC);
+		sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	event_add(d, token, "channels_refreshed",
+	    json_pack("{s:o,s:o}", "left", left, "channels",
+		channels_json(d, token, s.user)));
+	if ((p = pending_new(d, cb, arg)) == NULL) {
+		res_error(&r, 500, US_ENOMEM, "out of memory");
+		cb(&r, arg);
+		return;
+	}
+	p->resume = true;
+	str_copy(p->token, token, sizeof(p->token));
+	str_copy(p->user, s.user, sizeof(p->user));
+	str_copy(p->desk, s.desk, sizeof(p->desk));
+	license_acquire(p);
+}
+
+/* ---- the other requests of a session ---- */
+
+void
+desks_logout(struct desks *d, const char *token, struct desks_res *r)
+{
+	struct session s;
+	sqlite3_stmt *st;
+	int rc = SQLITE_ERROR;
+
+	if (session_get(d, token, &s, r) != 0)
+		return;
+	if ((st = prep(d, "DELETE FROM sessions WHERE token = ?"))) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_DONE) {
+		db_error(d, r);
+		return;
+	}
+	slot_release(d, s.slot, s.slot_lease);
+	log_info("desks: %s logged out of desk %s", s.user, s.desk);
+	res_ok(r, json_pack("{s:s}", "user", s.user));
+}
+
+void
+desks_channels(struct desks *d, const char *token, struct desks_res *r)
+{
+	struct session s;
+
+	if (session_get(d, token, &s, r) != 0)
+		return;
+	res_ok(
+	    r, json_pack("{s:o}", "channels", channels_json(d, token, s.user)));
+}
+
+void
+desks_join(struct desks *d, const char *token, const char *channel, bool join,
+    struct desks_res *r)
+{
+	const struct config_channel *ch = config_channel_find(d->cfg, channel);
+	struct session s;
+	sqlite3_stmt *st;
+	int rc = SQLITE_ERROR;
+
+	if (session_get(d, token, &s, r) != 0)
+		return;
+	if (ch == NULL) {
+		res_error(r, 404, US_ENOTFOUND, "no channel %s", channel);
+		return;
+	}
+	if (join && !allowed(d->cfg, ch, s.user)) {
+		res_error(r, 403, US_ENOTALLOWED, "%s may not join channel %s",
+		    s.user, channel);
+		return;
+	}
+	st = prep(d,
+	    join ? "INSERT OR IGNORE INTO joined (token, channel, "
+		   "since_ms) VALUES (?, ?, ?)"
+		 : "DELETE FROM joined WHERE token = ? AND channel "
+		   "= ?");
+	if (st) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, channel, -1, SQLITE_STATIC);
+		if (join)
+			sqlite3_bind_int64(st, 3, time_wall_ms());
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_DONE) {
+		db_error(d, r);
+		return;
+	}
+	res_ok(r, json_pack("{s:s,s:b}", "channel", channel, "joined", join));
+}
+
+/* ---- events ---- */
+
+static void waiters_wake(struct desks *d, const char *token);
+
+static int
+event_add(struct desks *d, const char *token, const char *type, json_t *data)
+{
+	char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+	sqlite3_stmt *st;
+	int64_t seq = -1;
+	int rc = -1;
+
+	json_decref(data);
+	if (text == NULL || store_exec(d->st, "BEGIN IMMEDIATE") != 0) {
+		free(text);
+		return -1;
+	}
+	if ((st = prep(d,
+		 "UPDATE sessions SET seq = seq + 1 WHERE token = ? "
+		 "RETURNING seq"))) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			seq = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (seq > 0 &&
+	    (st = prep(d,
+		 "INSERT INTO events (token, seq, at_ms, "
+		 "type, data) VALUES (?,?,?,?,?)"))) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, seq);
+		sqlite3_bind_int64(st, 3, time_wall_ms());
+		sqlite3_bind_text(st, 4, type, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+		sqlite3_finalize(st);
+	}
+	if (rc == 0 &&
+	    (st = prep(d, "DELETE FROM events WHERE token = ? AND seq <= ?"))) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, seq - DESKS_EVENTS_KEEP);
+		sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != 0 || store_exec(d->st, "COMMIT") != 0) {
+		store_exec(d->st, "ROLLBACK");
+		rc = -1;
+	}
+	free(text);
+	if (rc == 0)
+		waiters_wake(d, token);
+	return rc;
+}
+
+/* The events after after, as the answer's body; NULL on a failure. */
+static json_t *
+events_json(struct desks *d, const char *token, int64_t after)
+{
+	json_t *arr = json_array();
+	int64_t last = after;
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((st = prep(d,
+		 "SELECT seq, at_ms, type, data FROM events WHERE "
+		 "token = ? AND seq > ? ORDER BY seq LIMIT ?")) == NULL) {
+		json_decref(arr);
+		return NULL;
+	}
+	sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, after);
+	sqlite3_bind_int(st, 3, DESKS_EVENTS_PAGE);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		char at[32];
+		json_t *data = json_loads(
+		    (const char *)sqlite3_column_text(st, 3), 0, NULL);
+
+		last = sqlite3_column_int64(st, 0);
+		time_iso8601(sqlite3_column_int64(st, 1), at, sizeof(at));
+		json_array_append_new(arr,
+		    json_pack("{s:I,s:s,s:s,s:o}", "seq", (json_int_t)last,
+			"at", at, "type",
+			(const char *)sqlite3_column_text(st, 2), "data",
+			data ? data : json_object()));
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		json_decref(arr);
+		return NULL;
+	}
+	return json_pack("{s:o,s:I}", "events", arr, "last", (json_int_t)last);
+}
+
+static void
+waiter_closed(uv_handle_t *h)
+{
+	struct waiter *w = h->data;
+	struct desks *d = w->d;
+
+	free(w);
+	if (--d->open_handles == 0 && d->freeing)
+		free(d);
+}
+
+/* Answer a waiter (its events, or an error) and remove it. */
+static void
+waiter_answer(struct waiter *w, struct desks_res *r)
+{
+	struct desks *d = w->d;
+
+	for (struct waiter **pp = &d->waiters; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	d->waiting--;
+	if (w->cb)
+		w->cb(r, w->arg);
+	else
+		json_decref(r->body);
+	uv_timer_stop(&w->timer);
+	uv_close((uv_handle_t *)&w->timer, waiter_closed);
+}
+
+static void
+waiter_fire(struct waiter *w)
+{
+	struct desks_res r;
+	struct session s;
+	json_t *body;
+
+	if (session_get(w->d, w->token, &s, &r) == 0) {
+		if ((body = events_json(w->d, w->token, w->after)))
+			res_ok(&r, body);
+		else
+			db_error(w->d, &r);
+	}
+	waiter_answer(w, &r);
+}
+
+static void
+waiter_timeout(uv_timer_t *t)
+{
+	waiter_fire(t->data);
+}
+
+static void
+waiters_wake(struct desks *d, const char *token)
+{
+	struct waiter *w = d->waiters, *next;
+
+	for (; w; w = next) {
+		next = w->next;
+		if (strcmp(w->token, token) == 0)
+			waiter_fire(w);
+	}
+}
+
+void
+desks_events(struct desks *d, const char *token, int64_t after, long wait,
+    desks_cb cb, void *arg)
+{
+	long cap = d->cfg->cluster.session_timeout / 2;
+	struct desks_res r;
+	struct session s;
+	struct waiter *w;
+	json_t *body;
+
+	if (session_get(d, token, &s, &r) != 0) {
+		cb(&r, arg);
+		return;
+	}
+	if ((body = events_json(d, token, after)) == NULL) {
+		db_error(d, &r);
+		cb(&r, arg);
+		return;
+	}
+	if (cap > DESKS_WAIT_MAX)
+		cap = DESKS_WAIT_MAX;
+	if (wait > cap)
+		wait = cap;
+	if (wait <= 0 || json_array_size(json_object_get(body, "events")) > 0 ||
+	    (w = calloc(1, sizeof(*w))) == NULL) {
+		res_ok(&r, body);
+		cb(&r, arg);
+		return;
+	}
+	json_decref(body);
+	w->d = d;
+	str_copy(w->token, token, sizeof(w->token));
+	w->after = after;
+	w->cb = cb;
+	w->arg = arg;
+	uv_timer_init(d->loop, &w->timer);
+	w->timer.data = w;
+	d->open_handles++;
+	uv_timer_start(&w->timer, waiter_timeout, (uint64_t)wait * 1000, 0);
+	w->next = d->waiters;
+	d->waiters = w;
+	d->waiting++;
+}
+
+void
+desks_forget(struct desks *d, void *arg)
+{
+	for (struct waiter *w = d->waiters; w; w = w->next)
+		if (w->arg == arg) {
+			struct desks_res r;
+
+			w->cb = NULL;
+			res_error(&r, 503, US_ECANCELED, "gone");
+			waiter_answer(w, &r);
+			break;
+		}
+	for (struct pending *p = d->pending; p; p = p->next)
+		if (p->arg == arg)
+			p->cb = NULL;
+}
+
+void
+desks_notice_all(struct desks *d, const char *text)
+{
+	sqlite3_stmt *st = prep(d,
+	    "SELECT token FROM sessions WHERE "
+	    "expired_ms = 0");
+	json_t *tokens = json_array();
+	size_t i;
+	json_t *t;
+
+	if (st == NULL) {
+		json_decref(tokens);
+		return;
+	}
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_array_append_new(tokens,
+		    json_string((const char *)sqlite3_column_text(st, 0)));
+	sqlite3_finalize(st);
+	json_array_foreach (tokens, i, t)
+		event_add(d, json_string_value(t), "notice",
+		    json_pack("{s:s}", "message", text));
+	json_decref(tokens);
+}
+
+/* ---- expiry ---- */
+
+static void
+sweep_cb(uv_timer_t *t)
+{
+	struct desks *d = t->data;
+	int64_t now = time_wall_ms(),
+		idle = d->cfg->cluster.session_timeout * 1000;
+	sqlite3_stmt *st;
+	json_t *gone = json_array();
+	size_t i;
+	json_t *g;
+
+	st = prep(d,
+	    "UPDATE sessions SET expired_ms = ?1 WHERE expired_ms = "
+	    "0 AND seen_ms < ?2 RETURNING token, user, desk, slot, "
+	    "slot_lease");
+	if (st) {
+		sqlite3_bind_int64(st, 1, now);
+		sqlite3_bind_int64(st, 2, now - idle);
+		while (sqlite3_step(st) == SQLITE_ROW)
+			json_array_append_new(gone,
+			    json_pack("{s:s,s:s,s:s,s:I,s:I}", "token",
+				sqlite3_column_text(st, 0), "user",
+				sqlite3_column_text(st, 1), "desk",
+				sqlite3_column_text(st, 2), "slot",
+				(json_int_t)sqlite3_column_int64(st, 3),
+				"lease",
+				(json_int_t)sqlite3_column_int64(st, 4)));
+		sqlite3_finalize(st);
+	}
+	json_array_foreach (gone, i, g) {
+		const char *token =
+		    json_string_value(json_object_get(g, "token"));
+
+		log_info("desks: session of %s on desk %s expired (idle)",
+		    json_string_value(json_object_get(g, "user")),
+		    json_string_value(json_object_get(g, "desk")));
+		slot_release(d, json_integer_value(json_object_get(g, "slot")),
+		    json_integer_value(json_object_get(g, "lease")));
+		waiters_wake(d, token); /* they get EEXPIRED */
+	}
+	json_decref(gone);
+	if ((st = prep(d,
+		 "DELETE FROM sessions WHERE expired_ms > 0 AND "
+		 "expired_ms < ?"))) {
+		sqlite3_bind_int64(st, 1, now - DESKS_EXPIRED_KEEP_MS);
+		sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+}
+
+/* ---- life ---- */
+
+json_t *
+desks_versions(struct desks *d)
+{
+	json_t *v = json_array();
+
+	for (size_t i = 0; i < d->cfg->cluster.desk_versions.n; i++)
+		json_array_append_new(
+		    v, json_string(d->cfg->cluster.desk_versions.v[i]));
+	return json_pack("{s:o,s:s,s:s}", "versions", v, "server",
+	    agent_self(d->a), "cluster", d->cfg->cluster.name);
+}
+
+void
+desks_counters(
+    const struct desks *d, long *sessions, long *licensed, long *waiting)
+{
+	sqlite3_stmt *st;
+
+	*sessions = *licensed = 0;
+	*waiting = d->waiting;
+	if (sqlite3_prepare_v2(d->db,
+		"SELECT count(*), count(CASE WHEN slot >= 0 AND slot_lease = "
+		"? THEN 1 END) FROM sessions WHERE expired_ms = 0",
+		-1, &st, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_int64(st, 1, agent_lease_id(d->a));
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*sessions = (long)sqlite3_column_int64(st, 0);
+		*licensed = (long)sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+}
+
+struct desks *
+desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
+{
+	struct desks *d = calloc(1, sizeof(*d));
+	long n, lic, w;
+
+	if (d == NULL)
+		return NULL;
+	d->loop = loop;
+	d->a = a;
+	d->st = st;
+	d->db = (sqlite3 *)store_db(st);
+	d->cfg = agent_config(a);
+	uv_timer_init(loop, &d->sweep);
+	d->sweep.data = d;
+	d->open_handles = 1;
+	uv_timer_start(&d->sweep, sweep_cb, DESKS_SWEEP_MS, DESKS_SWEEP_MS);
+	desks_counters(d, &n, &lic, &w);
+	if (n)
+		log_info("desks: %ld session(s) restored from %s", n,
+		    store_path(st));
+	return d;
+}
+
+static void
+sweep_closed(uv_handle_t *h)
+{
+	struct desks *d = h->data;
+
+	if (--d->open_handles == 0)
+		free(d); /* the last of its handles and password checks */
+}
+
+void
+desks_free(struct desks *d)
+{
+	struct desks_res r;
+
+	if (d == NULL)
+		return;
+	d->freeing = true;
+	while (d->waiters) {
+		res_error(&r, 503, US_ECANCELED, "the server is stopping");
+		waiter_answer(d->waiters, &r);
+	}
+	for (struct pending *p = d->pending, *next; p; p = next) {
+		next = p->next;
+		etcd_req_cancel(p->req);
+		p->req = NULL;
+		if (p->working) {
+			p->cb = NULL; /* verify_done frees it */
+			uv_cancel((uv_req_t *)&p->work);
+			continue;
+		}
+		res_error(&r, 503, US_ECANCELED, "the server is stopping");
+		pending_done(p, &r);
+	}
+	uv_close((uv_handle_t *)&d->sweep, sweep_closed);
+}

@@ -1,0 +1,181 @@
+"""The desk API of real servers on real etcd: login (versions, passwords),
+channels, events as a long poll, sessions restored after a SIGKILL from
+the server's database, idle expiry, and licenses counted across the
+cluster in both policies."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import CLI, Cluster, b64, http, wait_for
+
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
+_hashes = {}
+
+
+def hashed(pw):
+    if pw not in _hashes:
+        r = subprocess.run([CLI, "passwd"], input=pw + "\n" + pw + "\n",
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        _hashes[pw] = r.stdout.strip().split()[-1]
+    return _hashes[pw]
+
+
+def sections():
+    return ("[user alice]\npassword = %s\ngroups = dispatch\n\n"
+            "[user bob]\npassword = %s\n\n"
+            "[user carol]\npassword = %s\ngroups = dispatch\n\n"
+            "[channel fire]\nallow = @dispatch\n\n"
+            "[channel all]\n\n"
+            "[channel ops]\nallow = bob\n" % tuple(hashed(PASSWORDS[u]) for u in
+                                                  ("alice", "bob", "carol")))
+
+
+def make(tmp_path, etcd, extra=(), servers=("PA1",)):
+    spec = [{"name": n, "ports": 1, "max": 2} for n in servers]
+    c = Cluster(tmp_path, etcd, spec, extra=list(extra), sections=sections())
+    c.start()
+    return c
+
+
+def login(c, server, user, desk="d1", version="0.1.0", password=None):
+    return http("POST", c.url(server) + "/v1/desk/login",
+                json.dumps({"user": user, "password": password or PASSWORDS[user],
+                            "desk": desk, "version": version}).encode(), timeout=10)
+
+
+def call(c, server, method, path, token, timeout=5):
+    return http(method, c.url(server) + path, b"" if method == "POST" else None,
+                headers={"Authorization": "Bearer " + token}, timeout=timeout)
+
+
+@pytest.fixture
+def one(tmp_path, etcd1):
+    c = make(tmp_path, etcd1)
+    yield c
+    c.stop_all()
+
+
+def test_login_versions_and_refusals(one):
+    c = one
+    st, body = http("GET", c.url("PA1") + "/v1/desk/versions")
+    assert st == 200 and body["versions"] == ["0.1.0"]
+    st, body = login(c, "PA1", "alice", version="0.0.9")
+    assert st == 409 and body["error"] == "EVERSION" and body["versions"] == ["0.1.0"]
+    st, body = login(c, "PA1", "alice", password="wrong")
+    assert st == 401 and body["error"] == "EUNAUTHORIZED"
+    st, body = http("POST", c.url("PA1") + "/v1/desk/login",
+                    json.dumps({"user": "mallory", "password": "x", "desk": "d1",
+                                "version": "0.1.0"}).encode(), timeout=10)
+    assert st == 401 and body["message"] == "wrong user or password"
+    st, body = http("POST", c.url("PA1") + "/v1/desk/login", b'{"user": 1', timeout=5)
+    assert st == 400 and "line 1" in body["message"]
+    st, body = http("POST", c.url("PA1") + "/v1/desk/login", b'{"user": "alice"}')
+    assert st == 400 and "password" in body["message"]
+    st, body = call(c, "PA1", "GET", "/v1/desk/channels", "0" * 64)
+    assert st == 401 and body["error"] == "EUNAUTHORIZED"
+    st, body = login(c, "PA1", "alice")
+    assert st == 200 and len(body["token"]) == 64 and body["user"] == "alice"
+    assert body["messaging"] == ["nats://127.0.0.1:4222"]
+    assert {ch["name"] for ch in body["channels"]} == {"fire", "all"}
+
+
+def test_channels_join_leave_and_events(one):
+    c = one
+    tok = login(c, "PA1", "alice")[1]["token"]
+    assert call(c, "PA1", "POST", "/v1/desk/channels/fire/join", tok)[0] == 200
+    st, body = call(c, "PA1", "POST", "/v1/desk/channels/ops/join", tok)
+    assert st == 403 and body["error"] == "ENOTALLOWED"
+    st, body = call(c, "PA1", "POST", "/v1/desk/channels/nope/join", tok)
+    assert st == 404
+    chans = {ch["name"]: ch for ch in call(c, "PA1", "GET", "/v1/desk/channels", tok)[1]["channels"]}
+    assert chans["fire"]["joined"] and not chans["all"]["joined"]
+    assert chans["fire"]["subject"].endswith(".ch.fire")
+    assert call(c, "PA1", "POST", "/v1/desk/channels/fire/leave", tok)[0] == 200
+    # a long poll with nothing to say waits its time, then answers empty
+    t0 = time.monotonic()
+    st, body = call(c, "PA1", "GET", "/v1/desk/events?after=0&wait=2", tok)
+    assert st == 200 and body["events"] == [] and 1.5 < time.monotonic() - t0 < 5
+    # a resume puts an event: a waiting poll returns at once with it
+    st, body = call(c, "PA1", "POST", "/v1/desk/resume", tok)
+    assert st == 200 and body["token"] == tok
+    st, body = call(c, "PA1", "GET", "/v1/desk/events?after=0&wait=10", tok)
+    assert st == 200 and [e["type"] for e in body["events"]] == ["channels_refreshed"]
+    assert body["last"] == body["events"][0]["seq"]
+    st, body = call(c, "PA1", "GET", "/v1/desk/events?after=x", tok)
+    assert st == 400
+    # logout: the token is no more
+    assert call(c, "PA1", "POST", "/v1/desk/logout", tok)[0] == 200
+    assert call(c, "PA1", "GET", "/v1/desk/channels", tok)[0] == 401
+
+
+def test_sessions_survive_a_sigkill_of_the_server(one):
+    c = one
+    tok = login(c, "PA1", "carol")[1]["token"]
+    assert call(c, "PA1", "POST", "/v1/desk/channels/fire/join", tok)[0] == 200
+    c.kill("PA1")
+    c.srv["PA1"].start()
+    assert wait_for(lambda: c.healthy("PA1"), 15)
+    assert "1 session(s) restored" in c.srv["PA1"].logtext()
+    st, body = call(c, "PA1", "POST", "/v1/desk/resume", tok)
+    assert st == 200 and body["user"] == "carol"
+    assert [ch["name"] for ch in body["channels"] if ch["joined"]] == ["fire"]
+
+
+def test_idle_session_expires(tmp_path, etcd1):
+    c = make(tmp_path, etcd1, extra=["session_timeout = 10"])
+    try:
+        tok = login(c, "PA1", "bob")[1]["token"]
+        assert call(c, "PA1", "GET", "/v1/desk/channels", tok)[0] == 200
+        def expired():
+            st, body = call(c, "PA1", "GET", "/v1/desk/channels", "f" * 64)
+            return "expired" in c.srv["PA1"].logtext()
+        assert wait_for(expired, 25, step=0.5)
+        st, body = call(c, "PA1", "POST", "/v1/desk/resume", tok)
+        assert st == 401 and body["error"] == "EEXPIRED"
+        assert login(c, "PA1", "bob")[0] == 200      # a new login works
+    finally:
+        c.stop_all()
+
+
+def licenses_in_etcd(c):
+    st, r = c.etcd.call("/v3/kv/range", {
+        "key": b64("/understudy/%s/licenses/" % c.cluster),
+        "range_end": b64("/understudy/%s/licenses0" % c.cluster), "count_only": True})
+    assert st == 200, r
+    return int(r.get("count", 0))
+
+
+def test_licenses_enforced_across_the_cluster(tmp_path, etcd1):
+    c = make(tmp_path, etcd1, extra=["licenses = 2", "license_policy = enforce"],
+             servers=("PA1", "PA3"))
+    try:
+        a = login(c, "PA1", "alice")
+        assert a[0] == 200 and a[1]["license"]["over"] is False
+        assert login(c, "PA3", "bob")[0] == 200
+        st, body = login(c, "PA3", "carol")
+        assert st == 403 and body["error"] == "ENOLICENSE"
+        assert licenses_in_etcd(c) == 2
+        # a logout frees one
+        assert call(c, "PA1", "POST", "/v1/desk/logout", a[1]["token"])[0] == 200
+        assert login(c, "PA3", "carol")[0] == 200
+        # a dead server's sessions stop counting when its lease goes
+        c.kill_worker("PA3")
+        assert wait_for(lambda: licenses_in_etcd(c) == 0, 5)
+        assert login(c, "PA1", "alice", desk="d2")[0] == 200
+    finally:
+        c.stop_all()
+
+
+def test_licenses_over_the_limit_warn(tmp_path, etcd1):
+    c = make(tmp_path, etcd1, extra=["licenses = 1"])
+    try:
+        assert login(c, "PA1", "alice")[0] == 200
+        st, body = login(c, "PA1", "bob")
+        assert st == 200 and body["license"]["over"] is True
+        st, ev = call(c, "PA1", "GET", "/v1/desk/events?after=0", body["token"])
+        assert [e["type"] for e in ev["events"]] == ["license_warning"]
+    finally:
+        c.stop_all()
