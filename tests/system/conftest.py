@@ -512,10 +512,234 @@ class Kamailio:
         return "127.0.0.1:%d" % self.port
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        terminate(self.proc)
+
+
+def terminate(proc):
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+DESK = os.path.join(BUILD, "src", "understudy-desk")
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
+_hashes = {}
+
+
+def hashed(pw):
+    """The argon2id hash understudy passwd prints for pw."""
+    if pw not in _hashes:
+        r = subprocess.run([CLI, "passwd"], input=pw + "\n" + pw + "\n",
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        _hashes[pw] = r.stdout.strip().split()[-1]
+    return _hashes[pw]
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Nats:
+    """A real nats-server with JetStream, its store under tmp."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.dir = os.path.join(tmp, "nats-%d" % self.port)
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.log = open(self.dir + ".log", "ab")
+        self.proc = subprocess.Popen(
+            ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-js",
+             "-sd", self.dir, "-n", "n%d" % self.port],
+            stdout=self.log, stderr=self.log)
+        assert wait_for(lambda: port_open(self.port), 10), "nats did not start"
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def stop(self):
+        terminate(self.proc)
+        self.log.close()
+
+
+@pytest.fixture
+def nats(tmp_path):
+    n = Nats(str(tmp_path))
+    yield n
+    n.stop()
+
+
+class Proxy(threading.Thread):
+    """A TCP proxy the test controls: cut() drops every connection and
+    refuses new ones, restore() lets them through again."""
+
+    def __init__(self, target_port):
+        super().__init__(daemon=True)
+        self.target = target_port
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.lsock.settimeout(0.1)
+        self.port = self.lsock.getsockname()[1]
+        self.cut_now = False
+        self.conns = []
+        self.lock = threading.Lock()
+        self.running = True
+        self.start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def pipe(self, a, b):
+        try:
+            while self.running:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
             try:
+                s.close()
+            except OSError:
+                pass
+
+    def run(self):
+        while self.running:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                continue
+            if self.cut_now:
+                c.close()
+                continue
+            try:
+                t = socket.create_connection(("127.0.0.1", self.target), timeout=1)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, t]
+            for a, b in ((c, t), (t, c)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    def cut(self):
+        self.cut_now = True
+        with self.lock:
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self.conns = []
+
+    def restore(self):
+        self.cut_now = False
+
+    def close(self):
+        self.running = False
+        self.cut()
+        self.join(2)
+        self.lsock.close()
+
+
+class Desk:
+    """A real understudy-desk process driven through its stdin, reading
+    its --json lines."""
+
+    def __init__(self, tmp, name, servers, profile=None):
+        self.name = name
+        self.profile = profile or os.path.join(tmp, "desk-" + name)
+        cmd = [DESK, "--profile", self.profile, "--desk", name, "--json"]
+        for s in servers:
+            cmd += ["--server", s]
+        self.errlog = open(os.path.join(tmp, "desk-%s.err" % name), "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.errlog, text=True, bufsize=1)
+        self.events = []
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def read(self):
+        for line in self.proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                ev = {"event": "garbage", "text": line}
+            with self.cond:
+                self.events.append(ev)
+                self.cond.notify_all()
+
+    def wait(self, pred, timeout=10, start=0):
+        """The first event from index start on that matches pred."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for ev in self.events[start:]:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def cmd(self, line, timeout=15):
+        """Run a command; its result event."""
+        with self.cond:
+            start = len(self.events)
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        word = line.split()[0]
+        ev = self.wait(lambda e: e.get("event") == "result" and e.get("command") == word,
+                       timeout, start)
+        assert ev is not None, "%s: no answer to %r; saw %r" % (self.name, line,
+                                                                self.events[start:])
+        return ev
+
+    def messages(self, channel=None):
+        with self.cond:
+            return [e for e in self.events if e.get("event") == "message" and
+                    (channel is None or e["channel"] == channel)]
+
+    def states(self):
+        with self.cond:
+            return [e["text"] for e in self.events if e.get("event") == "state"]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
                 self.proc.wait(10)
-            except subprocess.TimeoutExpired:
+            except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        self.errlog.close()
+        with open(self.errlog.name, errors="replace") as f:
+            marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+            reports = [l for l in f if any(m in l for m in marks)]
+        assert not reports, "desk %s: %s" % (self.name, reports[:3])

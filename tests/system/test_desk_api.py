@@ -8,19 +8,8 @@ import time
 
 import pytest
 
-from conftest import CLI, Cluster, b64, http, wait_for
+from conftest import PASSWORDS, Cluster, b64, hashed, http, wait_for
 
-PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
-_hashes = {}
-
-
-def hashed(pw):
-    if pw not in _hashes:
-        r = subprocess.run([CLI, "passwd"], input=pw + "\n" + pw + "\n",
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-        _hashes[pw] = r.stdout.strip().split()[-1]
-    return _hashes[pw]
 
 
 def sections():
