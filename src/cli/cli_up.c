@@ -8,7 +8,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -245,6 +248,71 @@ start_etcd(struct up *u)
 	}
 	fprintf(stderr,
 	    "understudy up: etcd did not answer within %d s; see %s\n",
+	    UP_READY_MS / 1000, p->log);
+	return -1;
+}
+
+/* True when something accepts TCP connections on 127.0.0.1:port. */
+static bool
+tcp_ready(long port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
+
+	if (fd < 0)
+		return false;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+	close(fd);
+	return rc == 0;
+}
+
+/*
+ * NATS with JetStream for the desks' channels where the config says
+ * messaging = local; its store under the state directory.
+ */
+static int
+start_nats(struct up *u)
+{
+	long port = u->cfg->cluster.local_nats_port;
+	char dir[PATH_MAX], portstr[16], name[96];
+	char *argv[16];
+	struct proc *p;
+	int i = 0;
+
+	snprintf(dir, sizeof(dir), "%s/nats", u->state_dir);
+	if (mkdir_p(dir) != 0 || (p = proc_add(u, "nats")) == NULL)
+		return -1;
+	snprintf(portstr, sizeof(portstr), "%ld", port);
+	snprintf(name, sizeof(name), "understudy-%s", u->cfg->cluster.name);
+	snprintf(p->listens, sizeof(p->listens), "nats://127.0.0.1:%ld", port);
+	argv[i++] = (char *)"nats-server";
+	argv[i++] = (char *)"-a";
+	argv[i++] = (char *)"127.0.0.1";
+	argv[i++] = (char *)"-p";
+	argv[i++] = portstr;
+	argv[i++] = (char *)"-js";
+	argv[i++] = (char *)"-sd";
+	argv[i++] = dir;
+	argv[i++] = (char *)"-n";
+	argv[i++] = name;
+	argv[i] = NULL;
+	fprintf(stderr, "understudy up: starting NATS on %s (data in %s)\n",
+	    p->listens, dir);
+	if ((p->pid = start(argv, p->log)) < 0)
+		return -1;
+	for (uint64_t t0 = time_mono_ms(); time_mono_ms() - t0 < UP_READY_MS;) {
+		if (tcp_ready(port)) {
+			p->ready = true;
+			return 0;
+		}
+		if (reap(u, true) > 0)
+			return -1;
+		usleep(20000);
+	}
+	fprintf(stderr,
+	    "understudy up: NATS did not answer within %d s; see %s\n",
 	    UP_READY_MS / 1000, p->log);
 	return -1;
 }
@@ -551,6 +619,8 @@ cli_up(int argc, char **argv)
 	if (u.cfg->cluster.registrar &&
 	    strcmp(u.cfg->cluster.registrar, "local") == 0 &&
 	    start_kamailio(&u) != 0)
+		goto stop;
+	if (u.cfg->cluster.messaging_local && start_nats(&u) != 0)
 		goto stop;
 	if (start_servers(&u) != 0 || wait_healthy(&u) != 0)
 		goto stop;

@@ -25,6 +25,7 @@ etcd = local
 local_etcd_port = %d
 registrar = local
 local_registrar_port = %d
+local_nats_port = %d
 
 [server PA1]
 address = 127.0.0.1
@@ -54,7 +55,8 @@ media_ports = 18
 max_media_ports = 36
 rtp_port_base = 41100
 failover = PA1
-""" % (etcd_port, free_port(), ports[0], sips[0], ports[1], sips[1], ports[2], sips[2])
+""" % (etcd_port, free_port(), free_port(), ports[0], sips[0], ports[1], sips[1],
+       ports[2], sips[2])
     path = tmp_path / "site.conf"
     path.write_text(text)
     shutil.copy(os.path.join(ROOT, "examples", "kamailio.cfg"), tmp_path / "kamailio.cfg")
@@ -92,7 +94,7 @@ def test_up_runs_three_healthy_servers_and_stops_them(tmp_path):
     try:
         table = {m.group(1): int(m.group(2)) for m in
                  (re.match(r"(\S+)\s+(\d+)\s", l) for l in lines) if m}
-        assert set(table) == {"etcd", "kamailio", "PA1", "PA2", "PA3"}
+        assert set(table) == {"etcd", "kamailio", "nats", "PA1", "PA2", "PA3"}
         for port in ports:
             st, body = http("GET", "http://127.0.0.1:%d/health" % port)
             assert st == 200 and body["status"] == "ok"
@@ -110,6 +112,11 @@ def test_up_runs_three_healthy_servers_and_stops_them(tmp_path):
         assert wait_for(lambda: registered(ports[2]) == ["6100"], 5)
         assert os.path.exists(tmp_path / "var" / "log" / "PA1.log")
         assert os.path.isdir(tmp_path / "var" / "etcd")
+        assert os.path.isdir(tmp_path / "var" / "nats" / "jetstream")
+        # the desks' data plane is the NATS that up runs
+        nats = http("GET", "http://127.0.0.1:%d/v1/desk/versions" % ports[0])
+        assert nats[0] == 200
+        assert os.path.exists(tmp_path / "var" / "PA1" / "understudy.db")
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
         for name, pid in table.items():
@@ -129,8 +136,8 @@ def test_up_ctrl_c_and_json(tmp_path):
     try:
         info = json.loads(lines[-1])
         assert info["cluster"] == "uptest"
-        assert [x["name"] for x in info["processes"]] == ["etcd", "kamailio", "PA1",
-                                                          "PA2", "PA3"]
+        assert [x["name"] for x in info["processes"]] == ["etcd", "kamailio", "nats",
+                                                          "PA1", "PA2", "PA3"]
         assert all(x["healthy"] for x in info["processes"])
         p.send_signal(signal.SIGINT)
         assert p.wait(30) == 0
