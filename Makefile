@@ -57,6 +57,7 @@ fuzz: build-fuzz
 bench: build
 	bench/failover
 	bench/calls
+	bench/desks
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -76,6 +76,14 @@ void us_desk_close(us_desk *d);
  */
 int us_login(us_desk *d, const char *user, const char *password);
 
+/*
+ * Go on with the session this desk's profile holds (a desk program that
+ * restarted): it resumes at the first server that answers, without a
+ * password. US_ENOTFOUND when the profile has none. A session the server
+ * no longer knows needs us_login.
+ */
+int us_resume(us_desk *d);
+
 /* Log out (online: the server forgets the session). */
 int us_logout(us_desk *d);
 

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 
 #include <microhttpd.h>
@@ -272,6 +273,28 @@ resolve(const char *address, unsigned port, struct sockaddr_storage *ss)
 	return 0;
 }
 
+/*
+ * Desks keep a connection each: take what the process may open, less a
+ * reserve for etcd, SQLite, SIP and one RTP socket per media port.
+ */
+static unsigned
+connection_limit(void)
+{
+	struct rlimit rl;
+	rlim_t n = 1000;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		if (rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+			getrlimit(RLIMIT_NOFILE, &rl);
+		}
+		if (rl.rlim_cur > 12000 + 1000)
+			n = rl.rlim_cur - 12000;
+	}
+	return (unsigned)(n > 200000 ? 200000 : n);
+}
+
 struct http *
 http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
     http_dispatch_fn dispatch, void *arg)
@@ -296,7 +319,7 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 	h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+	    MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
 	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
 	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
 	if (h->d == NULL) {

@@ -19,6 +19,7 @@
 #define EVENTS_EVERY_MS 500
 
 static const char *const schema =
+    "BEGIN;"
     "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS users (user TEXT PRIMARY KEY, hash TEXT "
     "NOT NULL);"
@@ -27,7 +28,8 @@ static const char *const schema =
     "DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS outbox (n INTEGER PRIMARY KEY "
     "AUTOINCREMENT, id TEXT UNIQUE NOT NULL, channel TEXT NOT NULL, "
-    "payload TEXT NOT NULL);";
+    "payload TEXT NOT NULL);"
+    "COMMIT;";
 
 /* ---- time ---- */
 
@@ -105,10 +107,8 @@ lib_emit(
 	struct us_event *ev;
 	va_list ap;
 
-	if (d->q_len == LIB_QUEUE_MAX)
+	if ((ev = lib_emit_slot(d)) == NULL)
 		return; /* the program does not poll; the state is kept */
-	ev = &d->q[(d->q_head + d->q_len++) % LIB_QUEUE_MAX];
-	memset(ev, 0, sizeof(*ev));
 	ev->type = type;
 	snprintf(ev->kind, sizeof(ev->kind), "%s", kind ? kind : "");
 	va_start(ap, fmt);
@@ -121,9 +121,22 @@ lib_emit_slot(us_desk *d)
 {
 	struct us_event *ev;
 
-	if (d->q_len == LIB_QUEUE_MAX)
-		return NULL;
-	ev = &d->q[(d->q_head + d->q_len++) % LIB_QUEUE_MAX];
+	if (d->q_len == d->q_cap) {
+		size_t cap = d->q_cap ? d->q_cap * 2 : 8;
+		struct us_event *q;
+
+		if (cap > LIB_QUEUE_MAX ||
+		    (q = malloc(cap * sizeof(*q))) == NULL)
+			return NULL;
+		/* unroll the ring into the new one */
+		for (size_t i = 0; i < d->q_len; i++)
+			q[i] = d->q[(d->q_head + i) % d->q_cap];
+		free(d->q);
+		d->q = q;
+		d->q_cap = cap;
+		d->q_head = 0;
+	}
+	ev = &d->q[(d->q_head + d->q_len++) % d->q_cap];
 	memset(ev, 0, sizeof(*ev));
 	return ev;
 }
@@ -242,14 +255,16 @@ jstr(json_t *o, const char *k)
 	return v ? v : "";
 }
 
-/* Take the server's channel list: joined as it says, sequences kept. */
+/*
+ * Take the server's channel list: joined as it says, sequences kept.
+ * Inside the caller's transaction.
+ */
 static void
 channels_apply(us_desk *d, json_t *arr)
 {
 	size_t i;
 	json_t *c;
 
-	lib_sql(d, "BEGIN");
 	lib_sql(d, "UPDATE channels SET joined = 0");
 	json_array_foreach (arr, i, c) {
 		sqlite3_stmt *st = lib_prep(d,
@@ -266,7 +281,6 @@ channels_apply(us_desk *d, json_t *arr)
 		sqlite3_step(st);
 		sqlite3_finalize(st);
 	}
-	lib_sql(d, "COMMIT");
 	lib_nats_channels_changed(d);
 }
 
@@ -283,6 +297,8 @@ session_apply(us_desk *d, const char *base, json_t *s)
 	if (strcmp(d->token, jstr(s, "token")) != 0)
 		d->last_event = 0;
 	snprintf(d->token, sizeof(d->token), "%s", jstr(s, "token"));
+	/* one commit (one sync) for all of it */
+	lib_sql(d, "BEGIN IMMEDIATE");
 	lib_kv_put(d, "token", d->token);
 	lib_kv_put(d, "user", d->user);
 	lib_kv_put(d, "server", d->server);
@@ -290,8 +306,9 @@ session_apply(us_desk *d, const char *base, json_t *s)
 	if (msg)
 		lib_kv_put(d, "messaging", msg);
 	free(msg);
-	lib_nats_configure(d);
 	channels_apply(d, json_object_get(s, "channels"));
+	lib_sql(d, "COMMIT");
+	lib_nats_configure(d);
 	if (json_is_true(
 		json_object_get(json_object_get(s, "license"), "over")))
 		lib_emit(d, US_EV_NOTICE, "license",
@@ -441,6 +458,34 @@ us_login(us_desk *d, const char *user, const char *password)
 	lib_nats_configure(d);
 	lib_nats_channels_changed(d);
 	return 0;
+}
+
+int
+us_resume(us_desk *d)
+{
+	char *tok = lib_kv_get(d, "token"), *who = lib_kv_get(d, "user"),
+	     *cl = lib_kv_get(d, "cluster");
+	int rc = US_ENOTFOUND;
+
+	if (tok && who && *tok) {
+		snprintf(d->token, sizeof(d->token), "%s", tok);
+		snprintf(d->user, sizeof(d->user), "%s", who);
+		snprintf(d->cluster, sizeof(d->cluster), "%s", cl ? cl : "");
+		d->logged_in = true;
+		d->online = false;
+		d->server_fails = 0;
+		d->next_server = 0; /* at the next us_poll */
+		lib_nats_configure(d);
+		lib_nats_channels_changed(d);
+		rc = 0;
+	} else {
+		snprintf(d->why, sizeof(d->why),
+		    "no session in this desk's profile: log in");
+	}
+	free(tok);
+	free(who);
+	free(cl);
+	return rc;
 }
 
 int
@@ -644,7 +689,9 @@ join_or_leave(us_desk *d, const char *channel, bool join)
 		 true, &ans)) == 0) {
 		if (join)
 			lib_nats_mark_start(d, channel);
+		lib_sql(d, "BEGIN IMMEDIATE");
 		channels_apply(d, json_object_get(ans, "channels"));
+		lib_sql(d, "COMMIT");
 	}
 	json_decref(ans);
 	return rc == US_EUNAVAIL ? 0 : rc;
@@ -682,7 +729,7 @@ us_poll(us_desk *d, int timeout_ms, struct us_event *ev)
 		}
 		if (d->q_len) {
 			*ev = d->q[d->q_head];
-			d->q_head = (d->q_head + 1) % LIB_QUEUE_MAX;
+			d->q_head = (d->q_head + 1) % d->q_cap;
 			d->q_len--;
 			return 1;
 		}
@@ -777,5 +824,6 @@ us_desk_close(us_desk *d)
 	if (d->curl)
 		curl_easy_cleanup(d->curl);
 	sqlite3_close(d->db);
+	free(d->q);
 	free(d);
 }

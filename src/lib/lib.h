@@ -56,9 +56,9 @@ struct us_desk {
 	struct lib_channel subs[LIB_CHANNELS_MAX];
 	size_t n_subs;
 
-	/* events for the program */
-	struct us_event q[LIB_QUEUE_MAX];
-	size_t q_head, q_len;
+	/* events for the program: a ring that grows up to LIB_QUEUE_MAX */
+	struct us_event *q;
+	size_t q_cap, q_head, q_len;
 };
 
 /* desk.c */
