@@ -73,6 +73,16 @@ seed(const char *dir, const char *token, const char *cluster)
 	return rc;
 }
 
+/* A whole non-negative decimal number, or -1. */
+static long
+number(const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	return *s && *end == '\0' && v >= 0 ? v : -1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -92,9 +102,15 @@ main(int argc, char **argv)
 		return 2;
 	}
 	servers[0] = argv[1];
-	first = atol(argv[4]);
-	count = atol(argv[5]);
-	timeout = atol(argv[7]);
+	first = number(argv[4]);
+	count = number(argv[5]);
+	timeout = number(argv[7]);
+	if (first < 0 || count <= 0 || timeout <= 0) {
+		fprintf(stderr,
+		    "desk-swarm: FIRST, COUNT and TIMEOUT_S are "
+		    "numbers\n");
+		return 2;
+	}
 	/* three files per SQLite profile (the database, its WAL, its index) */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
 		rl.rlim_cur = rl.rlim_max;

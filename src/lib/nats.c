@@ -427,7 +427,7 @@ us_send(us_desk *d, const char *channel, const char *text)
 	}
 	{
 		char *c = lib_kv_get(d, "sent");
-		int64_t sent = c ? atoll(c) + 1 : 1;
+		int64_t sent = c ? strtoll(c, NULL, 10) + 1 : 1;
 		char num[32];
 
 		free(c);
