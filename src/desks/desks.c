@@ -149,6 +149,27 @@ struct session {
 	int64_t created, seen, expired, seq, slot, slot_lease;
 };
 
+static void slot_release(struct desks *d, int64_t slot, int64_t lease);
+
+/* Mark a session expired now; its license slot goes. */
+static void
+session_expire(struct desks *d, const char *token, const struct session *s)
+{
+	sqlite3_stmt *st = prep(d,
+	    "UPDATE sessions SET expired_ms = ? WHERE "
+	    "token = ? AND expired_ms = 0");
+
+	if (st) {
+		sqlite3_bind_int64(st, 1, time_wall_ms());
+		sqlite3_bind_text(st, 2, token, -1, SQLITE_STATIC);
+		sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	slot_release(d, s->slot, s->slot_lease);
+	log_info(
+	    "desks: session of %s on desk %s expired (idle)", s->user, s->desk);
+}
+
 /*
  * The session of token, touched (it is active). 0, or an error in *r:
  * 401 EUNAUTHORIZED (no such session) or EEXPIRED.
@@ -198,6 +219,12 @@ session_get(
 	s->slot = sqlite3_column_int64(st, 7);
 	s->slot_lease = sqlite3_column_int64(st, 8);
 	sqlite3_finalize(st);
+	/* idle too long, and the sweep has not come yet (a restart) */
+	if (!s->expired &&
+	    time_wall_ms() - s->seen > d->cfg->cluster.session_timeout * 1000) {
+		session_expire(d, token, s);
+		s->expired = time_wall_ms();
+	}
 	if (s->expired) {
 		res_error(r, 401, US_EEXPIRED,
 		    "the session expired after %ld s without a request; log "
@@ -266,21 +293,29 @@ static json_t *
 session_json(
     struct desks *d, const char *token, const struct session *s, bool over)
 {
-	json_t *msg = json_array();
+	json_t *msg = json_array(), *servers = json_array();
 	char created[32];
 
 	for (size_t i = 0; i < d->cfg->cluster.messaging.n; i++)
 		json_array_append_new(
 		    msg, json_string(d->cfg->cluster.messaging.v[i]));
+	/* every server of the cluster: a desk tries them after its own list */
+	for (size_t i = 0; i < d->cfg->n_servers; i++) {
+		char url[300];
+
+		snprintf(url, sizeof(url), "http://%s:%ld",
+		    d->cfg->servers[i].address, d->cfg->servers[i].api_port);
+		json_array_append_new(servers, json_string(url));
+	}
 	time_iso8601(s->created, created, sizeof(created));
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:o,s:o,s:{s:I,"
-			 "s:I,s:b,s:s}}",
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:o,s:o,s:o,"
+			 "s:{s:I,s:I,s:b,s:s}}",
 	    "token", token, "user", s->user, "desk", s->desk, "version",
 	    s->version, "server", agent_self(d->a), "cluster",
 	    d->cfg->cluster.name, "created", created, "session_timeout",
 	    (json_int_t)d->cfg->cluster.session_timeout, "last_event",
 	    (json_int_t)s->seq, "channels", channels_json(d, token, s->user),
-	    "messaging", msg, "license", "limit",
+	    "messaging", msg, "servers", servers, "license", "limit",
 	    (json_int_t)d->cfg->cluster.licenses, "slot", (json_int_t)s->slot,
 	    "over", over, "policy",
 	    d->cfg->cluster.license_policy == CONFIG_LICENSE_ENFORCE ? "enforce"

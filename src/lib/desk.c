@@ -306,6 +306,10 @@ session_apply(us_desk *d, const char *base, json_t *s)
 	if (msg)
 		lib_kv_put(d, "messaging", msg);
 	free(msg);
+	if ((msg = json_dumps(json_object_get(s, "servers"), JSON_COMPACT))) {
+		lib_kv_put(d, "servers", msg);
+		free(msg);
+	}
 	channels_apply(d, json_object_get(s, "channels"));
 	lib_sql(d, "COMMIT");
 	lib_nats_configure(d);
@@ -395,6 +399,9 @@ login_at(us_desk *d, const char *base, const char *user, const char *password)
 	return rc;
 }
 
+static size_t candidates(us_desk *d, char **v, size_t max);
+static void candidates_free(char **v, size_t n);
+
 int
 us_login(us_desk *d, const char *user, const char *password)
 {
@@ -402,10 +409,16 @@ us_login(us_desk *d, const char *user, const char *password)
 	bool ok = false;
 	int rc = US_EUNAVAIL;
 
+	char *v[2 * LIB_SERVERS_MAX];
+	size_t n;
+
 	if (user == NULL || password == NULL)
 		return US_EINVAL;
-	for (size_t i = 0; i < d->n_servers && rc == US_EUNAVAIL; i++)
-		rc = login_at(d, d->servers[i], user, password);
+	n = candidates(d, v, 2 * LIB_SERVERS_MAX);
+	for (size_t i = 0; i < n && rc == US_EUNAVAIL; i++)
+		if (v[i])
+			rc = login_at(d, v[i], user, password);
+	candidates_free(v, n);
 	if (rc == 0) {
 		remember(d, user, password);
 		free(d->password);
@@ -529,6 +542,41 @@ us_server(const us_desk *d)
 }
 
 /*
+ * The servers to try, in order: the desk's own list, then the others of
+ * the cluster that its last session named. Returns how many (each
+ * malloc'ed in v).
+ */
+static size_t
+candidates(us_desk *d, char **v, size_t max)
+{
+	char *text = lib_kv_get(d, "servers");
+	json_t *arr = text ? json_loads(text, 0, NULL) : NULL, *u;
+	size_t n = 0, i;
+
+	free(text);
+	for (i = 0; i < d->n_servers && n < max; i++)
+		v[n++] = strdup(d->servers[i]);
+	json_array_foreach (arr, i, u) {
+		bool seen = false;
+
+		for (size_t k = 0; k < n; k++)
+			seen = seen ||
+			    (v[k] && strcmp(v[k], json_string_value(u)) == 0);
+		if (!seen && json_is_string(u) && n < max)
+			v[n++] = strdup(json_string_value(u));
+	}
+	json_decref(arr);
+	return n;
+}
+
+static void
+candidates_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+}
+
+/*
  * Back to a server: the session resumes (licenses checked, channels
  * refreshed), or, expired, a new login with the password this run
  * holds. The config's servers in order.
@@ -538,13 +586,17 @@ reconnect(us_desk *d)
 {
 	int rc = US_EUNAVAIL;
 	json_t *ans = NULL;
+	char *v[2 * LIB_SERVERS_MAX];
+	size_t n = candidates(d, v, 2 * LIB_SERVERS_MAX);
 
-	for (size_t i = 0; i < d->n_servers && rc == US_EUNAVAIL; i++) {
+	for (size_t i = 0; i < n && rc == US_EUNAVAIL; i++) {
+		if (v[i] == NULL)
+			continue;
 		if (d->token[0]) {
-			rc = lib_http(d, d->servers[i], "POST",
-			    "/v1/desk/resume", NULL, true, &ans);
+			rc = lib_http(d, v[i], "POST", "/v1/desk/resume", NULL,
+			    true, &ans);
 			if (rc == 0) {
-				session_apply(d, d->servers[i], ans);
+				session_apply(d, v[i], ans);
 				go_online(d);
 			}
 			json_decref(ans);
@@ -556,9 +608,10 @@ reconnect(us_desk *d)
 			lib_emit(d, US_EV_NOTICE, "relogin",
 			    "the session is gone at the server: logging in "
 			    "again");
-			rc = login_at(d, d->servers[i], d->user, d->password);
+			rc = login_at(d, v[i], d->user, d->password);
 		}
 	}
+	candidates_free(v, n);
 	if (rc == 0)
 		return;
 	if (rc != US_EUNAVAIL) {

@@ -168,3 +168,21 @@ def test_licenses_over_the_limit_warn(tmp_path, etcd1):
         assert [e["type"] for e in ev["events"]] == ["license_warning"]
     finally:
         c.stop_all()
+
+
+def test_resume_over_the_limit_is_refused_when_enforced(tmp_path, etcd1):
+    """A server that died lost its license slots with its lease; meanwhile
+    another desk took the last one: the first desk's resume is refused."""
+    c = make(tmp_path, etcd1, extra=["licenses = 1", "license_policy = enforce"],
+             servers=("PA1", "PA3"))
+    try:
+        tok = login(c, "PA1", "alice")[1]["token"]
+        assert login(c, "PA3", "bob")[0] == 403          # the one slot is alice's
+        c.kill("PA1")                                    # her slot goes with the lease
+        assert wait_for(lambda: login(c, "PA3", "bob")[0] == 200, 10)
+        c.srv["PA1"].start()
+        assert wait_for(lambda: c.healthy("PA1"), 15)
+        st, body = call(c, "PA1", "POST", "/v1/desk/resume", tok)
+        assert st == 403 and body["error"] == "ENOLICENSE"
+    finally:
+        c.stop_all()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORDS, Cluster, Desk, Nats, Proxy, free_port, hashed, wait_for
+from conftest import PASSWORDS, Cluster, Desk, Nats, Proxy, hashed, wait_for
 
 
 
@@ -22,7 +22,7 @@ def cluster(tmp_path, etcd, nats, extra=()):
                 "[channel fire]\nallow = @dispatch\n\n[channel police]\nallow = @dispatch\n"
                 % tuple(hashed(PASSWORDS[u]) for u in ("alice", "bob", "carol")))
     c = Cluster(tmp_path, etcd, [{"name": "PA1", "ports": 1, "max": 2}],
-                extra=["messaging = " + nats.url, "session_timeout = 600"] + list(extra),
+                extra=["messaging = " + nats.url] + (list(extra) or ["session_timeout = 600"]),
                 sections=sections)
     c.start()
     return c
@@ -115,8 +115,8 @@ def test_local_login_only_for_a_user_seen_online(env, tmp_path):
     a = online_desk(tmp_path, c, "a", "alice")
     assert a.cmd("join fire")["ok"]
     a.stop()
-    dead = "http://127.0.0.1:%d" % free_port()     # the network is down
-    a2 = Desk(str(tmp_path), "a", [dead], profile=a.profile)
+    c.kill("PA1")                                  # no server answers now
+    a2 = Desk(str(tmp_path), "a", [c.url("PA1")], profile=a.profile)
     desks.append(a2)
     r = a2.cmd("login bob " + PASSWORDS["bob"])
     assert not r["ok"] and r["error"] == "EUNAUTHORIZED"
@@ -213,3 +213,48 @@ def test_thousand_messages_with_server_and_nats_killed(tmp_path, etcd1):
             d.stop()
         c.stop_all()
         n.stop()
+
+
+def test_expired_session_logs_in_again(tmp_path, etcd1, nats):
+    """Offline longer than session_timeout: when the server is back the
+    session is gone, and the desk logs in again with the password it
+    holds for this run."""
+    c = cluster(tmp_path, etcd1, nats, extra=["session_timeout = 10"])
+    a = None
+    try:
+        a = online_desk(tmp_path, c, "a", "alice")
+        c.kill("PA1")
+        assert a.wait(lambda e: e.get("event") == "state" and "offline" in e["text"], 10)
+        time.sleep(11)
+        mark = len(a.events)
+        c.srv["PA1"].start()
+        assert a.wait(lambda e: e.get("kind") == "relogin", 30, mark)
+        assert a.wait(lambda e: e.get("event") == "state" and
+                      e["text"] == "offline -> online (PA1)", 30, mark)
+        assert a.cmd("join fire")["ok"]
+    finally:
+        if a:
+            a.stop()
+        c.stop_all()
+
+
+def test_desk_finds_the_other_servers_of_the_cluster(tmp_path, etcd1, nats):
+    """A desk that knows only PA1 learns the cluster's servers from its
+    session: with PA1 gone it goes on at PA3 (a new session there)."""
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1", "ports": 1, "max": 2},
+                                  {"name": "PA3", "ports": 1, "max": 2}],
+                extra=["messaging = " + nats.url],
+                sections="[user alice]\npassword = %s\n\n[channel fire]\n"
+                % hashed(PASSWORDS["alice"]))
+    a = None
+    try:
+        c.start()
+        a = online_desk(tmp_path, c, "a", "alice")
+        c.kill("PA1")
+        assert a.wait(lambda e: e.get("event") == "state" and
+                      e["text"] == "offline -> online (PA3)", 20), a.events
+        assert a.cmd("join fire")["ok"]
+    finally:
+        if a:
+            a.stop()
+        c.stop_all()
