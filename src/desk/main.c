@@ -141,6 +141,10 @@ command(us_desk *d, char *line)
 	rest = a1 ? strtok(NULL, "") : NULL;
 	if (strcmp(cmd, "quit") == 0 || strcmp(cmd, "exit") == 0)
 		return false;
+	if (strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return true;
+	}
 	if (strcmp(cmd, "login") == 0 && a1 && rest) {
 		rc = us_login(d, a1, rest);
 		result("login", rc, d, us_desk_why(d));
@@ -205,6 +209,15 @@ command(us_desk *d, char *line)
 	return true;
 }
 
+/* The prompt of a terminal: where the desk stands. */
+static void
+prompt(us_desk *d)
+{
+	printf("%s%s> ", us_online(d) ? us_server(d) : "offline",
+	    us_messaging(d) ? "" : " (messaging down)");
+	fflush(stdout);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -252,9 +265,11 @@ main(int argc, char **argv)
 		    cfg.profile_dir, us_strerror(rc));
 		return 1;
 	}
-	if (tty && !as_json)
-		printf("understudy-desk %s: type a command (quit to leave)\n",
+	if (tty && !as_json) {
+		printf("understudy-desk %s: type a command (help, quit)\n",
 		    cfg.desk_id);
+		prompt(d);
+	}
 	while (go) {
 		struct pollfd p = {STDIN_FILENO, POLLIN, 0};
 		struct us_event ev;
@@ -283,6 +298,8 @@ main(int argc, char **argv)
 				if (nl > line && nl[-1] == '\r')
 					nl[-1] = '\0';
 				go = command(d, line);
+				if (go && tty && !as_json)
+					prompt(d);
 				have -= (size_t)(nl + 1 - line);
 				memmove(line, nl + 1, have + 1);
 			}
