@@ -193,6 +193,35 @@ health_ok(const char *url)
 	return status == 200;
 }
 
+static bool
+etcd_ready_at(const void *client)
+{
+	return etcd_ready(client);
+}
+
+/*
+ * Wait until ready(arg) says the process p answers: 0, or -1 when it
+ * died or did not answer within UP_READY_MS (said, with its log).
+ */
+static int
+wait_ready(struct up *u, struct proc *p, const char *what,
+    bool (*ready)(const void *arg), const void *arg)
+{
+	for (uint64_t t0 = time_mono_ms(); time_mono_ms() - t0 < UP_READY_MS;) {
+		if (ready(arg)) {
+			p->ready = true;
+			return 0;
+		}
+		if (reap(u, true) > 0)
+			return -1;
+		usleep(20000);
+	}
+	fprintf(stderr,
+	    "understudy up: %s did not answer within %d s; see %s\n", what,
+	    UP_READY_MS / 1000, p->log);
+	return -1;
+}
+
 static int
 start_etcd(struct up *u)
 {
@@ -237,25 +266,14 @@ start_etcd(struct up *u)
 	    client, data);
 	if ((p->pid = start(argv, p->log)) < 0)
 		return -1;
-	for (uint64_t t0 = time_mono_ms(); time_mono_ms() - t0 < UP_READY_MS;) {
-		if (etcd_ready(client)) {
-			p->ready = true;
-			return 0;
-		}
-		if (reap(u, true) > 0)
-			return -1;
-		usleep(20000);
-	}
-	fprintf(stderr,
-	    "understudy up: etcd did not answer within %d s; see %s\n",
-	    UP_READY_MS / 1000, p->log);
-	return -1;
+	return wait_ready(u, p, "etcd", etcd_ready_at, client);
 }
 
-/* True when something accepts TCP connections on 127.0.0.1:port. */
+/* True when something accepts TCP connections on 127.0.0.1:*port. */
 static bool
-tcp_ready(long port)
+tcp_ready(const void *arg)
 {
+	long port = *(const long *)arg;
 	struct sockaddr_in a = {.sin_family = AF_INET};
 	int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
 
@@ -302,19 +320,7 @@ start_nats(struct up *u)
 	    p->listens, dir);
 	if ((p->pid = start(argv, p->log)) < 0)
 		return -1;
-	for (uint64_t t0 = time_mono_ms(); time_mono_ms() - t0 < UP_READY_MS;) {
-		if (tcp_ready(port)) {
-			p->ready = true;
-			return 0;
-		}
-		if (reap(u, true) > 0)
-			return -1;
-		usleep(20000);
-	}
-	fprintf(stderr,
-	    "understudy up: NATS did not answer within %d s; see %s\n",
-	    UP_READY_MS / 1000, p->log);
-	return -1;
+	return wait_ready(u, p, "NATS", tcp_ready, &port);
 }
 
 /*

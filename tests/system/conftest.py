@@ -515,6 +515,27 @@ class Kamailio:
         terminate(self.proc)
 
 
+@pytest.fixture
+def kam(tmp_path):
+    k = Kamailio(str(tmp_path))
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def kam_cluster(tmp_path, etcd1, kam):
+    """PA1 and PA3 (4 ports each, covering each other, manual failback),
+    registering their route points at a real Kamailio."""
+    c = Cluster(tmp_path, etcd1, [
+        {"name": "PA1", "ports": 4, "max": 8, "failover": ["PA3"]},
+        {"name": "PA3", "ports": 4, "max": 8, "failover": ["PA1"]}],
+        failback="manual", registrar=kam.address)
+    c.start()
+    assert c.wait_owner("PA1", "PA1") and c.wait_owner("PA3", "PA3")
+    yield c
+    c.stop_all()
+
+
 def terminate(proc):
     """SIGTERM, then SIGKILL after 10 s."""
     if proc and proc.poll() is None:

@@ -12,28 +12,14 @@ import urllib.parse
 
 import pytest
 
-from conftest import CLI, ROOT, Cluster, Kamailio, free_port, http, wait_for
+from conftest import CLI, ROOT, Cluster, free_port, http, wait_for
 
 UAC = os.path.join(ROOT, "tests", "sip", "uac.xml")
 
 
 @pytest.fixture
-def kam(tmp_path):
-    k = Kamailio(str(tmp_path))
-    yield k
-    k.stop()
-
-
-@pytest.fixture
-def cluster(tmp_path, etcd1, kam):
-    c = Cluster(tmp_path, etcd1, [
-        {"name": "PA1", "ports": 4, "max": 8, "failover": ["PA3"]},
-        {"name": "PA3", "ports": 4, "max": 8, "failover": ["PA1"]}],
-        failback="manual", registrar=kam.address)
-    c.start()
-    assert c.wait_owner("PA1", "PA1") and c.wait_owner("PA3", "PA3")
-    yield c
-    c.stop_all()
+def cluster(kam_cluster):
+    return kam_cluster
 
 
 def records(c, server, **q):
