@@ -11,6 +11,7 @@
 
 #include "agent/agent.h"
 #include "api.h"
+#include "desks/desks.h"
 #include "calls/calls.h"
 
 struct route {
@@ -455,6 +456,21 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	metric_head(&b, "understudy_records_copied_total", "counter",
 	    "Records this server copied into its database since it started");
 	buf_printf(&b, "understudy_records_copied_total %" PRIu64 "\n", copied);
+	if (ctx->desks) {
+		long sessions, licensed, waiting;
+
+		desks_counters(ctx->desks, &sessions, &licensed, &waiting);
+		metric_head(&b, "understudy_desk_sessions", "gauge",
+		    "Desk sessions live on this server");
+		buf_printf(&b, "understudy_desk_sessions %ld\n", sessions);
+		metric_head(&b, "understudy_desk_licenses_held", "gauge",
+		    "License slots this server's sessions hold now");
+		buf_printf(&b, "understudy_desk_licenses_held %ld\n", licensed);
+		metric_head(&b, "understudy_desk_requests_waiting", "gauge",
+		    "Desk event requests waiting (long polls)");
+		buf_printf(
+		    &b, "understudy_desk_requests_waiting %ld\n", waiting);
+	}
 	metric_head(&b, "understudy_post_owned", "gauge",
 	    "1 for the server that owns each post now (the epoch is a label)");
 	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {

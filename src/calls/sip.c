@@ -640,17 +640,25 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 		placed(&r, c);
 }
 
-static void
-cb_bye(int type, osip_transaction_t *tr, osip_message_t *req)
+/* The call a request's Call-ID names, or NULL. */
+static struct sip_call *
+call_of(struct sip *s, osip_message_t *req)
 {
-	struct sip *s = sip_one;
 	struct sip_call *c = NULL;
 	char *callid = NULL;
 
-	(void)type;
 	if (req->call_id && osip_call_id_to_str(req->call_id, &callid) == 0)
 		c = call_find(s, callid);
 	osip_free(callid);
+	return c;
+}
+
+static void
+cb_bye(int type, osip_transaction_t *tr, osip_message_t *req)
+{
+	struct sip_call *c = call_of(sip_one, req);
+
+	(void)type;
 	if (c == NULL || c->dialog == NULL ||
 	    osip_dialog_match_as_uas(c->dialog, req) != 0) {
 		answer(tr, req, 481, NULL, NULL);
@@ -666,14 +674,9 @@ cb_bye(int type, osip_transaction_t *tr, osip_message_t *req)
 static void
 cb_cancel(int type, osip_transaction_t *tr, osip_message_t *req)
 {
-	struct sip *s = sip_one;
-	struct sip_call *c = NULL;
-	char *callid = NULL;
+	struct sip_call *c = call_of(sip_one, req);
 
 	(void)type;
-	if (req->call_id && osip_call_id_to_str(req->call_id, &callid) == 0)
-		c = call_find(s, callid);
-	osip_free(callid);
 	if (c == NULL || c->state != SC_PENDING || c->ist == NULL) {
 		answer(tr, req, 481, NULL, NULL);
 		return;

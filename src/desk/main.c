@@ -32,6 +32,8 @@ usage(FILE *f)
 	    "  login USER PASSWORD   log in (locally when no server answers,\n"
 	    "                        for a user who logged in online here "
 	    "before)\n"
+	    "  resume                go on with the session of the last run "
+	    "(no password)\n"
 	    "  logout\n"
 	    "  channels              the channels, joined or not, and their "
 	    "state\n"
@@ -148,6 +150,9 @@ command(us_desk *d, char *line)
 	if (strcmp(cmd, "login") == 0 && a1 && rest) {
 		rc = us_login(d, a1, rest);
 		result("login", rc, d, us_desk_why(d));
+	} else if (strcmp(cmd, "resume") == 0) {
+		rc = us_resume(d);
+		result("resume", rc, d, us_desk_why(d));
 	} else if (strcmp(cmd, "logout") == 0) {
 		result("logout", us_logout(d), d, NULL);
 	} else if (strcmp(cmd, "channels") == 0) {
@@ -203,8 +208,8 @@ command(us_desk *d, char *line)
 	} else {
 		result(cmd, US_EINVAL, d,
 		    "unknown command or missing arguments (login USER "
-		    "PASSWORD, logout, channels, join CH, leave CH, send CH "
-		    "TEXT, status, quit)");
+		    "PASSWORD, resume, logout, channels, join CH, leave CH, "
+		    "send CH TEXT, status, help, quit)");
 	}
 	return true;
 }

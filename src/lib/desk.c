@@ -614,14 +614,22 @@ reconnect(us_desk *d)
 	candidates_free(v, n);
 	if (rc == 0)
 		return;
-	if (rc != US_EUNAVAIL) {
-		lib_emit(d, US_EV_NOTICE, "login",
-		    "the server refuses the session (%s): log in again",
-		    d->why);
-		d->server_fails++;
-	} else {
-		d->server_fails++;
+	if (rc == US_EEXPIRED || rc == US_EUNAUTHORIZED) {
+		/* no session, and no password that works: nothing to retry */
+		lib_emit(d, US_EV_STATE, "logged out",
+		    "offline -> logged out (%s: log in again)", d->why);
+		d->logged_in = false;
+		d->token[0] = '\0';
+		lib_kv_put(d, "token", NULL);
+		lib_nats_close(d);
+		return;
 	}
+	if (rc != US_EUNAVAIL)
+		lib_emit(d, US_EV_NOTICE, "refused",
+		    "the server refuses the session for now (%s); trying "
+		    "again",
+		    d->why);
+	d->server_fails++;
 	d->next_server = time_mono_ms() + lib_backoff_ms(d, d->server_fails);
 }
 

@@ -147,6 +147,9 @@ def test_licenses_enforced_across_the_cluster(tmp_path, etcd1):
         st, body = login(c, "PA3", "carol")
         assert st == 403 and body["error"] == "ENOLICENSE"
         assert licenses_in_etcd(c) == 2
+        text = http("GET", c.url("PA3") + "/metrics")[1]
+        assert "understudy_desk_sessions 1\n" in text
+        assert "understudy_desk_licenses_held 1\n" in text
         # a logout frees one
         assert call(c, "PA1", "POST", "/v1/desk/logout", a[1]["token"])[0] == 200
         assert login(c, "PA3", "carol")[0] == 200

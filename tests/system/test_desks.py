@@ -258,3 +258,36 @@ def test_desk_finds_the_other_servers_of_the_cluster(tmp_path, etcd1, nats):
         if a:
             a.stop()
         c.stop_all()
+
+
+def test_restarted_desk_resumes_without_password(env, tmp_path):
+    """A desk program started again goes on with its stored session; once
+    the server has forgotten that session, resume ends logged out."""
+    import sqlite3
+    from conftest import http
+    c, desks = env
+    a = online_desk(tmp_path, c, "a", "alice")
+    assert a.cmd("join fire")["ok"]
+    a.stop()
+    a2 = Desk(str(tmp_path), "a", [c.url("PA1")], profile=a.profile)
+    desks.append(a2)
+    assert a2.cmd("resume")["ok"]
+    assert a2.wait(lambda e: e.get("event") == "state" and
+                   e["text"] == "offline -> online (PA1)", 10)
+    chans = a2.cmd("channels")["channels"]
+    assert [ch["name"] for ch in chans if ch["joined"]] == ["fire"]
+    a2.stop()
+    # the session is logged out elsewhere: the next resume cannot go on
+    db = sqlite3.connect(a.profile + "/desk.db")
+    token = db.execute("SELECT v FROM kv WHERE k = 'token'").fetchone()[0]
+    db.close()
+    assert http("POST", c.url("PA1") + "/v1/desk/logout", b"",
+                headers={"Authorization": "Bearer " + token})[0] == 200
+    a3 = Desk(str(tmp_path), "a", [c.url("PA1")], profile=a.profile)
+    desks.append(a3)
+    assert a3.cmd("resume")["ok"]
+    assert a3.wait(lambda e: e.get("event") == "state" and
+                   e["text"].startswith("offline -> logged out"), 10)
+    assert a3.cmd("join fire")["error"] == "EUNAUTHORIZED"
+    r = a3.cmd("resume")
+    assert not r["ok"] and r["error"] == "ENOTFOUND"
