@@ -57,6 +57,8 @@ struct agent {
 	} * gone; /* per config server: its last software death */
 	void (*reconciled)(void *arg);
 	void *reconciled_arg;
+	void (*license)(const struct etcd_event *ev, void *arg);
+	void *license_arg;
 	bool freeing;
 	unsigned open_handles;
 };
@@ -390,6 +392,11 @@ apply(
 	rel = slash + 1;
 	if (strcmp(kind, "members") == 0) {
 		members_apply(a->members, rel, ev);
+		return;
+	}
+	if (strcmp(kind, "licenses") == 0) {
+		if (a->license)
+			a->license(ev, a->license_arg);
 		return;
 	}
 	slash = strchr(rel, '/');
@@ -801,6 +808,14 @@ agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg)
 {
 	a->reconciled = cb;
 	a->reconciled_arg = arg;
+}
+
+void
+agent_on_license(struct agent *a,
+    void (*cb)(const struct etcd_event *ev, void *arg), void *arg)
+{
+	a->license = cb;
+	a->license_arg = arg;
 }
 
 bool

@@ -265,6 +265,14 @@ long agent_ports_held(const struct agent_post *p, const char *server);
 void agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg);
 
 /*
+ * For every change of a license slot key (licenses/<n>) the watch
+ * brings, also those of a reset: cb(ev, arg), where the desks module
+ * sees a slot of its session taken by a newer login elsewhere.
+ */
+void agent_on_license(struct agent *a,
+    void (*cb)(const struct etcd_event *ev, void *arg), void *arg);
+
+/*
  * True when the call's server is gone: its lease is no longer the lease
  * of a live member. *software is set when the server went down in
  * software (its master saw the worker die, or it stopped), with *at the

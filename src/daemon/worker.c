@@ -66,6 +66,7 @@ on_acquired(struct lease *l, int64_t id, void *arg)
 	ipc_send(w, line);
 	members_register(w->members, id);
 	agent_lease_changed(w->agent);
+	desks_lease_changed(w->desks);
 }
 
 static void

@@ -13,61 +13,23 @@
 #define DESKS_EVENTS_KEEP 1000 /* per session */
 #define DESKS_EVENTS_PAGE 100
 #define DESKS_EXPIRED_KEEP_MS (24 * 3600 * 1000LL)
-#define DESKS_SLOT_TRIES 5
-#define TOKEN_LEN 64 /* hex of 32 random bytes */
 #define DESKS_TOUCH_MS 5000 /* expiry may come this much later */
 
-struct waiter {
+struct desks_waiter {
 	struct desks *d;
-	char token[TOKEN_LEN + 1];
+	char token[DESKS_TOKEN_LEN + 1];
 	int64_t after;
 	desks_cb cb;
 	void *arg;
 	uv_timer_t timer;
-	struct waiter *next;
-};
-
-/* A login or resume on its way: password check, then a license slot. */
-struct pending {
-	struct desks *d;
-	uv_work_t work;
-	bool working; /* on the thread pool */
-	bool resume;
-	char token[TOKEN_LEN + 1];
-	char user[CONFIG_NAME_MAX + 1];
-	char desk[65];
-	char version[32];
-	const char *hash;
-	char *password;
-	bool verified;
-	unsigned tries;
-	struct etcd_req *req;
-	desks_cb cb;
-	void *arg;
-	struct pending *next;
-};
-
-struct desks {
-	uv_loop_t *loop;
-	struct agent *a;
-	struct store *st;
-	sqlite3 *db;
-	const struct config *cfg;
-	uv_timer_t sweep;
-	struct waiter *waiters;
-	struct pending *pending;
-	long waiting;
-	bool freeing;
-	unsigned open_handles;
+	struct desks_waiter *next;
 };
 
 /* ---- small helpers ---- */
 
-static void res_error(struct desks_res *r, unsigned status, int err,
-    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void
-res_error(struct desks_res *r, unsigned status, int err, const char *fmt, ...)
+void
+desks_res_error(
+    struct desks_res *r, unsigned status, int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -87,16 +49,16 @@ res_ok(struct desks_res *r, json_t *body)
 	r->body = body;
 }
 
-static void
-db_error(struct desks *d, struct desks_res *r)
+void
+desks_db_error(struct desks *d, struct desks_res *r)
 {
 	log_error("desks: %s: %s", store_path(d->st), sqlite3_errmsg(d->db));
-	res_error(r, 500, US_EIO, "the server's database failed: %s",
+	desks_res_error(r, 500, US_EIO, "the server's database failed: %s",
 	    sqlite3_errmsg(d->db));
 }
 
-static sqlite3_stmt *
-prep(struct desks *d, const char *sql)
+sqlite3_stmt *
+desks_prep(struct desks *d, const char *sql)
 {
 	sqlite3_stmt *st = NULL;
 
@@ -142,66 +104,55 @@ word_ok(const char *s, size_t max)
 
 /* ---- sessions ---- */
 
-struct session {
-	char user[CONFIG_NAME_MAX + 1];
-	char desk[65];
-	char version[32];
-	int64_t created, seen, expired, seq, slot, slot_lease;
-};
-
-static void slot_release(struct desks *d, int64_t slot, int64_t lease);
-
-/* Mark a session expired now; its license slot goes. */
-static void
-session_expire(struct desks *d, const char *token, const struct session *s)
+void
+desks_session_expire(struct desks *d, const char *token,
+    const struct desks_session *s, const char *why)
 {
-	sqlite3_stmt *st = prep(d,
-	    "UPDATE sessions SET expired_ms = ? WHERE "
+	sqlite3_stmt *st = desks_prep(d,
+	    "UPDATE sessions SET expired_ms = ?, ended = ? WHERE "
 	    "token = ? AND expired_ms = 0");
 
 	if (st) {
 		sqlite3_bind_int64(st, 1, time_wall_ms());
-		sqlite3_bind_text(st, 2, token, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, why, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, token, -1, SQLITE_STATIC);
 		sqlite3_step(st);
 		sqlite3_finalize(st);
 	}
-	slot_release(d, s->slot, s->slot_lease);
-	log_info(
-	    "desks: session of %s on desk %s expired (idle)", s->user, s->desk);
+	licenses_release(d, s->slot, s->slot_lease, s->slot_rev);
+	log_info("desks: session of %s on desk %s expired (%s)", s->user,
+	    s->desk, why);
 }
 
-/*
- * The session of token, touched (it is active). 0, or an error in *r:
- * 401 EUNAUTHORIZED (no such session) or EEXPIRED.
- */
-static int
-session_get(
-    struct desks *d, const char *token, struct session *s, struct desks_res *r)
+int
+desks_session_get(struct desks *d, const char *token, struct desks_session *s,
+    struct desks_res *r)
 {
+	char ended[128];
 	sqlite3_stmt *st;
 	int rc;
 
-	if (token == NULL || strlen(token) != TOKEN_LEN) {
-		res_error(r, 401, US_EUNAUTHORIZED,
+	if (token == NULL || strlen(token) != DESKS_TOKEN_LEN) {
+		desks_res_error(r, 401, US_EUNAUTHORIZED,
 		    "this needs 'Authorization: Bearer <session token>' from "
 		    "a login");
 		return r->err;
 	}
-	if ((st = prep(d,
+	if ((st = desks_prep(d,
 		 "SELECT user, desk, version, created_ms, seen_ms, "
-		 "expired_ms, seq, slot, slot_lease FROM sessions "
-		 "WHERE token = ?")) == NULL) {
-		db_error(d, r);
+		 "expired_ms, seq, slot, slot_lease, slot_rev, ended "
+		 "FROM sessions WHERE token = ?")) == NULL) {
+		desks_db_error(d, r);
 		return r->err;
 	}
 	sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
 	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
 		sqlite3_finalize(st);
 		if (rc != SQLITE_DONE) {
-			db_error(d, r);
+			desks_db_error(d, r);
 			return r->err;
 		}
-		res_error(r, 401, US_EUNAUTHORIZED,
+		desks_res_error(r, 401, US_EUNAUTHORIZED,
 		    "no such session (logged out, or never logged in): log "
 		    "in");
 		return r->err;
@@ -218,15 +169,24 @@ session_get(
 	s->seq = sqlite3_column_int64(st, 6);
 	s->slot = sqlite3_column_int64(st, 7);
 	s->slot_lease = sqlite3_column_int64(st, 8);
+	s->slot_rev = sqlite3_column_int64(st, 9);
+	str_copy(
+	    ended, (const char *)sqlite3_column_text(st, 10), sizeof(ended));
 	sqlite3_finalize(st);
 	/* idle too long, and the sweep has not come yet (a restart) */
 	if (!s->expired &&
 	    time_wall_ms() - s->seen > d->cfg->cluster.session_timeout * 1000) {
-		session_expire(d, token, s);
+		desks_session_expire(d, token, s, "idle");
 		s->expired = time_wall_ms();
+		ended[0] = '\0';
+	}
+	if (s->expired && ended[0] && strcmp(ended, "idle") != 0) {
+		desks_res_error(r, 401, US_EEXPIRED,
+		    "the session ended (%s); log in again", ended);
+		return r->err;
 	}
 	if (s->expired) {
-		res_error(r, 401, US_EEXPIRED,
+		desks_res_error(r, 401, US_EEXPIRED,
 		    "the session expired after %ld s without a request; log "
 		    "in again",
 		    d->cfg->cluster.session_timeout);
@@ -238,10 +198,10 @@ session_get(
 	 */
 	if (time_wall_ms() - s->seen < DESKS_TOUCH_MS)
 		return 0;
-	if ((st = prep(d,
+	if ((st = desks_prep(d,
 		 "UPDATE sessions SET seen_ms = ? WHERE token = "
 		 "?")) == NULL) {
-		db_error(d, r);
+		desks_db_error(d, r);
 		return r->err;
 	}
 	sqlite3_bind_int64(st, 1, time_wall_ms());
@@ -249,7 +209,7 @@ session_get(
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {
-		db_error(d, r);
+		desks_db_error(d, r);
 		return r->err;
 	}
 	return 0;
@@ -268,7 +228,7 @@ channels_json(struct desks *d, const char *token, const char *user)
 
 		if (!allowed(d->cfg, ch, user))
 			continue;
-		if ((st = prep(d,
+		if ((st = desks_prep(d,
 			 "SELECT 1 FROM joined WHERE token = ? AND "
 			 "channel = ?")) != NULL) {
 			sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
@@ -286,12 +246,10 @@ channels_json(struct desks *d, const char *token, const char *user)
 }
 
 /* Add an event to a session and wake its waiting requests. */
-static int event_add(
-    struct desks *d, const char *token, const char *type, json_t *data);
 
 static json_t *
-session_json(
-    struct desks *d, const char *token, const struct session *s, bool over)
+session_json(struct desks *d, const char *token, const struct desks_session *s,
+    bool over)
 {
 	json_t *msg = json_array(), *servers = json_array();
 	char created[32];
@@ -322,98 +280,70 @@ session_json(
 								     : "warn");
 }
 
-/* ---- licenses ---- */
+/* ---- the end of a login or resume ---- */
 
-static void pending_done(struct pending *p, struct desks_res *r);
-static void license_acquire(struct pending *p);
-
-/* Answer p with an error. */
-static void
-fail(struct pending *p, unsigned status, int err, const char *msg)
-{
-	struct desks_res r;
-
-	res_error(&r, status, err, "%s", msg);
-	pending_done(p, &r);
-}
-
-/* An etcd answer about the license slots failed: say so. */
-static bool
-slots_failed(struct pending *p, const struct etcd_res *res)
-{
-	char msg[200];
-
-	p->req = NULL;
-	if (res->err == 0)
-		return false;
-	snprintf(msg, sizeof(msg),
-	    "cannot count licenses in the coordination store: %s",
-	    us_strerror(res->err));
-	fail(p, 503, US_EUNAVAIL, msg);
-	return true;
-}
-
-static char *
-slot_key(struct desks *d, long n)
-{
-	return agent_key(d->a, "licenses/%ld", n);
-}
-
-static void
-slot_release(struct desks *d, int64_t slot, int64_t lease)
-{
-	struct etcd_txn *t;
-	char *key;
-
-	if (slot < 0 || lease == 0 || lease != agent_lease_id(d->a))
-		return; /* a slot of an old lease went with it */
-	key = slot_key(d, (long)slot);
-	t = etcd_kv_txn_new();
-	if (key && t &&
-	    etcd_kv_txn_compare(
-		t, key, ETCD_CMP_LEASE, ETCD_CMP_EQUAL, lease, NULL, 0) == 0 &&
-	    etcd_kv_txn_delete(t, true, key, false) == 0) {
-		etcd_kv_txn_commit(agent_etcd(d->a), t, NULL, NULL);
-		t = NULL;
-	}
-	etcd_kv_txn_free(t);
-	free(key);
-}
-
-/* The session is in the database now (login), or was (resume): answer. */
-static void
-finish(struct pending *p, int64_t slot, bool over)
+/*
+ * One session per desk: a new login ends the old ones of that user and
+ * desk, and frees their slots (unless the new one took the same over).
+ * In the transaction that writes the new session.
+ */
+static int
+end_same_desk(struct desks_pending *p, int64_t slot)
 {
 	struct desks *d = p->d;
-	struct desks_res r;
-	struct session s;
 	sqlite3_stmt *st;
+	json_t *old = json_array(), *o;
+	size_t i;
 	int rc;
 
+	st = desks_prep(d,
+	    "UPDATE sessions SET expired_ms = ?1, ended = 'replaced by a "
+	    "new login on this desk' WHERE user = ?2 AND desk = ?3 AND "
+	    "expired_ms = 0 RETURNING slot, slot_lease, slot_rev");
+	if (st == NULL) {
+		json_decref(old);
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, time_wall_ms());
+	sqlite3_bind_text(st, 2, p->user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, p->desk, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(old,
+		    json_pack("[I,I,I]",
+			(json_int_t)sqlite3_column_int64(st, 0),
+			(json_int_t)sqlite3_column_int64(st, 1),
+			(json_int_t)sqlite3_column_int64(st, 2)));
+	sqlite3_finalize(st);
+	json_array_foreach (old, i, o) {
+		int64_t n = json_integer_value(json_array_get(o, 0));
+
+		if (n != slot)
+			licenses_release(d, n,
+			    json_integer_value(json_array_get(o, 1)),
+			    json_integer_value(json_array_get(o, 2)));
+	}
+	json_decref(old);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+void
+desks_finish(struct desks_pending *p, int64_t slot, int64_t rev, bool over)
+{
+	struct desks *d = p->d;
+	int64_t lease = slot >= 0 ? agent_lease_id(d->a) : 0;
+	struct desks_session s;
+	struct desks_res r;
+	sqlite3_stmt *st;
+	int rc = SQLITE_ERROR;
+
 	if (!p->resume) {
-		/* one session per desk: a new login ends the old one */
-		if (store_exec(d->st, "BEGIN IMMEDIATE") != 0) {
-			db_error(d, &r);
-			slot_release(d, slot, agent_lease_id(d->a));
-			pending_done(p, &r);
-			return;
-		}
-		st = prep(d,
-		    "UPDATE sessions SET expired_ms = ?1 WHERE user "
-		    "= ?2 AND desk = ?3 AND expired_ms = 0");
-		if (st) {
-			sqlite3_bind_int64(st, 1, time_wall_ms());
-			sqlite3_bind_text(st, 2, p->user, -1, SQLITE_STATIC);
-			sqlite3_bind_text(st, 3, p->desk, -1, SQLITE_STATIC);
-			rc = sqlite3_step(st);
-			sqlite3_finalize(st);
-		}
-		st = prep(d,
-		    "INSERT INTO sessions (token, user, desk, "
-		    "version, created_ms, seen_ms, slot, slot_lease) "
-		    "VALUES (?,?,?,?,?,?,?,?)");
-		rc = SQLITE_ERROR;
-		if (st) {
+		if (store_exec(d->st, "BEGIN IMMEDIATE") != 0)
+			goto db_failed;
+		if (end_same_desk(p, slot) == 0 &&
+		    (st = desks_prep(d,
+			 "INSERT INTO sessions (token, user, desk, version, "
+			 "created_ms, seen_ms, slot, slot_lease, slot_rev) "
+			 "VALUES (?,?,?,?,?,?,?,?,?)"))) {
 			int64_t now = time_wall_ms();
 
 			sqlite3_bind_text(st, 1, p->token, -1, SQLITE_STATIC);
@@ -423,182 +353,47 @@ finish(struct pending *p, int64_t slot, bool over)
 			sqlite3_bind_int64(st, 5, now);
 			sqlite3_bind_int64(st, 6, now);
 			sqlite3_bind_int64(st, 7, slot);
-			sqlite3_bind_int64(
-			    st, 8, slot >= 0 ? agent_lease_id(d->a) : 0);
+			sqlite3_bind_int64(st, 8, lease);
+			sqlite3_bind_int64(st, 9, rev);
 			rc = sqlite3_step(st);
 			sqlite3_finalize(st);
 		}
 		if (rc != SQLITE_DONE || store_exec(d->st, "COMMIT") != 0) {
-			db_error(d, &r);
 			store_exec(d->st, "ROLLBACK");
-			slot_release(d, slot, agent_lease_id(d->a));
-			pending_done(p, &r);
-			return;
+			goto db_failed;
 		}
 		log_info("desks: %s logged in on desk %s (version %s)%s",
 		    p->user, p->desk, p->version,
 		    over ? ", over the license limit" : "");
 	} else if (slot >= 0) {
-		st = prep(d,
-		    "UPDATE sessions SET slot = ?, slot_lease = ? "
-		    "WHERE token = ?");
-		if (st) {
-			sqlite3_bind_int64(st, 1, slot);
-			sqlite3_bind_int64(st, 2, agent_lease_id(d->a));
-			sqlite3_bind_text(st, 3, p->token, -1, SQLITE_STATIC);
-			sqlite3_step(st);
-			sqlite3_finalize(st);
-		}
+		/* the reconciler may have given it one meanwhile: keep one */
+		licenses_keep(d, p->token, slot, rev);
 	}
 	if (over)
-		event_add(d, p->token, "license_warning",
+		desks_event_add(d, p->token, "license_warning",
 		    json_pack("{s:I,s:s}", "licenses",
 			(json_int_t)d->cfg->cluster.licenses, "message",
 			"more desks are logged in than the cluster is "
 			"licensed for"));
-	if (session_get(d, p->token, &s, &r) != 0) {
-		pending_done(p, &r);
+	if (desks_session_get(d, p->token, &s, &r) != 0) {
+		desks_pending_done(p, &r);
 		return;
 	}
 	res_ok(&r, session_json(d, p->token, &s, over));
-	pending_done(p, &r);
-}
-
-static void
-over_limit(struct pending *p)
-{
-	struct desks_res r;
-
-	if (p->d->cfg->cluster.license_policy == CONFIG_LICENSE_ENFORCE) {
-		log_warn("desks: %s on desk %s refused: all %ld licenses are "
-			 "in use",
-		    p->user, p->desk, p->d->cfg->cluster.licenses);
-		res_error(&r, 403, US_ENOLICENSE,
-		    "all %ld desk licenses of the cluster are in use",
-		    p->d->cfg->cluster.licenses);
-		pending_done(p, &r);
-		return;
-	}
-	finish(p, -1, true);
-}
-
-static void
-slot_claimed(const struct etcd_res *res, void *arg)
-{
-	struct pending *p = arg;
-	long n = 0;
-
-	if (slots_failed(p, res))
-		return;
-	if (!res->succeeded) {
-		if (++p->tries < DESKS_SLOT_TRIES) {
-			license_acquire(p); /* another desk took it first */
-			return;
-		}
-		over_limit(p);
-		return;
-	}
-	for (size_t i = 0; i < res->n_kvs; i++) {
-		const char *slash = strrchr(res->kvs[i].key, '/');
-
-		if (slash)
-			str_to_long(slash + 1, 0, 1000000, &n);
-	}
-	finish(p, n, false);
-}
-
-static void
-slots_read(const struct etcd_res *res, void *arg)
-{
-	struct pending *p = arg;
-	struct desks *d = p->d;
-	long limit = d->cfg->cluster.licenses, n;
-	struct etcd_txn *t;
-	unsigned char *used;
-	char *key = NULL, *value = NULL;
-	json_t *o;
-
-	if (slots_failed(p, res))
-		return;
-	if ((used = calloc((size_t)limit, 1)) == NULL) {
-		fail(p, 500, US_ENOMEM, "out of memory");
-		return;
-	}
-	for (size_t i = 0; i < res->n_kvs; i++) {
-		const char *slash = strrchr(res->kvs[i].key, '/');
-
-		if (slash && str_to_long(slash + 1, 0, limit - 1, &n) == 0)
-			used[n] = 1;
-	}
-	for (n = 0; n < limit && used[n]; n++)
-		;
-	free(used);
-	if (n == limit) {
-		over_limit(p);
-		return;
-	}
-	key = slot_key(d, n);
-	o = json_pack("{s:s,s:s,s:s}", "server", agent_self(d->a), "user",
-	    p->user, "desk", p->desk);
-	value = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	t = etcd_kv_txn_new();
-	if (key && value && t &&
-	    etcd_kv_txn_compare(
-		t, key, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0) == 0 &&
-	    etcd_kv_txn_put(t, true, key, value, strlen(value),
-		agent_lease_id(d->a)) == 0 &&
-	    etcd_kv_txn_get(t, true, key, false) == 0) {
-		p->req =
-		    etcd_kv_txn_commit(agent_etcd(d->a), t, slot_claimed, p);
-		t = NULL;
-	}
-	etcd_kv_txn_free(t);
-	free(key);
-	free(value);
-	if (p->req == NULL)
-		fail(p, 500, US_ENOMEM, "out of memory");
-}
-
-/* A slot for the session of p: kept, claimed, or none (over the limit). */
-static void
-license_acquire(struct pending *p)
-{
-	struct desks *d = p->d;
-	struct desks_res r;
-	struct session s;
-	char *prefix;
-
-	if (d->cfg->cluster.licenses == 0) {
-		finish(p, -1, false);
-		return;
-	}
-	if (agent_lease_id(d->a) == 0) {
-		res_error(&r, 503, US_EFENCED,
-		    "this server holds no lease now; try another server");
-		pending_done(p, &r);
-		return;
-	}
-	if (p->resume && session_get(d, p->token, &s, &r) == 0 && s.slot >= 0 &&
-	    s.slot_lease == agent_lease_id(d->a)) {
-		finish(p, -1, false); /* it holds one on this lease */
-		return;
-	}
-	prefix = agent_key(d->a, "licenses/");
-	p->req = prefix
-	    ? etcd_kv_range(agent_etcd(d->a), prefix, true, slots_read, p)
-	    : NULL;
-	free(prefix);
-	if (p->req == NULL)
-		fail(p, 500, US_ENOMEM, "out of memory");
+	desks_pending_done(p, &r);
+	return;
+db_failed:
+	desks_db_error(d, &r);
+	licenses_release(d, slot, lease, rev);
+	desks_pending_done(p, &r);
 }
 
 /* ---- login ---- */
 
 static void
-pending_free(struct pending *p)
+pending_free(struct desks_pending *p)
 {
-	for (struct pending **pp = &p->d->pending; *pp; pp = &(*pp)->next)
+	for (struct desks_pending **pp = &p->d->pending; *pp; pp = &(*pp)->next)
 		if (*pp == p) {
 			*pp = p->next;
 			break;
@@ -610,8 +405,8 @@ pending_free(struct pending *p)
 	free(p);
 }
 
-static void
-pending_done(struct pending *p, struct desks_res *r)
+void
+desks_pending_done(struct desks_pending *p, struct desks_res *r)
 {
 	if (p->cb)
 		p->cb(r, p->arg);
@@ -624,7 +419,7 @@ pending_done(struct pending *p, struct desks_res *r)
 static void
 verify_work(uv_work_t *w)
 {
-	struct pending *p = w->data;
+	struct desks_pending *p = w->data;
 
 	p->verified = p->hash &&
 	    crypto_pwhash_str_verify(
@@ -634,7 +429,7 @@ verify_work(uv_work_t *w)
 static void
 verify_done(uv_work_t *w, int status)
 {
-	struct pending *p = w->data;
+	struct desks_pending *p = w->data;
 	struct desks *d = p->d;
 	struct desks_res r;
 
@@ -647,31 +442,34 @@ verify_done(uv_work_t *w, int status)
 		return;
 	}
 	if (status != 0) {
-		res_error(&r, 503, US_ECANCELED, "the password check failed");
-		pending_done(p, &r);
+		desks_res_error(
+		    &r, 503, US_ECANCELED, "the password check failed");
+		desks_pending_done(p, &r);
 		return;
 	}
 	if (!p->verified) {
 		log_warn("desks: login of %s on desk %s refused: wrong user or "
 			 "password",
 		    p->user, p->desk);
-		res_error(&r, 401, US_EUNAUTHORIZED, "wrong user or password");
-		pending_done(p, &r);
+		desks_res_error(
+		    &r, 401, US_EUNAUTHORIZED, "wrong user or password");
+		desks_pending_done(p, &r);
 		return;
 	}
-	license_acquire(p);
+	licenses_acquire(p);
 }
 
-static struct pending *
+static struct desks_pending *
 pending_new(struct desks *d, desks_cb cb, void *arg)
 {
-	struct pending *p = calloc(1, sizeof(*p));
+	struct desks_pending *p = calloc(1, sizeof(*p));
 
 	if (p == NULL)
 		return NULL;
 	p->d = d;
 	p->cb = cb;
 	p->arg = arg;
+	p->claiming = -1;
 	p->next = d->pending;
 	d->pending = p;
 	return p;
@@ -689,19 +487,19 @@ desks_login_parse(const struct config *cfg, const char *body, size_t len,
 	memset(out, 0, sizeof(*out));
 	memset(r, 0, sizeof(*r));
 	if (len > DESKS_BODY_MAX) {
-		res_error(r, 413, US_ETOOBIG, "login body over %u bytes",
+		desks_res_error(r, 413, US_ETOOBIG, "login body over %u bytes",
 		    DESKS_BODY_MAX);
 		return r->err;
 	}
 	if ((o = json_loadb(body ? body : "", len, 0, &jerr)) == NULL) {
-		res_error(r, 400, US_EINVAL,
+		desks_res_error(r, 400, US_EINVAL,
 		    "login body, line %d column %d: %s", jerr.line, jerr.column,
 		    jerr.text);
 		return r->err;
 	}
 	if (json_unpack_ex(o, &jerr, 0, "{s:s,s:s,s:s,s:s}", "user", &user,
 		"password", &pw, "desk", &desk, "version", &version) != 0) {
-		res_error(r, 400, US_EINVAL,
+		desks_res_error(r, 400, US_EINVAL,
 		    "login body: %s (it needs \"user\", \"password\", "
 		    "\"desk\" and \"version\", all strings)",
 		    jerr.text);
@@ -710,7 +508,7 @@ desks_login_parse(const struct config *cfg, const char *body, size_t len,
 	}
 	if (!word_ok(user, CONFIG_NAME_MAX) || !word_ok(desk, 64) ||
 	    strlen(pw) > 256 || !word_ok(version, 31)) {
-		res_error(r, 400, US_EINVAL,
+		desks_res_error(r, 400, US_EINVAL,
 		    "login body: user and desk are letters, digits, '.', '_' "
 		    "or '-' (user at most %d, desk at most 64), version at "
 		    "most 31, password at most 256",
@@ -732,7 +530,7 @@ desks_login_parse(const struct config *cfg, const char *body, size_t len,
 		for (size_t i = 0; i < cfg->cluster.desk_versions.n; i++)
 			json_array_append_new(
 			    v, json_string(cfg->cluster.desk_versions.v[i]));
-		res_error(r, 409, US_EVERSION,
+		desks_res_error(r, 409, US_EVERSION,
 		    "desk version %s is not accepted here", out->version);
 		r->body = json_pack("{s:o}", "versions", v);
 		sodium_memzero(out->password, sizeof(out->password));
@@ -746,10 +544,10 @@ desks_login(
     struct desks *d, const char *body, size_t len, desks_cb cb, void *arg)
 {
 	const struct config_user *u;
-	unsigned char raw[TOKEN_LEN / 2];
+	unsigned char raw[DESKS_TOKEN_LEN / 2];
 	struct desks_login in;
 	struct desks_res r;
-	struct pending *p;
+	struct desks_pending *p;
 	const char *user, *desk, *version, *pw;
 
 	if (desks_login_parse(d->cfg, body, len, &in, &r) != 0) {
@@ -764,7 +562,7 @@ desks_login(
 	    (p->password = strdup(pw)) == NULL) {
 		if (p)
 			pending_free(p);
-		res_error(&r, 500, US_ENOMEM, "out of memory");
+		desks_res_error(&r, 500, US_ENOMEM, "out of memory");
 		cb(&r, arg);
 		return;
 	}
@@ -782,8 +580,9 @@ desks_login(
 	if (uv_queue_work(d->loop, &p->work, verify_work, verify_done) != 0) {
 		p->working = false;
 		d->open_handles--;
-		res_error(&r, 500, US_EINTERNAL, "cannot check the password");
-		pending_done(p, &r);
+		desks_res_error(
+		    &r, 500, US_EINTERNAL, "cannot check the password");
+		desks_pending_done(p, &r);
 	}
 }
 
@@ -791,18 +590,19 @@ void
 desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 {
 	struct desks_res r;
-	struct session s;
-	struct pending *p;
+	struct desks_session s;
+	struct desks_pending *p;
 	json_t *left = json_array();
 	sqlite3_stmt *st;
 
-	if (session_get(d, token, &s, &r) != 0) {
+	if (desks_session_get(d, token, &s, &r) != 0) {
 		json_decref(left);
 		cb(&r, arg);
 		return;
 	}
 	/* channels it may no longer be in (the config changed meanwhile) */
-	if ((st = prep(d, "SELECT channel FROM joined WHERE token = ?"))) {
+	if ((st = desks_prep(
+		 d, "SELECT channel FROM joined WHERE token = ?"))) {
 		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
 		while (sqlite3_step(st) == SQLITE_ROW) {
 			const char *ch =
@@ -816,7 +616,7 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 		sqlite3_finalize(st);
 	}
 	for (size_t i = 0; i < json_array_size(left); i++) {
-		if ((st = prep(d,
+		if ((st = desks_prep(d,
 			 "DELETE FROM joined WHERE token = ? AND "
 			 "channel = ?")) == NULL)
 			continue;
@@ -827,11 +627,11 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 		sqlite3_step(st);
 		sqlite3_finalize(st);
 	}
-	event_add(d, token, "channels_refreshed",
+	desks_event_add(d, token, "channels_refreshed",
 	    json_pack("{s:o,s:o}", "left", left, "channels",
 		channels_json(d, token, s.user)));
 	if ((p = pending_new(d, cb, arg)) == NULL) {
-		res_error(&r, 500, US_ENOMEM, "out of memory");
+		desks_res_error(&r, 500, US_ENOMEM, "out of memory");
 		cb(&r, arg);
 		return;
 	}
@@ -839,7 +639,7 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 	str_copy(p->token, token, sizeof(p->token));
 	str_copy(p->user, s.user, sizeof(p->user));
 	str_copy(p->desk, s.desk, sizeof(p->desk));
-	license_acquire(p);
+	licenses_acquire(p);
 }
 
 /* ---- the other requests of a session ---- */
@@ -847,22 +647,22 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 void
 desks_logout(struct desks *d, const char *token, struct desks_res *r)
 {
-	struct session s;
+	struct desks_session s;
 	sqlite3_stmt *st;
 	int rc = SQLITE_ERROR;
 
-	if (session_get(d, token, &s, r) != 0)
+	if (desks_session_get(d, token, &s, r) != 0)
 		return;
-	if ((st = prep(d, "DELETE FROM sessions WHERE token = ?"))) {
+	if ((st = desks_prep(d, "DELETE FROM sessions WHERE token = ?"))) {
 		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
 		rc = sqlite3_step(st);
 		sqlite3_finalize(st);
 	}
 	if (rc != SQLITE_DONE) {
-		db_error(d, r);
+		desks_db_error(d, r);
 		return;
 	}
-	slot_release(d, s.slot, s.slot_lease);
+	licenses_release(d, s.slot, s.slot_lease, s.slot_rev);
 	log_info("desks: %s logged out of desk %s", s.user, s.desk);
 	res_ok(r, json_pack("{s:s}", "user", s.user));
 }
@@ -870,9 +670,9 @@ desks_logout(struct desks *d, const char *token, struct desks_res *r)
 void
 desks_channels(struct desks *d, const char *token, struct desks_res *r)
 {
-	struct session s;
+	struct desks_session s;
 
-	if (session_get(d, token, &s, r) != 0)
+	if (desks_session_get(d, token, &s, r) != 0)
 		return;
 	res_ok(
 	    r, json_pack("{s:o}", "channels", channels_json(d, token, s.user)));
@@ -883,22 +683,22 @@ desks_join(struct desks *d, const char *token, const char *channel, bool join,
     struct desks_res *r)
 {
 	const struct config_channel *ch = config_channel_find(d->cfg, channel);
-	struct session s;
+	struct desks_session s;
 	sqlite3_stmt *st;
 	int rc = SQLITE_ERROR;
 
-	if (session_get(d, token, &s, r) != 0)
+	if (desks_session_get(d, token, &s, r) != 0)
 		return;
 	if (ch == NULL) {
-		res_error(r, 404, US_ENOTFOUND, "no channel %s", channel);
+		desks_res_error(r, 404, US_ENOTFOUND, "no channel %s", channel);
 		return;
 	}
 	if (join && !allowed(d->cfg, ch, s.user)) {
-		res_error(r, 403, US_ENOTALLOWED, "%s may not join channel %s",
-		    s.user, channel);
+		desks_res_error(r, 403, US_ENOTALLOWED,
+		    "%s may not join channel %s", s.user, channel);
 		return;
 	}
-	st = prep(d,
+	st = desks_prep(d,
 	    join ? "INSERT OR IGNORE INTO joined (token, channel, "
 		   "since_ms) VALUES (?, ?, ?)"
 		 : "DELETE FROM joined WHERE token = ? AND channel "
@@ -912,7 +712,7 @@ desks_join(struct desks *d, const char *token, const char *channel, bool join,
 		sqlite3_finalize(st);
 	}
 	if (rc != SQLITE_DONE) {
-		db_error(d, r);
+		desks_db_error(d, r);
 		return;
 	}
 	res_ok(r, json_pack("{s:s,s:b}", "channel", channel, "joined", join));
@@ -922,8 +722,9 @@ desks_join(struct desks *d, const char *token, const char *channel, bool join,
 
 static void waiters_wake(struct desks *d, const char *token);
 
-static int
-event_add(struct desks *d, const char *token, const char *type, json_t *data)
+int
+desks_event_add(
+    struct desks *d, const char *token, const char *type, json_t *data)
 {
 	char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
 	sqlite3_stmt *st;
@@ -935,7 +736,7 @@ event_add(struct desks *d, const char *token, const char *type, json_t *data)
 		free(text);
 		return -1;
 	}
-	if ((st = prep(d,
+	if ((st = desks_prep(d,
 		 "UPDATE sessions SET seq = seq + 1 WHERE token = ? "
 		 "RETURNING seq"))) {
 		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
@@ -944,7 +745,7 @@ event_add(struct desks *d, const char *token, const char *type, json_t *data)
 		sqlite3_finalize(st);
 	}
 	if (seq > 0 &&
-	    (st = prep(d,
+	    (st = desks_prep(d,
 		 "INSERT INTO events (token, seq, at_ms, "
 		 "type, data) VALUES (?,?,?,?,?)"))) {
 		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
@@ -956,7 +757,8 @@ event_add(struct desks *d, const char *token, const char *type, json_t *data)
 		sqlite3_finalize(st);
 	}
 	if (rc == 0 &&
-	    (st = prep(d, "DELETE FROM events WHERE token = ? AND seq <= ?"))) {
+	    (st = desks_prep(
+		 d, "DELETE FROM events WHERE token = ? AND seq <= ?"))) {
 		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 2, seq - DESKS_EVENTS_KEEP);
 		sqlite3_step(st);
@@ -981,7 +783,7 @@ events_json(struct desks *d, const char *token, int64_t after)
 	sqlite3_stmt *st;
 	int rc;
 
-	if ((st = prep(d,
+	if ((st = desks_prep(d,
 		 "SELECT seq, at_ms, type, data FROM events WHERE "
 		 "token = ? AND seq > ? ORDER BY seq LIMIT ?")) == NULL) {
 		json_decref(arr);
@@ -1014,7 +816,7 @@ events_json(struct desks *d, const char *token, int64_t after)
 static void
 waiter_closed(uv_handle_t *h)
 {
-	struct waiter *w = h->data;
+	struct desks_waiter *w = h->data;
 	struct desks *d = w->d;
 
 	free(w);
@@ -1024,11 +826,11 @@ waiter_closed(uv_handle_t *h)
 
 /* Answer a waiter (its events, or an error) and remove it. */
 static void
-waiter_answer(struct waiter *w, struct desks_res *r)
+waiter_answer(struct desks_waiter *w, struct desks_res *r)
 {
 	struct desks *d = w->d;
 
-	for (struct waiter **pp = &d->waiters; *pp; pp = &(*pp)->next)
+	for (struct desks_waiter **pp = &d->waiters; *pp; pp = &(*pp)->next)
 		if (*pp == w) {
 			*pp = w->next;
 			break;
@@ -1043,17 +845,17 @@ waiter_answer(struct waiter *w, struct desks_res *r)
 }
 
 static void
-waiter_fire(struct waiter *w)
+waiter_fire(struct desks_waiter *w)
 {
 	struct desks_res r;
-	struct session s;
+	struct desks_session s;
 	json_t *body;
 
-	if (session_get(w->d, w->token, &s, &r) == 0) {
+	if (desks_session_get(w->d, w->token, &s, &r) == 0) {
 		if ((body = events_json(w->d, w->token, w->after)))
 			res_ok(&r, body);
 		else
-			db_error(w->d, &r);
+			desks_db_error(w->d, &r);
 	}
 	waiter_answer(w, &r);
 }
@@ -1067,7 +869,7 @@ waiter_timeout(uv_timer_t *t)
 static void
 waiters_wake(struct desks *d, const char *token)
 {
-	struct waiter *w = d->waiters, *next;
+	struct desks_waiter *w = d->waiters, *next;
 
 	for (; w; w = next) {
 		next = w->next;
@@ -1082,16 +884,16 @@ desks_events(struct desks *d, const char *token, int64_t after, long wait,
 {
 	long cap = d->cfg->cluster.session_timeout / 2;
 	struct desks_res r;
-	struct session s;
-	struct waiter *w;
+	struct desks_session s;
+	struct desks_waiter *w;
 	json_t *body;
 
-	if (session_get(d, token, &s, &r) != 0) {
+	if (desks_session_get(d, token, &s, &r) != 0) {
 		cb(&r, arg);
 		return;
 	}
 	if ((body = events_json(d, token, after)) == NULL) {
-		db_error(d, &r);
+		desks_db_error(d, &r);
 		cb(&r, arg);
 		return;
 	}
@@ -1123,16 +925,16 @@ desks_events(struct desks *d, const char *token, int64_t after, long wait,
 void
 desks_forget(struct desks *d, void *arg)
 {
-	for (struct waiter *w = d->waiters; w; w = w->next)
+	for (struct desks_waiter *w = d->waiters; w; w = w->next)
 		if (w->arg == arg) {
 			struct desks_res r;
 
 			w->cb = NULL;
-			res_error(&r, 503, US_ECANCELED, "gone");
+			desks_res_error(&r, 503, US_ECANCELED, "gone");
 			waiter_answer(w, &r);
 			break;
 		}
-	for (struct pending *p = d->pending; p; p = p->next)
+	for (struct desks_pending *p = d->pending; p; p = p->next)
 		if (p->arg == arg)
 			p->cb = NULL;
 }
@@ -1140,7 +942,7 @@ desks_forget(struct desks *d, void *arg)
 void
 desks_notice_all(struct desks *d, const char *text)
 {
-	sqlite3_stmt *st = prep(d,
+	sqlite3_stmt *st = desks_prep(d,
 	    "SELECT token FROM sessions WHERE "
 	    "expired_ms = 0");
 	json_t *tokens = json_array();
@@ -1156,7 +958,7 @@ desks_notice_all(struct desks *d, const char *text)
 		    json_string((const char *)sqlite3_column_text(st, 0)));
 	sqlite3_finalize(st);
 	json_array_foreach (tokens, i, t)
-		event_add(d, json_string_value(t), "notice",
+		desks_event_add(d, json_string_value(t), "notice",
 		    json_pack("{s:s}", "message", text));
 	json_decref(tokens);
 }
@@ -1174,22 +976,23 @@ sweep_cb(uv_timer_t *t)
 	size_t i;
 	json_t *g;
 
-	st = prep(d,
-	    "UPDATE sessions SET expired_ms = ?1 WHERE expired_ms = "
-	    "0 AND seen_ms < ?2 RETURNING token, user, desk, slot, "
-	    "slot_lease");
+	st = desks_prep(d,
+	    "UPDATE sessions SET expired_ms = ?1, ended = 'idle' WHERE "
+	    "expired_ms = 0 AND seen_ms < ?2 RETURNING token, user, desk, "
+	    "slot, slot_lease, slot_rev");
 	if (st) {
 		sqlite3_bind_int64(st, 1, now);
 		sqlite3_bind_int64(st, 2, now - idle);
 		while (sqlite3_step(st) == SQLITE_ROW)
 			json_array_append_new(gone,
-			    json_pack("{s:s,s:s,s:s,s:I,s:I}", "token",
+			    json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "token",
 				sqlite3_column_text(st, 0), "user",
 				sqlite3_column_text(st, 1), "desk",
 				sqlite3_column_text(st, 2), "slot",
 				(json_int_t)sqlite3_column_int64(st, 3),
 				"lease",
-				(json_int_t)sqlite3_column_int64(st, 4)));
+				(json_int_t)sqlite3_column_int64(st, 4), "rev",
+				(json_int_t)sqlite3_column_int64(st, 5)));
 		sqlite3_finalize(st);
 	}
 	json_array_foreach (gone, i, g) {
@@ -1199,12 +1002,14 @@ sweep_cb(uv_timer_t *t)
 		log_info("desks: session of %s on desk %s expired (idle)",
 		    json_string_value(json_object_get(g, "user")),
 		    json_string_value(json_object_get(g, "desk")));
-		slot_release(d, json_integer_value(json_object_get(g, "slot")),
-		    json_integer_value(json_object_get(g, "lease")));
+		licenses_release(d,
+		    json_integer_value(json_object_get(g, "slot")),
+		    json_integer_value(json_object_get(g, "lease")),
+		    json_integer_value(json_object_get(g, "rev")));
 		waiters_wake(d, token); /* they get EEXPIRED */
 	}
 	json_decref(gone);
-	if ((st = prep(d,
+	if ((st = desks_prep(d,
 		 "DELETE FROM sessions WHERE expired_ms > 0 AND "
 		 "expired_ms < ?"))) {
 		sqlite3_bind_int64(st, 1, now - DESKS_EXPIRED_KEEP_MS);
@@ -1263,8 +1068,9 @@ desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 	d->cfg = agent_config(a);
 	uv_timer_init(loop, &d->sweep);
 	d->sweep.data = d;
-	d->open_handles = 1;
+	d->open_handles = 2; /* the sweep and the licenses' timer */
 	uv_timer_start(&d->sweep, sweep_cb, DESKS_SWEEP_MS, DESKS_SWEEP_MS);
+	licenses_init(d);
 	desks_counters(d, &n, &lic, &w);
 	if (n)
 		log_info("desks: %ld session(s) restored from %s", n,
@@ -1290,10 +1096,11 @@ desks_free(struct desks *d)
 		return;
 	d->freeing = true;
 	while (d->waiters) {
-		res_error(&r, 503, US_ECANCELED, "the server is stopping");
+		desks_res_error(
+		    &r, 503, US_ECANCELED, "the server is stopping");
 		waiter_answer(d->waiters, &r);
 	}
-	for (struct pending *p = d->pending, *next; p; p = next) {
+	for (struct desks_pending *p = d->pending, *next; p; p = next) {
 		next = p->next;
 		etcd_req_cancel(p->req);
 		p->req = NULL;
@@ -1302,8 +1109,17 @@ desks_free(struct desks *d)
 			uv_cancel((uv_req_t *)&p->work);
 			continue;
 		}
-		res_error(&r, 503, US_ECANCELED, "the server is stopping");
-		pending_done(p, &r);
+		desks_res_error(
+		    &r, 503, US_ECANCELED, "the server is stopping");
+		desks_pending_done(p, &r);
 	}
 	uv_close((uv_handle_t *)&d->sweep, sweep_closed);
+	licenses_close(d, sweep_closed);
+}
+
+void
+desks_lease_changed(struct desks *d)
+{
+	if (d)
+		licenses_reconcile_soon(d, 0);
 }

@@ -97,8 +97,138 @@ void desks_forget(struct desks *d, void *arg);
 /* Add an event for every live session (a server notice). */
 void desks_notice_all(struct desks *d, const char *text);
 
+/* This server's lease changed: reclaim the slots of its sessions. */
+void desks_lease_changed(struct desks *d);
+
 /* Sessions live on this server, licenses held, requests waiting. */
 void desks_counters(
     const struct desks *d, long *sessions, long *licensed, long *waiting);
+
+/*
+ * ---- inside src/desks only ----
+ * desks.c: sessions, logins, channels, events; licenses.c: the license
+ * slots in etcd, claimed for a login and kept equal, by a reconciler, to
+ * the live sessions of this server.
+ */
+
+#define DESKS_TOKEN_LEN 64 /* hex of 32 random bytes */
+
+/* A login or resume on its way: password check, then a license slot. */
+struct desks_pending {
+	struct desks *d;
+	uv_work_t work;
+	bool working; /* on the thread pool */
+	bool resume;
+	char token[DESKS_TOKEN_LEN + 1];
+	char user[CONFIG_NAME_MAX + 1];
+	char desk[65];
+	char version[32];
+	const char *hash;
+	char *password;
+	bool verified;
+	unsigned tries;
+	long claiming; /* the slot its claim txn is out for, or -1 */
+	struct etcd_req *req;
+	desks_cb cb;
+	void *arg;
+	struct desks_pending *next;
+};
+
+struct desks_waiter;
+struct licenses_claim;
+
+struct desks {
+	uv_loop_t *loop;
+	struct agent *a;
+	struct store *st;
+	struct sqlite3 *db;
+	const struct config *cfg;
+	uv_timer_t sweep;
+	struct desks_waiter *waiters;
+	struct desks_pending *pending;
+	long waiting;
+	bool freeing;
+	unsigned open_handles;
+	/* licenses.c */
+	uv_timer_t lic_timer;
+	struct etcd_req *lic_read; /* the reconciler's range */
+	struct licenses_claim *lic_claims; /* its claims out */
+	int64_t lic_lease; /* the lease the last pass ran on */
+	uint64_t lic_passes;
+};
+
+struct desks_session {
+	char user[CONFIG_NAME_MAX + 1];
+	char desk[65];
+	char version[32];
+	int64_t created, seen, expired, seq;
+	int64_t slot, slot_lease, slot_rev; /* rev: the slot key's mod_rev */
+};
+
+/* desks.c */
+
+void desks_res_error(struct desks_res *r, unsigned status, int err,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Log the database's error and fill *r with 500 EIO. */
+void desks_db_error(struct desks *d, struct desks_res *r);
+
+/* A prepared statement, or NULL (logged). */
+struct sqlite3_stmt *desks_prep(struct desks *d, const char *sql);
+
+/*
+ * The live session of token, touched. 0, or 401 EUNAUTHORIZED / EEXPIRED
+ * in *r.
+ */
+int desks_session_get(struct desks *d, const char *token,
+    struct desks_session *s, struct desks_res *r);
+
+/* End a live session now (why: "idle", "replaced by ..."); its slot goes. */
+void desks_session_expire(struct desks *d, const char *token,
+    const struct desks_session *s, const char *why);
+
+/*
+ * The slot (its key's mod_revision rev) is claimed for p, or none (-1,
+ * over the limit): write the session and answer.
+ */
+void desks_finish(
+    struct desks_pending *p, int64_t slot, int64_t rev, bool over);
+
+/* Answer p and free it. */
+void desks_pending_done(struct desks_pending *p, struct desks_res *r);
+
+/* Add an event to a session and wake its waiting requests. 0 or -1. */
+int desks_event_add(
+    struct desks *d, const char *token, const char *type, json_t *data);
+
+/* licenses.c */
+
+/* Start the reconciler (its timer). */
+void licenses_init(struct desks *d);
+
+/* Cancel what is out and close the timer (desks_free). */
+void licenses_close(struct desks *d, uv_close_cb closed);
+
+/* A slot for p: kept, claimed, taken over from the same desk, or none. */
+void licenses_acquire(struct desks_pending *p);
+
+/*
+ * Free a slot held on this server's current lease, if the key is still
+ * the one claimed (mod_revision rev): a retry cannot free another's.
+ * A failure leaves it to the reconciler.
+ */
+void licenses_release(
+    struct desks *d, int64_t slot, int64_t lease, int64_t rev);
+
+/*
+ * A claim of slot (its key now at mod_revision rev) for the session of
+ * token came back: record it in the session, or give the slot back when
+ * the session ended or holds another one. 0 kept, -1 given back.
+ */
+int licenses_keep(
+    struct desks *d, const char *token, int64_t slot, int64_t rev);
+
+/* Run the reconciler after ms (0: on the next loop turn). */
+void licenses_reconcile_soon(struct desks *d, uint64_t ms);
 
 #endif

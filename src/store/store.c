@@ -49,6 +49,10 @@ static const char *const migrations[] = {
     " token TEXT NOT NULL REFERENCES sessions (token) ON DELETE CASCADE,"
     " seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, type TEXT NOT NULL,"
     " data TEXT NOT NULL, PRIMARY KEY (token, seq));",
+    /* 3: the license slot key's mod_revision, and why a session ended */
+    "ALTER TABLE sessions ADD COLUMN slot_rev INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sessions ADD COLUMN ended TEXT NOT NULL DEFAULT '';"
+    "CREATE INDEX sessions_desk ON sessions (user, desk, expired_ms);",
 };
 
 static int

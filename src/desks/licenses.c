@@ -1,0 +1,722 @@
+/*
+ * License slots (see desks.h and docs/protocol.md): a slot is the key
+ * licenses/<n>, n < licenses, on the lease of the server holding the
+ * session, its value {"server","user","desk"}. A session row remembers
+ * its slot, the lease and the key's mod_revision at the claim, so a
+ * release deletes exactly that key and nothing claimed since.
+ *
+ * Every way a session ends frees its slot at once; what a failure or an
+ * unknown answer leaves behind is mended by the reconciler, which runs
+ * when the lease changes (a restart: the restored sessions claim slots
+ * again), after a failed release and every LICENSES_EVERY_MS. It makes
+ * the slots on this server's lease equal to its live sessions.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "desks.h"
+
+#define LICENSES_EVERY_MS 5000
+#define LICENSES_RETRY_MS 500
+#define LICENSES_TRIES 5 /* claims lost to another desk, per login */
+
+/* A claim of the reconciler, for a live session without a slot. */
+struct licenses_claim {
+	struct desks *d;
+	struct etcd_req *req;
+	char token[DESKS_TOKEN_LEN + 1];
+	long slot;
+	struct licenses_claim *next;
+};
+
+/* One slot key as a range read it. */
+struct slot_seen {
+	bool present;
+	int64_t mod_rev;
+	int64_t lease;
+	char server[CONFIG_NAME_MAX + 1];
+	char user[CONFIG_NAME_MAX + 1];
+	char desk[65];
+};
+
+static char *
+slot_key(struct desks *d, long n)
+{
+	return agent_key(d->a, "licenses/%ld", n);
+}
+
+/* The slot number of a key under licenses/, or -1. */
+static long
+slot_number(const struct desks *d, const char *key)
+{
+	const char *slash = strrchr(key, '/');
+	long n;
+
+	if (slash == NULL ||
+	    str_to_long(slash + 1, 0, d->cfg->cluster.licenses - 1, &n) != 0)
+		return -1;
+	return n;
+}
+
+/* Read every slot of a range answer into seen[licenses]. */
+static void
+slots_parse(
+    const struct desks *d, const struct etcd_res *res, struct slot_seen *seen)
+{
+	for (size_t i = 0; i < res->n_kvs; i++) {
+		const struct etcd_kv *kv = &res->kvs[i];
+		long n = slot_number(d, kv->key);
+		const char *server = "", *user = "", *desk = "";
+		json_t *o;
+
+		if (n < 0)
+			continue;
+		seen[n].present = true;
+		seen[n].mod_rev = kv->mod_revision;
+		seen[n].lease = kv->lease;
+		o = json_loadb(kv->value, kv->value_len, 0, NULL);
+		json_unpack(o, "{s?s,s?s,s?s}", "server", &server, "user",
+		    &user, "desk", &desk);
+		str_copy(seen[n].server, server, sizeof(seen[n].server));
+		str_copy(seen[n].user, user, sizeof(seen[n].user));
+		str_copy(seen[n].desk, desk, sizeof(seen[n].desk));
+		json_decref(o);
+	}
+}
+
+/*
+ * A txn that claims slot n on this server's lease: when it is free
+ * (rev 0) or still the key seen at rev (a slot of the same desk taken
+ * over). It reads the key back, for its mod_revision. NULL on ENOMEM.
+ */
+static struct etcd_req *
+claim_send(struct desks *d, long n, int64_t rev, const char *user,
+    const char *desk, etcd_cb cb, void *arg)
+{
+	struct etcd_req *req = NULL;
+	struct etcd_txn *t = etcd_kv_txn_new();
+	char *key = slot_key(d, n), *value = NULL;
+	json_t *o = json_pack("{s:s,s:s,s:s}", "server", agent_self(d->a),
+	    "user", user, "desk", desk);
+
+	value = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (key && value && t &&
+	    etcd_kv_txn_compare(t, key, rev ? ETCD_CMP_MOD : ETCD_CMP_CREATE,
+		ETCD_CMP_EQUAL, rev, NULL, 0) == 0 &&
+	    etcd_kv_txn_put(t, true, key, value, strlen(value),
+		agent_lease_id(d->a)) == 0 &&
+	    etcd_kv_txn_get(t, true, key, false) == 0) {
+		req = etcd_kv_txn_commit(agent_etcd(d->a), t, cb, arg);
+		t = NULL;
+	}
+	etcd_kv_txn_free(t);
+	free(key);
+	free(value);
+	return req;
+}
+
+/* The claimed key of a txn answer: its slot, its mod_revision. */
+static long
+claimed_slot(const struct desks *d, const struct etcd_res *res, int64_t *rev)
+{
+	for (size_t i = 0; i < res->n_kvs; i++) {
+		long n = slot_number(d, res->kvs[i].key);
+
+		if (n >= 0) {
+			*rev = res->kvs[i].mod_revision;
+			return n;
+		}
+	}
+	return -1;
+}
+
+void
+licenses_release(struct desks *d, int64_t slot, int64_t lease, int64_t rev)
+{
+	struct etcd_txn *t;
+	char *key;
+
+	if (slot < 0 || lease == 0 || lease != agent_lease_id(d->a))
+		return; /* a slot of an old lease went with it */
+	key = slot_key(d, (long)slot);
+	t = etcd_kv_txn_new();
+	/* rev 0: a session from before slot_rev was kept */
+	if (key && t &&
+	    etcd_kv_txn_compare(t, key, rev ? ETCD_CMP_MOD : ETCD_CMP_LEASE,
+		ETCD_CMP_EQUAL, rev ? rev : lease, NULL, 0) == 0 &&
+	    etcd_kv_txn_delete(t, true, key, false) == 0) {
+		/*
+		 * done, not done or unknown: the reconciler's next pass
+		 * finds a slot on this lease that no session holds
+		 */
+		etcd_kv_txn_commit(agent_etcd(d->a), t, NULL, NULL);
+		t = NULL;
+	}
+	etcd_kv_txn_free(t);
+	free(key);
+	licenses_reconcile_soon(d, LICENSES_EVERY_MS);
+}
+
+/* ---- a login's or a resume's slot ---- */
+
+/* Answer p with an error. */
+static void
+fail(struct desks_pending *p, unsigned status, int err, const char *msg)
+{
+	struct desks_res r;
+
+	desks_res_error(&r, status, err, "%s", msg);
+	desks_pending_done(p, &r);
+}
+
+/* An etcd answer about the license slots failed: say so. */
+static bool
+slots_failed(struct desks_pending *p, const struct etcd_res *res)
+{
+	char msg[200];
+
+	p->req = NULL;
+	p->claiming = -1;
+	if (res->err == 0)
+		return false;
+	snprintf(msg, sizeof(msg),
+	    "cannot count licenses in the coordination store: %s",
+	    us_strerror(res->err));
+	fail(p, 503, US_EUNAVAIL, msg);
+	return true;
+}
+
+static void
+over_limit(struct desks_pending *p)
+{
+	struct desks_res r;
+
+	if (p->d->cfg->cluster.license_policy == CONFIG_LICENSE_ENFORCE) {
+		log_warn("desks: %s on desk %s refused: all %ld licenses are "
+			 "in use",
+		    p->user, p->desk, p->d->cfg->cluster.licenses);
+		desks_res_error(&r, 403, US_ENOLICENSE,
+		    "all %ld desk licenses of the cluster are in use",
+		    p->d->cfg->cluster.licenses);
+		desks_pending_done(p, &r);
+		return;
+	}
+	desks_finish(p, -1, 0, true);
+}
+
+static void
+slot_claimed(const struct etcd_res *res, void *arg)
+{
+	struct desks_pending *p = arg;
+	int64_t rev = 0;
+	long n;
+
+	if (slots_failed(p, res))
+		return;
+	if (!res->succeeded) {
+		if (++p->tries < LICENSES_TRIES) {
+			licenses_acquire(p); /* another desk took it first */
+			return;
+		}
+		over_limit(p);
+		return;
+	}
+	n = claimed_slot(p->d, res, &rev);
+	desks_finish(p, n, n >= 0 ? rev : 0, false);
+}
+
+/* A resume whose desk logged in again elsewhere: its session is over. */
+static void
+replaced(struct desks_pending *p, const struct slot_seen *s)
+{
+	struct desks_session sess;
+	struct desks_res r;
+	char why[128];
+
+	snprintf(why, sizeof(why), "replaced by a new login on this desk at %s",
+	    s->server);
+	if (desks_session_get(p->d, p->token, &sess, &r) == 0)
+		desks_session_expire(p->d, p->token, &sess, why);
+	desks_res_error(&r, 401, US_EEXPIRED,
+	    "the session ended (%s); log "
+	    "in again",
+	    why);
+	desks_pending_done(p, &r);
+}
+
+static void
+slots_read(const struct etcd_res *res, void *arg)
+{
+	struct desks_pending *p = arg;
+	struct desks *d = p->d;
+	long limit = d->cfg->cluster.licenses, n, same = -1;
+	struct slot_seen *seen;
+
+	if (slots_failed(p, res))
+		return;
+	if ((seen = calloc((size_t)limit, sizeof(*seen))) == NULL) {
+		fail(p, 500, US_ENOMEM, "out of memory");
+		return;
+	}
+	slots_parse(d, res, seen);
+	for (n = 0; n < limit && same < 0; n++)
+		if (seen[n].present && strcmp(seen[n].user, p->user) == 0 &&
+		    strcmp(seen[n].desk, p->desk) == 0)
+			same = n;
+	if (p->resume && same >= 0 &&
+	    strcmp(seen[same].server, agent_self(d->a)) != 0) {
+		replaced(p, &seen[same]);
+		free(seen);
+		return;
+	}
+	/*
+	 * a live session of this desk here is the only one (a newer login
+	 * here ends the older): a slot of the desk on this lease is a
+	 * leftover of this server, and it goes to this session
+	 */
+	if (same >= 0) {
+		/* the same desk's slot goes to its new session */
+		n = same;
+	} else {
+		for (n = 0; n < limit && seen[n].present; n++)
+			;
+		if (n == limit) {
+			free(seen);
+			over_limit(p);
+			return;
+		}
+	}
+	p->claiming = n;
+	p->req = claim_send(d, n, same >= 0 ? seen[n].mod_rev : 0, p->user,
+	    p->desk, slot_claimed, p);
+	free(seen);
+	if (p->req == NULL) {
+		p->claiming = -1;
+		fail(p, 500, US_ENOMEM, "out of memory");
+	}
+}
+
+void
+licenses_acquire(struct desks_pending *p)
+{
+	struct desks *d = p->d;
+	struct desks_session s;
+	struct desks_res r;
+	char *prefix;
+
+	if (d->cfg->cluster.licenses == 0) {
+		desks_finish(p, -1, 0, false);
+		return;
+	}
+	if (agent_lease_id(d->a) == 0) {
+		desks_res_error(&r, 503, US_EFENCED,
+		    "this server holds no lease now; try another server");
+		desks_pending_done(p, &r);
+		return;
+	}
+	if (p->resume && desks_session_get(d, p->token, &s, &r) == 0 &&
+	    s.slot >= 0 && s.slot_lease == agent_lease_id(d->a)) {
+		desks_finish(p, -1, 0, false); /* it holds one on this lease */
+		return;
+	}
+	prefix = agent_key(d->a, "licenses/");
+	p->req = prefix
+	    ? etcd_kv_range(agent_etcd(d->a), prefix, true, slots_read, p)
+	    : NULL;
+	free(prefix);
+	if (p->req == NULL)
+		fail(p, 500, US_ENOMEM, "out of memory");
+}
+
+/* ---- the reconciler ---- */
+
+static void
+claim_free(struct licenses_claim *c)
+{
+	struct desks *d = c->d;
+
+	for (struct licenses_claim **pp = &d->lic_claims; *pp;
+	     pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	free(c);
+}
+
+int
+licenses_keep(struct desks *d, const char *token, int64_t slot, int64_t rev)
+{
+	int64_t lease = agent_lease_id(d->a), has = -1, had_rev = 0;
+	bool live = false;
+	sqlite3_stmt *st;
+	int rc = SQLITE_ERROR;
+
+	if ((st = desks_prep(d,
+		 "SELECT slot, slot_lease, slot_rev FROM sessions WHERE "
+		 "token = ? AND expired_ms = 0")) == NULL)
+		goto give_back;
+	sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		live = true;
+		if (sqlite3_column_int64(st, 0) >= 0 &&
+		    sqlite3_column_int64(st, 1) == lease) {
+			has = sqlite3_column_int64(st, 0);
+			had_rev = sqlite3_column_int64(st, 2);
+		}
+	}
+	sqlite3_finalize(st);
+	if (!live || (has >= 0 && has != slot))
+		goto give_back; /* ended, or holds another one */
+	if (has == slot && had_rev >= rev)
+		return 0; /* a later claim of the same key is recorded */
+	/* the same key claimed again (its mod_revision moved), or a first */
+	if ((st = desks_prep(d,
+		 "UPDATE sessions SET slot = ?, slot_lease = ?, slot_rev = ? "
+		 "WHERE token = ?")) == NULL)
+		goto give_back;
+	sqlite3_bind_int64(st, 1, slot);
+	sqlite3_bind_int64(st, 2, lease);
+	sqlite3_bind_int64(st, 3, rev);
+	sqlite3_bind_text(st, 4, token, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+give_back:
+	licenses_release(d, slot, lease, rev);
+	return -1;
+}
+
+static void
+reconcile_claimed(const struct etcd_res *res, void *arg)
+{
+	struct licenses_claim *c = arg;
+	struct desks *d = c->d;
+	int64_t rev = 0;
+	long n;
+
+	if (res->err || !res->succeeded) {
+		/* taken meanwhile, or unknown: the next pass sees */
+		licenses_reconcile_soon(d, LICENSES_RETRY_MS);
+		claim_free(c);
+		return;
+	}
+	if ((n = claimed_slot(d, res, &rev)) >= 0 &&
+	    licenses_keep(d, c->token, n, rev) == 0)
+		log_info("desks: a restored session holds license slot %ld "
+			 "again",
+		    n);
+	claim_free(c);
+}
+
+/* True when a login or resume of this server has a claim out for n. */
+static bool
+claim_out(const struct desks *d, long n)
+{
+	for (const struct desks_pending *p = d->pending; p; p = p->next)
+		if (p->claiming == n)
+			return true;
+	return false;
+}
+
+/* True when a login or resume of this session is on its way. */
+static bool
+pending_for(const struct desks *d, const char *token)
+{
+	for (const struct desks_pending *p = d->pending; p; p = p->next)
+		if (strcmp(p->token, token) == 0)
+			return true;
+	return false;
+}
+
+/* Slots on this lease that no live session holds: free them. */
+static void
+drop_orphans(struct desks *d, const struct slot_seen *seen, int64_t lease)
+{
+	for (long n = 0; n < d->cfg->cluster.licenses; n++) {
+		sqlite3_stmt *st;
+		bool held = true;
+
+		if (!seen[n].present || seen[n].lease != lease ||
+		    claim_out(d, n))
+			continue;
+		if ((st = desks_prep(d,
+			 "SELECT 1 FROM sessions WHERE expired_ms = 0 AND "
+			 "slot = ? AND slot_lease = ? AND slot_rev IN (?, "
+			 "0)")) == NULL)
+			continue;
+		sqlite3_bind_int64(st, 1, n);
+		sqlite3_bind_int64(st, 2, lease);
+		sqlite3_bind_int64(st, 3, seen[n].mod_rev);
+		held = sqlite3_step(st) == SQLITE_ROW;
+		sqlite3_finalize(st);
+		if (!held) {
+			log_warn("desks: license slot %ld held by no session "
+				 "(a lost answer): freed",
+			    n);
+			licenses_release(d, n, lease, seen[n].mod_rev);
+		}
+	}
+}
+
+/* A newer login of its desk on another server took its slot: it ends. */
+static void
+replaced_here(struct desks *d, const char *token, const struct desks_session *s,
+    const struct slot_seen *k)
+{
+	char why[128];
+
+	snprintf(why, sizeof(why), "replaced by a new login on this desk at %s",
+	    k->server);
+	desks_session_expire(d, token, s, why);
+}
+
+/* Give a live session a slot, or end it where none is free. */
+static void
+claim_for(struct desks *d, struct slot_seen *seen, int64_t lease,
+    const char *token, const struct desks_session *s)
+{
+	struct licenses_claim *c;
+	long n, limit = d->cfg->cluster.licenses;
+
+	int64_t rev = 0;
+	bool old_self = false;
+
+	for (n = 0; n < limit; n++) {
+		if (!seen[n].present || strcmp(seen[n].user, s->user) != 0 ||
+		    strcmp(seen[n].desk, s->desk) != 0)
+			continue;
+		if (seen[n].lease == lease) {
+			/* a leftover of this server's own (being freed) */
+			licenses_reconcile_soon(d, LICENSES_RETRY_MS);
+			return;
+		}
+		if (strcmp(seen[n].server, agent_self(d->a)) != 0) {
+			replaced_here(d, token, s, &seen[n]);
+			return;
+		}
+		/* this server's slot from before a restart: take it over */
+		rev = seen[n].mod_rev;
+		break;
+	}
+	if (n == limit)
+		for (n = 0; n < limit && seen[n].present; n++)
+			old_self = old_self ||
+			    (seen[n].lease != lease &&
+				strcmp(seen[n].server, agent_self(d->a)) == 0);
+	if (n == limit && old_self) {
+		/* slots of this server's dead lease go when it expires */
+		licenses_reconcile_soon(d, LICENSES_RETRY_MS);
+		return;
+	}
+	if (n == limit) {
+		if (d->cfg->cluster.license_policy == CONFIG_LICENSE_ENFORCE)
+			desks_session_expire(d, token, s,
+			    "no license free for it after the server came "
+			    "back");
+		return; /* warn: it stays over the limit */
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return;
+	c->d = d;
+	c->slot = n;
+	str_copy(c->token, token, sizeof(c->token));
+	c->req = claim_send(d, n, rev, s->user, s->desk, reconcile_claimed, c);
+	if (c->req == NULL) {
+		free(c);
+		return;
+	}
+	seen[n].present = true; /* not twice in this pass */
+	str_copy(seen[n].user, s->user, sizeof(seen[n].user));
+	str_copy(seen[n].desk, s->desk, sizeof(seen[n].desk));
+	c->next = d->lic_claims;
+	d->lic_claims = c;
+}
+
+/*
+ * Every live session: its slot still the one it claimed, taken over by
+ * a newer login of its desk (it ends), gone (claimed again), or none.
+ */
+static void
+check_sessions(
+    struct desks *d, struct slot_seen *seen, int64_t lease, int64_t at_rev)
+{
+	struct desks_session *rows = NULL, *grown;
+	char(*tokens)[DESKS_TOKEN_LEN + 1] = NULL;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st;
+
+	/* read, not touched: the reconciler keeps no session alive */
+	if ((st = desks_prep(d,
+		 "SELECT token, user, desk, slot, slot_lease, slot_rev FROM "
+		 "sessions WHERE expired_ms = 0")) == NULL)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		if (n == cap) {
+			void *t2;
+
+			cap = cap ? cap * 2 : 64;
+			if ((grown = realloc(rows, cap * sizeof(*rows))) ==
+			    NULL)
+				break;
+			rows = grown;
+			if ((t2 = realloc(tokens, cap * sizeof(*tokens))) ==
+			    NULL)
+				break;
+			tokens = t2;
+		}
+		memset(&rows[n], 0, sizeof(rows[n]));
+		str_copy(tokens[n], (const char *)sqlite3_column_text(st, 0),
+		    sizeof(tokens[n]));
+		str_copy(rows[n].user, (const char *)sqlite3_column_text(st, 1),
+		    sizeof(rows[n].user));
+		str_copy(rows[n].desk, (const char *)sqlite3_column_text(st, 2),
+		    sizeof(rows[n].desk));
+		rows[n].slot = sqlite3_column_int64(st, 3);
+		rows[n].slot_lease = sqlite3_column_int64(st, 4);
+		rows[n].slot_rev = sqlite3_column_int64(st, 5);
+		n++;
+	}
+	sqlite3_finalize(st);
+	for (size_t i = 0; i < n; i++) {
+		struct desks_session *s = &rows[i];
+
+		if (pending_for(d, tokens[i]))
+			continue;
+		if (s->slot >= 0 && s->slot_lease == lease) {
+			struct slot_seen *k;
+
+			if (s->slot >= d->cfg->cluster.licenses ||
+			    s->slot_rev > at_rev || s->slot_rev == 0)
+				continue; /* newer than what was read */
+			k = &seen[s->slot];
+			if (k->present && k->mod_rev == s->slot_rev)
+				continue;
+			if (k->present && k->lease != lease &&
+			    strcmp(k->user, s->user) == 0 &&
+			    strcmp(k->desk, s->desk) == 0) {
+				replaced_here(d, tokens[i], s, k);
+				continue;
+			}
+		}
+		claim_for(d, seen, lease, tokens[i], s);
+	}
+	free(rows);
+	free(tokens);
+}
+
+static void
+reconcile_read(const struct etcd_res *res, void *arg)
+{
+	struct desks *d = arg;
+	int64_t lease = agent_lease_id(d->a);
+	struct slot_seen *seen;
+
+	d->lic_read = NULL;
+	if (res->err) {
+		log_warn("desks: cannot read the license slots: %s%s%s",
+		    us_strerror(res->err), res->message ? ": " : "",
+		    res->message ? res->message : "");
+		licenses_reconcile_soon(d, LICENSES_RETRY_MS * 2);
+		return;
+	}
+	if (lease == 0 || d->freeing)
+		return;
+	if ((seen = calloc((size_t)d->cfg->cluster.licenses, sizeof(*seen))) ==
+	    NULL)
+		return;
+	slots_parse(d, res, seen);
+	drop_orphans(d, seen, lease);
+	check_sessions(d, seen, lease, res->revision);
+	free(seen);
+	d->lic_lease = lease;
+	d->lic_passes++;
+}
+
+static void
+reconcile(uv_timer_t *t)
+{
+	struct desks *d = t->data;
+	char *prefix;
+
+	if (d->cfg->cluster.licenses == 0 || agent_lease_id(d->a) == 0 ||
+	    d->lic_read || d->lic_claims || d->freeing)
+		return; /* the timer comes back */
+	prefix = agent_key(d->a, "licenses/");
+	d->lic_read = prefix
+	    ? etcd_kv_range(agent_etcd(d->a), prefix, true, reconcile_read, d)
+	    : NULL;
+	free(prefix);
+}
+
+void
+licenses_reconcile_soon(struct desks *d, uint64_t ms)
+{
+	uint64_t due = uv_timer_get_due_in(&d->lic_timer);
+
+	if (d->freeing || d->cfg->cluster.licenses == 0)
+		return;
+	if (due == 0 || ms < due)
+		uv_timer_start(&d->lic_timer, reconcile, ms, LICENSES_EVERY_MS);
+}
+
+/*
+ * A slot written by another server for a desk with a live session here:
+ * that session was replaced by a newer login; end it now, not at the
+ * next pass.
+ */
+static void
+slot_event(const struct etcd_event *ev, void *arg)
+{
+	struct desks *d = arg;
+	const char *server = "", *user = "", *desk = "";
+	sqlite3_stmt *st;
+	bool here = false;
+	json_t *o;
+
+	if (ev->type != ETCD_EVENT_PUT || d->freeing)
+		return;
+	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
+	if (json_unpack(o, "{s:s,s:s,s:s}", "server", &server, "user", &user,
+		"desk", &desk) == 0 &&
+	    strcmp(server, agent_self(d->a)) != 0 &&
+	    (st = desks_prep(d,
+		 "SELECT 1 FROM sessions WHERE user = ? AND desk = ? AND "
+		 "expired_ms = 0"))) {
+		sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, desk, -1, SQLITE_STATIC);
+		here = sqlite3_step(st) == SQLITE_ROW;
+		sqlite3_finalize(st);
+	}
+	json_decref(o);
+	if (here)
+		licenses_reconcile_soon(d, 0);
+}
+
+void
+licenses_init(struct desks *d)
+{
+	agent_on_license(d->a, slot_event, d);
+	uv_timer_init(d->loop, &d->lic_timer);
+	d->lic_timer.data = d;
+	if (d->cfg->cluster.licenses > 0)
+		uv_timer_start(&d->lic_timer, reconcile, 0, LICENSES_EVERY_MS);
+}
+
+void
+licenses_close(struct desks *d, uv_close_cb closed)
+{
+	agent_on_license(d->a, NULL, NULL);
+	etcd_req_cancel(d->lic_read);
+	d->lic_read = NULL;
+	while (d->lic_claims) {
+		etcd_req_cancel(d->lic_claims->req);
+		claim_free(d->lic_claims);
+	}
+	uv_close((uv_handle_t *)&d->lic_timer, closed);
+}
