@@ -25,7 +25,8 @@ typedef void (*http_dispatch_fn)(struct http_req *req, void *arg);
 /* http.c */
 
 /*
- * Listen on address:port and serve every request through dispatch.
+ * Listen on address:port (address: an IPv4 literal, as the config
+ * checker requires) and serve every request through dispatch.
  * Bodies over body_max get 413. Returns NULL (logged) when the address
  * cannot be bound.
  */

@@ -7,6 +7,7 @@
  * with its line, then the whole cluster is checked (names, ranges, port
  * overlaps, failover lists, capacity).
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ifaddrs.h>
@@ -88,7 +89,7 @@ static const struct config_option config_options[] = {
 	"failback."},
     {CONFIG_SEC_CLUSTER, "registrar", CT_STRING, 0, 0, NULL, NULL,
 	CL(registrar), check_hostport, false,
-	"Where owners register their route points: `IP:PORT` of a SIP "
+	"Where owners register their route points: `IPV4:PORT` of a SIP "
 	"registrar (Kamailio), or `local` (understudy up runs Kamailio on "
 	"127.0.0.1:local_registrar_port). Without it nothing is registered."},
     {CONFIG_SEC_CLUSTER, "local_registrar_port", CT_INT, 1, 65535, "5060", NULL,
@@ -138,7 +139,9 @@ static const struct config_option config_options[] = {
 
     {CONFIG_SEC_SERVER, "address", CT_STRING, 0, 0, NULL, NULL, SV(address),
 	check_address, false,
-	"IP address (or host name) the server listens on. Required."},
+	"IPv4 address the server listens on (SIP, RTP and the HTTP API) "
+	"and is reached at; not a host name, not IPv6, not 0.0.0.0. "
+	"Required."},
     {CONFIG_SEC_SERVER, "api_port", CT_INT, 1, 65535, "8080", NULL,
 	SV(api_port), NULL, false, "TCP port of the HTTP API and /health."},
     {CONFIG_SEC_SERVER, "sip_port", CT_INT, 1, 65535, "5070", NULL,
@@ -299,12 +302,41 @@ check_name(const char *v, char *err, size_t errlen)
 	return true;
 }
 
+/*
+ * A server's address is bound as it is written, by SIP and RTP on IPv4
+ * sockets and by the HTTP API, and it is what the registrar, the peers
+ * and the callers' media reach the server at: an IPv4 literal, never a
+ * name (nothing resolves it) nor the wildcard.
+ */
 static bool
 check_address(const char *v, char *err, size_t errlen)
 {
-	if (str_is_ip(v) || str_is_hostname(v))
-		return true;
-	snprintf(err, errlen, "'%s' is not an IP address or host name", v);
+	struct in_addr a;
+	unsigned char a6[16];
+
+	if (inet_pton(AF_INET, v, &a) == 1) {
+		if (a.s_addr != htonl(INADDR_ANY))
+			return true;
+		snprintf(err, errlen,
+		    "'%s' is the wildcard; give the IPv4 address that peers, "
+		    "the registrar and callers reach this server at",
+		    v);
+	} else if (inet_pton(AF_INET6, v, a6) == 1)
+		snprintf(err, errlen,
+		    "'%s' is an IPv6 address; the server binds SIP and RTP on "
+		    "IPv4 only: give an IPv4 address (a.b.c.d)",
+		    v);
+	else if (str_is_hostname(v))
+		snprintf(err, errlen,
+		    "'%s' is a host name; the server binds SIP and RTP on IPv4 "
+		    "only and resolves no names: give an IPv4 address "
+		    "(a.b.c.d)",
+		    v);
+	else
+		snprintf(err, errlen,
+		    "'%s' is not an IPv4 address (a.b.c.d); the server binds "
+		    "SIP and RTP on IPv4 only",
+		    v);
 	return false;
 }
 
@@ -459,16 +491,22 @@ check_hostport(const char *v, char *err, size_t errlen)
 	char host[256];
 	long port;
 
+	struct in_addr a;
+
 	if (strcmp(v, "local") == 0)
 		return true;
 	if (colon && colon != v && (size_t)(colon - v) < sizeof(host)) {
 		memcpy(host, v, (size_t)(colon - v));
 		host[colon - v] = '\0';
-		if (str_is_ip(host) &&
+		/* REGISTERs leave from the IPv4 SIP socket */
+		if (inet_pton(AF_INET, host, &a) == 1 &&
 		    str_to_long(colon + 1, 1, 65535, &port) == 0)
 			return true;
 	}
-	snprintf(err, errlen, "'%s' is not IP:PORT (or local)", v);
+	snprintf(err, errlen,
+	    "'%s' is not IPV4:PORT (or local); the server sends SIP from "
+	    "IPv4 only",
+	    v);
 	return false;
 }
 
