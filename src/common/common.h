@@ -311,7 +311,10 @@ void config_diags_free(struct config_diags *d);
 /* Print "FILE:LINE: error: message" lines to f. */
 void config_diags_print(const struct config_diags *d, FILE *f);
 
-/* Print the normalised config, every option with its value, as INI. */
+/*
+ * Print the normalised config, every option with its value, as INI;
+ * a secret (admin_token, a user's password) as "(set)".
+ */
 void config_print(const struct config *cfg, FILE *f);
 
 /* Print the option reference (Markdown) from the option table. */

@@ -22,7 +22,11 @@
 
 #include "common.h"
 
-enum config_type { CT_INT, CT_STRING, CT_BOOL, CT_ENUM, CT_LIST };
+/*
+ * CT_SECRET is text that is never shown: config_print writes "(set)" in
+ * its place, and its check never quotes the value in a problem.
+ */
+enum config_type { CT_INT, CT_STRING, CT_BOOL, CT_ENUM, CT_LIST, CT_SECRET };
 
 /* syntax checks beyond the type; they write a reason into err */
 typedef bool (*config_check_fn)(const char *v, char *err, size_t errlen);
@@ -131,11 +135,11 @@ static const struct config_option config_options[] = {
 	CL(local_nats_port), NULL, false,
 	"Client port of the NATS server that understudy up runs where "
 	"messaging = local."},
-    {CONFIG_SEC_CLUSTER, "admin_token", CT_STRING, 0, 0, NULL, NULL,
+    {CONFIG_SEC_CLUSTER, "admin_token", CT_SECRET, 0, 0, NULL, NULL,
 	CL(admin_token), check_token, true,
 	"Secret that control requests (stop, start, failback) must carry as "
-	"`Authorization: Bearer TOKEN`; at least 16 characters. Without it "
-	"the control API is off."},
+	"`Authorization: Bearer TOKEN`; 16 to 200 characters, no spaces. "
+	"Without it the control API is off."},
 
     {CONFIG_SEC_SERVER, "address", CT_STRING, 0, 0, NULL, NULL, SV(address),
 	check_address, false,
@@ -188,7 +192,7 @@ static const struct config_option config_options[] = {
 	false,
 	"`yes`: the server has no post of its own and only covers others."},
 
-    {CONFIG_SEC_USER, "password", CT_STRING, 0, 0, NULL, NULL, US(password),
+    {CONFIG_SEC_USER, "password", CT_SECRET, 0, 0, NULL, NULL, US(password),
 	check_hash, true,
 	"argon2id hash of the user's password, as `understudy passwd` prints "
 	"it. Required."},
@@ -696,7 +700,8 @@ option_set(struct config_diags *d, int line, const struct config_option *o,
 		*(long *)(void *)field = v;
 		break;
 	}
-	case CT_STRING: {
+	case CT_STRING:
+	case CT_SECRET: {
 		char **sp = (char **)(void *)field;
 
 		if (o->check && !o->check(value, err, sizeof(err))) {
@@ -1542,7 +1547,7 @@ section_free(enum config_section sec, void *obj)
 
 		if (o->section != sec)
 			continue;
-		if (o->type == CT_STRING)
+		if (o->type == CT_STRING || o->type == CT_SECRET)
 			free(*(char **)(void *)field);
 		else if (o->type == CT_LIST)
 			strlist_free((struct strlist *)(void *)field);
@@ -1593,11 +1598,13 @@ section_print(
 			fprintf(f, "%s = %ld\n", o->name, v);
 			break;
 		}
-		case CT_STRING: {
+		case CT_STRING:
+		case CT_SECRET: {
 			const char *v = *(char *const *)(const void *)field;
 
 			if (v)
-				fprintf(f, "%s = %s\n", o->name, v);
+				fprintf(f, "%s = %s\n", o->name,
+				    o->type == CT_SECRET ? "(set)" : v);
 			break;
 		}
 		case CT_BOOL:
@@ -1655,7 +1662,7 @@ void
 config_doc(FILE *f)
 {
 	static const char *const types[] = {
-	    "integer", "text", "yes/no", "choice", "list"};
+	    "integer", "text", "yes/no", "choice", "list", "secret"};
 
 	fprintf(f,
 	    "# Configuration reference\n\n"
@@ -1665,7 +1672,9 @@ config_doc(FILE *f)
 	    "198 characters; a list option may be given on several "
 	    "lines, each adding to the list. Comments start with `;` or "
 	    "`#`. `understudy config check FILE` reports every problem "
-	    "as `FILE:LINE: error|warning: message`.\n");
+	    "as `FILE:LINE: error|warning: message`. A secret is text "
+	    "that is never shown: `config check --print` writes `(set)` "
+	    "for it.\n");
 	for (int sec = 0; sec < CONFIG_SEC_COUNT; sec++) {
 		fprintf(f, "\n## [%s%s]\n\n", section_names[sec],
 		    sec == CONFIG_SEC_CLUSTER ? "" : " NAME");

@@ -106,6 +106,51 @@ TEST(config_print_roundtrip)
 	config_diags_free(&d2);
 }
 
+/* Secrets print as (set), and no problem quotes one. */
+TEST(config_print_hides_secrets)
+{
+	static const char hash[] =
+	    "$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA";
+	struct config_diags d;
+	struct config *cfg;
+	char text[2048], *out = NULL;
+	size_t len;
+	FILE *f;
+
+	snprintf(text, sizeof(text),
+	    "[cluster]\nname = t\netcd = http://127.0.0.1:2379\n"
+	    "admin_token = admin-0123456789abc\n"
+	    "[server PA1]\naddress = 127.0.0.1\nspare = yes\n"
+	    "max_media_ports = 2\n"
+	    "[user alice]\npassword = %s\n",
+	    hash);
+	cfg = parse(text, &d);
+	ASSERT_INT(d.errors, 0);
+	f = open_memstream(&out, &len);
+	config_print(cfg, f);
+	fclose(f);
+	ASSERT(strstr(out, "admin_token = (set)\n") != NULL);
+	ASSERT(strstr(out, "password = (set)\n") != NULL);
+	ASSERT(strstr(out, "admin-0123") == NULL);
+	ASSERT(strstr(out, "argon2id") == NULL);
+	free(out);
+	config_free(cfg);
+	config_diags_free(&d);
+
+	cfg = parse("[cluster]\nname = t\n"
+		    "admin_token = admin secret 0123456789\n"
+		    "[user bob]\npassword = hunter2\n",
+	    &d);
+	ASSERT(find(&d, 3, "admin_token: no spaces") != NULL);
+	ASSERT(find(&d, 5, "argon2id hash") != NULL);
+	for (size_t i = 0; i < d.n; i++) {
+		ASSERT(strstr(d.v[i].message, "admin secret") == NULL);
+		ASSERT(strstr(d.v[i].message, "hunter2") == NULL);
+	}
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
 TEST(config_reports_every_problem)
 {
 	struct config_diags d;
