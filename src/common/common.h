@@ -209,6 +209,7 @@ struct config_cluster {
 	int failback; /* enum config_failback */
 	long failback_delay; /* seconds */
 	char *admin_token; /* for the control API; NULL: control is off */
+	char *read_token; /* for read-only requests; never admin_token */
 	char *registrar; /* "local", "IP:PORT", or NULL: no registration */
 	long local_registrar_port;
 	long media_timeout; /* seconds without RTP before a call is ended */
@@ -313,7 +314,7 @@ void config_diags_print(const struct config_diags *d, FILE *f);
 
 /*
  * Print the normalised config, every option with its value, as INI;
- * a secret (admin_token, a user's password) as "(set)".
+ * a secret (admin_token, read_token, a user's password) as "(set)".
  */
 void config_print(const struct config *cfg, FILE *f);
 

@@ -140,6 +140,11 @@ static const struct config_option config_options[] = {
 	"Secret that control requests (stop, start, failback) must carry as "
 	"`Authorization: Bearer TOKEN`; 16 to 200 characters, no spaces. "
 	"Without it the control API is off."},
+    {CONFIG_SEC_CLUSTER, "read_token", CT_SECRET, 0, 0, NULL, NULL,
+	CL(read_token), check_token, true,
+	"Secret for read-only requests (status, records, metrics), carried "
+	"as `Authorization: Bearer TOKEN`; it never opens control. 16 to 200 "
+	"characters, no spaces, and not the admin_token."},
 
     {CONFIG_SEC_SERVER, "address", CT_STRING, 0, 0, NULL, NULL, SV(address),
 	check_address, false,
@@ -1025,6 +1030,7 @@ line_of(
 }
 
 #define SLINE(s, key) line_of((s)->lines, CONFIG_SEC_SERVER, key, (s)->line)
+#define CLINE(c, key) line_of((c)->lines, CONFIG_SEC_CLUSTER, key, (c)->line)
 
 int
 config_server_line(const struct config_server *s, const char *key)
@@ -1058,6 +1064,12 @@ check_cluster_section(struct config *cfg, struct config_diags *d)
 	if (c->name == NULL &&
 	    line_raw(c->lines, CONFIG_SEC_CLUSTER, "name") == 0)
 		ERR(d, c->line, "[cluster] needs a name ('name = ...')");
+	if (c->admin_token && c->read_token &&
+	    strcmp(c->admin_token, c->read_token) == 0)
+		ERR(d, CLINE(c, "read_token"),
+		    "read_token is the admin_token (line %d); a read-only "
+		    "token must not open control",
+		    CLINE(c, "admin_token"));
 	if (c->etcd.n == 0) {
 		ERR(d, eline,
 		    "etcd: no endpoint given (list http://HOST:PORT, or "
