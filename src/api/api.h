@@ -25,7 +25,8 @@ typedef void (*http_dispatch_fn)(struct http_req *req, void *arg);
 /* http.c */
 
 /*
- * Listen on address:port and serve every request through dispatch.
+ * Listen on address:port (address: an IPv4 literal, as the config
+ * checker requires) and serve every request through dispatch.
  * Bodies over body_max get 413. Returns NULL (logged) when the address
  * cannot be bound.
  */
@@ -129,5 +130,19 @@ void desk_events(
 
 /* The dispatcher for http_new; arg is a struct api_ctx. */
 void routes_dispatch(struct http_req *req, void *arg);
+
+/* The most bytes of one /metrics page. */
+#define ROUTES_METRICS_MAX (4u * 1024 * 1024)
+
+/*
+ * Whether a page built in b with unchecked appends (named what, such as
+ * "/metrics") may be sent: 0 when b holds all of it. When an append was
+ * refused (b->err: the cap reached, or memory) nothing of it may go out,
+ * never a cut page: the refusal is logged once, naming what and b's cap,
+ * and returned (US_ETOOBIG at the cap) with the message for the error
+ * answer written into msg. The caller answers 500 with that name.
+ */
+int routes_page_check(
+    const struct buf *b, const char *what, char *msg, size_t msglen);
 
 #endif

@@ -8,8 +8,6 @@
  * answer at once the connection is suspended; the answer resumes it and
  * kicks the timer, because resuming does not wake MHD without a thread.
  */
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -252,24 +250,22 @@ handle_closed(uv_handle_t *hd)
 	free(h);
 }
 
+/*
+ * The address as the config checker takes it: an IPv4 literal, the one
+ * SIP and RTP bind too. Nothing is resolved (no blocking lookup on the
+ * loop, no API on a family the calls cannot use).
+ */
 static int
 resolve(const char *address, unsigned port, struct sockaddr_storage *ss)
 {
-	struct addrinfo hints, *ai = NULL;
-	char portstr[8];
-	int rc;
+	struct sockaddr_in a;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	snprintf(portstr, sizeof(portstr), "%u", port);
-	if ((rc = getaddrinfo(address, portstr, &hints, &ai)) != 0) {
-		log_error(
-		    "http: cannot resolve %s: %s", address, gai_strerror(rc));
+	if (uv_ip4_addr(address, (int)port, &a) != 0) {
+		log_error("http: %s is not an IPv4 address", address);
 		return -1;
 	}
-	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-	freeaddrinfo(ai);
+	memset(ss, 0, sizeof(*ss));
+	memcpy(ss, &a, sizeof(a));
 	return 0;
 }
 
@@ -307,8 +303,6 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 
 	if (resolve(address, port, &ss) != 0)
 		return NULL;
-	if (ss.ss_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return NULL;
 	h->loop = loop;

@@ -386,6 +386,45 @@ label(struct buf *b, const char *v)
 	}
 }
 
+int
+routes_page_check(
+    const struct buf *b, const char *what, char *msg, size_t msglen)
+{
+	switch (b->err) {
+	case 0:
+		return 0;
+	case US_ETOOBIG:
+		log_error("api: %s is over its cap of %zu bytes; answering "
+			  "500 ETOOBIG instead of a cut page",
+		    what, b->max);
+		snprintf(msg, msglen,
+		    "%s is over its cap of %zu bytes; nothing of it was sent",
+		    what, b->max);
+		return US_ETOOBIG;
+	default:
+		log_error("api: %s could not be built: %s", what,
+		    us_strerror(b->err));
+		snprintf(msg, msglen, "%s could not be built: %s", what,
+		    us_strerror(b->err));
+		return b->err;
+	}
+}
+
+/* Send a page built with unchecked appends: whole, or an error. */
+static void
+reply_page(struct http_req *req, const struct buf *b, const char *what,
+    const char *content_type)
+{
+	char msg[256];
+	int err;
+
+	if ((err = routes_page_check(b, what, msg, sizeof(msg))) != 0)
+		http_reply_error(req, 500, err, "%s", msg);
+	else
+		http_reply_text(
+		    req, 200, content_type, b->data ? b->data : "", b->len);
+}
+
 static void
 metric_head(struct buf *b, const char *name, const char *type, const char *help)
 {
@@ -404,7 +443,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	size_t i;
 
 	(void)pa;
-	buf_init(&b, 4u * 1024 * 1024);
+	buf_init(&b, ROUTES_METRICS_MAX);
 	calls_counters(ctx->calls, placed, ended, &lost, &active);
 	agent_counters(ctx->agent, &failovers, &dropped);
 	metric_head(&b, "understudy_serving", "gauge",
@@ -517,11 +556,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    json_integer_value(json_object_get(r, "epoch")));
 	}
 	json_decref(regs);
-	if (b.data)
-		http_reply_text(
-		    req, 200, "text/plain; version=0.0.4", b.data, b.len);
-	else
-		http_reply_error(req, 500, US_ENOMEM, "out of memory");
+	reply_page(req, &b, "/metrics", "text/plain; version=0.0.4");
 	buf_free(&b);
 }
 

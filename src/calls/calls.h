@@ -190,6 +190,34 @@ void prompt_free(struct prompt *p);
  */
 char *prompt_path(const struct config *cfg, const struct config_server *s);
 
+/* sip_reap.c */
+
+struct osip_transaction;
+
+/*
+ * Transactions osip2 killed during a run of its execute functions, to
+ * be freed once they return. Zeroed to start; nothing to free at the end
+ * but what it holds.
+ */
+struct sip_reap {
+	struct osip_transaction *head;
+	size_t n; /* queued now */
+};
+
+/*
+ * Queue tr (from osip's kill callback) to be freed by sip_reap_free.
+ * Allocates nothing: it never fails and has no cap. tr's reserved6
+ * pointer is the queue's until then. A transaction queued twice is
+ * logged and queued once.
+ */
+void sip_reap_add(struct sip_reap *r, struct osip_transaction *tr);
+
+/*
+ * Free every queued transaction (osip_transaction_free: out of osip's
+ * lists too), outside osip's execute functions. Returns how many.
+ */
+size_t sip_reap_free(struct sip_reap *r);
+
 /* sip.c */
 
 struct sip;

@@ -11,7 +11,7 @@
  * ends the call and frees the port; CANCEL before the answer gets 487.
  *
  * osip2 calls back from inside its execute functions; transactions it
- * kills there are freed after execute returns.
+ * kills there are freed after execute returns (sip_reap.c).
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -95,8 +95,7 @@ struct sip {
 	uv_timer_t tick;
 	osip_t *osip;
 	struct sip_call *calls_list;
-	osip_transaction_t *dead[64];
-	size_t n_dead;
+	struct sip_reap dead; /* killed in this run, freed after it */
 	struct sip_reg *regs;
 	size_t n_regs;
 	struct prompt *prompts; /* per post (agent order); len 0: echo */
@@ -166,8 +165,7 @@ cb_kill(int type, osip_transaction_t *tr)
 			s->regs[i].retry_at = time_mono_ms() + SIP_REG_RETRY_MS;
 		}
 	/* freed after execute returns, not inside it */
-	if (s->n_dead < ARRAY_SIZE(s->dead))
-		s->dead[s->n_dead++] = tr;
+	sip_reap_add(&s->dead, tr);
 }
 
 /* ---- answers ---- */
@@ -992,8 +990,7 @@ sip_run(struct sip *s)
 		osip_nict_execute(s->osip);
 	}
 	s->running = false;
-	while (s->n_dead)
-		osip_transaction_free(s->dead[--s->n_dead]);
+	sip_reap_free(&s->dead);
 }
 
 static void
@@ -1214,8 +1211,7 @@ sip_free(struct sip *s)
 	calls_set_hangup(s->calls, NULL, NULL);
 	while (s->calls_list)
 		call_free(s->calls_list);
-	while (s->n_dead)
-		osip_transaction_free(s->dead[--s->n_dead]);
+	sip_reap_free(&s->dead);
 	/* osip_release leaves live transactions to their owner */
 	while (osip_list_size(&s->osip->osip_ist_transactions) > 0)
 		osip_transaction_free(

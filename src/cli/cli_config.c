@@ -14,7 +14,8 @@ usage(FILE *f)
 	    "       FILE:LINE: error|warning: message, then a summary line.\n"
 	    "       Exit status 1 when there is an error (warnings alone: 0).\n"
 	    "  --print  also print the normalised config: every option with\n"
-	    "           its value, defaults included (only when error-free)\n"
+	    "           its value, defaults included, secrets as (set)\n"
+	    "           (only when error-free)\n"
 	    "  --json   print {file, errors, warnings, problems[]} instead\n"
 	    "doc    prints the reference of every option (docs/config.md).\n");
 }

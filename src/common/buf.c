@@ -12,6 +12,16 @@ buf_init(struct buf *b, size_t max)
 	b->len = 0;
 	b->alloc = 0;
 	b->max = max;
+	b->err = 0;
+}
+
+/* Record the first refusal; later appends may still fit (a shorter one). */
+static int
+buf_refuse(struct buf *b, int err)
+{
+	if (b->err == 0)
+		b->err = err;
+	return err;
 }
 
 static int
@@ -21,7 +31,7 @@ buf_reserve(struct buf *b, size_t extra)
 	char *p;
 
 	if (extra > b->max || b->len > b->max - extra)
-		return US_ETOOBIG;
+		return buf_refuse(b, US_ETOOBIG);
 	need = b->len + extra + 1;
 	if (need <= b->alloc)
 		return 0;
@@ -31,7 +41,7 @@ buf_reserve(struct buf *b, size_t extra)
 	if (n > b->max + 1)
 		n = b->max + 1;
 	if ((p = realloc(b->data, n)) == NULL)
-		return US_ENOMEM;
+		return buf_refuse(b, US_ENOMEM);
 	b->data = p;
 	b->alloc = n;
 	return 0;
@@ -61,7 +71,7 @@ buf_printf(struct buf *b, const char *fmt, ...)
 	n = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		return US_EINVAL;
+		return buf_refuse(b, US_EINVAL);
 	if ((rc = buf_reserve(b, (size_t)n)) != 0)
 		return rc;
 	va_start(ap, fmt);
@@ -75,7 +85,9 @@ void
 buf_consume(struct buf *b, size_t n)
 {
 	if (n >= b->len) {
-		buf_reset(b);
+		b->len = 0;
+		if (b->data)
+			b->data[0] = '\0';
 		return;
 	}
 	memmove(b->data, b->data + n, b->len - n);
@@ -86,6 +98,7 @@ buf_consume(struct buf *b, size_t n)
 void
 buf_reset(struct buf *b)
 {
+	b->err = 0;
 	b->len = 0;
 	if (b->data)
 		b->data[0] = '\0';

@@ -82,28 +82,38 @@ int time_parse(const char *s, int64_t now_ms, int64_t *out);
 /*
  * A growable byte buffer with a hard cap set at creation. The data is
  * always NUL-terminated (the NUL is not counted in len).
+ *
+ * err is sticky: the first append refused since buf_init or buf_reset
+ * (US_ETOOBIG at the cap, US_ENOMEM, US_EINVAL), 0 while none was.
+ * Whoever builds a whole answer with many appends may ignore each
+ * return and check err once at the end: a buffer with err set holds a
+ * cut text that must not go out as if it were whole.
  */
 struct buf {
 	char *data;
 	size_t len;
 	size_t alloc;
 	size_t max;
+	int err;
 };
 
 /* Start an empty buffer that may hold at most max bytes. */
 void buf_init(struct buf *b, size_t max);
 
-/* Append; returns 0, or US_ETOOBIG past the cap, or US_ENOMEM. */
+/*
+ * Append; returns 0, or US_ETOOBIG past the cap, or US_ENOMEM (and sets
+ * err if it was 0). A refused append adds nothing.
+ */
 int buf_append(struct buf *b, const void *data, size_t len);
 
 /* Append formatted text; same returns as buf_append. */
 int buf_printf(struct buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Drop the first n bytes. */
+/* Drop the first n bytes; err stays as it is. */
 void buf_consume(struct buf *b, size_t n);
 
-/* Empty the buffer, keeping its memory. */
+/* Empty the buffer, keeping its memory; err back to 0. */
 void buf_reset(struct buf *b);
 
 /* Free the memory; the buffer may be reused after buf_init. */
@@ -209,6 +219,7 @@ struct config_cluster {
 	int failback; /* enum config_failback */
 	long failback_delay; /* seconds */
 	char *admin_token; /* for the control API; NULL: control is off */
+	char *read_token; /* for read-only requests; never admin_token */
 	char *registrar; /* "local", "IP:PORT", or NULL: no registration */
 	long local_registrar_port;
 	long media_timeout; /* seconds without RTP before a call is ended */
@@ -311,7 +322,10 @@ void config_diags_free(struct config_diags *d);
 /* Print "FILE:LINE: error: message" lines to f. */
 void config_diags_print(const struct config_diags *d, FILE *f);
 
-/* Print the normalised config, every option with its value, as INI. */
+/*
+ * Print the normalised config, every option with its value, as INI;
+ * a secret (admin_token, read_token, a user's password) as "(set)".
+ */
 void config_print(const struct config *cfg, FILE *f);
 
 /* Print the option reference (Markdown) from the option table. */

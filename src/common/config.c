@@ -7,6 +7,7 @@
  * with its line, then the whole cluster is checked (names, ranges, port
  * overlaps, failover lists, capacity).
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ifaddrs.h>
@@ -21,7 +22,11 @@
 
 #include "common.h"
 
-enum config_type { CT_INT, CT_STRING, CT_BOOL, CT_ENUM, CT_LIST };
+/*
+ * CT_SECRET is text that is never shown: config_print writes "(set)" in
+ * its place, and its check never quotes the value in a problem.
+ */
+enum config_type { CT_INT, CT_STRING, CT_BOOL, CT_ENUM, CT_LIST, CT_SECRET };
 
 /* syntax checks beyond the type; they write a reason into err */
 typedef bool (*config_check_fn)(const char *v, char *err, size_t errlen);
@@ -88,7 +93,7 @@ static const struct config_option config_options[] = {
 	"failback."},
     {CONFIG_SEC_CLUSTER, "registrar", CT_STRING, 0, 0, NULL, NULL,
 	CL(registrar), check_hostport, false,
-	"Where owners register their route points: `IP:PORT` of a SIP "
+	"Where owners register their route points: `IPV4:PORT` of a SIP "
 	"registrar (Kamailio), or `local` (understudy up runs Kamailio on "
 	"127.0.0.1:local_registrar_port). Without it nothing is registered."},
     {CONFIG_SEC_CLUSTER, "local_registrar_port", CT_INT, 1, 65535, "5060", NULL,
@@ -130,15 +135,22 @@ static const struct config_option config_options[] = {
 	CL(local_nats_port), NULL, false,
 	"Client port of the NATS server that understudy up runs where "
 	"messaging = local."},
-    {CONFIG_SEC_CLUSTER, "admin_token", CT_STRING, 0, 0, NULL, NULL,
+    {CONFIG_SEC_CLUSTER, "admin_token", CT_SECRET, 0, 0, NULL, NULL,
 	CL(admin_token), check_token, true,
 	"Secret that control requests (stop, start, failback) must carry as "
-	"`Authorization: Bearer TOKEN`; at least 16 characters. Without it "
-	"the control API is off."},
+	"`Authorization: Bearer TOKEN`; 16 to 200 characters, no spaces. "
+	"Without it the control API is off."},
+    {CONFIG_SEC_CLUSTER, "read_token", CT_SECRET, 0, 0, NULL, NULL,
+	CL(read_token), check_token, true,
+	"Secret for read-only requests (status, records, metrics), carried "
+	"as `Authorization: Bearer TOKEN`; it never opens control. 16 to 200 "
+	"characters, no spaces, and not the admin_token."},
 
     {CONFIG_SEC_SERVER, "address", CT_STRING, 0, 0, NULL, NULL, SV(address),
 	check_address, false,
-	"IP address (or host name) the server listens on. Required."},
+	"IPv4 address the server listens on (SIP, RTP and the HTTP API) "
+	"and is reached at; not a host name, not IPv6, not 0.0.0.0. "
+	"Required."},
     {CONFIG_SEC_SERVER, "api_port", CT_INT, 1, 65535, "8080", NULL,
 	SV(api_port), NULL, false, "TCP port of the HTTP API and /health."},
     {CONFIG_SEC_SERVER, "sip_port", CT_INT, 1, 65535, "5070", NULL,
@@ -185,7 +197,7 @@ static const struct config_option config_options[] = {
 	false,
 	"`yes`: the server has no post of its own and only covers others."},
 
-    {CONFIG_SEC_USER, "password", CT_STRING, 0, 0, NULL, NULL, US(password),
+    {CONFIG_SEC_USER, "password", CT_SECRET, 0, 0, NULL, NULL, US(password),
 	check_hash, true,
 	"argon2id hash of the user's password, as `understudy passwd` prints "
 	"it. Required."},
@@ -299,12 +311,41 @@ check_name(const char *v, char *err, size_t errlen)
 	return true;
 }
 
+/*
+ * A server's address is bound as it is written, by SIP and RTP on IPv4
+ * sockets and by the HTTP API, and it is what the registrar, the peers
+ * and the callers' media reach the server at: an IPv4 literal, never a
+ * name (nothing resolves it) nor the wildcard.
+ */
 static bool
 check_address(const char *v, char *err, size_t errlen)
 {
-	if (str_is_ip(v) || str_is_hostname(v))
-		return true;
-	snprintf(err, errlen, "'%s' is not an IP address or host name", v);
+	struct in_addr a;
+	unsigned char a6[16];
+
+	if (inet_pton(AF_INET, v, &a) == 1) {
+		if (a.s_addr != htonl(INADDR_ANY))
+			return true;
+		snprintf(err, errlen,
+		    "'%s' is the wildcard; give the IPv4 address that peers, "
+		    "the registrar and callers reach this server at",
+		    v);
+	} else if (inet_pton(AF_INET6, v, a6) == 1)
+		snprintf(err, errlen,
+		    "'%s' is an IPv6 address; the server binds SIP and RTP on "
+		    "IPv4 only: give an IPv4 address (a.b.c.d)",
+		    v);
+	else if (str_is_hostname(v))
+		snprintf(err, errlen,
+		    "'%s' is a host name; the server binds SIP and RTP on IPv4 "
+		    "only and resolves no names: give an IPv4 address "
+		    "(a.b.c.d)",
+		    v);
+	else
+		snprintf(err, errlen,
+		    "'%s' is not an IPv4 address (a.b.c.d); the server binds "
+		    "SIP and RTP on IPv4 only",
+		    v);
 	return false;
 }
 
@@ -459,16 +500,22 @@ check_hostport(const char *v, char *err, size_t errlen)
 	char host[256];
 	long port;
 
+	struct in_addr a;
+
 	if (strcmp(v, "local") == 0)
 		return true;
 	if (colon && colon != v && (size_t)(colon - v) < sizeof(host)) {
 		memcpy(host, v, (size_t)(colon - v));
 		host[colon - v] = '\0';
-		if (str_is_ip(host) &&
+		/* REGISTERs leave from the IPv4 SIP socket */
+		if (inet_pton(AF_INET, host, &a) == 1 &&
 		    str_to_long(colon + 1, 1, 65535, &port) == 0)
 			return true;
 	}
-	snprintf(err, errlen, "'%s' is not IP:PORT (or local)", v);
+	snprintf(err, errlen,
+	    "'%s' is not IPV4:PORT (or local); the server sends SIP from "
+	    "IPv4 only",
+	    v);
 	return false;
 }
 
@@ -658,7 +705,8 @@ option_set(struct config_diags *d, int line, const struct config_option *o,
 		*(long *)(void *)field = v;
 		break;
 	}
-	case CT_STRING: {
+	case CT_STRING:
+	case CT_SECRET: {
 		char **sp = (char **)(void *)field;
 
 		if (o->check && !o->check(value, err, sizeof(err))) {
@@ -982,6 +1030,7 @@ line_of(
 }
 
 #define SLINE(s, key) line_of((s)->lines, CONFIG_SEC_SERVER, key, (s)->line)
+#define CLINE(c, key) line_of((c)->lines, CONFIG_SEC_CLUSTER, key, (c)->line)
 
 int
 config_server_line(const struct config_server *s, const char *key)
@@ -1015,6 +1064,12 @@ check_cluster_section(struct config *cfg, struct config_diags *d)
 	if (c->name == NULL &&
 	    line_raw(c->lines, CONFIG_SEC_CLUSTER, "name") == 0)
 		ERR(d, c->line, "[cluster] needs a name ('name = ...')");
+	if (c->admin_token && c->read_token &&
+	    strcmp(c->admin_token, c->read_token) == 0)
+		ERR(d, CLINE(c, "read_token"),
+		    "read_token is the admin_token (line %d); a read-only "
+		    "token must not open control",
+		    CLINE(c, "admin_token"));
 	if (c->etcd.n == 0) {
 		ERR(d, eline,
 		    "etcd: no endpoint given (list http://HOST:PORT, or "
@@ -1504,7 +1559,7 @@ section_free(enum config_section sec, void *obj)
 
 		if (o->section != sec)
 			continue;
-		if (o->type == CT_STRING)
+		if (o->type == CT_STRING || o->type == CT_SECRET)
 			free(*(char **)(void *)field);
 		else if (o->type == CT_LIST)
 			strlist_free((struct strlist *)(void *)field);
@@ -1555,11 +1610,13 @@ section_print(
 			fprintf(f, "%s = %ld\n", o->name, v);
 			break;
 		}
-		case CT_STRING: {
+		case CT_STRING:
+		case CT_SECRET: {
 			const char *v = *(char *const *)(const void *)field;
 
 			if (v)
-				fprintf(f, "%s = %s\n", o->name, v);
+				fprintf(f, "%s = %s\n", o->name,
+				    o->type == CT_SECRET ? "(set)" : v);
 			break;
 		}
 		case CT_BOOL:
@@ -1617,7 +1674,7 @@ void
 config_doc(FILE *f)
 {
 	static const char *const types[] = {
-	    "integer", "text", "yes/no", "choice", "list"};
+	    "integer", "text", "yes/no", "choice", "list", "secret"};
 
 	fprintf(f,
 	    "# Configuration reference\n\n"
@@ -1627,7 +1684,9 @@ config_doc(FILE *f)
 	    "198 characters; a list option may be given on several "
 	    "lines, each adding to the list. Comments start with `;` or "
 	    "`#`. `understudy config check FILE` reports every problem "
-	    "as `FILE:LINE: error|warning: message`.\n");
+	    "as `FILE:LINE: error|warning: message`. A secret is text "
+	    "that is never shown: `config check --print` writes `(set)` "
+	    "for it.\n");
 	for (int sec = 0; sec < CONFIG_SEC_COUNT; sec++) {
 		fprintf(f, "\n## [%s%s]\n\n", section_names[sec],
 		    sec == CONFIG_SEC_CLUSTER ? "" : " NAME");

@@ -12,13 +12,21 @@ TEST(buf_cap)
 	ASSERT_INT(buf_append(&b, "12345678", 8), 0);
 	ASSERT_INT(b.len, 8);
 	ASSERT_STR(b.data, "12345678");
+	ASSERT_INT(b.err, 0);
 	ASSERT_INT(buf_append(&b, "9", 1), US_ETOOBIG);
 	ASSERT_INT(b.len, 8);
+	ASSERT_INT(b.err, US_ETOOBIG);
 	ASSERT_INT(buf_printf(&b, "%d", 1), US_ETOOBIG);
 	buf_consume(&b, 3);
 	ASSERT_STR(b.data, "45678");
 	ASSERT_INT(buf_printf(&b, "%s", "ab"), 0);
 	ASSERT_STR(b.data, "45678ab");
+	/* sticky: a later append that fits does not hide the cut */
+	ASSERT_INT(b.err, US_ETOOBIG);
+	buf_consume(&b, 100);
+	ASSERT_INT(b.err, US_ETOOBIG);
+	buf_reset(&b);
+	ASSERT_INT(b.err, 0);
 	buf_free(&b);
 }
 

@@ -106,6 +106,75 @@ TEST(config_print_roundtrip)
 	config_diags_free(&d2);
 }
 
+/* Secrets print as (set), and no problem quotes one. */
+TEST(config_print_hides_secrets)
+{
+	static const char hash[] =
+	    "$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA";
+	struct config_diags d;
+	struct config *cfg;
+	char text[2048], *out = NULL;
+	size_t len;
+	FILE *f;
+
+	snprintf(text, sizeof(text),
+	    "[cluster]\nname = t\netcd = http://127.0.0.1:2379\n"
+	    "admin_token = admin-0123456789abc\n"
+	    "read_token = read-0123456789abcd\n"
+	    "[server PA1]\naddress = 127.0.0.1\nspare = yes\n"
+	    "max_media_ports = 2\n"
+	    "[user alice]\npassword = %s\n",
+	    hash);
+	cfg = parse(text, &d);
+	ASSERT_INT(d.errors, 0);
+	ASSERT_STR(cfg->cluster.read_token, "read-0123456789abcd");
+	f = open_memstream(&out, &len);
+	config_print(cfg, f);
+	fclose(f);
+	ASSERT(strstr(out, "admin_token = (set)\n") != NULL);
+	ASSERT(strstr(out, "read_token = (set)\n") != NULL);
+	ASSERT(strstr(out, "password = (set)\n") != NULL);
+	ASSERT(strstr(out, "admin-0123") == NULL);
+	ASSERT(strstr(out, "read-0123") == NULL);
+	ASSERT(strstr(out, "argon2id") == NULL);
+	free(out);
+	config_free(cfg);
+	config_diags_free(&d);
+
+	cfg = parse("[cluster]\nname = t\n"
+		    "admin_token = admin secret 0123456789\n"
+		    "read_token = rd\n"
+		    "[user bob]\npassword = hunter2\n",
+	    &d);
+	ASSERT(find(&d, 3, "admin_token: no spaces") != NULL);
+	ASSERT(find(&d, 4, "read_token: must be 16 to 200") != NULL);
+	ASSERT(find(&d, 6, "argon2id hash") != NULL);
+	for (size_t i = 0; i < d.n; i++) {
+		ASSERT(strstr(d.v[i].message, "admin secret") == NULL);
+		ASSERT(strstr(d.v[i].message, "'rd'") == NULL);
+		ASSERT(strstr(d.v[i].message, "hunter2") == NULL);
+	}
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+/* A read-only token that opens control too is refused. */
+TEST(config_read_token_not_admin)
+{
+	struct config_diags d;
+	struct config *cfg = parse("[cluster]\nname = t\n"
+				   "admin_token = 0123456789abcdef\n"
+				   "read_token = 0123456789abcdef\n"
+				   "[server A]\naddress = 127.0.0.1\n"
+				   "spare = yes\nmax_media_ports = 2\n",
+	    &d);
+
+	ASSERT_INT(d.errors, 1);
+	ASSERT(find(&d, 4, "read_token is the admin_token (line 3)") != NULL);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
 TEST(config_reports_every_problem)
 {
 	struct config_diags d;
