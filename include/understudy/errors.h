@@ -32,7 +32,8 @@
 	XX(EINTERNAL, -21, "internal error")                                   \
 	XX(EVERSION, -22, "desk version not accepted")                         \
 	XX(EEXPIRED, -23, "session expired: log in again")                     \
-	XX(ENOTALLOWED, -24, "not allowed for this user")
+	XX(ENOTALLOWED, -24, "not allowed for this user")                      \
+	XX(ELIMITED, -25, "too many failed attempts: wait and try again")
 
 enum us_errno {
 #define US_ERRNO_ENUM(name, code, msg) US_##name = (code),

@@ -43,6 +43,9 @@ void http_free(struct http *h, void (*done)(void *arg), void *arg);
 const char *http_req_method(const struct http_req *req);
 const char *http_req_path(const struct http_req *req);
 const char *http_req_body(const struct http_req *req, size_t *len);
+/* The client's "address:port" (IPv4 or IPv6), for logs and limits. */
+const char *http_req_peer(struct http_req *req);
+
 /* A request header or query argument, or NULL. */
 const char *http_req_header(const struct http_req *req, const char *name);
 const char *http_req_query(const struct http_req *req, const char *name);

@@ -8,6 +8,7 @@
  * answer at once the connection is suspended; the answer resumes it and
  * kicks the timer, because resuming does not wake MHD without a thread.
  */
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@ struct http_req {
 	struct reply_header *headers;
 	void (*gone)(struct http_req *, void *);
 	void *gone_arg;
+	char peer[64]; /* "address:port", filled on first use */
 	struct http_req *next;
 };
 
@@ -389,6 +391,35 @@ http_req_body(const struct http_req *req, size_t *len)
 {
 	*len = req->body.len;
 	return req->body.data ? req->body.data : "";
+}
+
+const char *
+http_req_peer(struct http_req *req)
+{
+	const union MHD_ConnectionInfo *ci;
+	char ip[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+
+	if (req->peer[0])
+		return req->peer;
+	ci = MHD_get_connection_info(
+	    req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+		const struct sockaddr_in *a =
+		    (const struct sockaddr_in *)(const void *)ci->client_addr;
+
+		uv_ip4_name(a, ip, sizeof(ip));
+		port = ntohs(a->sin_port);
+	} else if (ci && ci->client_addr &&
+	    ci->client_addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a =
+		    (const struct sockaddr_in6 *)(const void *)ci->client_addr;
+
+		uv_ip6_name(a, ip, sizeof(ip));
+		port = ntohs(a->sin6_port);
+	}
+	snprintf(req->peer, sizeof(req->peer), "%s:%d", ip, port);
+	return req->peer;
 }
 
 const char *

@@ -1,8 +1,8 @@
 /*
  * The routes of the HTTP API. One table: path pattern ('*' is one path
- * segment), method, handler, whether it needs the admin token. A path
- * that matches nothing is 404; one that matches with another method is
- * 405 with an Allow header.
+ * segment), method, handler, the credential it needs. A path that matches
+ * nothing is 404; one that matches with another method is 405 with an
+ * Allow header.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -14,11 +14,19 @@
 #include "desks/desks.h"
 #include "calls/calls.h"
 
+/* Who may: the credential a route needs (docs/api.md). */
+enum access {
+	ACCESS_OPEN, /* health, the desk API (its own sessions) */
+	ACCESS_STATUS, /* read_token or admin_token, when read_token is set */
+	ACCESS_READ, /* personal data: read_token or admin_token, always */
+	ACCESS_ADMIN /* changes: admin_token */
+};
+
 struct route {
 	const char *pattern;
 	const char *method;
 	route_fn fn;
-	bool admin;
+	enum access access;
 };
 
 /* ---- helpers ---- */
@@ -633,25 +641,25 @@ get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 }
 
 static const struct route routes[] = {
-    {"/metrics", "GET", get_metrics, false},
-    {"/health", "GET", get_health, false},
-    {"/v1/status", "GET", get_status, false},
-    {"/v1/calls", "GET", get_calls, false},
-    {"/v1/route-points/*/calls", "POST", post_call, false},
-    {"/v1/calls/*", "DELETE", delete_call, false},
-    {"/v1/calls/*/transfer", "POST", transfer_call, false},
-    {"/v1/records", "GET", get_records, false},
-    {"/v1/desk/versions", "GET", desk_versions, false},
-    {"/v1/desk/login", "POST", desk_login, false},
-    {"/v1/desk/resume", "POST", desk_resume, false},
-    {"/v1/desk/logout", "POST", desk_logout, false},
-    {"/v1/desk/channels", "GET", desk_channels, false},
-    {"/v1/desk/channels/*/join", "POST", desk_join, false},
-    {"/v1/desk/channels/*/leave", "POST", desk_leave, false},
-    {"/v1/desk/events", "GET", desk_events, false},
-    {"/v1/servers/*/stop", "POST", post_stop, true},
-    {"/v1/servers/*/start", "POST", post_start, true},
-    {"/v1/servers/*/failback", "POST", post_failback, true},
+    {"/metrics", "GET", get_metrics, ACCESS_STATUS},
+    {"/health", "GET", get_health, ACCESS_OPEN},
+    {"/v1/status", "GET", get_status, ACCESS_STATUS},
+    {"/v1/calls", "GET", get_calls, ACCESS_READ},
+    {"/v1/route-points/*/calls", "POST", post_call, ACCESS_ADMIN},
+    {"/v1/calls/*", "DELETE", delete_call, ACCESS_ADMIN},
+    {"/v1/calls/*/transfer", "POST", transfer_call, ACCESS_ADMIN},
+    {"/v1/records", "GET", get_records, ACCESS_READ},
+    {"/v1/desk/versions", "GET", desk_versions, ACCESS_OPEN},
+    {"/v1/desk/login", "POST", desk_login, ACCESS_OPEN},
+    {"/v1/desk/resume", "POST", desk_resume, ACCESS_OPEN},
+    {"/v1/desk/logout", "POST", desk_logout, ACCESS_OPEN},
+    {"/v1/desk/channels", "GET", desk_channels, ACCESS_OPEN},
+    {"/v1/desk/channels/*/join", "POST", desk_join, ACCESS_OPEN},
+    {"/v1/desk/channels/*/leave", "POST", desk_leave, ACCESS_OPEN},
+    {"/v1/desk/events", "GET", desk_events, ACCESS_OPEN},
+    {"/v1/servers/*/stop", "POST", post_stop, ACCESS_ADMIN},
+    {"/v1/servers/*/start", "POST", post_start, ACCESS_ADMIN},
+    {"/v1/servers/*/failback", "POST", post_failback, ACCESS_ADMIN},
 };
 
 /* Match path against pattern; '*' takes one non-empty segment. */
@@ -678,27 +686,54 @@ match(const char *pattern, const char *path, struct params *pa)
 	return *pattern == '\0' && *path == '\0';
 }
 
+/* The bearer token of the request is token (in constant time). */
 static bool
-authorized(struct http_req *req, const struct api_ctx *ctx)
+bearer_is(struct http_req *req, const char *token)
 {
 	const char *h = http_req_header(req, "Authorization");
-	const char *token = ctx->cfg->cluster.admin_token;
-	size_t n;
+	size_t n = token ? strlen(token) : 0;
 
-	if (token == NULL) {
+	return token && h && strncmp(h, "Bearer ", 7) == 0 &&
+	    strlen(h + 7) == n && sodium_memcmp(h + 7, token, n) == 0;
+}
+
+/*
+ * May this request go on? If not, it is answered (401, or 403 where the
+ * config sets no token that could open it).
+ */
+static bool
+authorized(struct http_req *req, const struct api_ctx *ctx, enum access a)
+{
+	const char *admin = ctx->cfg->cluster.admin_token;
+	const char *read = ctx->cfg->cluster.read_token;
+
+	if (a == ACCESS_OPEN || (a == ACCESS_STATUS && read == NULL))
+		return true;
+	if (bearer_is(req, admin) ||
+	    (a != ACCESS_ADMIN && bearer_is(req, read)))
+		return true;
+	if (a == ACCESS_ADMIN && admin == NULL) {
 		http_reply_error(req, 403, US_EUNAUTHORIZED,
 		    "control is disabled: the config has no admin_token");
 		return false;
 	}
-	n = strlen(token);
-	if (h == NULL || strncmp(h, "Bearer ", 7) != 0 || strlen(h + 7) != n ||
-	    sodium_memcmp(h + 7, token, n) != 0) {
-		http_req_add_reply_header(req, "WWW-Authenticate", "Bearer");
-		http_reply_error(req, 401, US_EUNAUTHORIZED,
-		    "this needs 'Authorization: Bearer <admin_token>'");
+	if (admin == NULL && read == NULL) {
+		http_reply_error(req, 403, US_EUNAUTHORIZED,
+		    "%s holds caller data: it is closed until the config "
+		    "sets read_token or admin_token",
+		    http_req_path(req));
 		return false;
 	}
-	return true;
+	log_warn("api: %s %s from %s refused: %s", http_req_method(req),
+	    http_req_path(req), http_req_peer(req),
+	    http_req_header(req, "Authorization") ? "wrong token" : "no token");
+	http_req_add_reply_header(req, "WWW-Authenticate", "Bearer");
+	http_reply_error(req, 401, US_EUNAUTHORIZED,
+	    a == ACCESS_ADMIN ? "this needs 'Authorization: Bearer "
+				"<admin_token>'"
+			      : "this needs 'Authorization: Bearer "
+				"<read_token or admin_token>'");
+	return false;
 }
 
 void
@@ -717,8 +752,11 @@ routes_dispatch(struct http_req *req, void *arg)
 		if (strcmp(routes[i].method, method) == 0 ||
 		    (strcmp(method, "HEAD") == 0 &&
 			strcmp(routes[i].method, "GET") == 0)) {
-			if (routes[i].admin && !authorized(req, ctx))
+			if (!authorized(req, ctx, routes[i].access))
 				return;
+			if (routes[i].access == ACCESS_ADMIN)
+				log_info("audit: %s %s from %s", method, path,
+				    http_req_peer(req));
 			routes[i].fn(req, ctx, &pa);
 			return;
 		}

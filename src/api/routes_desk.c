@@ -14,6 +14,12 @@ struct wait {
 static void
 reply(struct http_req *req, struct desks_res *r)
 {
+	if (r->retry_after > 0) {
+		char v[24];
+
+		snprintf(v, sizeof(v), "%ld", r->retry_after);
+		http_req_add_reply_header(req, "Retry-After", v);
+	}
 	if (r->err == 0) {
 		http_reply_json(req, r->status, r->body);
 		return;
@@ -100,7 +106,8 @@ desk_login(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 
 	(void)pa;
 	if (serving(req, ctx) && (w = wait_new(req, ctx)) != NULL)
-		desks_login(ctx->desks, body, len, wait_answer, w);
+		desks_login(
+		    ctx->desks, body, len, http_req_peer(req), wait_answer, w);
 }
 
 void

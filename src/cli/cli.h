@@ -30,11 +30,12 @@ int cli_status_http(const char *method, const char *url, const char *token,
 
 /*
  * GET path from server (a base URL), or else from the servers of the
- * config file in order until one answers 200. Errors go to stderr as
- * "understudy CMD: ...". Returns 0 with *out, or -1.
+ * config file in order until one answers 200, with token as the bearer
+ * (NULL: the config's read_token, else its admin_token). Errors go to
+ * stderr as "understudy CMD: ...". Returns 0 with *out, or -1.
  */
 int cli_ask(const char *cmd, const char *server, const char *file,
-    const char *path, json_t **out);
+    const char *path, const char *token, json_t **out);
 
 /* cli_records.c: records */
 int cli_records(int argc, char **argv);

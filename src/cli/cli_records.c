@@ -14,7 +14,8 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: understudy records [--config FILE | --server URL]\n"
+	    "usage: understudy records [--config FILE | --server URL] "
+	    "[--token T]\n"
 	    "           [--since T] [--until T] [--route-point RP] [--post "
 	    "NAME]\n"
 	    "           [--status S] [--limit N] [--json | --csv]\n"
@@ -43,7 +44,11 @@ usage(FILE *f)
 	    "  --limit N          at most N records (default 1000, at most "
 	    "100000)\n"
 	    "  --json             the server's answer, as JSON\n"
-	    "  --csv              one line per record, with a header line\n");
+	    "  --csv              one line per record, with a header line\n"
+	    "\n"
+	    "Records hold caller ids: the server wants the read_token or the\n"
+	    "admin_token, taken from --token, $UNDERSTUDY_TOKEN, or the "
+	    "config.\n");
 }
 
 static const char *
@@ -139,6 +144,7 @@ cli_records(int argc, char **argv)
 	    {"--route-point", "route_point"}, {"--post", "post"},
 	    {"--status", "status"}, {"--limit", "limit"}};
 	const char *server = NULL, *file = getenv("UNDERSTUDY_CONFIG");
+	const char *token = getenv("UNDERSTUDY_TOKEN");
 	bool as_json = false, as_csv = false, known;
 	char path[2048] = "/v1/records";
 	json_t *ans = NULL, *arr;
@@ -172,6 +178,8 @@ cli_records(int argc, char **argv)
 			as_json = true;
 		else if (strcmp(argv[i], "--csv") == 0)
 			as_csv = true;
+		else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
+			token = argv[++i];
 		else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
 			server = argv[++i];
 		else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
@@ -191,7 +199,7 @@ cli_records(int argc, char **argv)
 		    "other\n");
 		return 2;
 	}
-	if (cli_ask("records", server, file, path, &ans) != 0)
+	if (cli_ask("records", server, file, path, token, &ans) != 0)
 		return 1;
 	arr = json_object_get(ans, "records");
 	if (!json_is_array(arr)) {

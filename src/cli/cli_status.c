@@ -62,7 +62,8 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: understudy status [--config FILE | --server URL] [--json]\n"
+	    "usage: understudy status [--config FILE | --server URL] "
+	    "[--token T] [--json]\n"
 	    "       understudy status --input FILE\n"
 	    "\n"
 	    "The whole cluster as one server sees it: every server (▲ up, ▼ "
@@ -77,7 +78,10 @@ usage(FILE *f)
 	    "                 $UNDERSTUDY_CONFIG, then "
 	    "examples/contact-center.conf)\n"
 	    "  --json         print the server's answer as it is\n"
-	    "  --input FILE   show a saved --json answer instead of asking\n");
+	    "  --input FILE   show a saved --json answer instead of asking\n"
+	    "\n"
+	    "Where the config sets a read_token, the server wants it (or the\n"
+	    "admin_token): from --token, $UNDERSTUDY_TOKEN, or the config.\n");
 }
 
 static const char *
@@ -230,7 +234,7 @@ load_file(const char *path)
 
 int
 cli_ask(const char *cmd, const char *server, const char *file, const char *path,
-    json_t **out)
+    const char *token, json_t **out)
 {
 	struct config_diags d = {0};
 	struct config *cfg = NULL;
@@ -242,7 +246,7 @@ cli_ask(const char *cmd, const char *server, const char *file, const char *path,
 	if (server) {
 		snprintf(url, sizeof(url), "%s%s", server, path);
 		cli_status_http(
-		    "GET", url, NULL, 5000, &status, out, err, sizeof(err));
+		    "GET", url, token, 5000, &status, out, err, sizeof(err));
 	} else {
 		if (file == NULL)
 			file = "examples/contact-center.conf";
@@ -252,6 +256,11 @@ cli_ask(const char *cmd, const char *server, const char *file, const char *path,
 			    file);
 			goto out;
 		}
+		/* the operator who holds the config holds its tokens */
+		if (token == NULL)
+			token = cfg->cluster.read_token
+			    ? cfg->cluster.read_token
+			    : cfg->cluster.admin_token;
 		for (size_t i = 0; i < cfg->n_servers && status != 200; i++) {
 			const struct config_server *s = &cfg->servers[i];
 
@@ -259,14 +268,14 @@ cli_ask(const char *cmd, const char *server, const char *file, const char *path,
 			*out = NULL;
 			snprintf(url, sizeof(url), "http://%s:%ld%s",
 			    s->address, s->api_port, path);
-			cli_status_http("GET", url, NULL, 3000, &status, out,
+			cli_status_http("GET", url, token, 3000, &status, out,
 			    err, sizeof(err));
 			/* a refusal is an answer: every server would say it */
-			if (status == 400)
+			if (status == 400 || status == 401 || status == 403)
 				break;
 		}
 	}
-	if (*out && status == 400) {
+	if (*out && (status == 400 || status == 401 || status == 403)) {
 		fprintf(stderr, "understudy %s: %s\n", cmd,
 		    json_string_value(json_object_get(*out, "message")));
 	} else if (*out == NULL || status != 200) {
@@ -289,6 +298,7 @@ int
 cli_status(int argc, char **argv)
 {
 	const char *server = NULL, *file = getenv("UNDERSTUDY_CONFIG");
+	const char *token = getenv("UNDERSTUDY_TOKEN");
 	const char *input = NULL;
 	bool as_json = false;
 	json_t *st = NULL;
@@ -301,6 +311,8 @@ cli_status(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			as_json = true;
+		else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
+			token = argv[++i];
 		else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
 			server = argv[++i];
 		else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
@@ -315,7 +327,8 @@ cli_status(int argc, char **argv)
 	if (input) {
 		if ((st = load_file(input)) == NULL)
 			goto out;
-	} else if (cli_ask("status", server, file, "/v1/status", &st) != 0) {
+	} else if (cli_ask("status", server, file, "/v1/status", token, &st) !=
+	    0) {
 		goto out;
 	}
 	if (as_json) {

@@ -227,6 +227,7 @@ struct config_cluster {
 	long licenses; /* concurrent desk sessions; 0: no limit */
 	int license_policy; /* enum config_license_policy */
 	long session_timeout; /* seconds idle before a session expires */
+	long login_failures; /* per user and per address a minute; 0: off */
 	struct strlist desk_versions; /* accepted at login */
 	struct strlist messaging; /* NATS URLs */
 	bool messaging_local; /* messaging = local: understudy up runs one */

@@ -14,6 +14,7 @@
 #define DESKS_EVENTS_PAGE 100
 #define DESKS_EXPIRED_KEEP_MS (24 * 3600 * 1000LL)
 #define DESKS_TOUCH_MS 5000 /* expiry may come this much later */
+#define DESKS_VERIFY_MAX 32 /* password checks waiting for the pool */
 
 struct desks_waiter {
 	struct desks *d;
@@ -26,6 +27,14 @@ struct desks_waiter {
 };
 
 /* ---- small helpers ---- */
+
+/* The last handle of a freed desks module closed: free it. */
+static void
+desks_gone(struct desks *d)
+{
+	limits_free(d->limits);
+	free(d);
+}
 
 void
 desks_res_error(
@@ -421,9 +430,14 @@ verify_work(uv_work_t *w)
 {
 	struct desks_pending *p = w->data;
 
+	/*
+	 * an unknown user costs one check against another user's hash, as
+	 * a wrong password does: the time tells no names
+	 */
 	p->verified = p->hash &&
 	    crypto_pwhash_str_verify(
-		p->hash, p->password, strlen(p->password)) == 0;
+		p->hash, p->password, strlen(p->password)) == 0 &&
+	    !p->unknown;
 }
 
 static void
@@ -437,24 +451,39 @@ verify_done(uv_work_t *w, int status)
 	d->open_handles--;
 	if (d->freeing) {
 		pending_free(p); /* its cb was dropped by desks_free */
+		d->verifying--;
 		if (d->open_handles == 0)
-			free(d);
+			desks_gone(d);
 		return;
 	}
 	if (status != 0) {
+		d->verifying--;
 		desks_res_error(
 		    &r, 503, US_ECANCELED, "the password check failed");
 		desks_pending_done(p, &r);
 		return;
 	}
+	d->verifying--;
 	if (!p->verified) {
-		log_warn("desks: login of %s on desk %s refused: wrong user or "
-			 "password",
-		    p->user, p->desk);
+		char key[96];
+
+		log_warn("desks: login of %s on desk %s from %s refused: wrong "
+			 "user or password",
+		    p->user, p->desk, p->address);
+		snprintf(key, sizeof(key), "user %s", p->user);
+		limits_failed(d->limits, key);
+		snprintf(key, sizeof(key), "address %s", p->address);
+		limits_failed(d->limits, key);
 		desks_res_error(
 		    &r, 401, US_EUNAUTHORIZED, "wrong user or password");
 		desks_pending_done(p, &r);
 		return;
+	}
+	if (!p->resume) {
+		char key[96];
+
+		snprintf(key, sizeof(key), "user %s", p->user);
+		limits_clear(d->limits, key);
 	}
 	licenses_acquire(p);
 }
@@ -539,10 +568,49 @@ desks_login_parse(const struct config *cfg, const char *body, size_t len,
 	return 0;
 }
 
-void
-desks_login(
-    struct desks *d, const char *body, size_t len, desks_cb cb, void *arg)
+/* The wait before this login may be tried, or 0; r filled when not 0. */
+static int
+login_limited(struct desks *d, const struct desks_login *in,
+    const char *address, struct desks_res *r)
 {
+	char ukey[96], akey[96];
+	int64_t wait;
+
+	snprintf(ukey, sizeof(ukey), "user %s", in->user);
+	snprintf(akey, sizeof(akey), "address %s", address);
+	wait = limits_wait_ms(d->limits, ukey);
+	if (limits_wait_ms(d->limits, akey) > wait)
+		wait = limits_wait_ms(d->limits, akey);
+	if (wait > 0) {
+		log_warn("desks: login of %s from %s refused: over %ld failed "
+			 "logins a minute",
+		    in->user, address, d->cfg->cluster.login_failures);
+		desks_res_error(r, 429, US_ELIMITED,
+		    "too many failed logins for this user or from this "
+		    "address; try again in %" PRId64 " s",
+		    (wait + 999) / 1000);
+		r->retry_after = (long)((wait + 999) / 1000);
+		return r->err;
+	}
+	if (d->verifying >= DESKS_VERIFY_MAX) {
+		log_warn(
+		    "desks: EUNAVAIL: %d password checks waiting; login of "
+		    "%s refused",
+		    DESKS_VERIFY_MAX, in->user);
+		desks_res_error(r, 503, US_EUNAVAIL,
+		    "%d logins are being checked; try again in a second",
+		    DESKS_VERIFY_MAX);
+		r->retry_after = 1;
+		return r->err;
+	}
+	return 0;
+}
+
+void
+desks_login(struct desks *d, const char *body, size_t len, const char *peer,
+    desks_cb cb, void *arg)
+{
+	char address[64];
 	const struct config_user *u;
 	unsigned char raw[DESKS_TOKEN_LEN / 2];
 	struct desks_login in;
@@ -550,7 +618,13 @@ desks_login(
 	struct desks_pending *p;
 	const char *user, *desk, *version, *pw;
 
-	if (desks_login_parse(d->cfg, body, len, &in, &r) != 0) {
+	/* the address without its port: a client's ports are many */
+	str_copy(address, peer ? peer : "?", sizeof(address));
+	if (strrchr(address, ':'))
+		*strrchr(address, ':') = '\0';
+	if (desks_login_parse(d->cfg, body, len, &in, &r) != 0 ||
+	    login_limited(d, &in, address, &r) != 0) {
+		sodium_memzero(in.password, sizeof(in.password));
 		cb(&r, arg);
 		return;
 	}
@@ -567,7 +641,11 @@ desks_login(
 		return;
 	}
 	u = config_user_find(d->cfg, user);
+	p->unknown = u == NULL;
+	if (u == NULL && d->cfg->n_users > 0)
+		u = &d->cfg->users[0];
 	p->hash = u ? u->password : NULL;
+	str_copy(p->address, address, sizeof(p->address));
 	str_copy(p->user, user, sizeof(p->user));
 	str_copy(p->desk, desk, sizeof(p->desk));
 	str_copy(p->version, version, sizeof(p->version));
@@ -576,10 +654,12 @@ desks_login(
 	p->work.data = p;
 	p->working = true;
 	d->open_handles++;
+	d->verifying++;
 	sodium_memzero(in.password, sizeof(in.password));
 	if (uv_queue_work(d->loop, &p->work, verify_work, verify_done) != 0) {
 		p->working = false;
 		d->open_handles--;
+		d->verifying--;
 		desks_res_error(
 		    &r, 500, US_EINTERNAL, "cannot check the password");
 		desks_pending_done(p, &r);
@@ -821,7 +901,7 @@ waiter_closed(uv_handle_t *h)
 
 	free(w);
 	if (--d->open_handles == 0 && d->freeing)
-		free(d);
+		desks_gone(d);
 }
 
 /* Answer a waiter (its events, or an error) and remove it. */
@@ -1066,6 +1146,11 @@ desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 	d->st = st;
 	d->db = (sqlite3 *)store_db(st);
 	d->cfg = agent_config(a);
+	if ((d->limits = limits_new(
+		 (unsigned)d->cfg->cluster.login_failures)) == NULL) {
+		free(d);
+		return NULL;
+	}
 	uv_timer_init(loop, &d->sweep);
 	d->sweep.data = d;
 	d->open_handles = 2; /* the sweep and the licenses' timer */
@@ -1084,7 +1169,7 @@ sweep_closed(uv_handle_t *h)
 	struct desks *d = h->data;
 
 	if (--d->open_handles == 0)
-		free(d); /* the last of its handles and password checks */
+		desks_gone(d); /* the last of its handles and checks */
 }
 
 void

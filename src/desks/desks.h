@@ -33,6 +33,7 @@ struct desks_res {
 	int err; /* 0 or US_E... */
 	char message[256];
 	json_t *body; /* on success; the receiver takes it */
+	long retry_after; /* seconds, for a Retry-After header; 0: none */
 };
 
 typedef void (*desks_cb)(struct desks_res *r, void *arg);
@@ -65,12 +66,14 @@ int desks_login_parse(const struct config *cfg, const char *body, size_t len,
     struct desks_login *out, struct desks_res *r);
 
 /*
- * Log in with a login body. The answer comes through cb (maybe before
- * this returns): 200 with the session, the refusals of
- * desks_login_parse, 401 EUNAUTHORIZED, 403 ENOLICENSE.
+ * Log in with a login body from peer ("address:port"). The answer comes
+ * through cb (maybe before this returns): 200 with the session, the
+ * refusals of desks_login_parse, 401 EUNAUTHORIZED, 403 ENOLICENSE, 429
+ * ELIMITED (too many failures for the user or the address: retry_after),
+ * 503 EUNAVAIL (too many password checks waiting).
  */
-void desks_login(
-    struct desks *d, const char *body, size_t len, desks_cb cb, void *arg);
+void desks_login(struct desks *d, const char *body, size_t len,
+    const char *peer, desks_cb cb, void *arg);
 
 /*
  * A desk comes back with its token: the session goes on (licenses
@@ -125,6 +128,8 @@ struct desks_pending {
 	char version[32];
 	const char *hash;
 	char *password;
+	bool unknown; /* no such user: checked against another's hash */
+	char address[64]; /* the client's, for the failure limits */
 	bool verified;
 	unsigned tries;
 	long claiming; /* the slot its claim txn is out for, or -1 */
@@ -149,6 +154,8 @@ struct desks {
 	long waiting;
 	bool freeing;
 	unsigned open_handles;
+	unsigned verifying; /* password checks on the thread pool */
+	struct limits *limits;
 	/* licenses.c */
 	uv_timer_t lic_timer;
 	struct etcd_req *lic_read; /* the reconciler's range */
@@ -200,6 +207,19 @@ void desks_pending_done(struct desks_pending *p, struct desks_res *r);
 /* Add an event to a session and wake its waiting requests. 0 or -1. */
 int desks_event_add(
     struct desks *d, const char *token, const char *type, json_t *data);
+
+/* limits.c */
+
+/* Failed logins, at most max per key a minute (0: no limit). */
+struct limits *limits_new(unsigned max);
+void limits_free(struct limits *l);
+
+/* How long key must wait before its next try (ms), 0 when it may. */
+int64_t limits_wait_ms(struct limits *l, const char *key);
+
+/* Count a failure of key; a success clears it. */
+void limits_failed(struct limits *l, const char *key);
+void limits_clear(struct limits *l, const char *key);
 
 /* licenses.c */
 

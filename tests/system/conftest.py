@@ -313,6 +313,7 @@ def cluster_name():
 
 
 TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": "Bearer " + TOKEN}
 
 
 class Cluster:
@@ -463,17 +464,18 @@ class Cluster:
         """(status, body) of placing a call to the post's route point."""
         via = via or next(n for n in self.spec if self.running(n) and
                           n not in self.frozen)
-        st, body = http("POST", self.url(via) + "/v1/route-points/%s/calls" % self.rp[post])
+        st, body = http("POST", self.url(via) + "/v1/route-points/%s/calls" % self.rp[post],
+                        headers=AUTH)
         if st == 421 and follow and "location" in body:
             st, body = http("POST", body["location"] +
-                            "/v1/route-points/%s/calls" % self.rp[post])
+                            "/v1/route-points/%s/calls" % self.rp[post], headers=AUTH)
         return st, body
 
     def end(self, call, transfer=False):
         url = self.url(call["server"]) + "/v1/calls/" + call["call"]
         if transfer:
-            return http("POST", url + "/transfer")
-        return http("DELETE", url)
+            return http("POST", url + "/transfer", headers=AUTH)
+        return http("DELETE", url, headers=AUTH)
 
     def control(self, action, name, token=TOKEN, via=None):
         via = via or next(n for n in self.spec if self.running(n) and

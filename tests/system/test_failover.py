@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import CLI, TOKEN, Cluster, http, wait_for
+from conftest import AUTH, CLI, TOKEN, Cluster, http, wait_for
 
 
 @pytest.fixture
@@ -169,7 +169,8 @@ def test_frozen_owner_is_replaced_and_fences_itself(cluster_factory):
     c.thaw("PA1")
     # from the moment it runs again it refuses: it no longer holds the epoch
     for _ in range(20):
-        st, body = http("POST", c.url("PA1") + "/v1/route-points/%s/calls" % c.rp["PA1"])
+        st, body = http("POST", c.url("PA1") + "/v1/route-points/%s/calls" % c.rp["PA1"],
+                        headers=AUTH)
         assert st in (421, 503), body
         assert body["error"] == "ENOTOWNER"
         time.sleep(0.05)
@@ -238,5 +239,5 @@ def test_transfer_frees_the_port(cluster_factory):
     st, body = c.end(call, transfer=True)
     assert st == 200 and body["status"] == "TRANSFERRED"
     assert c.call("PA1")[0] == 201
-    st, body = http("DELETE", c.url("PA1") + "/v1/calls/nope")
+    st, body = http("DELETE", c.url("PA1") + "/v1/calls/nope", headers=AUTH)
     assert st == 404 and body["error"] == "ENOTFOUND"

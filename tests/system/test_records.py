@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import CLI, ROOT, Cluster, free_port, http, wait_for
+from conftest import AUTH, CLI, ROOT, TOKEN, Cluster, free_port, http, wait_for
 
 UAC = os.path.join(ROOT, "tests", "sip", "uac.xml")
 
@@ -23,7 +23,8 @@ def cluster(kam_cluster):
 
 
 def records(c, server, **q):
-    st, body = http("GET", c.url(server) + "/v1/records?" + urllib.parse.urlencode(q))
+    st, body = http("GET", c.url(server) + "/v1/records?" + urllib.parse.urlencode(q),
+                    headers=AUTH)
     assert st == 200, body
     return body["records"]
 
@@ -100,13 +101,16 @@ def test_records_of_normal_busy_and_transferred_calls(cluster, kam):
     assert len(records(c, "PA1", limit=2)) == 2
     assert records(c, "PA1", since="2099-01-01") == []
     assert len(records(c, "PA1", since="1h")) == 9
-    st, body = http("GET", c.url("PA1") + "/v1/records?since=yesterday")
+    st, body = http("GET", c.url("PA1") + "/v1/records?since=yesterday", headers=AUTH)
     assert st == 400 and body["error"] == "EINVAL" and "since" in body["message"]
-    st, body = http("GET", c.url("PA1") + "/v1/records?status=LOST")
+    st, body = http("GET", c.url("PA1") + "/v1/records?status=LOST", headers=AUTH)
     assert st == 400 and "status" in body["message"]
 
     # the command line: table, JSON, CSV
     base = [CLI, "records", "--server", c.url("PA3")]
+    out = subprocess.run(base, capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1 and "read_token or admin_token" in out.stderr
+    base += ["--token", TOKEN]
     out = subprocess.run(base, capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and "9 records" in out.stdout and "BUSY" in out.stdout
     out = subprocess.run(base + ["--json", "--status", "TRANSFERRED"],

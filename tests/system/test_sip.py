@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Cluster, free_port, wait_for
+from conftest import AUTH, ROOT, Cluster, free_port, wait_for
 
 ECHO = os.path.join(ROOT, "tests", "sip", "echo_call.pl")
 
@@ -171,8 +171,8 @@ def test_sip_call_ended_over_http_gets_our_bye(cluster):
         assert c.post("PA1")["ports_in_use"] == 0
         assert "ended by the API" in c.srv["PA1"].logtext()
         from conftest import http
-        assert wait_for(lambda: http("GET", c.url("PA1") + "/v1/records")[1]["count"] == 1, 5)
-        rec = http("GET", c.url("PA1") + "/v1/records")[1]["records"][0]
+        assert wait_for(lambda: http("GET", c.url("PA1") + "/v1/records", headers=AUTH)[1]["count"] == 1, 5)
+        rec = http("GET", c.url("PA1") + "/v1/records", headers=AUTH)[1]["records"][0]
         assert rec["call"] == call["call"] and rec["ended_by"] == "api"
     finally:
         if p.poll() is None:
