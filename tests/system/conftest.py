@@ -1,6 +1,7 @@
 """Fixtures for the system tests: real etcd members and real understudyd
 processes on 127.0.0.1, each test stopping what it started, by PID."""
 import base64
+import datetime
 import json
 import os
 import signal
@@ -453,6 +454,18 @@ class Cluster:
     def wait_owner(self, post, server, timeout=10):
         return wait_for(lambda: self.owner_key(post) == server, timeout)
 
+    def up_for(self, name, via):
+        """Seconds the server has been up as via's status says, or 0."""
+        st = self.status(via)
+        if not st:
+            return 0
+        srv = {x["name"]: x for x in st["servers"]}.get(name)
+        if not srv or srv.get("state") not in ("up", "stopped"):
+            return 0
+        iso = "%Y-%m-%dT%H:%M:%S.%fZ"
+        now = datetime.datetime.strptime(st["time"], iso)
+        return (now - datetime.datetime.strptime(srv["since"], iso)).total_seconds()
+
     def wait_state(self, post, state, timeout=10, via=None):
         def ok():
             p = self.post(post, via)
@@ -493,6 +506,13 @@ def etcd1_fast(tmp_path):
     e.stop()
 
 
+def udp_bound(port):
+    """True when some socket is bound to UDP 127.0.0.1:port."""
+    want = ":%04X" % port
+    with open("/proc/net/udp") as f:
+        return any(line.split()[1].endswith(want) for line in list(f)[1:])
+
+
 class Kamailio:
     """Kamailio with examples/kamailio.cfg on 127.0.0.1:port."""
 
@@ -506,7 +526,9 @@ class Kamailio:
              "-DD", "-E", "-m", "64", "-M", "8", "-Y", self.dir,
              "-l", "udp:127.0.0.1:%d" % self.port],
             stdout=self.log, stderr=self.log)
-        time.sleep(0.3)
+        # ready once its SIP socket is bound: what arrives then is queued
+        assert wait_for(lambda: self.proc.poll() is not None or
+                        udp_bound(self.port), 10), "kamailio did not bind"
         assert self.proc.poll() is None, open(os.path.join(self.dir, "log")).read()
 
     @property

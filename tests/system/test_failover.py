@@ -122,8 +122,10 @@ def test_failback_with_calls_in_progress(cluster_factory):
         assert st == 201 and body["server"] == "PA3"
         before.append(body)
     c.start("PA1")
-    time.sleep(0.5)
-    assert c.owner_key("PA1") == "PA3"             # manual: no failback yet
+    # manual: no failback, even once PA1 is up past failback_delay (2 s)
+    # and the cover has reconciled since
+    assert wait_for(lambda: c.up_for("PA1", via="PA3") > 3.5, 10)
+    assert c.owner_key("PA1") == "PA3"
     st, body = c.control("failback", "PA1")
     assert st == 202, body
     assert c.wait_owner("PA1", "PA1", 5)
@@ -204,8 +206,9 @@ def test_operator_stop_and_start(cluster_factory):
     assert st == 200 and body["status"] == "NORMAL"
     c.terminate("PA1")
     c.srv["PA1"].start()
-    time.sleep(2.5)                                # past failback_delay
-    assert c.owner_key("PA1") == "PA3"             # still stopped
+    # past failback_delay as the cover sees it: still stopped
+    assert wait_for(lambda: c.up_for("PA1", via="PA3") > 3.5, 10)
+    assert c.owner_key("PA1") == "PA3"
     r = subprocess.run([CLI, "start", "PA1", "--config", c.config, "--token", TOKEN],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr

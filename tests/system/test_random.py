@@ -81,6 +81,7 @@ def test_random_200_steps(tmp_path):
                {"name": "SP", "spare": True, "max": 4}]
     c = Cluster(tmp_path, etcd, servers, ttl=TTL, delay=1)
     rnd = random.Random(SEED)
+    print("seed %d (replay: US_RANDOM_SEED=%d)" % (SEED, SEED))
     log = ["seed %d" % SEED]
     problems = []
     try:

@@ -73,7 +73,10 @@ def test_stale_owner_never_registers_again(cluster, kam):
     assert wait_for(lambda: c.rp["PA1"] in registered(c, "PA3"), 5)
     mark = len(c.srv["PA1"].logtext())
     c.thaw("PA1")
-    time.sleep(3)                          # well past a refresh and a retry
+    # until it serves again on a new lease and sees the cover own its
+    # post: a stale registration would have gone out before that
+    assert wait_for(lambda: c.healthy("PA1") and
+                    c.post("PA1", via="PA1")["owner"] == "PA3", 10)
     after = c.srv["PA1"].logtext()[mark:]
     assert "registered %s" % c.rp["PA1"] not in after.replace("unregistered", "")
     assert c.rp["PA1"] not in registered(c, "PA1")
