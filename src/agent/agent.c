@@ -580,15 +580,73 @@ claim_done(const struct etcd_res *res, void *arg)
 	txn_done(res, arg);
 }
 
+/*
+ * The owner key as etcd has it now, after a hand-over whose outcome is
+ * not known (no answer, or a compare that failed perhaps because an
+ * earlier send of it was done): only this decides whether this server
+ * may serve the post again.
+ */
+static void
+owner_reread(const struct etcd_res *res, void *arg)
+{
+	struct agent_post *p = arg;
+	const char *server = NULL;
+	json_t *o = NULL;
+
+	p->pending = NULL;
+	if (res->err) {
+		log_warn("post %s: cannot read its owner back (%s): not "
+			 "serving it until it can",
+		    p->home->name, us_strerror(res->err));
+		return; /* still relinquishing: the next round reads again */
+	}
+	if (res->n_kvs == 0) {
+		owner_record(p, NULL, 0, 0, res->revision);
+		return;
+	}
+	o = json_loadb(res->kvs[0].value, res->kvs[0].value_len, 0, NULL);
+	if (json_unpack(o, "{s:s}", "server", &server) == 0 &&
+	    strlen(server) <= CONFIG_NAME_MAX) {
+		bool same = p->owned && strcmp(server, p->owner) == 0 &&
+		    res->kvs[0].mod_revision == p->epoch;
+
+		owner_record(p, server, res->kvs[0].mod_revision,
+		    res->kvs[0].lease, res->revision);
+		if (same) {
+			log_info("post %s: the hand-over was not done; still "
+				 "its owner",
+			    p->home->name);
+			p->relinquishing = false;
+		}
+	}
+	json_decref(o);
+}
+
+static void
+owner_read(struct agent *a, struct agent_post *p)
+{
+	char *key = agent_key(a, "owner/%s", p->home->name);
+
+	p->pending =
+	    key ? etcd_kv_range(a->e, key, false, owner_reread, p) : NULL;
+	free(key);
+}
+
 static void
 hand_over_done(const struct etcd_res *res, void *arg)
 {
 	struct agent_post *p = arg;
 
-	if (res->err == 0 && res->succeeded)
+	p->pending = NULL;
+	if (res->err == 0 && res->succeeded) {
 		owner_record(p, p->handing_to[0] ? p->handing_to : NULL,
 		    res->revision, p->claim_lease, res->revision);
-	txn_done(res, arg);
+		return;
+	}
+	log_warn("post %s: hand-over %s%s: reading the owner back",
+	    p->home->name, res->err ? "unanswered: " : "refused",
+	    res->err ? us_strerror(res->err) : "");
+	owner_read(p->agent, p);
 }
 
 static void
@@ -778,7 +836,9 @@ agent_reconcile(struct agent *a)
 			continue;
 		if (mine && p->owner_lease != lease_id(a->lease))
 			continue; /* a key of an old lease; it goes with it */
-		if (mine && d != a->self_index) {
+		if (mine && p->relinquishing && d == a->self_index) {
+			owner_read(a, p); /* a hand-over of unknown outcome */
+		} else if (mine && d != a->self_index) {
 			hand_over(
 			    a, p, d >= 0 ? a->cfg->servers[d].name : NULL);
 		} else if (!p->owned && d == a->self_index &&
@@ -909,6 +969,7 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 			continue;
 		p = &a->posts[a->n_posts++];
 		p->home = &cfg->servers[i];
+		p->agent = a;
 		p->index = (int)i;
 		p->state = POST_STATE_UNSERVED;
 		p->since = time_wall_ms();

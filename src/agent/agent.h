@@ -16,6 +16,8 @@
 #include "common/common.h"
 #include "coord/coord.h"
 
+struct agent;
+
 /* lease.c */
 
 struct lease;
@@ -163,6 +165,7 @@ struct agent_journal {
 };
 
 struct agent_post {
+	struct agent *agent;
 	const struct config_server *home;
 	int index; /* of the home in the config's servers */
 	/* the owner key as last seen */
@@ -197,8 +200,6 @@ void post_fsm(struct agent_post *p, enum post_event ev, const char *server,
     const char *why);
 
 /* agent.c */
-
-struct agent;
 
 /*
  * The reconciler: watches everything of the cluster under

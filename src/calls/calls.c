@@ -10,6 +10,7 @@
 #include "calls.h"
 
 #define CALLS_RATE_S 10
+#define CALLS_UNKNOWN_TRIES 3 /* resends of a txn whose answer was lost */
 
 struct call {
 	char id[64];
@@ -30,6 +31,7 @@ struct op {
 	long port; /* the port being claimed */
 	int64_t epoch;
 	unsigned attempts;
+	unsigned unknown; /* sends whose outcome was not known */
 	long next_other; /* next port held by another server to try */
 	struct call *call; /* ending */
 	bool transferred;
@@ -221,59 +223,46 @@ busy_record(struct calls *c, struct agent_post *p, const struct op *op)
 
 static int claim_port(struct op *op);
 
-static void
-claim_done(const struct etcd_res *res, void *arg)
+static struct op *
+op_new(struct calls *c, calls_cb cb, void *arg)
 {
-	struct op *op = arg;
+	struct op *op = calloc(1, sizeof(*op));
+
+	if (op == NULL)
+		return NULL;
+	op->c = c;
+	op->cb = cb;
+	op->arg = arg;
+	op->next = c->ops;
+	c->ops = op;
+	return op;
+}
+
+/*
+ * The claim of op holds port (its number) with the journal entry created
+ * at jrev, as written (journal, taken): the call is this server's.
+ */
+static void
+call_taken(struct op *op, long port, json_t *journal, int64_t jrev, int64_t rev)
+{
 	struct calls *c = op->c;
 	struct agent_post *p = op->post;
 	struct calls_result r;
 	struct call *k;
-	char msg[160];
 
-	op->req = NULL;
-	p->ports[op->port].reserved = false;
-	if (res->err) {
-		snprintf(msg, sizeof(msg), "taking a port of %s: %s",
-		    p->home->name, us_strerror(res->err));
-		result_init(&r, US_EUNAVAIL, msg);
-		answer(op, &r);
-		return;
-	}
-	if (!res->succeeded) {
-		/* the post moved, or another call took the port first */
-		if (!agent_owns(c->a, p, NULL) || p->epoch != op->epoch) {
-			not_owner(c, p, &r);
-			answer(op, &r);
-			return;
-		}
-		for (size_t i = 0; i < res->n_kvs; i++)
-			if (strstr(res->kvs[i].key, "/ports/"))
-				p->ports[op->port].busy = true;
-		if (++op->attempts > (unsigned)p->home->media_ports ||
-		    claim_port(op) != 0) {
-			busy_record(c, p, op);
-			result_init(&r, US_EBUSY, NULL);
-			snprintf(r.message, sizeof(r.message),
-			    "all %ld ports of %s are busy",
-			    p->home->media_ports, p->home->name);
-			answer(op, &r);
-		}
-		return;
-	}
 	if ((k = calloc(1, sizeof(*k))) == NULL) {
+		json_decref(journal);
 		result_init(&r, US_ENOMEM, "out of memory");
 		answer(op, &r);
 		return;
 	}
 	str_copy(k->id, op->id, sizeof(k->id));
 	k->post = p;
-	k->port = p->home->media_port_base + op->port;
+	k->port = port;
 	k->epoch = op->epoch;
 	k->started = op->start;
-	k->journal = op->journal;
-	op->journal = NULL;
-	k->jrev = res->revision;
+	k->journal = journal;
+	k->jrev = jrev;
 	str_copy(k->origin, op->origin, sizeof(k->origin));
 	c->placed[strcmp(k->origin, "sip") == 0]++;
 	{
@@ -288,8 +277,8 @@ claim_done(const struct etcd_res *res, void *arg)
 	}
 	k->next = c->calls;
 	c->calls = k;
-	agent_port_set(p, k->port, agent_self(c->a), k->id, k->started,
-	    k->epoch, res->revision);
+	agent_port_set(
+	    p, k->port, agent_self(c->a), k->id, k->started, k->epoch, rev);
 	result_init(&r, 0, NULL);
 	str_copy(r.call, k->id, sizeof(r.call));
 	str_copy(r.post, p->home->name, sizeof(r.post));
@@ -299,6 +288,175 @@ claim_done(const struct etcd_res *res, void *arg)
 	log_debug("call %s on port %ld of %s, epoch %" PRId64, k->id, k->port,
 	    p->home->name, k->epoch);
 	answer(op, &r);
+}
+
+/* The kv of a txn answer whose key holds part, or NULL. */
+static const struct etcd_kv *
+kv_with(const struct etcd_res *res, const char *part)
+{
+	for (size_t i = 0; i < res->n_kvs; i++)
+		if (strstr(res->kvs[i].key, part))
+			return &res->kvs[i];
+	return NULL;
+}
+
+static void undo_claim(struct calls *c, struct agent_post *p, const char *id);
+
+static void
+claim_done(const struct etcd_res *res, void *arg)
+{
+	struct op *op = arg;
+	struct calls *c = op->c;
+	struct agent_post *p = op->post;
+	const struct etcd_kv *jkv;
+	struct calls_result r;
+	json_t *journal;
+	char msg[160];
+
+	op->req = NULL;
+	p->ports[op->port].reserved = false;
+	if (res->err) {
+		/*
+		 * done, not done or unknown: sent again, the journal's
+		 * compare tells (a claim already done shows its entry)
+		 */
+		if (++op->unknown <= CALLS_UNKNOWN_TRIES &&
+		    agent_owns(c->a, p, NULL) && p->epoch == op->epoch &&
+		    claim_port(op) == 0)
+			return;
+		snprintf(msg, sizeof(msg), "taking a port of %s: %s",
+		    p->home->name, us_strerror(res->err));
+		log_warn("call %s: %s; its claim is undone if it was made",
+		    op->id, msg);
+		undo_claim(c, p, op->id);
+		result_init(&r, US_EUNAVAIL, msg);
+		answer(op, &r);
+		return;
+	}
+	if (!res->succeeded && (jkv = kv_with(res, "/calls/")) != NULL) {
+		/* an earlier send of this claim was done: its answer was lost
+		 */
+		json_t *j = json_loadb(jkv->value, jkv->value_len, 0, NULL);
+		json_int_t port = -1;
+
+		json_unpack(j, "{s:I}", "port", &port);
+		log_info("call %s: a claim whose answer was lost was done "
+			 "(port %" JSON_INTEGER_FORMAT ")",
+		    op->id, port);
+		call_taken(
+		    op, (long)port, j, jkv->create_revision, res->revision);
+		return;
+	}
+	if (!res->succeeded) {
+		/* the post moved, or another call took the port first */
+		if (!agent_owns(c->a, p, NULL) || p->epoch != op->epoch) {
+			not_owner(c, p, &r);
+			answer(op, &r);
+			return;
+		}
+		if (kv_with(res, "/ports/"))
+			p->ports[op->port].busy = true;
+		if (++op->attempts > (unsigned)p->home->media_ports ||
+		    claim_port(op) != 0) {
+			busy_record(c, p, op);
+			result_init(&r, US_EBUSY, NULL);
+			snprintf(r.message, sizeof(r.message),
+			    "all %ld ports of %s are busy",
+			    p->home->media_ports, p->home->name);
+			answer(op, &r);
+		}
+		return;
+	}
+	journal = op->journal;
+	op->journal = NULL; /* the call holds it now */
+	call_taken(op, p->home->media_port_base + op->port, journal,
+	    res->revision, res->revision);
+}
+
+/* ---- a claim given up: undone, whether or not it was made ---- */
+
+static void undo_read(const struct etcd_res *res, void *arg);
+
+static void
+undo_done(const struct etcd_res *res, void *arg)
+{
+	struct op *op = arg;
+
+	op->req = NULL;
+	if (res->err && ++op->attempts <= CALLS_UNKNOWN_TRIES) {
+		char *jkey = agent_key(
+		    op->c->a, "calls/%s/%s", op->post->home->name, op->id);
+
+		op->req = jkey ? etcd_kv_range(agent_etcd(op->c->a), jkey,
+				     false, undo_read, op)
+			       : NULL;
+		free(jkey);
+		if (op->req)
+			return;
+	}
+	if (res->err)
+		log_error("call %s: its claim could not be undone (%s); the "
+			  "post's owner closes it when this server's lease "
+			  "goes",
+		    op->id, us_strerror(res->err));
+	op_free(op);
+}
+
+static void
+undo_read(const struct etcd_res *res, void *arg)
+{
+	struct op *op = arg;
+	struct calls *c = op->c;
+	const char *post = op->post->home->name, *server = "";
+	char *jkey = agent_key(c->a, "calls/%s/%s", post, op->id), *pkey = NULL;
+	struct etcd_txn *t = NULL;
+	json_int_t port = -1;
+	json_t *j = NULL;
+
+	op->req = NULL;
+	if (res->err || res->n_kvs == 0 || jkey == NULL) {
+		free(jkey);
+		undo_done(res, op); /* retried, or nothing to undo */
+		return;
+	}
+	j = json_loadb(res->kvs[0].value, res->kvs[0].value_len, 0, NULL);
+	json_unpack(j, "{s:I,s:s}", "port", &port, "server", &server);
+	if (port >= 0 && strcmp(server, agent_self(c->a)) == 0 &&
+	    (pkey = agent_key(c->a, "ports/%s/%ld", post, (long)port)) &&
+	    (t = etcd_kv_txn_new()) &&
+	    etcd_kv_txn_compare(t, jkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL,
+		res->kvs[0].create_revision, NULL, 0) == 0 &&
+	    etcd_kv_txn_compare(t, pkey, ETCD_CMP_LEASE, ETCD_CMP_EQUAL,
+		agent_lease_id(c->a), NULL, 0) == 0 &&
+	    etcd_kv_txn_delete(t, true, jkey, false) == 0 &&
+	    etcd_kv_txn_delete(t, true, pkey, false) == 0) {
+		op->req =
+		    etcd_kv_txn_commit(agent_etcd(c->a), t, undo_done, op);
+		t = NULL;
+	}
+	etcd_kv_txn_free(t);
+	json_decref(j);
+	free(jkey);
+	free(pkey);
+	if (op->req == NULL)
+		op_free(op);
+}
+
+static void
+undo_claim(struct calls *c, struct agent_post *p, const char *id)
+{
+	struct op *op = op_new(c, NULL, NULL);
+	char *jkey = agent_key(c->a, "calls/%s/%s", p->home->name, id);
+
+	if (op && jkey) {
+		op->post = p;
+		str_copy(op->id, id, sizeof(op->id));
+		op->req =
+		    etcd_kv_range(agent_etcd(c->a), jkey, false, undo_read, op);
+	}
+	if (op && op->req == NULL)
+		op_free(op);
+	free(jkey);
 }
 
 /* Claim the next free port for op; 0 when a txn is out, -1 when none. */
@@ -338,11 +496,15 @@ claim_port(struct op *op)
 		op->epoch, NULL, 0) == 0 &&
 	    etcd_kv_txn_compare(
 		t, pkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0) == 0 &&
+	    /* one durable start per call, however often this is sent */
+	    etcd_kv_txn_compare(
+		t, jkey, ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0) == 0 &&
 	    etcd_kv_txn_put(t, true, pkey, value, strlen(value),
 		agent_lease_id(c->a)) == 0 &&
 	    /* the durable start: no lease, it outlives this server */
 	    etcd_kv_txn_put(t, true, jkey, jvalue, strlen(jvalue), 0) == 0 &&
-	    etcd_kv_txn_get(t, false, pkey, false) == 0) {
+	    etcd_kv_txn_get(t, false, pkey, false) == 0 &&
+	    etcd_kv_txn_get(t, false, jkey, false) == 0) {
 		op->req =
 		    etcd_kv_txn_commit(agent_etcd(c->a), t, claim_done, op);
 		t = NULL;
@@ -358,21 +520,6 @@ claim_port(struct op *op)
 	free(value);
 	free(jvalue);
 	return rc;
-}
-
-static struct op *
-op_new(struct calls *c, calls_cb cb, void *arg)
-{
-	struct op *op = calloc(1, sizeof(*op));
-
-	if (op == NULL)
-		return NULL;
-	op->c = c;
-	op->cb = cb;
-	op->arg = arg;
-	op->next = c->ops;
-	c->ops = op;
-	return op;
 }
 
 int
@@ -432,6 +579,31 @@ calls_place_post(struct calls *c, struct agent_post *p,
 	return 0;
 }
 
+static struct etcd_req *end_txn(struct calls *c, struct call *k, struct op *op);
+
+/* The record the failed txn read back is this server's end of k. */
+static bool
+own_end(struct calls *c, const struct call *k, const struct etcd_res *res)
+{
+	const struct etcd_kv *rkv = NULL;
+	const char *by = "", *status = "";
+	bool own;
+	json_t *o;
+
+	for (size_t i = 0; i < res->n_kvs; i++)
+		if (strstr(res->kvs[i].key, k->id))
+			rkv = &res->kvs[i];
+	if (rkv == NULL)
+		return false;
+	o = json_loadb(rkv->value, rkv->value_len, 0, NULL);
+	json_unpack(o, "{s:s,s:s}", "closed_by", &by, "status", &status);
+	own = strcmp(by, agent_self(c->a)) == 0 &&
+	    (strcmp(status, "NORMAL") == 0 ||
+		strcmp(status, "TRANSFERRED") == 0);
+	json_decref(o);
+	return own;
+}
+
 static void
 end_done(const struct etcd_res *res, void *arg)
 {
@@ -448,6 +620,10 @@ end_done(const struct etcd_res *res, void *arg)
 		return;
 	}
 	if (res->err) {
+		/* sent again: the record's read-back tells a done end */
+		if (++op->unknown <= CALLS_UNKNOWN_TRIES &&
+		    (op->req = end_txn(c, k, op)) != NULL)
+			return;
 		k->ending = false;
 		result_init(&r, US_EUNAVAIL, NULL);
 		snprintf(r.message, sizeof(r.message), "ending call %s: %s",
@@ -455,7 +631,10 @@ end_done(const struct etcd_res *res, void *arg)
 		answer(op, &r);
 		return;
 	}
-	if (!res->succeeded) {
+	if (!res->succeeded && own_end(c, k, res)) {
+		log_info(
+		    "call %s: an end whose answer was lost was done", k->id);
+	} else if (!res->succeeded) {
 		/* its journal entry is gone: closed as lost with this server */
 		log_warn(
 		    "call %s was closed meanwhile as lost with this server",
@@ -510,7 +689,9 @@ end_txn(struct calls *c, struct call *k, struct op *op)
 	    etcd_kv_txn_delete(t, true, pkey, false) == 0 &&
 	    etcd_kv_txn_delete(t, true, jkey, false) == 0 &&
 	    etcd_kv_txn_put(t, true, rkey, value, strlen(value),
-		records_lease(c->rec)) == 0) {
+		records_lease(c->rec)) == 0 &&
+	    /* a failed compare shows whether this end was done before */
+	    etcd_kv_txn_get(t, false, rkey, false) == 0) {
 		req = etcd_kv_txn_commit(agent_etcd(c->a), t, end_done, op);
 		t = NULL;
 	}

@@ -575,6 +575,7 @@ etcd_request_endpoint(const struct etcd_req *req)
 static struct etcd_req *
 req_new(struct etcd *e, enum etcd_op op, const char *path, char *body)
 {
+	struct curl_slist *h;
 	struct etcd_req *req;
 
 	if (body == NULL || e->closing)
@@ -591,12 +592,17 @@ req_new(struct etcd *e, enum etcd_op op, const char *path, char *body)
 	    curl_slist_append(NULL, "Content-Type: application/json");
 	if (req->headers == NULL)
 		goto fail_req;
+	/* a txn over 1 KiB would wait for "100 Continue": one RTT more */
+	if ((h = curl_slist_append(req->headers, "Expect:")) == NULL)
+		goto fail_req;
+	req->headers = h;
 	req->next = e->reqs;
 	e->reqs = req;
 	queue_push(e, req);
 	kick(e, 0);
 	return req;
 fail_req:
+	curl_slist_free_all(req->headers);
 	free(req->path);
 	free(req);
 fail:
