@@ -11,8 +11,8 @@ MESON_WERROR ?= -Dwerror=true
 SAN_ARGS = -Db_sanitize=address,undefined -Db_lundef=false \
 	-Dc_args=-fno-sanitize-recover=all -Dc_link_args=-fno-sanitize-recover=all
 
-.PHONY: all deps build build-asan build-fuzz up test check-style format \
-	fuzz bench clean
+.PHONY: all deps build build-asan build-fuzz up test soak check-style \
+	format fuzz bench clean
 
 all: build
 
@@ -43,6 +43,10 @@ up: build
 
 test: build build-asan build-fuzz
 	scripts/test
+
+# the long runs (docs/testing.md): not part of make test
+soak: build build-fuzz
+	scripts/soak
 
 check-style: deps
 	scripts/check-style
