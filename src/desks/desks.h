@@ -172,7 +172,27 @@ struct desks_session {
 	int64_t slot, slot_lease, slot_rev; /* rev: the slot key's mod_rev */
 };
 
-/* desks.c */
+/* desks.c: sessions, channels, expiry, life */
+
+/* The last handle of a freed desks module closed: free it. */
+void desks_gone(struct desks *d);
+
+void desks_res_ok(struct desks_res *r, json_t *body);
+
+/* A channel with no allow list is open to every user. */
+bool desks_allowed(const struct config *cfg, const struct config_channel *ch,
+    const char *user);
+
+/* Letters, digits, '.', '_' or '-', 1 to max of them. */
+bool desks_word_ok(const char *s, size_t max);
+
+/* The channels user may join, and which of them the session joined. */
+json_t *desks_channels_json(
+    struct desks *d, const char *token, const char *user);
+
+/* The session's JSON, as login and resume answer it. */
+json_t *desks_session_json(struct desks *d, const char *token,
+    const struct desks_session *s, bool over);
 
 void desks_res_error(struct desks_res *r, unsigned status, int err,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -194,6 +214,8 @@ int desks_session_get(struct desks *d, const char *token,
 void desks_session_expire(struct desks *d, const char *token,
     const struct desks_session *s, const char *why);
 
+/* login.c: logins and resumes */
+
 /*
  * The slot (its key's mod_revision rev) is claimed for p, or none (-1,
  * over the limit): write the session and answer.
@@ -204,9 +226,17 @@ void desks_finish(
 /* Answer p and free it. */
 void desks_pending_done(struct desks_pending *p, struct desks_res *r);
 
+/* events.c: a session's events and the requests waiting for them */
+
 /* Add an event to a session and wake its waiting requests. 0 or -1. */
 int desks_event_add(
     struct desks *d, const char *token, const char *type, json_t *data);
+
+/* Answer the requests of token waiting for events (new ones, or none). */
+void desks_events_wake(struct desks *d, const char *token);
+
+/* Answer a waiting request with r and remove it. */
+void desks_waiter_answer(struct desks_waiter *w, struct desks_res *r);
 
 /* limits.c */
 

@@ -1,0 +1,266 @@
+/* A session's events, and the requests that wait for them (desks.h). */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "desks.h"
+
+#define DESKS_EVENTS_KEEP 1000 /* per session */
+#define DESKS_EVENTS_PAGE 100
+
+struct desks_waiter {
+	struct desks *d;
+	char token[DESKS_TOKEN_LEN + 1];
+	int64_t after;
+	desks_cb cb;
+	void *arg;
+	uv_timer_t timer;
+	struct desks_waiter *next;
+};
+
+/* ---- events ---- */
+
+int
+desks_event_add(
+    struct desks *d, const char *token, const char *type, json_t *data)
+{
+	char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+	sqlite3_stmt *st;
+	int64_t seq = -1;
+	int rc = -1;
+
+	json_decref(data);
+	if (text == NULL || store_exec(d->st, "BEGIN IMMEDIATE") != 0) {
+		free(text);
+		return -1;
+	}
+	if ((st = desks_prep(d,
+		 "UPDATE sessions SET seq = seq + 1 WHERE token = ? "
+		 "RETURNING seq"))) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			seq = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (seq > 0 &&
+	    (st = desks_prep(d,
+		 "INSERT INTO events (token, seq, at_ms, "
+		 "type, data) VALUES (?,?,?,?,?)"))) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, seq);
+		sqlite3_bind_int64(st, 3, time_wall_ms());
+		sqlite3_bind_text(st, 4, type, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+		sqlite3_finalize(st);
+	}
+	if (rc == 0 &&
+	    (st = desks_prep(
+		 d, "DELETE FROM events WHERE token = ? AND seq <= ?"))) {
+		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, seq - DESKS_EVENTS_KEEP);
+		sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != 0 || store_exec(d->st, "COMMIT") != 0) {
+		store_exec(d->st, "ROLLBACK");
+		rc = -1;
+	}
+	free(text);
+	if (rc == 0)
+		desks_events_wake(d, token);
+	return rc;
+}
+
+/* The events after after, as the answer's body; NULL on a failure. */
+static json_t *
+events_json(struct desks *d, const char *token, int64_t after)
+{
+	json_t *arr = json_array();
+	int64_t last = after;
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((st = desks_prep(d,
+		 "SELECT seq, at_ms, type, data FROM events WHERE "
+		 "token = ? AND seq > ? ORDER BY seq LIMIT ?")) == NULL) {
+		json_decref(arr);
+		return NULL;
+	}
+	sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, after);
+	sqlite3_bind_int(st, 3, DESKS_EVENTS_PAGE);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		char at[32];
+		json_t *data = json_loads(
+		    (const char *)sqlite3_column_text(st, 3), 0, NULL);
+
+		last = sqlite3_column_int64(st, 0);
+		time_iso8601(sqlite3_column_int64(st, 1), at, sizeof(at));
+		json_array_append_new(arr,
+		    json_pack("{s:I,s:s,s:s,s:o}", "seq", (json_int_t)last,
+			"at", at, "type",
+			(const char *)sqlite3_column_text(st, 2), "data",
+			data ? data : json_object()));
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		json_decref(arr);
+		return NULL;
+	}
+	return json_pack("{s:o,s:I}", "events", arr, "last", (json_int_t)last);
+}
+
+static void
+waiter_closed(uv_handle_t *h)
+{
+	struct desks_waiter *w = h->data;
+	struct desks *d = w->d;
+
+	free(w);
+	if (--d->open_handles == 0 && d->freeing)
+		desks_gone(d);
+}
+
+/* Answer a waiter (its events, or an error) and remove it. */
+void
+desks_waiter_answer(struct desks_waiter *w, struct desks_res *r)
+{
+	struct desks *d = w->d;
+
+	for (struct desks_waiter **pp = &d->waiters; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	d->waiting--;
+	if (w->cb)
+		w->cb(r, w->arg);
+	else
+		json_decref(r->body);
+	uv_timer_stop(&w->timer);
+	uv_close((uv_handle_t *)&w->timer, waiter_closed);
+}
+
+static void
+waiter_fire(struct desks_waiter *w)
+{
+	struct desks_res r;
+	struct desks_session s;
+	json_t *body;
+
+	if (desks_session_get(w->d, w->token, &s, &r) == 0) {
+		if ((body = events_json(w->d, w->token, w->after)))
+			desks_res_ok(&r, body);
+		else
+			desks_db_error(w->d, &r);
+	}
+	desks_waiter_answer(w, &r);
+}
+
+static void
+waiter_timeout(uv_timer_t *t)
+{
+	waiter_fire(t->data);
+}
+
+void
+desks_events_wake(struct desks *d, const char *token)
+{
+	struct desks_waiter *w = d->waiters, *next;
+
+	for (; w; w = next) {
+		next = w->next;
+		if (strcmp(w->token, token) == 0)
+			waiter_fire(w);
+	}
+}
+
+void
+desks_events(struct desks *d, const char *token, int64_t after, long wait,
+    desks_cb cb, void *arg)
+{
+	long cap = d->cfg->cluster.session_timeout / 2;
+	struct desks_res r;
+	struct desks_session s;
+	struct desks_waiter *w;
+	json_t *body;
+
+	if (desks_session_get(d, token, &s, &r) != 0) {
+		cb(&r, arg);
+		return;
+	}
+	if ((body = events_json(d, token, after)) == NULL) {
+		desks_db_error(d, &r);
+		cb(&r, arg);
+		return;
+	}
+	if (cap > DESKS_WAIT_MAX)
+		cap = DESKS_WAIT_MAX;
+	if (wait > cap)
+		wait = cap;
+	if (wait <= 0 || json_array_size(json_object_get(body, "events")) > 0 ||
+	    (w = calloc(1, sizeof(*w))) == NULL) {
+		desks_res_ok(&r, body);
+		cb(&r, arg);
+		return;
+	}
+	json_decref(body);
+	w->d = d;
+	str_copy(w->token, token, sizeof(w->token));
+	w->after = after;
+	w->cb = cb;
+	w->arg = arg;
+	uv_timer_init(d->loop, &w->timer);
+	w->timer.data = w;
+	d->open_handles++;
+	uv_timer_start(&w->timer, waiter_timeout, (uint64_t)wait * 1000, 0);
+	w->next = d->waiters;
+	d->waiters = w;
+	d->waiting++;
+}
+
+void
+desks_forget(struct desks *d, void *arg)
+{
+	for (struct desks_waiter *w = d->waiters; w; w = w->next)
+		if (w->arg == arg) {
+			struct desks_res r;
+
+			w->cb = NULL;
+			desks_res_error(&r, 503, US_ECANCELED, "gone");
+			desks_waiter_answer(w, &r);
+			break;
+		}
+	for (struct desks_pending *p = d->pending; p; p = p->next)
+		if (p->arg == arg)
+			p->cb = NULL;
+}
+
+void
+desks_notice_all(struct desks *d, const char *text)
+{
+	sqlite3_stmt *st = desks_prep(d,
+	    "SELECT token FROM sessions WHERE "
+	    "expired_ms = 0");
+	json_t *tokens = json_array();
+	size_t i;
+	json_t *t;
+
+	if (st == NULL) {
+		json_decref(tokens);
+		return;
+	}
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_array_append_new(tokens,
+		    json_string((const char *)sqlite3_column_text(st, 0)));
+	sqlite3_finalize(st);
+	json_array_foreach (tokens, i, t)
+		desks_event_add(d, json_string_value(t), "notice",
+		    json_pack("{s:s}", "message", text));
+	json_decref(tokens);
+}
