@@ -123,13 +123,11 @@ desk_resume(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 void
 desk_logout(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
-	struct desks_res r;
+	struct wait *w;
 
 	(void)pa;
-	if (!serving(req, ctx))
-		return;
-	desks_logout(ctx->desks, token_of(req), &r);
-	reply(req, &r);
+	if (serving(req, ctx) && (w = wait_new(req, ctx)) != NULL)
+		desks_logout(ctx->desks, token_of(req), wait_answer, w);
 }
 
 void
@@ -149,12 +147,11 @@ static void
 join_or_leave(struct http_req *req, struct api_ctx *ctx,
     const struct params *pa, bool join)
 {
-	struct desks_res r;
+	struct wait *w;
 
-	if (!serving(req, ctx))
-		return;
-	desks_join(ctx->desks, token_of(req), pa->v[0], join, &r);
-	reply(req, &r);
+	if (serving(req, ctx) && (w = wait_new(req, ctx)) != NULL)
+		desks_join(
+		    ctx->desks, token_of(req), pa->v[0], join, wait_answer, w);
 }
 
 void

@@ -30,7 +30,17 @@ struct records {
 	uint64_t copied;
 	bool synced;
 	bool store_failed;
+	/* records the watch brought, committed together off its callback */
+	json_t *batch;
+	int64_t batch_rev;
+	bool batch_due; /* a reset or a first update: commit even if empty */
+	uv_timer_t flush;
+	bool freeing;
 };
+
+/* Records waiting for one commit, at most; past it the watch re-reads. */
+#define RECORDS_BATCH_MAX 50000
+#define RECORDS_RETRY_MS 100
 
 char *
 records_key(const struct records *r, const char *call)
@@ -218,13 +228,74 @@ sweep(void *arg)
 
 /* ---- the copy in SQLite ---- */
 
+static void on_watch(
+    struct etcd_watch *w, const struct etcd_watch_update *u, void *arg);
+
+/* Watch again from the revision after the last one committed. */
+static void
+rewatch(struct records *r)
+{
+	int64_t rev = store_records_rev(r->store);
+
+	etcd_watch_free(r->watch);
+	json_array_clear(r->batch);
+	r->batch_due = false;
+	r->watch = etcd_watch_new(
+	    agent_etcd(r->a), r->prefix, true, rev ? rev + 1 : 0, on_watch, r);
+}
+
+/*
+ * One commit for what the watch brought since the last one: on the loop
+ * but outside curl's callbacks, and never waiting for a lock held by
+ * another process for more than the store's few ms (it tries again).
+ */
+static void
+flush_cb(uv_timer_t *t)
+{
+	struct records *r = t->data;
+	unsigned added = 0, bad = 0;
+
+	if (r->watch == NULL) {
+		rewatch(r); /* after the batch overflowed */
+		return;
+	}
+	if (!r->batch_due && json_array_size(r->batch) == 0)
+		return;
+	if ((r->store_failed && !store_writable(r->store)) ||
+	    store_records_add(r->store, r->batch, r->batch_rev, &added, &bad) !=
+		0) {
+		if (!r->store_failed) {
+			r->store_failed = true;
+			log_warn("records: %s %s; %zu record(s) wait",
+			    store_path(r->store),
+			    store_busy(r->store) ? "is locked by another "
+						   "process"
+						 : "cannot be written",
+			    json_array_size(r->batch));
+		}
+		uv_timer_start(&r->flush, flush_cb, RECORDS_RETRY_MS, 0);
+		return;
+	}
+	if (r->store_failed)
+		log_info("records: %zu record(s) that waited are in %s",
+		    json_array_size(r->batch), store_path(r->store));
+	r->store_failed = false;
+	r->copied += added;
+	r->synced = true;
+	if (bad)
+		log_warn("records: %u malformed record(s) up to revision "
+			 "%" PRId64 " skipped",
+		    bad, r->batch_rev);
+	json_array_clear(r->batch);
+	r->batch_due = false;
+}
+
 static void
 on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 {
 	struct records *r = arg;
 	size_t plen = strlen(r->prefix);
-	json_t *arr = json_array();
-	unsigned added = 0, bad = 0;
+	unsigned bad = 0;
 
 	(void)w;
 	for (size_t i = 0; i < u->n_events; i++) {
@@ -236,31 +307,30 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 		    strncmp(kv->key, r->prefix, plen) != 0)
 			continue; /* a record leaving etcd stays in SQLite */
 		if ((o = json_loadb(kv->value, kv->value_len, 0, NULL)))
-			json_array_append_new(arr, o);
+			json_array_append_new(r->batch, o);
 		else
 			bad++;
-	}
-	if (json_array_size(arr) || u->reset || !r->synced) {
-		unsigned b2 = 0;
-
-		if (store_records_add(
-			r->store, arr, u->revision, &added, &b2) == 0) {
-			r->copied += added;
-			r->synced = true;
-			r->store_failed = false;
-		} else if (!r->store_failed) {
-			r->store_failed = true;
-			log_error("records: cannot write to %s; queries miss "
-				  "records until it works again",
-			    store_path(r->store));
-		}
-		bad += b2;
 	}
 	if (bad)
 		log_warn("records: %u malformed record(s) at revision %" PRId64
 			 " skipped",
 		    bad, u->revision);
-	json_decref(arr);
+	r->batch_rev = u->revision;
+	r->batch_due = r->batch_due || u->reset || !r->synced;
+	if (json_array_size(r->batch) > RECORDS_BATCH_MAX) {
+		/* the database refused for long: read again from its mark */
+		log_error("records: ETOOBIG: over %d records wait for %s; "
+			  "they are read again from etcd when it takes them",
+		    RECORDS_BATCH_MAX, store_path(r->store));
+		json_array_clear(r->batch);
+		r->batch_due = false;
+		etcd_watch_free(r->watch);
+		r->watch = NULL;
+		uv_timer_start(&r->flush, flush_cb, RECORDS_RETRY_MS, 0);
+		return;
+	}
+	if (!r->store_failed)
+		uv_timer_start(&r->flush, flush_cb, 0, 0);
 }
 
 json_t *
@@ -298,6 +368,13 @@ records_new(uv_loop_t *loop, struct agent *a, struct store *store)
 		free(r);
 		return NULL;
 	}
+	if ((r->batch = json_array()) == NULL) {
+		free(r->prefix);
+		free(r);
+		return NULL;
+	}
+	uv_timer_init(loop, &r->flush);
+	r->flush.data = r;
 	rev = store_records_rev(store);
 	r->synced = rev > 0; /* a copy from an earlier run answers at once */
 	/* from the revision after the last one copied; all of it at first */
@@ -312,6 +389,16 @@ records_new(uv_loop_t *loop, struct agent *a, struct store *store)
 	return r;
 }
 
+static void
+flush_closed(uv_handle_t *h)
+{
+	struct records *r = h->data;
+
+	json_decref(r->batch);
+	free(r->prefix);
+	free(r);
+}
+
 void
 records_free(struct records *r)
 {
@@ -324,6 +411,6 @@ records_free(struct records *r)
 		etcd_req_cancel(r->ops->req);
 		op_free(r->ops);
 	}
-	free(r->prefix);
-	free(r);
+	r->freeing = true;
+	uv_close((uv_handle_t *)&r->flush, flush_closed);
 }

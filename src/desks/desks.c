@@ -12,6 +12,8 @@
 #define DESKS_SWEEP_MS 5000
 #define DESKS_EXPIRED_KEEP_MS (24 * 3600 * 1000LL)
 #define DESKS_TOUCH_MS 5000 /* expiry may come this much later */
+#define DESKS_PARK_RETRY_MS 50
+#define DESKS_PARK_MS 20000 /* then 503: below MHD's 30 s idle close */
 
 /* ---- small helpers ---- */
 
@@ -48,6 +50,16 @@ desks_res_ok(struct desks_res *r, json_t *body)
 void
 desks_db_error(struct desks *d, struct desks_res *r)
 {
+	int rc = sqlite3_errcode(d->db) & 0xff;
+
+	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED || store_busy(d->st)) {
+		desks_res_error(r, 503, US_EUNAVAIL,
+		    "the server's database is locked by another process; "
+		    "try again");
+		r->retry_after = 1;
+		r->db_busy = true;
+		return;
+	}
 	log_error("desks: %s: %s", store_path(d->st), sqlite3_errmsg(d->db));
 	desks_res_error(r, 500, US_EIO, "the server's database failed: %s",
 	    sqlite3_errmsg(d->db));
@@ -107,14 +119,19 @@ desks_session_expire(struct desks *d, const char *token,
 	sqlite3_stmt *st = desks_prep(d,
 	    "UPDATE sessions SET expired_ms = ?, ended = ? WHERE "
 	    "token = ? AND expired_ms = 0");
+	bool changed = false;
 
 	if (st) {
 		sqlite3_bind_int64(st, 1, time_wall_ms());
 		sqlite3_bind_text(st, 2, why, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 3, token, -1, SQLITE_STATIC);
-		sqlite3_step(st);
+		changed = sqlite3_step(st) == SQLITE_DONE &&
+		    sqlite3_changes(d->db) > 0;
 		sqlite3_finalize(st);
 	}
+	if (!changed)
+		return; /* not written (a locked database): the sweep tries
+			   again */
 	licenses_release(d, s->slot, s->slot_lease, s->slot_rev);
 	log_info("desks: session of %s on desk %s expired (%s)", s->user,
 	    s->desk, why);
@@ -204,11 +221,11 @@ desks_session_get(struct desks *d, const char *token, struct desks_session *s,
 	sqlite3_bind_text(st, 2, token, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
+	if (rc != SQLITE_DONE && (rc & 0xff) != SQLITE_BUSY) {
 		desks_db_error(d, r);
 		return r->err;
 	}
-	return 0;
+	return 0; /* locked elsewhere: the mark waits for the next request */
 }
 
 json_t *
@@ -278,8 +295,8 @@ desks_session_json(struct desks *d, const char *token,
 
 /* ---- the other requests of a session ---- */
 
-void
-desks_logout(struct desks *d, const char *token, struct desks_res *r)
+static void
+logout_now(struct desks *d, const char *token, struct desks_res *r)
 {
 	struct desks_session s;
 	sqlite3_stmt *st;
@@ -313,8 +330,8 @@ desks_channels(struct desks *d, const char *token, struct desks_res *r)
 		"{s:o}", "channels", desks_channels_json(d, token, s.user)));
 }
 
-void
-desks_join(struct desks *d, const char *token, const char *channel, bool join,
+static void
+join_now(struct desks *d, const char *token, const char *channel, bool join,
     struct desks_res *r)
 {
 	const struct config_channel *ch = config_channel_find(d->cfg, channel);
@@ -352,6 +369,116 @@ desks_join(struct desks *d, const char *token, const char *channel, bool join,
 	}
 	desks_res_ok(
 	    r, json_pack("{s:s,s:b}", "channel", channel, "joined", join));
+}
+
+/* ---- requests that wait for a locked database ---- */
+
+/* A logout, join or leave whose write met a lock held elsewhere. */
+struct desks_parked {
+	enum { PARKED_LOGOUT, PARKED_JOIN, PARKED_LEAVE } what;
+	char token[DESKS_TOKEN_LEN + 1];
+	char channel[CONFIG_NAME_MAX + 1];
+	int64_t until; /* monotonic ms: then 503 */
+	desks_cb cb;
+	void *arg;
+	struct desks_parked *next;
+};
+
+static void
+run_parked(struct desks *d, struct desks_parked *k, struct desks_res *r)
+{
+	if (k->what == PARKED_LOGOUT)
+		logout_now(d, k->token, r);
+	else
+		join_now(d, k->token, k->channel, k->what == PARKED_JOIN, r);
+}
+
+/*
+ * Answer r, or, when the database was locked by another process, keep
+ * the request and try it again every DESKS_PARK_RETRY_MS until
+ * DESKS_PARK_MS have passed: the loop never waits for the lock.
+ */
+static void
+answer_or_park(struct desks *d, struct desks_parked *k, struct desks_res *r)
+{
+	struct desks_parked *copy;
+
+	if (!r->db_busy || (int64_t)time_mono_ms() >= k->until ||
+	    (copy = malloc(sizeof(*copy))) == NULL) {
+		if (k->cb)
+			k->cb(r, k->arg);
+		else
+			json_decref(r->body);
+		return;
+	}
+	*copy = *k;
+	copy->next = d->parked;
+	d->parked = copy;
+	desks_park(d);
+}
+
+static void
+park_cb(uv_timer_t *t)
+{
+	struct desks *d = t->data;
+	struct desks_parked *list = d->parked, *k;
+	struct desks_pending *p, *next;
+	struct desks_res r;
+
+	if (!store_writable(d->st)) {
+		uv_timer_start(&d->park_timer, park_cb, DESKS_PARK_RETRY_MS, 0);
+		return;
+	}
+	d->parked = NULL;
+	while ((k = list) != NULL) {
+		list = k->next;
+		run_parked(d, k, &r);
+		answer_or_park(d, k, &r);
+		free(k);
+	}
+	for (p = d->pending; p; p = next) {
+		next = p->next;
+		if (p->parked) {
+			p->parked = false;
+			desks_finish(
+			    p, p->park_slot, p->park_rev, p->park_over);
+		}
+	}
+}
+
+void
+desks_park(struct desks *d)
+{
+	if (!d->freeing && !uv_is_active((uv_handle_t *)&d->park_timer))
+		uv_timer_start(&d->park_timer, park_cb, DESKS_PARK_RETRY_MS, 0);
+}
+
+static void
+parked_request(struct desks *d, int what, const char *token,
+    const char *channel, desks_cb cb, void *arg)
+{
+	struct desks_parked k = {.what = what, .cb = cb, .arg = arg};
+	struct desks_res r;
+
+	str_copy(k.token, token ? token : "", sizeof(k.token));
+	str_copy(k.channel, channel ? channel : "", sizeof(k.channel));
+	k.until = (int64_t)time_mono_ms() + DESKS_PARK_MS;
+	run_parked(d, &k, &r);
+	answer_or_park(d, &k, &r);
+}
+
+void
+desks_logout(struct desks *d, const char *token, desks_cb cb, void *arg)
+{
+	parked_request(d, PARKED_LOGOUT, token, NULL, cb, arg);
+}
+
+void
+desks_join(struct desks *d, const char *token, const char *channel, bool join,
+    desks_cb cb, void *arg)
+{
+	parked_request(
+	    d, join ? PARKED_JOIN : PARKED_LEAVE, token, channel, cb, arg);
 }
 
 /* ---- expiry ---- */
@@ -464,7 +591,11 @@ desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 	}
 	uv_timer_init(loop, &d->sweep);
 	d->sweep.data = d;
-	d->open_handles = 2; /* the sweep and the licenses' timer */
+	/* the sweep, the licenses', the events' and the parked timers */
+	d->open_handles = 4;
+	uv_timer_init(loop, &d->park_timer);
+	d->park_timer.data = d;
+	desks_events_init(d);
 	uv_timer_start(&d->sweep, sweep_cb, DESKS_SWEEP_MS, DESKS_SWEEP_MS);
 	licenses_init(d);
 	desks_counters(d, &n, &lic, &w);
@@ -509,8 +640,28 @@ desks_free(struct desks *d)
 		    &r, 503, US_ECANCELED, "the server is stopping");
 		desks_pending_done(p, &r);
 	}
+	while (d->parked) {
+		struct desks_parked *k = d->parked;
+
+		d->parked = k->next;
+		desks_res_error(
+		    &r, 503, US_ECANCELED, "the server is stopping");
+		if (k->cb)
+			k->cb(&r, k->arg);
+		free(k);
+	}
 	uv_close((uv_handle_t *)&d->sweep, sweep_closed);
+	uv_close((uv_handle_t *)&d->park_timer, sweep_closed);
+	desks_events_close(d, sweep_closed);
 	licenses_close(d, sweep_closed);
+}
+
+void
+desks_forget_parked(struct desks *d, void *arg)
+{
+	for (struct desks_parked *k = d->parked; k; k = k->next)
+		if (k->arg == arg)
+			k->cb = NULL;
 }
 
 void

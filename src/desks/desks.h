@@ -34,6 +34,7 @@ struct desks_res {
 	char message[256];
 	json_t *body; /* on success; the receiver takes it */
 	long retry_after; /* seconds, for a Retry-After header; 0: none */
+	bool db_busy; /* the database was locked by another process */
 };
 
 typedef void (*desks_cb)(struct desks_res *r, void *arg);
@@ -81,11 +82,17 @@ void desks_login(struct desks *d, const char *body, size_t len,
  */
 void desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg);
 
-/* Synchronous requests of a session; *r filled. */
-void desks_logout(struct desks *d, const char *token, struct desks_res *r);
-void desks_channels(struct desks *d, const char *token, struct desks_res *r);
+/*
+ * Logout, join, leave: answered through cb, at once or, while another
+ * process holds the database's lock, once the write is done (503
+ * EUNAVAIL after 20 s).
+ */
+void desks_logout(struct desks *d, const char *token, desks_cb cb, void *arg);
 void desks_join(struct desks *d, const char *token, const char *channel,
-    bool join, struct desks_res *r);
+    bool join, desks_cb cb, void *arg);
+
+/* The channels of a session; *r filled. */
+void desks_channels(struct desks *d, const char *token, struct desks_res *r);
 
 /*
  * The session's events after sequence after; when there are none, wait
@@ -131,6 +138,9 @@ struct desks_pending {
 	bool unknown; /* no such user: checked against another's hash */
 	char address[64]; /* the client's, for the failure limits */
 	bool verified;
+	bool parked; /* its session's write waits for a locked database */
+	int64_t park_slot, park_rev, park_until;
+	bool park_over;
 	unsigned tries;
 	long claiming; /* the slot its claim txn is out for, or -1 */
 	struct etcd_req *req;
@@ -156,6 +166,13 @@ struct desks {
 	unsigned open_handles;
 	unsigned verifying; /* password checks on the thread pool */
 	struct limits *limits;
+	/* events.c: events not yet written, [token, type, data, at] */
+	json_t *ev_queue;
+	uv_timer_t ev_timer;
+	bool ev_retrying; /* the last flush met a locked database */
+	/* login.c: logins, logouts and joins waiting for a locked database */
+	struct desks_parked *parked;
+	uv_timer_t park_timer;
 	/* licenses.c */
 	uv_timer_t lic_timer;
 	struct etcd_req *lic_read; /* the reconciler's range */
@@ -226,11 +243,25 @@ void desks_finish(
 /* Answer p and free it. */
 void desks_pending_done(struct desks_pending *p, struct desks_res *r);
 
+/* desks.c: try the parked requests and logins again soon. */
+void desks_park(struct desks *d);
+
+/* The request behind arg went away (desks_forget). */
+void desks_forget_parked(struct desks *d, void *arg);
+
 /* events.c: a session's events and the requests waiting for them */
 
-/* Add an event to a session and wake its waiting requests. 0 or -1. */
+/*
+ * Add an event to a session: queued, written with the others of this
+ * loop turn in one transaction, then its waiting requests are woken.
+ * 0, or -1 (out of memory, or the queue is full: logged).
+ */
 int desks_event_add(
     struct desks *d, const char *token, const char *type, json_t *data);
+
+/* The queue and its timer; at the end, a last write and the close. */
+void desks_events_init(struct desks *d);
+void desks_events_close(struct desks *d, uv_close_cb closed);
 
 /* Answer the requests of token waiting for events (new ones, or none). */
 void desks_events_wake(struct desks *d, const char *token);

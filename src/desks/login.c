@@ -10,6 +10,7 @@
 #include "desks.h"
 
 #define DESKS_VERIFY_MAX 32 /* password checks waiting for the pool */
+#define DESKS_PARK_MS 20000 /* a login waits this long for a locked db */
 
 /* ---- the end of a login or resume ---- */
 
@@ -68,8 +69,10 @@ desks_finish(struct desks_pending *p, int64_t slot, int64_t rev, bool over)
 	int rc = SQLITE_ERROR;
 
 	if (!p->resume) {
-		if (store_exec(d->st, "BEGIN IMMEDIATE") != 0)
-			goto db_failed;
+		if (store_exec(d->st, "BEGIN IMMEDIATE") != 0) {
+			desks_db_error(d, &r);
+			goto failed;
+		}
 		if (end_same_desk(p, slot) == 0 &&
 		    (st = desks_prep(d,
 			 "INSERT INTO sessions (token, user, desk, version, "
@@ -90,8 +93,10 @@ desks_finish(struct desks_pending *p, int64_t slot, int64_t rev, bool over)
 			sqlite3_finalize(st);
 		}
 		if (rc != SQLITE_DONE || store_exec(d->st, "COMMIT") != 0) {
+			desks_db_error(
+			    d, &r); /* before the rollback clears it */
 			store_exec(d->st, "ROLLBACK");
-			goto db_failed;
+			goto failed;
 		}
 		log_info("desks: %s logged in on desk %s (version %s)%s",
 		    p->user, p->desk, p->version,
@@ -113,8 +118,21 @@ desks_finish(struct desks_pending *p, int64_t slot, int64_t rev, bool over)
 	desks_res_ok(&r, desks_session_json(d, p->token, &s, over));
 	desks_pending_done(p, &r);
 	return;
-db_failed:
-	desks_db_error(d, &r);
+failed:
+	if (r.db_busy) {
+		/* another process holds the database: the answer waits */
+		if (p->park_until == 0)
+			p->park_until = (int64_t)time_mono_ms() + DESKS_PARK_MS;
+		if ((int64_t)time_mono_ms() < p->park_until) {
+			p->parked = true;
+			p->park_slot = slot;
+			p->park_rev = rev;
+			p->park_over = over;
+			p->claiming = slot; /* the reconciler leaves it alone */
+			desks_park(d);
+			return;
+		}
+	}
 	licenses_release(d, slot, lease, rev);
 	desks_pending_done(p, &r);
 }

@@ -10,9 +10,16 @@
 #include "store.h"
 
 #define STORE_FILE "understudy.db"
-#define STORE_BUSY_MS 2000
+/*
+ * How long a write waits for a lock another process holds: on the loop,
+ * a small fraction of the worker's hang limit (the caller retries).
+ * Opening and migrating, before the loop runs, may wait longer.
+ */
+#define STORE_BUSY_MS 20
+#define STORE_OPEN_BUSY_MS 2000
 
 struct store {
+	bool busy; /* the last failure was a lock held elsewhere */
 	sqlite3 *db;
 	char *path;
 	sqlite3_stmt *rec_insert;
@@ -55,13 +62,26 @@ static const char *const migrations[] = {
     "CREATE INDEX sessions_desk ON sessions (user, desk, expired_ms);",
 };
 
+static bool
+is_busy(int rc)
+{
+	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
+
 static int
 exec(struct store *s, const char *sql, char *err, size_t errlen)
 {
 	char *msg = NULL;
+	int rc;
 
-	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK)
+	if ((rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg)) == SQLITE_OK)
 		return 0;
+	if ((s->busy = is_busy(rc)) && err == NULL) {
+		/* the caller waits and tries again: not an error yet */
+		log_debug("store %s: %s: busy", s->path, sql);
+		sqlite3_free(msg);
+		return US_EIO;
+	}
 	if (err)
 		snprintf(err, errlen, "%s: %s", s->path,
 		    msg ? msg : sqlite3_errmsg(s->db));
@@ -161,6 +181,29 @@ store_exec(struct store *s, const char *sql)
 	return exec(s, sql, NULL, 0);
 }
 
+bool
+store_busy(const struct store *s)
+{
+	return s->busy;
+}
+
+bool
+store_writable(struct store *s)
+{
+	int rc;
+
+	/* a probe that never waits: the lock is free, or it is not */
+	sqlite3_busy_timeout(s->db, 0);
+	rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	sqlite3_busy_timeout(s->db, STORE_BUSY_MS);
+	if (rc != SQLITE_OK) {
+		s->busy = is_busy(rc);
+		return false;
+	}
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return true;
+}
+
 struct store *
 store_open(const char *dir, char *err, size_t errlen)
 {
@@ -182,7 +225,7 @@ store_open(const char *dir, char *err, size_t errlen)
 		    s->db ? sqlite3_errmsg(s->db) : "out of memory");
 		goto fail;
 	}
-	sqlite3_busy_timeout(s->db, STORE_BUSY_MS);
+	sqlite3_busy_timeout(s->db, STORE_OPEN_BUSY_MS);
 	/* a file that is not a database fails here, at the first read */
 	if (exec(s, "PRAGMA journal_mode = WAL", err, errlen) ||
 	    exec(s, "PRAGMA synchronous = FULL", err, errlen) ||
@@ -204,6 +247,7 @@ store_open(const char *dir, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
 		goto fail;
 	}
+	sqlite3_busy_timeout(s->db, STORE_BUSY_MS);
 	return s;
 fail:
 	store_close(s);
@@ -310,15 +354,20 @@ store_records_add(struct store *s, json_t *records, int64_t rev,
 	json_t *r;
 
 	*added = *bad = 0;
+	s->busy = false;
 	if (exec(s, "BEGIN IMMEDIATE", NULL, 0) != 0)
 		return US_EIO;
 	json_array_foreach (records, i, r) {
+		int rc;
+
 		if (!bind_record(s->rec_insert, r, rev)) {
 			(*bad)++;
 			continue;
 		}
-		if (sqlite3_step(s->rec_insert) != SQLITE_DONE)
+		if ((rc = sqlite3_step(s->rec_insert)) != SQLITE_DONE) {
+			s->busy = is_busy(rc);
 			goto fail;
+		}
 		*added += (unsigned)sqlite3_changes(s->db);
 	}
 	sqlite3_reset(s->rec_insert);
@@ -327,7 +376,9 @@ store_records_add(struct store *s, json_t *records, int64_t rev,
 		goto fail;
 	return 0;
 fail:
-	log_error("store %s: %s", s->path, sqlite3_errmsg(s->db));
+	s->busy = s->busy || is_busy(sqlite3_errcode(s->db));
+	if (!s->busy)
+		log_error("store %s: %s", s->path, sqlite3_errmsg(s->db));
 	sqlite3_reset(s->rec_insert);
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	*added = 0;

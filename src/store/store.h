@@ -8,6 +8,7 @@
 #ifndef US_STORE_H
 #define US_STORE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -34,8 +35,25 @@ const char *store_path(const struct store *s);
  */
 struct sqlite3 *store_db(struct store *s);
 
-/* Run SQL without results (BEGIN, COMMIT); 0 or US_EIO, logged. */
+/*
+ * Run SQL without results (BEGIN, COMMIT); 0 or US_EIO, logged unless
+ * the database is locked by another process (store_busy).
+ */
 int store_exec(struct store *s, const char *sql);
+
+/*
+ * True when the last failure of store_exec or store_records_add was a
+ * lock held elsewhere: a write waits at most a few ms on the loop, then
+ * fails so, and its caller tries again later.
+ */
+bool store_busy(const struct store *s);
+
+/*
+ * True when a write could start now (no other process holds the lock),
+ * found without waiting: what waits for the lock asks this first, so a
+ * locked database costs the loop nothing.
+ */
+bool store_writable(struct store *s);
 
 /* ---- call records ---- */
 
