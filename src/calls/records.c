@@ -34,6 +34,11 @@ struct records {
 	json_t *batch;
 	int64_t batch_rev;
 	bool batch_due; /* a reset or a first update: commit even if empty */
+	bool copying; /* a snapshot comes in pages: not complete yet */
+	int64_t known_rev; /* the revision the copy is complete up to */
+	uint64_t copy_started; /* monotonic ms */
+	uint64_t copy_logged;
+	int64_t copy_count;
 	uv_timer_t flush;
 	bool freeing;
 };
@@ -240,8 +245,12 @@ rewatch(struct records *r)
 	etcd_watch_free(r->watch);
 	json_array_clear(r->batch);
 	r->batch_due = false;
+	r->batch_rev = r->known_rev = rev;
+	r->copying = false;
 	r->watch = etcd_watch_new(
 	    agent_etcd(r->a), r->prefix, true, rev ? rev + 1 : 0, on_watch, r);
+	if (r->watch)
+		etcd_watch_pages(r->watch);
 }
 
 /*
@@ -281,7 +290,26 @@ flush_cb(uv_timer_t *t)
 		    json_array_size(r->batch), store_path(r->store));
 	r->store_failed = false;
 	r->copied += added;
-	r->synced = true;
+	if (r->copying) {
+		uint64_t now = time_mono_ms();
+
+		r->copy_count += (int64_t)json_array_size(r->batch);
+		if (r->batch_rev > r->known_rev) {
+			log_info("records: copied %" PRId64 " records in %.1f s; "
+				 "complete up to revision %" PRId64,
+			    r->copy_count,
+			    (double)(now - r->copy_started) / 1000,
+			    r->batch_rev);
+			r->copying = false;
+		} else if (now - r->copy_logged >= 2000) {
+			log_info("records: copying: %" PRId64 " so far",
+			    r->copy_count);
+			r->copy_logged = now;
+		}
+	}
+	r->known_rev = r->batch_rev;
+	if (!r->copying)
+		r->synced = true;
 	if (bad)
 		log_warn("records: %u malformed record(s) up to revision "
 			 "%" PRId64 " skipped",
@@ -315,8 +343,18 @@ on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
 		log_warn("records: %u malformed record(s) at revision %" PRId64
 			 " skipped",
 		    bad, u->revision);
-	r->batch_rev = u->revision;
-	r->batch_due = r->batch_due || u->reset || !r->synced;
+	if (u->reset && u->partial && !r->copying) {
+		r->copying = true;
+		r->copy_started = r->copy_logged = time_mono_ms();
+		r->copy_count = 0;
+		log_info("records: copying the records etcd holds (revision "
+			 "%" PRId64 "), in pages",
+		    u->revision);
+	}
+	/* the mark moves only when the whole snapshot is in */
+	if (!u->partial)
+		r->batch_rev = u->revision;
+	r->batch_due = r->batch_due || u->reset || !r->synced || !u->partial;
 	if (json_array_size(r->batch) > RECORDS_BATCH_MAX) {
 		/* the database refused for long: read again from its mark */
 		log_error("records: ETOOBIG: over %d records wait for %s; "
@@ -377,6 +415,7 @@ records_new(uv_loop_t *loop, struct agent *a, struct store *store)
 	r->flush.data = r;
 	rev = store_records_rev(store);
 	r->synced = rev > 0; /* a copy from an earlier run answers at once */
+	r->batch_rev = r->known_rev = rev;
 	/* from the revision after the last one copied; all of it at first */
 	r->watch = etcd_watch_new(
 	    agent_etcd(a), r->prefix, true, rev ? rev + 1 : 0, on_watch, r);
@@ -384,6 +423,7 @@ records_new(uv_loop_t *loop, struct agent *a, struct store *store)
 		records_free(r);
 		return NULL;
 	}
+	etcd_watch_pages(r->watch);
 	records_lease(r);
 	agent_on_reconciled(a, sweep, r);
 	return r;

@@ -47,7 +47,8 @@ struct etcd_res {
 	int64_t revision; /* of the store when it answered */
 	struct etcd_kv *kvs; /* range; txn ranges; delete's previous kvs */
 	size_t n_kvs;
-	int64_t count; /* range */
+	int64_t count; /* range: keys in the whole range */
+	bool more; /* range: more keys follow the ones given (a page) */
 	int64_t deleted; /* delete */
 	bool succeeded; /* txn: the compares held */
 	int64_t id; /* lease */
@@ -94,6 +95,17 @@ void etcd_req_cancel(struct etcd_req *req);
  */
 struct etcd_req *etcd_kv_range(
     struct etcd *e, const char *key, bool prefix, etcd_cb cb, void *arg);
+
+/*
+ * One page of the keys under prefix: at most limit of them, from the key
+ * after after (NULL: from the start), read at revision rev (0: now; give
+ * the first page's res->revision to the next pages, so that all pages
+ * are one snapshot). res->more says whether more follow. An answer over
+ * ETCD_RESPONSE_MAX is US_ETOOBIG: a smaller limit fits.
+ */
+struct etcd_req *etcd_kv_range_page(struct etcd *e, const char *prefix,
+    const char *after, size_t after_len, int64_t rev, long limit, etcd_cb cb,
+    void *arg);
 
 /* Write key = value (vlen bytes), attached to lease unless it is 0. */
 struct etcd_req *etcd_kv_put(struct etcd *e, const char *key, const char *value,
@@ -181,6 +193,13 @@ struct etcd_watch_update {
 	 * watch had to re-read (its revision was compacted).
 	 */
 	bool reset;
+	/*
+	 * partial: a page of a snapshot, more pages follow (with
+	 * etcd_watch_pages: the first page has reset, the next ones not;
+	 * all carry the snapshot's revision). Without it, a snapshot read
+	 * in pages comes as one reset.
+	 */
+	bool partial;
 	int64_t revision;
 	const struct etcd_event *events;
 	size_t n_events;
@@ -199,6 +218,12 @@ typedef void (*etcd_watch_cb)(
  */
 struct etcd_watch *etcd_watch_new(struct etcd *e, const char *key, bool prefix,
     int64_t start_rev, etcd_watch_cb cb, void *arg);
+
+/*
+ * Deliver a snapshot page by page (a prefix that can hold more than is
+ * wise to keep in memory at once); call it right after etcd_watch_new.
+ */
+void etcd_watch_pages(struct etcd_watch *w);
 
 /* Stop and free; safe inside its own callback. NULL is a no-op. */
 void etcd_watch_free(struct etcd_watch *w);

@@ -234,8 +234,12 @@ req_finish(struct etcd_req *req, CURLcode rc)
 		req_free(req);
 		return;
 	}
-	if (rc == CURLE_WRITE_ERROR && req->resp.len >= req->resp.max) {
+	if (rc == CURLE_WRITE_ERROR && req->resp.err == US_ETOOBIG) {
+		/* an answer over the cap is that, not an unreachable store */
 		err = US_ETOOBIG;
+		log_error("etcd: an answer to %s from %s is over %u bytes "
+			  "(ETOOBIG)",
+		    req->path, e->endpoints[req->endpoint], ETCD_RESPONSE_MAX);
 	} else if (rc != CURLE_OK) {
 		err =
 		    rc == CURLE_OPERATION_TIMEDOUT ? US_ETIMEDOUT : US_EUNAVAIL;

@@ -108,6 +108,32 @@ etcd_kv_range(
 }
 
 struct etcd_req *
+etcd_kv_range_page(struct etcd *e, const char *prefix, const char *after,
+    size_t after_len, int64_t rev, long limit, etcd_cb cb, void *arg)
+{
+	json_t *o = etcd_kv_key_json(prefix, true);
+	char *from = NULL;
+
+	if (o && after) {
+		/* the key right after the last one given: after + "\0" */
+		if ((from = malloc(after_len + 1)) == NULL ||
+		    (memcpy(from, after, after_len), from[after_len] = '\0',
+			set_b64(o, "key", from, after_len + 1)) != 0) {
+			json_decref(o);
+			o = NULL;
+		}
+		free(from);
+	}
+	if (o && ((rev > 0 && set_i64(o, "revision", rev) != 0) ||
+		     set_i64(o, "limit", limit) != 0)) {
+		json_decref(o);
+		o = NULL;
+	}
+	return etcd_request(
+	    e, ETCD_OP_RANGE, "/v3/kv/range", body_of(o), cb, arg);
+}
+
+struct etcd_req *
 etcd_kv_put(struct etcd *e, const char *key, const char *value, size_t vlen,
     int64_t lease, etcd_cb cb, void *arg)
 {

@@ -191,6 +191,7 @@ etcd_parse_response(
 	case ETCD_OP_RANGE:
 		if ((rc = add_kvs(res, json_object_get(obj, "kvs"))) == 0)
 			rc = get_i64(obj, "count", &res->count);
+		res->more = json_is_true(json_object_get(obj, "more"));
 		break;
 	case ETCD_OP_DELETE:
 		if ((rc = add_kvs(res, json_object_get(obj, "prev_kvs"))) == 0)

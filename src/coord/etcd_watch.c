@@ -24,7 +24,18 @@ struct etcd_watch {
 	uv_timer_t retry;
 	unsigned failures;
 	bool freeing;
+	/* the snapshot, read in pages at one revision */
+	bool pages; /* the consumer takes each page as it comes */
+	int64_t snap_rev; /* 0: the first page is next */
+	char *last_key; /* of the page before */
+	size_t last_len;
+	long limit;
+	struct etcd_event *acc; /* pages kept for one reset (!pages) */
+	size_t n_acc, cap_acc;
+	size_t snap_keys;
 };
+
+#define WATCH_PAGE 1000 /* keys per page of a snapshot */
 
 static void watch_start(struct etcd_watch *w);
 
@@ -144,38 +155,167 @@ stream_open(struct etcd_watch *w)
 }
 
 static void
+acc_clear(struct etcd_watch *w)
+{
+	for (size_t i = 0; i < w->n_acc; i++) {
+		free(w->acc[i].kv.key);
+		free(w->acc[i].kv.value);
+	}
+	free(w->acc);
+	w->acc = NULL;
+	w->n_acc = w->cap_acc = 0;
+}
+
+static void
+snap_reset(struct etcd_watch *w)
+{
+	w->snap_rev = 0;
+	free(w->last_key);
+	w->last_key = NULL;
+	w->last_len = 0;
+	w->snap_keys = 0;
+	acc_clear(w);
+}
+
+/* Keep a page's keys until the last page (one reset for the consumer). */
+static int
+acc_add(struct etcd_watch *w, const struct etcd_res *res)
+{
+	if (w->n_acc + res->n_kvs > w->cap_acc) {
+		size_t cap = (w->n_acc + res->n_kvs) * 2;
+		struct etcd_event *v = realloc(w->acc, cap * sizeof(*v));
+
+		if (v == NULL)
+			return US_ENOMEM;
+		w->acc = v;
+		w->cap_acc = cap;
+	}
+	for (size_t i = 0; i < res->n_kvs; i++) {
+		struct etcd_event *ev = &w->acc[w->n_acc];
+
+		memset(ev, 0, sizeof(*ev));
+		ev->type = ETCD_EVENT_PUT;
+		ev->kv = res->kvs[i];
+		ev->kv.key = malloc(res->kvs[i].key_len + 1);
+		ev->kv.value = malloc(res->kvs[i].value_len + 1);
+		if (ev->kv.key == NULL || ev->kv.value == NULL) {
+			free(ev->kv.key);
+			free(ev->kv.value);
+			return US_ENOMEM;
+		}
+		memcpy(ev->kv.key, res->kvs[i].key, res->kvs[i].key_len + 1);
+		memcpy(ev->kv.value, res->kvs[i].value,
+		    res->kvs[i].value_len + 1);
+		w->n_acc++;
+	}
+	return 0;
+}
+
+static void
+deliver(struct etcd_watch *w, bool reset, bool partial,
+    const struct etcd_event *evs, size_t n, const char *endpoint)
+{
+	struct etcd_watch_update u;
+
+	memset(&u, 0, sizeof(u));
+	u.reset = reset;
+	u.partial = partial;
+	u.revision = w->snap_rev;
+	u.events = evs;
+	u.n_events = n;
+	u.endpoint = endpoint;
+	w->cb(w, &u, w->arg);
+}
+
+static void page_next(struct etcd_watch *w);
+
+static void
 on_range(const struct etcd_res *res, void *arg)
 {
 	struct etcd_watch *w = arg;
-	struct etcd_watch_update u;
 	struct etcd_event *evs = NULL;
+	bool first = w->snap_rev == 0;
 
 	w->range = NULL;
+	if (res->err == US_ETOOBIG && w->limit > 1) {
+		w->limit /= 2; /* big values: smaller pages */
+		log_info("etcd watch: a page of %s is over %u bytes; pages of "
+			 "%ld keys now",
+		    w->key, ETCD_RESPONSE_MAX, w->limit);
+		page_next(w);
+		return;
+	}
 	if (res->err) {
-		log_warn("etcd watch: reading %s failed: %s", w->key,
-		    us_strerror(res->err));
+		log_warn("etcd watch: reading %s failed: %s%s%s", w->key,
+		    us_strerror(res->err), res->message ? ": " : "",
+		    res->message ? res->message : "");
+		snap_reset(w); /* compacted meanwhile, maybe: from the start */
 		watch_retry(w);
 		return;
 	}
-	if (res->n_kvs && (evs = calloc(res->n_kvs, sizeof(*evs))) == NULL) {
+	if (first)
+		w->snap_rev = res->revision;
+	w->snap_keys += res->n_kvs;
+	if (res->n_kvs) {
+		const struct etcd_kv *last = &res->kvs[res->n_kvs - 1];
+		char *k = malloc(last->key_len + 1);
+
+		if (k == NULL) {
+			snap_reset(w);
+			watch_retry(w);
+			return;
+		}
+		memcpy(k, last->key, last->key_len + 1);
+		free(w->last_key);
+		w->last_key = k;
+		w->last_len = last->key_len;
+	}
+	if (w->pages) {
+		if (res->n_kvs &&
+		    (evs = calloc(res->n_kvs, sizeof(*evs))) == NULL) {
+			snap_reset(w);
+			watch_retry(w);
+			return;
+		}
+		for (size_t i = 0; i < res->n_kvs; i++) {
+			evs[i].type = ETCD_EVENT_PUT;
+			evs[i].kv = res->kvs[i]; /* borrowed for the callback */
+		}
+		deliver(w, first, res->more, evs, res->n_kvs, res->endpoint);
+		free(evs);
+	} else if (acc_add(w, res) != 0) {
+		snap_reset(w);
 		watch_retry(w);
 		return;
+	} else if (!res->more) {
+		deliver(w, true, false, w->acc, w->n_acc, res->endpoint);
 	}
-	for (size_t i = 0; i < res->n_kvs; i++) {
-		evs[i].type = ETCD_EVENT_PUT;
-		evs[i].kv = res->kvs[i]; /* borrowed for the callback */
+	if (w->freeing)
+		return;
+	if (res->more && res->n_kvs) {
+		page_next(w);
+		return;
 	}
-	memset(&u, 0, sizeof(u));
-	u.reset = true;
-	u.revision = res->revision;
-	u.events = evs;
-	u.n_events = res->n_kvs;
-	u.endpoint = res->endpoint;
-	w->next_rev = res->revision + 1;
-	w->cb(w, &u, w->arg);
-	free(evs);
-	if (!w->freeing)
-		stream_open(w);
+	w->next_rev = w->snap_rev + 1;
+	snap_reset(w);
+	stream_open(w);
+}
+
+static void
+page_next(struct etcd_watch *w)
+{
+	w->range = etcd_kv_range_page(w->e, w->key, w->last_key, w->last_len,
+	    w->snap_rev, w->limit, on_range, w);
+	if (w->range == NULL) {
+		snap_reset(w);
+		watch_retry(w);
+	}
+}
+
+void
+etcd_watch_pages(struct etcd_watch *w)
+{
+	w->pages = true;
 }
 
 static void
@@ -183,8 +323,13 @@ watch_start(struct etcd_watch *w)
 {
 	if (w->freeing || w->stream || w->range)
 		return;
+	if (w->next_rev == 0 && w->prefix) {
+		snap_reset(w);
+		page_next(w);
+		return;
+	}
 	if (w->next_rev == 0) {
-		w->range = etcd_kv_range(w->e, w->key, w->prefix, on_range, w);
+		w->range = etcd_kv_range(w->e, w->key, false, on_range, w);
 		if (w->range == NULL)
 			watch_retry(w);
 		return;
@@ -209,6 +354,7 @@ etcd_watch_new(struct etcd *e, const char *key, bool prefix, int64_t start_rev,
 	w->next_rev = start_rev > 0 ? start_rev : 0;
 	w->cb = cb;
 	w->arg = arg;
+	w->limit = WATCH_PAGE;
 	uv_timer_init(etcd_loop(e), &w->retry);
 	w->retry.data = w;
 	etcd_watch_attach(e, w);
@@ -221,6 +367,7 @@ watch_closed(uv_handle_t *h)
 {
 	struct etcd_watch *w = h->data;
 
+	snap_reset(w);
 	free(w->key);
 	free(w);
 }

@@ -212,3 +212,25 @@ def test_three_members_watch_survives_killing_its_member(etcd3):
         assert r["err"] == "OK" and r["endpoint"] in survivors
     finally:
         p.close()
+
+
+def test_an_answer_over_the_cap_is_named_and_a_watch_reads_in_pages(etcd1):
+    """A range whose answer is over the client's 8 MiB cap fails with
+    ETOOBIG (never 'unreachable'); a watch reads the same prefix in
+    pages, smaller ones when a page is over the cap, and delivers it."""
+    big = "x" * (1100 * 1024)
+    for i in range(8):                      # 8.8 MB of values, 11.7 as base64
+        st, _ = etcd1.call("/v3/kv/put", {"key": b64("/big/%d" % i),
+                                          "value": b64(big)}, timeout=10)
+        assert st == 200
+    p = Probe(etcd1.endpoints)
+    try:
+        r = p.do("prefix /big/", timeout=30)
+        assert r["err"] == "ETOOBIG", r["err"]
+        p.send("watch /big/")
+        u = p.watch.get(timeout=60)
+        assert u["reset"] is True
+        assert [e["key"] for e in u["events"]] == ["/big/%d" % i for i in range(8)]
+        assert all(e["value"] == big for e in u["events"])
+    finally:
+        p.close()
