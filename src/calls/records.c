@@ -295,7 +295,8 @@ flush_cb(uv_timer_t *t)
 
 		r->copy_count += (int64_t)json_array_size(r->batch);
 		if (r->batch_rev > r->known_rev) {
-			log_info("records: copied %" PRId64 " records in %.1f s; "
+			log_info("records: copied %" PRId64
+				 " records in %.1f s; "
 				 "complete up to revision %" PRId64,
 			    r->copy_count,
 			    (double)(now - r->copy_started) / 1000,

@@ -124,8 +124,9 @@ etcd_kv_range_page(struct etcd *e, const char *prefix, const char *after,
 		}
 		free(from);
 	}
-	if (o && ((rev > 0 && set_i64(o, "revision", rev) != 0) ||
-		     set_i64(o, "limit", limit) != 0)) {
+	if (o &&
+	    ((rev > 0 && set_i64(o, "revision", rev) != 0) ||
+		set_i64(o, "limit", limit) != 0)) {
 		json_decref(o);
 		o = NULL;
 	}

@@ -204,8 +204,8 @@ acc_add(struct etcd_watch *w, const struct etcd_res *res)
 			return US_ENOMEM;
 		}
 		memcpy(ev->kv.key, res->kvs[i].key, res->kvs[i].key_len + 1);
-		memcpy(ev->kv.value, res->kvs[i].value,
-		    res->kvs[i].value_len + 1);
+		memcpy(
+		    ev->kv.value, res->kvs[i].value, res->kvs[i].value_len + 1);
 		w->n_acc++;
 	}
 	return 0;
