@@ -86,11 +86,18 @@ lib_nats_channels_changed(us_desk *d)
 	d->resubscribe = true;
 }
 
-/* Create the stream if it is not there. */
+/*
+ * The stream this desk's channels live in: created if it is not there,
+ * and compared with the one this desk knew. A stream created since (a
+ * NATS server back without its store, a new node) means the messages
+ * the old one held are gone: the desk says so, and its channels go on
+ * from the start of the new stream instead of waiting for sequences it
+ * will never have. 0, or -1 when NATS does not answer.
+ */
 static int
-ensure_stream(us_desk *d)
+check_stream(us_desk *d)
 {
-	char name[100], subject[120];
+	char name[100], subject[120], created[32], *known;
 	const char *subjects[1] = {subject};
 	jsStreamInfo *si = NULL;
 	jsStreamConfig sc;
@@ -98,21 +105,48 @@ ensure_stream(us_desk *d)
 	natsStatus s;
 
 	stream_name(d, name, sizeof(name));
-	if (js_GetStreamInfo(&si, d->js, name, NULL, &jerr) == NATS_OK) {
-		jsStreamInfo_Destroy(si);
-		return 0;
+	if (js_GetStreamInfo(&si, d->js, name, NULL, &jerr) != NATS_OK) {
+		snprintf(subject, sizeof(subject), "us.%s.ch.>", d->cluster);
+		jsStreamConfig_Init(&sc);
+		sc.Name = name;
+		sc.Subjects = subjects;
+		sc.SubjectsLen = 1;
+		sc.Storage = js_FileStorage;
+		sc.Duplicates = NATS_DUPLICATES_NS;
+		s = js_AddStream(&si, d->js, &sc, NULL, &jerr);
+		/* another desk may have made it meanwhile */
+		if (s != NATS_OK && jerr == JSStreamNameExistErr)
+			s = js_GetStreamInfo(&si, d->js, name, NULL, &jerr);
+		if (s != NATS_OK) {
+			jsStreamInfo_Destroy(si);
+			return -1;
+		}
 	}
-	snprintf(subject, sizeof(subject), "us.%s.ch.>", d->cluster);
-	jsStreamConfig_Init(&sc);
-	sc.Name = name;
-	sc.Subjects = subjects;
-	sc.SubjectsLen = 1;
-	sc.Storage = js_FileStorage;
-	sc.Duplicates = NATS_DUPLICATES_NS;
-	s = js_AddStream(&si, d->js, &sc, NULL, &jerr);
+	snprintf(created, sizeof(created), "%lld", (long long)si->Created);
 	jsStreamInfo_Destroy(si);
-	/* another desk may have made it meanwhile */
-	return s == NATS_OK || jerr == JSStreamNameExistErr ? 0 : -1;
+	known = lib_kv_get(d, "stream_created");
+	if (known && strcmp(known, created) != 0) {
+		sqlite3_stmt *st = lib_prep(d,
+		    "UPDATE channels SET last_seq = 0 WHERE last_seq > 0 "
+		    "RETURNING name");
+		char lost[512] = "";
+
+		while (st && sqlite3_step(st) == SQLITE_ROW)
+			snprintf(lost + strlen(lost),
+			    sizeof(lost) - strlen(lost), "%s%s",
+			    lost[0] ? ", " : "",
+			    (const char *)sqlite3_column_text(st, 0));
+		sqlite3_finalize(st);
+		lib_emit(d, US_EV_NOTICE, "store_lost",
+		    "the messaging store was lost (NATS came back without "
+		    "it): messages it held%s%s may be missing; channels go on "
+		    "from the new store",
+		    lost[0] ? " for " : "", lost);
+		d->resubscribe = true;
+	}
+	free(known);
+	lib_kv_put(d, "stream_created", created);
+	return 0;
 }
 
 static void
@@ -139,7 +173,7 @@ connect_now(us_desk *d)
 	jsOptions_Init(&jo);
 	jo.Wait = 2000;
 	if (natsConnection_JetStream(&d->js, d->nc, &jo) != NATS_OK ||
-	    ensure_stream(d) != 0) {
+	    check_stream(d) != 0) {
 		lib_nats_close(d);
 		d->nats_fails++;
 		d->next_nats =
@@ -333,6 +367,11 @@ flush(us_desk *d)
 		    (int)strlen(payload), &po, &jerr);
 		free(payload);
 		jsPubAck_Destroy(ack);
+		if (s == NATS_NO_RESPONDERS || jerr == JSStreamNotFoundErr) {
+			/* no stream takes the subject: NATS lost its store */
+			check_stream(d);
+			return;
+		}
 		if (s != NATS_OK)
 			return; /* stays; the same id goes again later */
 		if ((st = lib_prep(d, "DELETE FROM outbox WHERE n = ?"))) {
@@ -352,6 +391,9 @@ lib_nats_work(us_desk *d)
 		connect_now(d);
 	d->nats_ok =
 	    d->nc && natsConnection_Status(d->nc) == NATS_CONN_STATUS_CONNECTED;
+	/* back after a disconnect: the stream may be a new one */
+	if (d->nats_ok && !d->nats_was_ok && d->js)
+		check_stream(d);
 	if (d->nats_ok != d->nats_was_ok) {
 		lib_emit(d, US_EV_NOTICE, "messaging",
 		    d->nats_ok ? "messaging up: channels active"

@@ -7,6 +7,7 @@ in order."""
 import json
 import os
 import random
+import shutil
 import subprocess
 import time
 
@@ -172,6 +173,43 @@ def test_nats_down_and_back_three_desks(tmp_path, etcd1):
                 mine = [t for t in o if t.startswith(x + "-")]
                 assert mine == ["%s-%d" % (x, i) for i in range(5)]
         assert all(d.cmd("status")["outbox"] == 0 for d in desks)
+    finally:
+        for d in desks:
+            d.stop()
+        c.stop_all()
+        n.stop()
+
+
+def test_nats_back_without_its_store(tmp_path, etcd1):
+    """NATS comes back without its store (a replaced disk): the desks say
+    what was lost, recreate the stream, and messages flow again; what
+    waited in an outbox goes out."""
+    n = Nats(str(tmp_path))
+    c = cluster(tmp_path, etcd1, n)
+    desks = []
+    try:
+        for name, user in (("a", "alice"), ("b", "carol")):
+            d = online_desk(tmp_path, c, name, user)
+            assert d.cmd("join fire")["ok"]
+            desks.append(d)
+        a, b = desks
+        for i in range(3):
+            assert a.cmd("send fire before-%d" % i)["ok"]
+        assert wait_for(lambda: len(texts(b)) == 3, 15), texts(b)
+        n.kill()
+        shutil.rmtree(n.dir)                            # the store is gone
+        assert a.wait(lambda e: e.get("kind") == "messaging" and "down" in e["text"], 10)
+        assert a.cmd("send fire during")["ok"]          # waits in the outbox
+        mark = [len(d.events) for d in desks]
+        n.start()
+        for d, m in zip(desks, mark):
+            assert d.wait(lambda e: e.get("kind") == "store_lost", 20, m), d.events[-5:]
+        assert wait_for(lambda: a.cmd("status")["outbox"] == 0, 20)
+        assert a.cmd("send fire after")["ok"]
+        want = ["before-0", "before-1", "before-2", "during", "after"]
+        assert wait_for(lambda: texts(b) == want, 20), texts(b)
+        drained(desks)
+        assert texts(a) == want and texts(b) == want
     finally:
         for d in desks:
             d.stop()
