@@ -300,8 +300,14 @@ port_event(struct agent_post *p, const char *num, const struct etcd_event *ev,
 	}
 	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
 	if (json_unpack(o, "{s:s,s?s,s?I,s?I}", "server", &server, "call",
-		&call, "since", &since, "epoch", &epoch) == 0)
+		&call, "since", &since, "epoch", &epoch) == 0) {
+		long i = number - p->home->media_port_base;
+
 		agent_port_set(p, number, server, call, since, epoch, rev);
+		if (i >= 0 && i < p->home->media_ports &&
+		    p->ports[i].rev == rev)
+			p->ports[i].lease = ev->kv.lease;
+	}
 	json_decref(o);
 }
 

@@ -147,6 +147,7 @@ struct agent_port {
 	int64_t since; /* wall ms */
 	int64_t epoch;
 	int64_t rev; /* etcd revision of the last change applied */
+	int64_t lease; /* of the key, as the watch showed it (0: unknown) */
 };
 
 /*

@@ -340,6 +340,17 @@ claim_done(const struct etcd_res *res, void *arg)
 		json_int_t port = -1;
 
 		json_unpack(j, "{s:I}", "port", &port);
+		if (j == NULL || port < p->home->media_port_base ||
+		    port >= p->home->media_port_base + p->home->media_ports) {
+			json_decref(j);
+			log_warn("call %s: its journal entry is unreadable; "
+				 "undoing the claim",
+			    op->id);
+			undo_claim(c, p, op->id);
+			result_init(&r, US_EUNAVAIL, "taking a port failed");
+			answer(op, &r);
+			return;
+		}
 		log_info("call %s: a claim whose answer was lost was done "
 			 "(port %" JSON_INTEGER_FORMAT ")",
 		    op->id, port);
@@ -768,6 +779,34 @@ calls_end(struct calls *c, const char *id, bool transferred, const char *origin,
 }
 
 void
+calls_reap(struct calls *c)
+{
+	const char *self = agent_self(c->a);
+	int64_t lease = agent_lease_id(c->a);
+	struct agent_post *p;
+
+	for (size_t i = 0; (p = agent_post_at(c->a, i)) != NULL; i++)
+		for (long n = 0; n < p->home->media_ports; n++) {
+			struct agent_port *pt = &p->ports[n];
+			bool out = false;
+
+			if (!pt->busy || pt->reserved || pt->lease != lease ||
+			    lease == 0 || strcmp(pt->server, self) != 0 ||
+			    call_find(c, pt->call))
+				continue;
+			for (struct op *op = c->ops; op && !out; op = op->next)
+				out = strcmp(op->id, pt->call) == 0;
+			if (out)
+				continue; /* its claim, end or undo is out */
+			log_warn("call %s: port %ld of %s is held with no call "
+				 "(a claim given up, done late): freeing it",
+			    pt->call, p->home->media_port_base + n,
+			    p->home->name);
+			undo_claim(c, p, pt->call);
+		}
+}
+
+void
 calls_forget(struct calls *c, void *arg)
 {
 	for (struct op *op = c->ops; op; op = op->next)
@@ -797,6 +836,16 @@ calls_lease_lost(struct calls *c)
 			op->call = NULL;
 }
 
+/* After every reconcile of the agent. */
+static void
+reconciled(void *arg)
+{
+	struct calls *c = arg;
+
+	records_sweep(c->rec);
+	calls_reap(c);
+}
+
 struct calls *
 calls_new(struct agent *a, struct records *rec)
 {
@@ -805,6 +854,7 @@ calls_new(struct agent *a, struct records *rec)
 	if (c) {
 		c->a = a;
 		c->rec = rec;
+		agent_on_reconciled(a, reconciled, c);
 	}
 	return c;
 }
@@ -814,6 +864,7 @@ calls_free(struct calls *c)
 {
 	if (c == NULL)
 		return;
+	agent_on_reconciled(c->a, NULL, NULL);
 	while (c->ops) {
 		etcd_req_cancel(c->ops->req);
 		op_free(c->ops);

@@ -85,6 +85,12 @@ int calls_end(struct calls *c, const char *id, bool transferred,
     const char *origin, const char *ended_by, struct calls_result *r,
     calls_cb cb, void *arg);
 
+/*
+ * Free the ports this server holds on its lease for calls it does not
+ * know (a claim given up whose txn etcd applied late): every reconcile.
+ */
+void calls_reap(struct calls *c);
+
 /* Drop cb of every pending operation with this arg (its request went). */
 void calls_forget(struct calls *c, void *arg);
 
@@ -117,6 +123,12 @@ uint64_t calls_busy(const struct calls *c);
 json_t *calls_json(const struct calls *c);
 
 /* records.c */
+
+/*
+ * Close the records of calls lost with their server, for the posts this
+ * server owns (after every reconcile: calls_new hooks it).
+ */
+void records_sweep(struct records *r);
 
 /*
  * Call records. A record is written to etcd, under

@@ -211,10 +211,9 @@ close_lost(struct records *r, struct agent_post *p, struct agent_journal *j,
 	free(value);
 }
 
-static void
-sweep(void *arg)
+void
+records_sweep(struct records *r)
 {
-	struct records *r = arg;
 	struct agent_post *p;
 
 	records_lease(r);
@@ -265,7 +264,15 @@ flush_cb(uv_timer_t *t)
 	unsigned added = 0, bad = 0;
 
 	if (r->watch == NULL) {
-		rewatch(r); /* after the batch overflowed */
+		/* after the batch overflowed: read again once it can be written
+		 */
+		if (store_writable(r->store)) {
+			r->store_failed = false;
+			rewatch(r);
+		} else {
+			uv_timer_start(
+			    &r->flush, flush_cb, RECORDS_RETRY_MS, 0);
+		}
 		return;
 	}
 	if (!r->batch_due && json_array_size(r->batch) == 0)
@@ -426,7 +433,6 @@ records_new(uv_loop_t *loop, struct agent *a, struct store *store)
 	}
 	etcd_watch_pages(r->watch);
 	records_lease(r);
-	agent_on_reconciled(a, sweep, r);
 	return r;
 }
 
@@ -445,7 +451,6 @@ records_free(struct records *r)
 {
 	if (r == NULL)
 		return;
-	agent_on_reconciled(r->a, NULL, NULL);
 	etcd_watch_free(r->watch);
 	etcd_req_cancel(r->granting);
 	while (r->ops) {

@@ -124,9 +124,10 @@ static const struct config_option config_options[] = {
 	"before it expires; its desk is then asked to log in again."},
     {CONFIG_SEC_CLUSTER, "login_failures", CT_INT, 0, 100000, "10", NULL,
 	CL(login_failures), NULL, true,
-	"Failed desk logins allowed per user name and per client address in "
-	"a minute; past it, logins are refused with 429 and Retry-After "
-	"until the minute is over (no password is checked). 0: no limit."},
+	"Failed desk logins allowed a minute per user name from one client "
+	"address (and ten times that per address over any names); past it, "
+	"logins are refused with 429 and Retry-After until the minute is "
+	"over (no password is checked). 0: no limit."},
     {CONFIG_SEC_CLUSTER, "desk_versions", CT_LIST, 0, 0, "", NULL,
 	CL(desk_versions), check_version, true,
 	"Desk versions the servers accept at login, offered at "

@@ -48,6 +48,10 @@ log_msg(enum log_level level, const char *fmt, ...)
 	n += m;
 	if ((size_t)n >= sizeof(line) - 1)
 		n = (int)sizeof(line) - 2;
+	/* what a client sent can reach a line: it never starts another */
+	for (int i = 0; i < n; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			line[i] = '?';
 	line[n++] = '\n';
 	/* one write(2) per line keeps lines whole when processes share stderr
 	 */

@@ -298,6 +298,7 @@ on_range(const struct etcd_res *res, void *arg)
 	}
 	w->next_rev = w->snap_rev + 1;
 	snap_reset(w);
+	w->limit = WATCH_PAGE; /* the next snapshot starts with full pages */
 	stream_open(w);
 }
 

@@ -52,7 +52,8 @@ desks_db_error(struct desks *d, struct desks_res *r)
 {
 	int rc = sqlite3_errcode(d->db) & 0xff;
 
-	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED || store_busy(d->st)) {
+	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED ||
+	    (rc == SQLITE_OK && store_busy(d->st))) {
 		desks_res_error(r, 503, US_EUNAVAIL,
 		    "the server's database is locked by another process; "
 		    "try again");
@@ -417,33 +418,89 @@ answer_or_park(struct desks *d, struct desks_parked *k, struct desks_res *r)
 	desks_park(d);
 }
 
+/* A parked login whose time is up: its slot back, 503. */
+static void
+give_up_login(struct desks_pending *p)
+{
+	struct desks_res r;
+
+	licenses_release(p->d, p->park_slot, p->park_lease, p->park_rev);
+	desks_res_error(&r, 503, US_EUNAVAIL,
+	    "the server's database stayed locked by another process; try "
+	    "again");
+	r.retry_after = 1;
+	desks_pending_done(p, &r);
+}
+
+/*
+ * Every DESKS_PARK_RETRY_MS while something is parked: when the lock is
+ * free, what waited is done, oldest first (a desk's newer login must
+ * come after its older one); while it is not, what has waited its
+ * DESKS_PARK_MS is answered 503.
+ */
 static void
 park_cb(uv_timer_t *t)
 {
 	struct desks *d = t->data;
-	struct desks_parked *list = d->parked, *k;
-	struct desks_pending *p, *next;
+	bool writable = store_writable(d->st);
+	int64_t now = (int64_t)time_mono_ms();
+	struct desks_parked *list = d->parked, *old = NULL, *k;
+	struct desks_pending **due = NULL, *p;
+	size_t n = 0, cap = 0;
 	struct desks_res r;
 
-	if (!store_writable(d->st)) {
-		uv_timer_start(&d->park_timer, park_cb, DESKS_PARK_RETRY_MS, 0);
-		return;
-	}
 	d->parked = NULL;
-	while ((k = list) != NULL) {
+	while ((k = list) != NULL) { /* the newest is at the head */
 		list = k->next;
-		run_parked(d, k, &r);
-		answer_or_park(d, k, &r);
-		free(k);
+		k->next = old;
+		old = k;
 	}
-	for (p = d->pending; p; p = next) {
-		next = p->next;
-		if (p->parked) {
+	while ((k = old) != NULL) {
+		old = k->next;
+		if (writable || now >= k->until) {
+			if (writable)
+				run_parked(d, k, &r);
+			else
+				desks_res_error(&r, 503, US_EUNAVAIL,
+				    "the server's database stayed locked by "
+				    "another process; try again");
+			answer_or_park(d, k, &r);
+			free(k);
+		} else {
+			k->next = d->parked;
+			d->parked = k;
+		}
+	}
+	for (p = d->pending; p; p = p->next) {
+		if (!p->parked)
+			continue;
+		if (n == cap) {
+			struct desks_pending **v;
+
+			cap = cap ? cap * 2 : 16;
+			if ((v = realloc(due, cap * sizeof(*v))) == NULL)
+				break;
+			due = v;
+		}
+		due[n++] = p;
+	}
+	while (n > 0) { /* oldest first: the list holds the newest first */
+		p = due[--n];
+		if (writable) {
 			p->parked = false;
 			desks_finish(
 			    p, p->park_slot, p->park_rev, p->park_over);
+		} else if (now >= p->park_until) {
+			p->parked = false;
+			give_up_login(p);
 		}
 	}
+	free(due);
+	for (p = d->pending; p && !d->parked; p = p->next)
+		if (p->parked)
+			break;
+	if (d->parked || p)
+		desks_park(d);
 }
 
 void

@@ -140,6 +140,7 @@ struct desks_pending {
 	bool verified;
 	bool parked; /* its session's write waits for a locked database */
 	int64_t park_slot, park_rev, park_until;
+	int64_t park_lease; /* the lease the slot was claimed on */
 	bool park_over;
 	unsigned tries;
 	long claiming; /* the slot its claim txn is out for, or -1 */
@@ -275,8 +276,11 @@ void desks_waiter_answer(struct desks_waiter *w, struct desks_res *r);
 struct limits *limits_new(unsigned max);
 void limits_free(struct limits *l);
 
-/* How long key must wait before its next try (ms), 0 when it may. */
-int64_t limits_wait_ms(struct limits *l, const char *key);
+/*
+ * How long key must wait before its next try (ms), 0 when it may; its
+ * limit is times the configured one.
+ */
+int64_t limits_wait_ms(struct limits *l, const char *key, unsigned times);
 
 /* Count a failure of key; a success clears it. */
 void limits_failed(struct limits *l, const char *key);

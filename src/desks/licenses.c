@@ -441,6 +441,7 @@ drop_orphans(struct desks *d, const struct slot_seen *seen, int64_t lease)
 	for (long n = 0; n < d->cfg->cluster.licenses; n++) {
 		sqlite3_stmt *st;
 		bool held = true;
+		int rc;
 
 		if (!seen[n].present || seen[n].lease != lease ||
 		    claim_out(d, n))
@@ -453,7 +454,9 @@ drop_orphans(struct desks *d, const struct slot_seen *seen, int64_t lease)
 		sqlite3_bind_int64(st, 1, n);
 		sqlite3_bind_int64(st, 2, lease);
 		sqlite3_bind_int64(st, 3, seen[n].mod_rev);
-		held = sqlite3_step(st) == SQLITE_ROW;
+		rc = sqlite3_step(st);
+		/* a read that failed tells nothing: the next pass asks again */
+		held = rc != SQLITE_DONE;
 		sqlite3_finalize(st);
 		if (!held) {
 			log_warn("desks: license slot %ld held by no session "
@@ -554,8 +557,11 @@ check_sessions(
 	/* read, not touched: the reconciler keeps no session alive */
 	if ((st = desks_prep(d,
 		 "SELECT token, user, desk, slot, slot_lease, slot_rev FROM "
-		 "sessions WHERE expired_ms = 0")) == NULL)
+		 "sessions WHERE expired_ms = 0 AND seen_ms >= ?")) == NULL)
 		return;
+	/* idle past the timeout: the sweep ends it, no slot for it now */
+	sqlite3_bind_int64(
+	    st, 1, time_wall_ms() - d->cfg->cluster.session_timeout * 1000);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		if (n == cap) {
 			void *t2;

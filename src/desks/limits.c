@@ -15,7 +15,7 @@
 #define LIMITS_WINDOW_MS 60000
 
 struct limits_entry {
-	char key[96];
+	char key[160];
 	int64_t start; /* monotonic ms of the window's first failure */
 	unsigned fails;
 };
@@ -64,13 +64,13 @@ find(struct limits *l, const char *key, int64_t now)
 }
 
 int64_t
-limits_wait_ms(struct limits *l, const char *key)
+limits_wait_ms(struct limits *l, const char *key, unsigned times)
 {
-	int64_t now = time_mono_ms();
+	int64_t now = (int64_t)time_mono_ms();
 	struct limits_entry *e;
 
 	if (l == NULL || l->max == 0 || (e = find(l, key, now)) == NULL ||
-	    e->fails < l->max)
+	    e->fails < l->max * times)
 		return 0;
 	return e->start + LIMITS_WINDOW_MS - now;
 }

@@ -62,7 +62,10 @@ void
 desks_finish(struct desks_pending *p, int64_t slot, int64_t rev, bool over)
 {
 	struct desks *d = p->d;
-	int64_t lease = slot >= 0 ? agent_lease_id(d->a) : 0;
+	/* a parked login keeps the lease its slot was claimed on */
+	int64_t lease = slot < 0 ? 0
+	    : p->park_lease      ? p->park_lease
+				 : agent_lease_id(d->a);
 	struct desks_session s;
 	struct desks_res r;
 	sqlite3_stmt *st;
@@ -128,6 +131,7 @@ failed:
 			p->park_slot = slot;
 			p->park_rev = rev;
 			p->park_over = over;
+			p->park_lease = lease;
 			p->claiming = slot; /* the reconciler leaves it alone */
 			desks_park(d);
 			return;
@@ -205,12 +209,13 @@ verify_done(uv_work_t *w, int status)
 	}
 	d->verifying--;
 	if (!p->verified) {
-		char key[96];
+		char key[160];
 
 		log_warn("desks: login of %s on desk %s from %s refused: wrong "
 			 "user or password",
 		    p->user, p->desk, p->address);
-		snprintf(key, sizeof(key), "user %s", p->user);
+		snprintf(
+		    key, sizeof(key), "user %s from %s", p->user, p->address);
 		limits_failed(d->limits, key);
 		snprintf(key, sizeof(key), "address %s", p->address);
 		limits_failed(d->limits, key);
@@ -220,9 +225,10 @@ verify_done(uv_work_t *w, int status)
 		return;
 	}
 	if (!p->resume) {
-		char key[96];
+		char key[160];
 
-		snprintf(key, sizeof(key), "user %s", p->user);
+		snprintf(
+		    key, sizeof(key), "user %s from %s", p->user, p->address);
 		limits_clear(d->limits, key);
 	}
 	licenses_acquire(p);
@@ -313,14 +319,18 @@ static int
 login_limited(struct desks *d, const struct desks_login *in,
     const char *address, struct desks_res *r)
 {
-	char ukey[96], akey[96];
+	char ukey[160], akey[160];
 	int64_t wait;
 
-	snprintf(ukey, sizeof(ukey), "user %s", in->user);
+	/*
+	 * a user from an address: a guesser elsewhere cannot lock the agent
+	 * out; an address, ten times as many: guesses over many names
+	 */
+	snprintf(ukey, sizeof(ukey), "user %s from %s", in->user, address);
 	snprintf(akey, sizeof(akey), "address %s", address);
-	wait = limits_wait_ms(d->limits, ukey);
-	if (limits_wait_ms(d->limits, akey) > wait)
-		wait = limits_wait_ms(d->limits, akey);
+	wait = limits_wait_ms(d->limits, ukey, 1);
+	if (limits_wait_ms(d->limits, akey, 10) > wait)
+		wait = limits_wait_ms(d->limits, akey, 10);
 	if (wait > 0) {
 		log_warn("desks: login of %s from %s refused: over %ld failed "
 			 "logins a minute",

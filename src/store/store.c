@@ -74,8 +74,10 @@ exec(struct store *s, const char *sql, char *err, size_t errlen)
 	char *msg = NULL;
 	int rc;
 
-	if ((rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg)) == SQLITE_OK)
+	if ((rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg)) == SQLITE_OK) {
+		s->busy = false;
 		return 0;
+	}
 	if ((s->busy = is_busy(rc)) && err == NULL) {
 		/* the caller waits and tries again: not an error yet */
 		log_debug("store %s: %s: busy", s->path, sql);
@@ -201,6 +203,7 @@ store_writable(struct store *s)
 		return false;
 	}
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	s->busy = false;
 	return true;
 }
 
