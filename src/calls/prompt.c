@@ -169,16 +169,5 @@ prompt_free(struct prompt *p)
 char *
 prompt_path(const struct config *cfg, const struct config_server *s)
 {
-	const char *slash;
-	char *path = NULL;
-
-	if (s->prompt == NULL || s->prompt[0] == '\0')
-		return NULL;
-	if (s->prompt[0] == '/' || cfg->path == NULL ||
-	    (slash = strrchr(cfg->path, '/')) == NULL)
-		return strdup(s->prompt);
-	if (asprintf(&path, "%.*s/%s", (int)(slash - cfg->path), cfg->path,
-		s->prompt) < 0)
-		return NULL;
-	return path;
+	return config_file_path(cfg, s->prompt);
 }

@@ -208,7 +208,7 @@ enum config_failback { CONFIG_FAILBACK_AUTO, CONFIG_FAILBACK_MANUAL };
 enum config_license_policy { CONFIG_LICENSE_WARN, CONFIG_LICENSE_ENFORCE };
 
 /* Every option of every section; the table in config.c defines them. */
-#define CONFIG_MAX_OPTIONS 48
+#define CONFIG_MAX_OPTIONS 64
 
 struct config_cluster {
 	char *name;
@@ -232,6 +232,19 @@ struct config_cluster {
 	struct strlist messaging; /* NATS URLs */
 	bool messaging_local; /* messaging = local: understudy up runs one */
 	long local_nats_port;
+	/* file names as written; config_file_path resolves them */
+	char *tls_cert; /* the API serves HTTPS where set (with tls_key) */
+	char *tls_key;
+	char *tls_ca; /* what clients verify the API with */
+	char *etcd_ca;
+	char *etcd_cert;
+	char *etcd_key;
+	char *messaging_ca; /* NATS over TLS where set */
+	char *messaging_cert;
+	char *messaging_key;
+	char *messaging_user;
+	char *messaging_password;
+	char *messaging_token;
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };
@@ -341,6 +354,20 @@ const struct config_user *config_user_find(
     const struct config *cfg, const char *name);
 const struct config_channel *config_channel_find(
     const struct config *cfg, const char *name);
+
+/*
+ * A file option's value as a path: relative to the config file's
+ * directory unless absolute. A new string (the caller frees it), or NULL
+ * for NULL.
+ */
+char *config_file_path(const struct config *cfg, const char *value);
+
+/*
+ * The base URL of a server's API, "https://ADDRESS:PORT" where the
+ * cluster serves HTTPS (tls_cert), else "http://...", into buf.
+ */
+void config_api_url(const struct config *cfg, const char *address, long port,
+    char *buf, size_t len);
 
 /* True when the server is meant to run on this machine. */
 bool config_address_is_local(const char *address);

@@ -58,6 +58,8 @@ static const char *const failback_choices[] = {"auto", "manual", NULL};
 static const char *const license_choices[] = {"warn", "enforce", NULL};
 static bool check_nats(const char *v, char *err, size_t errlen);
 static bool check_version(const char *v, char *err, size_t errlen);
+static bool check_file(const char *v, char *err, size_t errlen);
+static bool check_nats_secret(const char *v, char *err, size_t errlen);
 
 #define CL(f) offsetof(struct config_cluster, f)
 #define SV(f) offsetof(struct config_server, f)
@@ -73,7 +75,8 @@ static const struct config_option config_options[] = {
 	check_endpoint, false,
 	"The coordination store: `local` (understudy up runs a one-member "
 	"etcd on 127.0.0.1:local_etcd_port) or a list of client endpoints "
-	"`http://HOST:PORT`, tried in order."},
+	"`http://HOST:PORT`, or all `https://HOST:PORT` (see etcd_ca, "
+	"etcd_cert, etcd_key), tried in order."},
     {CONFIG_SEC_CLUSTER, "local_etcd_port", CT_INT, 1, 65534, "2379", NULL,
 	CL(local_etcd_port), NULL, false,
 	"Client port of the etcd that understudy up runs where etcd = local; "
@@ -151,6 +154,56 @@ static const struct config_option config_options[] = {
 	"Secret for read-only requests (status, records, metrics), carried "
 	"as `Authorization: Bearer TOKEN`; it never opens control. 16 to 200 "
 	"characters, no spaces, and not the admin_token."},
+    {CONFIG_SEC_CLUSTER, "tls_cert", CT_STRING, 0, 0, NULL, NULL, CL(tls_cert),
+	check_file, false,
+	"PEM certificate (chain) the API serves HTTPS with on every api_port, "
+	"with tls_key; it must name each server's address "
+	"(subjectAltName IP:...). Every file option is relative to the config "
+	"file, and understudyd refuses to start when it cannot read or parse "
+	"one. Without it the API is plain HTTP."},
+    {CONFIG_SEC_CLUSTER, "tls_key", CT_STRING, 0, 0, NULL, NULL, CL(tls_key),
+	check_file, false, "PEM private key of tls_cert."},
+    {CONFIG_SEC_CLUSTER, "tls_ca", CT_STRING, 0, 0, NULL, NULL, CL(tls_ca),
+	check_file, false,
+	"PEM CA certificate(s) that clients of the API verify the servers "
+	"with: the CLI where it reads this config (`--ca` elsewhere); desks "
+	"are given theirs (`--ca`). Without it, the system's CAs."},
+    {CONFIG_SEC_CLUSTER, "etcd_ca", CT_STRING, 0, 0, NULL, NULL, CL(etcd_ca),
+	check_file, false,
+	"PEM CA certificate(s) the servers verify etcd's https:// endpoints "
+	"with; without it, the system's CAs."},
+    {CONFIG_SEC_CLUSTER, "etcd_cert", CT_STRING, 0, 0, NULL, NULL,
+	CL(etcd_cert), check_file, false,
+	"PEM client certificate the servers present to etcd (etcd "
+	"--client-cert-auth), with etcd_key; needs https:// endpoints."},
+    {CONFIG_SEC_CLUSTER, "etcd_key", CT_STRING, 0, 0, NULL, NULL, CL(etcd_key),
+	check_file, false, "PEM private key of etcd_cert."},
+    {CONFIG_SEC_CLUSTER, "messaging_ca", CT_STRING, 0, 0, NULL, NULL,
+	CL(messaging_ca), check_file, false,
+	"PEM CA certificate(s) of the NATS servers: when set, desks connect "
+	"to NATS over TLS and verify each server's certificate (chain and "
+	"host) with it. The servers hand it to desks in the session."},
+    {CONFIG_SEC_CLUSTER, "messaging_cert", CT_STRING, 0, 0, NULL, NULL,
+	CL(messaging_cert), check_file, false,
+	"PEM client certificate for NATS servers that verify clients, with "
+	"messaging_key; needs messaging_ca. Handed to every desk in its "
+	"session (docs/desks.md)."},
+    {CONFIG_SEC_CLUSTER, "messaging_key", CT_STRING, 0, 0, NULL, NULL,
+	CL(messaging_key), check_file, false,
+	"PEM private key of messaging_cert."},
+    {CONFIG_SEC_CLUSTER, "messaging_user", CT_STRING, 0, 0, NULL, NULL,
+	CL(messaging_user), check_name, false,
+	"User name that desks give NATS (its authorization users), with "
+	"messaging_password."},
+    {CONFIG_SEC_CLUSTER, "messaging_password", CT_SECRET, 0, 0, NULL, NULL,
+	CL(messaging_password), check_nats_secret, false,
+	"Password of messaging_user; handed to desks in their session. 16 to "
+	"200 characters, no spaces, quotes or backslashes."},
+    {CONFIG_SEC_CLUSTER, "messaging_token", CT_SECRET, 0, 0, NULL, NULL,
+	CL(messaging_token), check_nats_secret, false,
+	"Token that desks give NATS (authorization { token }), instead of a "
+	"user and password; handed to desks in their session. 16 to 200 "
+	"characters, no spaces, quotes or backslashes."},
 
     {CONFIG_SEC_SERVER, "address", CT_STRING, 0, 0, NULL, NULL, SV(address),
 	check_address, false,
@@ -421,14 +474,12 @@ check_endpoint(const char *v, char *err, size_t errlen)
 
 	if (strcmp(v, "local") == 0)
 		return true;
-	if (strncmp(v, "https://", 8) == 0) {
-		snprintf(err, errlen,
-		    "'%s': TLS to etcd is not supported; use http://", v);
-		return false;
-	}
-	if (strncmp(v, "http://", 7) != 0)
+	if (strncmp(v, "http://", 7) == 0)
+		hp = v + 7;
+	else if (strncmp(v, "https://", 8) == 0)
+		hp = v + 8;
+	else
 		goto bad;
-	hp = v + 7;
 	if ((colon = strrchr(hp, ':')) == NULL || colon == hp ||
 	    (size_t)(colon - hp) >= sizeof(host))
 		goto bad;
@@ -445,7 +496,9 @@ check_endpoint(const char *v, char *err, size_t errlen)
 	return true;
 bad:
 	snprintf(err, errlen,
-	    "'%s' is not an etcd endpoint (http://HOST:PORT, or local)", v);
+	    "'%s' is not an etcd endpoint (http://HOST:PORT, "
+	    "https://HOST:PORT, or local)",
+	    v);
 	return false;
 }
 
@@ -542,6 +595,38 @@ check_token(const char *v, char *err, size_t errlen)
 			return false;
 		}
 	return true;
+}
+
+/* NATS puts it in its CONNECT line as a JSON string, unescaped */
+static bool
+check_nats_secret(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n < 16 || n > 200) {
+		snprintf(err, errlen,
+		    "must be 16 to 200 characters (it has %zu)", n);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!isgraph((unsigned char)v[i]) || v[i] == '"' ||
+		    v[i] == '\\') {
+			snprintf(err, errlen,
+			    "no spaces, quotes, backslashes or control "
+			    "characters");
+			return false;
+		}
+	return true;
+}
+
+/* A file is read where the server runs: here only its name is checked. */
+static bool
+check_file(const char *v, char *err, size_t errlen)
+{
+	if (v[strlen(v) - 1] != '/')
+		return true;
+	snprintf(err, errlen, "'%s' is not a file name", v);
+	return false;
 }
 
 static bool
@@ -1114,6 +1199,90 @@ check_cluster_section(struct config *cfg, struct config_diags *d)
 		strlist_add(&c->desk_versions, US_VERSION);
 }
 
+#define CGIVEN(c, key) (line_raw((c)->lines, CONFIG_SEC_CLUSTER, key) != 0)
+
+/* Both or neither: the second one of a pair missing is an error. */
+static void
+check_pair_set(const struct config_cluster *c, struct config_diags *d,
+    const char *a, const char *b, const char *why)
+{
+	if (CGIVEN(c, a) == CGIVEN(c, b))
+		return;
+	if (CGIVEN(c, a))
+		ERR(d, CLINE(c, a), "%s is set but %s is not: %s", a, b, why);
+	else
+		ERR(d, CLINE(c, b), "%s is set but %s is not: %s", b, a, why);
+}
+
+/*
+ * TLS and credentials: pairs complete, and nothing set that the links
+ * it is for would not use (an operator who sets etcd_cert believes the
+ * etcd traffic is protected).
+ */
+static void
+check_tls(const struct config *cfg, struct config_diags *d)
+{
+	const struct config_cluster *c = &cfg->cluster;
+	static const char *const etcd_opts[] = {
+	    "etcd_ca", "etcd_cert", "etcd_key"};
+	static const char *const nats_opts[] = {"messaging_ca",
+	    "messaging_cert", "messaging_key", "messaging_user",
+	    "messaging_password", "messaging_token"};
+	size_t https = 0, http = 0;
+
+	check_pair_set(
+	    c, d, "tls_cert", "tls_key", "the API needs both to serve HTTPS");
+	if (CGIVEN(c, "tls_ca") && !CGIVEN(c, "tls_cert") &&
+	    !CGIVEN(c, "tls_key"))
+		ERR(d, CLINE(c, "tls_ca"),
+		    "tls_ca is set but the API serves plain HTTP (no "
+		    "tls_cert and tls_key)");
+	check_pair_set(c, d, "etcd_cert", "etcd_key",
+	    "etcd's client certificate needs both");
+	for (size_t i = 0; i < c->etcd.n; i++) {
+		https += strncmp(c->etcd.v[i], "https://", 8) == 0;
+		http += strncmp(c->etcd.v[i], "http://", 7) == 0;
+	}
+	if (https > 0 && http > 0)
+		ERR(d, CLINE(c, "etcd"),
+		    "etcd: http:// and https:// endpoints mixed; list them "
+		    "all with TLS or all without");
+	for (size_t i = 0; i < ARRAY_SIZE(etcd_opts); i++) {
+		if (!CGIVEN(c, etcd_opts[i]) || https > 0)
+			continue;
+		if (c->etcd_local)
+			ERR(d, CLINE(c, etcd_opts[i]),
+			    "%s is set but etcd = local, which understudy up "
+			    "runs without TLS; list https:// endpoints",
+			    etcd_opts[i]);
+		else if (c->etcd.n > 0)
+			ERR(d, CLINE(c, etcd_opts[i]),
+			    "%s is set but the etcd endpoints are http://; "
+			    "list them as https://HOST:PORT",
+			    etcd_opts[i]);
+	}
+	check_pair_set(c, d, "messaging_cert", "messaging_key",
+	    "the client certificate for NATS needs both");
+	check_pair_set(c, d, "messaging_user", "messaging_password",
+	    "NATS takes a user with its password");
+	if (CGIVEN(c, "messaging_token") && CGIVEN(c, "messaging_user"))
+		ERR(d, CLINE(c, "messaging_token"),
+		    "messaging_token and messaging_user (line %d) are both "
+		    "set; NATS takes one or the other",
+		    CLINE(c, "messaging_user"));
+	if (CGIVEN(c, "messaging_cert") && !CGIVEN(c, "messaging_ca"))
+		ERR(d, CLINE(c, "messaging_cert"),
+		    "messaging_cert is set but messaging_ca is not: TLS to "
+		    "NATS is on where messaging_ca is set");
+	for (size_t i = 0; i < ARRAY_SIZE(nats_opts); i++)
+		if (CGIVEN(c, nats_opts[i]) && c->messaging_local)
+			ERR(d, CLINE(c, nats_opts[i]),
+			    "%s is set but messaging = local, which understudy "
+			    "up runs without TLS or credentials; list the "
+			    "nats:// URLs of your NATS servers",
+			    nats_opts[i]);
+}
+
 static void
 check_failover_list(const struct config *cfg, const struct config_server *s,
     struct config_diags *d)
@@ -1508,6 +1677,7 @@ config_parse(
 	}
 	ini_parse_stream(config_reader_sections, &ps, config_handler, &ps);
 	check_cluster_section(cfg, d);
+	check_tls(cfg, d);
 	if (cfg->n_servers == 0)
 		ERR(d, 0, "no [server NAME] section");
 	for (size_t i = 0; i < cfg->n_servers; i++)
@@ -1810,4 +1980,29 @@ config_pattern_match(const char *pattern, const char *extension)
 		e++;
 	}
 	return *e == '\0';
+}
+
+char *
+config_file_path(const struct config *cfg, const char *value)
+{
+	const char *slash;
+	char *path = NULL;
+
+	if (value == NULL || value[0] == '\0')
+		return NULL;
+	if (value[0] == '/' || cfg->path == NULL ||
+	    (slash = strrchr(cfg->path, '/')) == NULL)
+		return strdup(value);
+	if (asprintf(&path, "%.*s/%s", (int)(slash - cfg->path), cfg->path,
+		value) < 0)
+		return NULL;
+	return path;
+}
+
+void
+config_api_url(const struct config *cfg, const char *address, long port,
+    char *buf, size_t len)
+{
+	snprintf(buf, len, "%s://%s:%ld",
+	    cfg->cluster.tls_cert ? "https" : "http", address, port);
 }

@@ -158,6 +158,97 @@ TEST(config_print_hides_secrets)
 	config_diags_free(&d);
 }
 
+/*
+ * TLS: https endpoints taken, the API's URLs follow tls_cert, file
+ * options resolve next to the config, pairs are complete, secrets of
+ * NATS are hidden, and an option for a link that does not use it is an
+ * error.
+ */
+TEST(config_tls)
+{
+	static const char tls[] =
+	    "[cluster]\nname = t\n"
+	    "etcd = https://127.0.0.1:2379\n"
+	    "tls_cert = api.crt\ntls_key = /keys/api.key\n"
+	    "etcd_cert = e.crt\netcd_key = e.key\n"
+	    "messaging = nats://127.0.0.1:4222\n"
+	    "messaging_ca = ca.crt\n"
+	    "messaging_token = nats-token-0123456789\n"
+	    "[server A]\naddress = 127.0.0.1\napi_port = 8443\n"
+	    "spare = yes\nmax_media_ports = 2\n";
+	struct config_diags d;
+	struct config *cfg;
+	char url[64], *path, *out = NULL;
+	size_t len;
+	FILE *f;
+
+	memset(&d, 0, sizeof(d));
+	cfg = config_parse("/etc/us/cluster.conf", tls, strlen(tls), &d);
+	ASSERT_INT(d.errors, 0);
+	config_api_url(cfg, "127.0.0.1", 8443, url, sizeof(url));
+	ASSERT_STR(url, "https://127.0.0.1:8443");
+	path = config_file_path(cfg, cfg->cluster.tls_cert);
+	ASSERT_STR(path, "/etc/us/api.crt");
+	free(path);
+	path = config_file_path(cfg, cfg->cluster.tls_key);
+	ASSERT_STR(path, "/keys/api.key");
+	free(path);
+	ASSERT(config_file_path(cfg, cfg->cluster.tls_ca) == NULL);
+	f = open_memstream(&out, &len);
+	config_print(cfg, f);
+	fclose(f);
+	ASSERT(strstr(out, "messaging_token = (set)\n") != NULL);
+	ASSERT(strstr(out, "nats-token") == NULL);
+	free(out);
+	config_free(cfg);
+	config_diags_free(&d);
+
+	cfg = parse("[cluster]\nname = t\netcd = http://127.0.0.1:2379\n"
+		    "[server A]\naddress = 127.0.0.1\napi_port = 80\n"
+		    "spare = yes\nmax_media_ports = 2\n",
+	    &d);
+	config_api_url(cfg, "127.0.0.1", 80, url, sizeof(url));
+	ASSERT_STR(url, "http://127.0.0.1:80");
+	config_free(cfg);
+	config_diags_free(&d);
+
+	cfg = parse("[cluster]\nname = t\n"
+		    "etcd = http://127.0.0.1:2379, https://127.0.0.1:2479\n"
+		    "tls_key = k\n"
+		    "etcd_ca = ca\n"
+		    "messaging = nats://127.0.0.1:4222\n"
+		    "messaging_password = nats-password-0123456789\n"
+		    "messaging_key = k\n"
+		    "[server A]\naddress = 127.0.0.1\n"
+		    "spare = yes\nmax_media_ports = 2\n",
+	    &d);
+	ASSERT(find(&d, 3, "http:// and https:// endpoints mixed") != NULL);
+	ASSERT(find(&d, 4, "tls_key is set but tls_cert is not") != NULL);
+	ASSERT(find(&d, 7,
+		   "messaging_password is set but messaging_user "
+		   "is not") != NULL);
+	ASSERT(find(&d, 8,
+		   "messaging_key is set but messaging_cert is "
+		   "not") != NULL);
+	ASSERT_INT(d.errors, 4);
+	for (size_t i = 0; i < d.n; i++)
+		ASSERT(strstr(d.v[i].message, "nats-password") == NULL);
+	config_free(cfg);
+	config_diags_free(&d);
+
+	cfg = parse("[cluster]\nname = t\netcd = local\n"
+		    "etcd_cert = c\netcd_key = k\nmessaging_ca = ca\n"
+		    "[server A]\naddress = 127.0.0.1\n"
+		    "spare = yes\nmax_media_ports = 2\n",
+	    &d);
+	ASSERT(find(&d, 4, "etcd = local") != NULL);
+	ASSERT(find(&d, 5, "etcd = local") != NULL);
+	ASSERT(find(&d, 6, "messaging = local") != NULL);
+	ASSERT_INT(d.errors, 3);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
 /* A read-only token that opens control too is refused. */
 TEST(config_read_token_not_admin)
 {
