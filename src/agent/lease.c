@@ -145,8 +145,11 @@ grant_cb(const struct etcd_res *res, void *arg)
 
 		snprintf(why, sizeof(why), "granting a lease: %s",
 		    us_strerror(res->err));
+		/* etcd's or curl's words (a TLS refusal) once per reason */
 		if (strcmp(why, l->reason) != 0)
-			log_warn("%s; retrying", why);
+			log_warn("%s%s%s; retrying", why,
+			    res->message ? ": " : "",
+			    res->message ? res->message : "");
 		set_reason(l, why);
 		uv_timer_start(&l->renew, renew_cb, 250, 0);
 		return;

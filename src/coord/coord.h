@@ -60,16 +60,21 @@ typedef void (*etcd_cb)(const struct etcd_res *res, void *arg);
 
 struct etcd_opts {
 	unsigned request_timeout_ms; /* whole request, default 1000 */
-	unsigned connect_timeout_ms; /* default 300 */
+	unsigned connect_timeout_ms; /* default 300, the TLS handshake too */
 	unsigned max_attempts; /* default 2 per endpoint, at least 3 */
+	/* PEM files for https:// endpoints, or NULL; the peer is verified */
+	const char *ca_file; /* default: the system's CAs */
+	const char *cert_file; /* a client certificate, with key_file */
+	const char *key_file;
 };
 
 /* etcd.c */
 
 /*
- * A client for the given endpoints ("http://host:port"), copied. opts may
- * be NULL for defaults. Returns NULL on ENOMEM. curl_global_init must
- * have been called.
+ * A client for the given endpoints ("http://host:port" or
+ * "https://host:port"), copied, as are opts' file names. opts may be
+ * NULL for defaults. Returns NULL on ENOMEM. curl_global_init must have
+ * been called.
  */
 struct etcd *etcd_new(uv_loop_t *loop, const char *const *endpoints, size_t n,
     const struct etcd_opts *opts);

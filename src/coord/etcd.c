@@ -59,7 +59,8 @@ struct etcd {
 	char **endpoints;
 	size_t n_endpoints;
 	size_t current;
-	struct etcd_opts opts;
+	struct etcd_opts opts; /* its file names point at ours below */
+	char *ca_file, *cert_file, *key_file;
 	struct etcd_req *reqs;
 	struct etcd_req *queue;
 	struct etcd_sock *socks;
@@ -158,6 +159,13 @@ req_send(struct etcd_req *req)
 	curl_easy_setopt(req->easy, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS,
 	    (long)e->opts.connect_timeout_ms);
+	/* curl verifies an https:// peer by default; these only add files */
+	if (e->ca_file)
+		curl_easy_setopt(req->easy, CURLOPT_CAINFO, e->ca_file);
+	if (e->cert_file && e->key_file) {
+		curl_easy_setopt(req->easy, CURLOPT_SSLCERT, e->cert_file);
+		curl_easy_setopt(req->easy, CURLOPT_SSLKEY, e->key_file);
+	}
 	if (req->stream) {
 		/* never a whole-transfer timeout on a stream */
 		curl_easy_setopt(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -208,6 +216,7 @@ transport_error(CURLcode rc)
 	case CURLE_SEND_ERROR:
 	case CURLE_GOT_NOTHING:
 	case CURLE_HTTP2:
+	case CURLE_SSL_CONNECT_ERROR: /* a member going away mid-handshake */
 		return true;
 	default:
 		return false;
@@ -324,14 +333,23 @@ poll_cb(uv_poll_t *p, int status, int events)
 }
 
 static void
+client_free(struct etcd *e)
+{
+	for (size_t i = 0; i < e->n_endpoints; i++)
+		free(e->endpoints[i]);
+	free(e->endpoints);
+	free(e->ca_file);
+	free(e->cert_file);
+	free(e->key_file);
+	free(e);
+}
+
+static void
 client_release(struct etcd *e)
 {
 	if (--e->open_handles > 0)
 		return;
-	for (size_t i = 0; i < e->n_endpoints; i++)
-		free(e->endpoints[i]);
-	free(e->endpoints);
-	free(e);
+	client_free(e);
 }
 
 static void
@@ -500,8 +518,17 @@ etcd_new(uv_loop_t *loop, const char *const *endpoints, size_t n,
 	if (n == 0 || (e = calloc(1, sizeof(*e))) == NULL)
 		return NULL;
 	e->loop = loop;
-	if (opts)
+	if (opts) {
 		e->opts = *opts;
+		if ((opts->ca_file && !(e->ca_file = strdup(opts->ca_file))) ||
+		    (opts->cert_file &&
+			!(e->cert_file = strdup(opts->cert_file))) ||
+		    (opts->key_file && !(e->key_file = strdup(opts->key_file))))
+			goto fail;
+	}
+	e->opts.ca_file = e->ca_file;
+	e->opts.cert_file = e->cert_file;
+	e->opts.key_file = e->key_file;
 	if (e->opts.request_timeout_ms == 0)
 		e->opts.request_timeout_ms = 1000;
 	if (e->opts.connect_timeout_ms == 0)
@@ -532,10 +559,7 @@ etcd_new(uv_loop_t *loop, const char *const *endpoints, size_t n,
 	e->open_handles = 2;
 	return e;
 fail:
-	for (size_t i = 0; i < e->n_endpoints; i++)
-		free(e->endpoints[i]);
-	free(e->endpoints);
-	free(e);
+	client_free(e);
 	return NULL;
 }
 
