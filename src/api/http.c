@@ -61,6 +61,8 @@ struct http {
 	bool closing;
 	void (*done)(void *);
 	void *done_arg;
+	char *tls_cert; /* PEM, for the daemon's life; NULL: plain HTTP */
+	char *tls_key;
 };
 
 static void http_run(struct http *h);
@@ -241,6 +243,16 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 static void
+http_tls_free(struct http *h)
+{
+	free(h->tls_cert);
+	if (h->tls_key) {
+		explicit_bzero(h->tls_key, strlen(h->tls_key));
+		free(h->tls_key);
+	}
+}
+
+static void
 handle_closed(uv_handle_t *hd)
 {
 	struct http *h = hd->data;
@@ -249,6 +261,7 @@ handle_closed(uv_handle_t *hd)
 		return;
 	if (h->done)
 		h->done(h->done_arg);
+	http_tls_free(h);
 	free(h);
 }
 
@@ -295,7 +308,8 @@ connection_limit(void)
 
 struct http *
 http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
-    http_dispatch_fn dispatch, void *arg)
+    const char *tls_cert, const char *tls_key, http_dispatch_fn dispatch,
+    void *arg)
 {
 	struct sockaddr_storage ss;
 	const union MHD_DaemonInfo *info;
@@ -305,21 +319,43 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 
 	if (resolve(address, port, &ss) != 0)
 		return NULL;
+	if ((tls_cert == NULL) != (tls_key == NULL))
+		return NULL;
+	if (tls_cert && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+		log_error("http: this libmicrohttpd has no TLS");
+		return NULL;
+	}
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return NULL;
 	h->loop = loop;
 	h->body_max = body_max;
 	h->dispatch = dispatch;
 	h->arg = arg;
+	if (tls_cert) {
+		h->tls_cert = strdup(tls_cert);
+		h->tls_key = strdup(tls_key);
+		if (h->tls_cert == NULL || h->tls_key == NULL) {
+			http_tls_free(h);
+			free(h);
+			return NULL;
+		}
+		/* GnuTLS in MHD's hands, still polled from our loop */
+		flags |= MHD_USE_TLS;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
 	    MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
 	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
-	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
+	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
+	    /* without TLS these two end the list */
+	    h->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
+	    h->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
 	if (h->d == NULL) {
-		log_error("http: cannot listen on %s port %u", address, port);
+		log_error("http: cannot listen on %s port %u%s", address, port,
+		    h->tls_cert ? " with TLS" : "");
+		http_tls_free(h);
 		free(h);
 		return NULL;
 	}

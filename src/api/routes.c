@@ -54,7 +54,7 @@ reply_not_owner(
 	if (r->server[0] && strcmp(r->server, ctx->self->name) != 0) {
 		json_object_set_new(o, "owner", json_string(r->server));
 		if (addr) {
-			snprintf(loc, sizeof(loc), "http://%s:%ld", addr, port);
+			config_api_url(ctx->cfg, addr, port, loc, sizeof(loc));
 			json_object_set_new(o, "location", json_string(loc));
 			http_req_add_reply_header(req, "Location", loc);
 		}

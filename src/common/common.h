@@ -299,6 +299,9 @@ enum config_severity { CONFIG_ERROR, CONFIG_WARNING };
 /* The line of a server's option (its section's line when not given). */
 int config_server_line(const struct config_server *s, const char *key);
 
+/* The line of a [cluster] option (the section's line when not given). */
+int config_cluster_line(const struct config *cfg, const char *key);
+
 struct config_diag {
 	int line; /* 0: about the file as a whole */
 	enum config_severity severity;

@@ -1128,6 +1128,12 @@ config_server_line(const struct config_server *s, const char *key)
 {
 	return SLINE(s, key);
 }
+
+int
+config_cluster_line(const struct config *cfg, const char *key)
+{
+	return CLINE(&cfg->cluster, key);
+}
 /* the key was written (maybe with a bad value, reported already) */
 #define SGIVEN(s, key) (line_raw((s)->lines, CONFIG_SEC_SERVER, key) != 0)
 #define SREJECTED(s, key) (line_raw((s)->lines, CONFIG_SEC_SERVER, key) < 0)

@@ -34,6 +34,35 @@ int master_main(const struct daemon_args *a);
 /* How long a worker may leave a ping unanswered before it is killed. */
 unsigned master_hang_limit_ms(unsigned lease_ttl);
 
+/* tls.c */
+
+/*
+ * Check every TLS file the server uses (tls_cert and tls_key, etcd_ca,
+ * etcd_cert and etcd_key, messaging_ca, messaging_cert and
+ * messaging_key): readable, parsed, pairs matching, the API's
+ * certificate naming self's address. Each problem is logged as
+ * "FILE:LINE: option: ...". Returns 0, or -1 when the server must not
+ * start.
+ */
+int tls_check(const struct config *cfg, const struct config_server *self);
+
+/*
+ * The text of a file option's file (value as in the config, resolved
+ * next to it), a new string the caller frees; NULL with err on failure.
+ */
+char *tls_read(
+    const struct config *cfg, const char *value, char *err, size_t errlen);
+
+struct etcd;
+struct etcd_opts;
+
+/*
+ * The etcd client of the config: its endpoints, and its TLS files
+ * (etcd_ca, etcd_cert, etcd_key) set in eo for the call. NULL on ENOMEM.
+ */
+struct etcd *tls_etcd_new(
+    uv_loop_t *loop, const struct config *cfg, struct etcd_opts *eo);
+
 /* worker.c */
 
 /* Run the worker until it stops. Returns the process exit status. */

@@ -136,7 +136,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 	/* any server may cover any post: every prompt must play here */
-	if (!worker && check_prompts(a.cfg) != 0) {
+	if (!worker && (check_prompts(a.cfg) | tls_check(a.cfg, a.self)) != 0) {
+		log_error("%s: not starting", a.config_path);
 		config_free(a.cfg);
 		return 2;
 	}

@@ -444,8 +444,7 @@ master_main(const struct daemon_args *a)
 		log_error("cannot find my own executable: %s", uv_strerror(rc));
 		return 1;
 	}
-	m.etcd =
-	    etcd_new(m.loop, (const char *const *)cl->etcd.v, cl->etcd.n, &eo);
+	m.etcd = tls_etcd_new(m.loop, a->cfg, &eo);
 	if (m.etcd == NULL) {
 		log_error("cannot create the etcd client");
 		return 1;

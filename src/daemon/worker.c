@@ -21,6 +21,8 @@
 #include "daemon.h"
 #include "desks/desks.h"
 
+enum { TLS_API_CERT, TLS_API_KEY, TLS_FILES };
+
 struct worker {
 	uv_loop_t *loop;
 	const struct daemon_args *a;
@@ -41,7 +43,43 @@ struct worker {
 	uv_signal_t sigterm, sigint;
 	bool stopping;
 	int status;
+	char *tls[TLS_FILES]; /* PEM text while the worker starts */
 };
+
+/*
+ * The TLS files the worker hands on, read again at each start (a
+ * renewed certificate takes effect when the worker restarts). The
+ * master checked them; one that went bad since stops the worker.
+ */
+static int
+worker_tls_read(struct worker *w)
+{
+	const struct config_cluster *c = &w->a->cfg->cluster;
+	const char *v[TLS_FILES] = {c->tls_cert, c->tls_key};
+	char err[512];
+
+	for (int i = 0; i < TLS_FILES; i++) {
+		if (v[i] == NULL)
+			continue;
+		if ((w->tls[i] = tls_read(w->a->cfg, v[i], err, sizeof(err))) ==
+		    NULL) {
+			log_error("%s", err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void
+worker_tls_free(struct worker *w)
+{
+	for (int i = 0; i < TLS_FILES; i++) {
+		if (w->tls[i])
+			explicit_bzero(w->tls[i], strlen(w->tls[i]));
+		free(w->tls[i]);
+		w->tls[i] = NULL;
+	}
+}
 
 static void worker_stop(struct worker *w, const char *why);
 
@@ -205,8 +243,7 @@ worker_main(const struct daemon_args *a)
 		    DAEMON_IPC_FD);
 		uv_close((uv_handle_t *)&w.ipc, NULL);
 	}
-	w.etcd =
-	    etcd_new(w.loop, (const char *const *)cl->etcd.v, cl->etcd.n, &eo);
+	w.etcd = tls_etcd_new(w.loop, a->cfg, &eo);
 	if (w.etcd == NULL) {
 		log_error("cannot create the etcd client");
 		return 1;
@@ -220,9 +257,13 @@ worker_main(const struct daemon_args *a)
 	w.members = members_new(w.etcd, a->cfg, a->self->name, NULL, &w);
 	w.api.cfg = a->cfg;
 	w.api.self = a->self;
-	w.http = http_new(w.loop, a->self->address, (unsigned)a->self->api_port,
-	    HTTP_BODY_MAX, routes_dispatch, &w.api);
+	if (worker_tls_read(&w) == 0)
+		w.http = http_new(w.loop, a->self->address,
+		    (unsigned)a->self->api_port, HTTP_BODY_MAX,
+		    w.tls[TLS_API_CERT], w.tls[TLS_API_KEY], routes_dispatch,
+		    &w.api);
 	if (w.members == NULL || w.http == NULL) {
+		worker_tls_free(&w);
 		members_free(w.members);
 		etcd_free(w.etcd);
 		if (w.ipc_open)
@@ -243,6 +284,7 @@ worker_main(const struct daemon_args *a)
 		log_error("out of memory starting the worker");
 		return 1;
 	}
+	worker_tls_free(&w);
 	w.sip = sip_new(w.loop, w.agent, w.calls, a->cfg, a->self);
 	if (w.sip == NULL)
 		return 1; /* logged; the master restarts, then gives up */

@@ -275,8 +275,8 @@ desks_session_json(struct desks *d, const char *token,
 	for (size_t i = 0; i < d->cfg->n_servers; i++) {
 		char url[300];
 
-		snprintf(url, sizeof(url), "http://%s:%ld",
-		    d->cfg->servers[i].address, d->cfg->servers[i].api_port);
+		config_api_url(d->cfg, d->cfg->servers[i].address,
+		    d->cfg->servers[i].api_port, url, sizeof(url));
 		json_array_append_new(servers, json_string(url));
 	}
 	time_iso8601(s->created, created, sizeof(created));
