@@ -21,7 +21,14 @@
 #include "daemon.h"
 #include "desks/desks.h"
 
-enum { TLS_API_CERT, TLS_API_KEY, TLS_FILES };
+enum {
+	TLS_API_CERT,
+	TLS_API_KEY,
+	TLS_NATS_CA,
+	TLS_NATS_CERT,
+	TLS_NATS_KEY,
+	TLS_FILES
+};
 
 struct worker {
 	uv_loop_t *loop;
@@ -55,7 +62,8 @@ static int
 worker_tls_read(struct worker *w)
 {
 	const struct config_cluster *c = &w->a->cfg->cluster;
-	const char *v[TLS_FILES] = {c->tls_cert, c->tls_key};
+	const char *v[TLS_FILES] = {c->tls_cert, c->tls_key, c->messaging_ca,
+	    c->messaging_cert, c->messaging_key};
 	char err[512];
 
 	for (int i = 0; i < TLS_FILES; i++) {
@@ -280,7 +288,9 @@ worker_main(const struct daemon_args *a)
 	w.calls = w.records ? calls_new(w.agent, w.records) : NULL;
 	w.desks = w.agent ? desks_new(w.loop, w.agent, w.store) : NULL;
 	if (w.lease == NULL || w.agent == NULL || w.calls == NULL ||
-	    w.desks == NULL) {
+	    w.desks == NULL ||
+	    desks_messaging_tls(w.desks, w.tls[TLS_NATS_CA],
+		w.tls[TLS_NATS_CERT], w.tls[TLS_NATS_KEY]) != 0) {
 		log_error("out of memory starting the worker");
 		return 1;
 	}

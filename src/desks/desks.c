@@ -22,6 +22,7 @@ void
 desks_gone(struct desks *d)
 {
 	limits_free(d->limits);
+	json_decref(d->messaging_auth);
 	free(d);
 }
 
@@ -265,7 +266,7 @@ json_t *
 desks_session_json(struct desks *d, const char *token,
     const struct desks_session *s, bool over)
 {
-	json_t *msg = json_array(), *servers = json_array();
+	json_t *msg = json_array(), *servers = json_array(), *o;
 	char created[32];
 
 	for (size_t i = 0; i < d->cfg->cluster.messaging.n; i++)
@@ -280,8 +281,8 @@ desks_session_json(struct desks *d, const char *token,
 		json_array_append_new(servers, json_string(url));
 	}
 	time_iso8601(s->created, created, sizeof(created));
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:o,s:o,s:o,"
-			 "s:{s:I,s:I,s:b,s:s}}",
+	o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:o,s:o,s:o,"
+		      "s:{s:I,s:I,s:b,s:s}}",
 	    "token", token, "user", s->user, "desk", s->desk, "version",
 	    s->version, "server", agent_self(d->a), "cluster",
 	    d->cfg->cluster.name, "created", created, "session_timeout",
@@ -292,6 +293,10 @@ desks_session_json(struct desks *d, const char *token,
 	    "slot", (json_int_t)s->slot, "over", over, "policy",
 	    d->cfg->cluster.license_policy == CONFIG_LICENSE_ENFORCE ? "enforce"
 								     : "warn");
+	/* the session's own channel is HTTPS where NATS needs secrets */
+	if (o && d->messaging_auth)
+		json_object_set(o, "messaging_auth", d->messaging_auth);
+	return o;
 }
 
 /* ---- the other requests of a session ---- */
@@ -628,6 +633,49 @@ desks_counters(
 	sqlite3_finalize(st);
 }
 
+/* The config's NATS credentials, or NULL when it sets none. */
+static json_t *
+messaging_credentials(const struct config_cluster *c)
+{
+	json_t *o;
+
+	if (c->messaging_token == NULL && c->messaging_user == NULL)
+		return NULL;
+	if ((o = json_object()) == NULL)
+		return NULL;
+	if (c->messaging_token)
+		json_object_set_new(
+		    o, "token", json_string(c->messaging_token));
+	if (c->messaging_user) {
+		json_object_set_new(o, "user", json_string(c->messaging_user));
+		json_object_set_new(
+		    o, "password", json_string(c->messaging_password));
+	}
+	return o;
+}
+
+int
+desks_messaging_tls(
+    struct desks *d, const char *ca, const char *cert, const char *key)
+{
+	json_t *o = d->messaging_auth ? d->messaging_auth : json_object();
+
+	if (o == NULL)
+		return US_ENOMEM;
+	if (ca)
+		json_object_set_new(o, "ca", json_string(ca));
+	if (cert && key) {
+		json_object_set_new(o, "cert", json_string(cert));
+		json_object_set_new(o, "key", json_string(key));
+	}
+	if (json_object_size(o) == 0) {
+		json_decref(o);
+		o = NULL;
+	}
+	d->messaging_auth = o;
+	return 0;
+}
+
 struct desks *
 desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 {
@@ -641,8 +689,10 @@ desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 	d->st = st;
 	d->db = (sqlite3 *)store_db(st);
 	d->cfg = agent_config(a);
+	d->messaging_auth = messaging_credentials(&d->cfg->cluster);
 	if ((d->limits = limits_new(
 		 (unsigned)d->cfg->cluster.login_failures)) == NULL) {
+		json_decref(d->messaging_auth);
 		free(d);
 		return NULL;
 	}

@@ -44,6 +44,14 @@ struct desks *desks_new(uv_loop_t *loop, struct agent *a, struct store *st);
 /* Answer every waiting request (503) and free. NULL is a no-op. */
 void desks_free(struct desks *d);
 
+/*
+ * The NATS TLS files (PEM text, copied; NULL where not set) that
+ * sessions hand to desks, with the config's NATS credentials, as
+ * "messaging_auth" (docs/desks.md). Returns 0 or US_ENOMEM.
+ */
+int desks_messaging_tls(
+    struct desks *d, const char *ca, const char *cert, const char *key);
+
 /* GET /v1/desk/versions. */
 json_t *desks_versions(struct desks *d);
 
@@ -180,6 +188,8 @@ struct desks {
 	struct licenses_claim *lic_claims; /* its claims out */
 	int64_t lic_lease; /* the lease the last pass ran on */
 	uint64_t lic_passes;
+	/* what desks need to reach NATS, in every session; NULL: nothing */
+	json_t *messaging_auth;
 };
 
 struct desks_session {
