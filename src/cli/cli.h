@@ -22,20 +22,25 @@ int cli_status(int argc, char **argv);
 
 /*
  * GET or POST url with a bounded wait; the JSON answer in *out (owned by
- * the caller), the HTTP status in *status. Returns 0, or -1 when the
- * server could not be reached (message in err).
+ * the caller), the HTTP status in *status. An https:// server is always
+ * verified: against the CA file ca, or the system's CAs when it is NULL.
+ * Returns 0, or -1 when the server could not be reached or verified
+ * (message in err).
  */
 int cli_status_http(const char *method, const char *url, const char *token,
-    long timeout_ms, long *status, json_t **out, char *err, size_t errlen);
+    const char *ca, long timeout_ms, long *status, json_t **out, char *err,
+    size_t errlen);
 
 /*
  * GET path from server (a base URL), or else from the servers of the
  * config file in order until one answers 200, with token as the bearer
- * (NULL: the config's read_token, else its admin_token). Errors go to
- * stderr as "understudy CMD: ...". Returns 0 with *out, or -1.
+ * (NULL: the config's read_token, else its admin_token), verifying
+ * https:// servers with ca (NULL: the config's tls_ca where it reads
+ * one). Errors go to stderr as "understudy CMD: ...". Returns 0 with
+ * *out, or -1.
  */
 int cli_ask(const char *cmd, const char *server, const char *file,
-    const char *path, const char *token, json_t **out);
+    const char *path, const char *token, const char *ca, json_t **out);
 
 /* cli_records.c: records */
 int cli_records(int argc, char **argv);

@@ -9,7 +9,8 @@ usage(FILE *f, const char *cmd)
 {
 	fprintf(f,
 	    "usage: understudy %s NAME|--all [--config FILE] [--token TOKEN] "
-	    "[--json]\n"
+	    "[--ca FILE]\n"
+	    "                            [--json]\n"
 	    "\n"
 	    "stop      hand the server's post and covers to their covers "
 	    "(calls\n"
@@ -21,30 +22,37 @@ usage(FILE *f, const char *cmd)
 	    "\n"
 	    "The request goes to the first server of the config that answers.\n"
 	    "The admin token comes from --token, $UNDERSTUDY_TOKEN, or the\n"
-	    "config's admin_token.\n",
+	    "config's admin_token. An https:// server is verified with --ca "
+	    "FILE,\n"
+	    "else the config's tls_ca, else the system's CAs.\n",
 	    cmd);
 }
 
 /* POST to the first server that answers; 0 when accepted. */
 static int
 send_one(const struct config *cfg, const char *name, const char *action,
-    const char *token, bool as_json)
+    const char *token, const char *ca, bool as_json)
 {
-	char url[512], err[256] = "";
+	char url[512], base[300], err[512] = "";
+	struct buf why; /* every server's failure, for the operator */
 	json_t *out = NULL;
 	long status = 0;
 	int rc = 1;
 
+	buf_init(&why, 4096);
 	for (size_t i = 0; i < cfg->n_servers; i++) {
 		const struct config_server *s = &cfg->servers[i];
 
-		snprintf(url, sizeof(url), "http://%s:%ld/v1/servers/%s/%s",
-		    s->address, s->api_port, name, action);
+		config_api_url(
+		    cfg, s->address, s->api_port, base, sizeof(base));
+		snprintf(url, sizeof(url), "%s/v1/servers/%s/%s", base, name,
+		    action);
 		json_decref(out);
 		out = NULL;
-		if (cli_status_http("POST", url, token, 5000, &status, &out,
-			err, sizeof(err)) == 0 &&
-		    status != 503)
+		if (cli_status_http("POST", url, token, ca, 5000, &status, &out,
+			err, sizeof(err)) != 0)
+			buf_printf(&why, "%s%s", why.len ? "; " : "", err);
+		else if (status != 503)
 			break;
 	}
 	if (as_json) {
@@ -60,9 +68,10 @@ send_one(const struct config *cfg, const char *name, const char *action,
 		    json_string_value(json_object_get(out, "message")));
 	} else {
 		fprintf(stderr, "understudy %s %s: no server answered%s%s\n",
-		    action, name, err[0] ? ": " : "", err);
+		    action, name, why.len ? ": " : "", why.len ? why.data : "");
 	}
 	rc = status == 202 ? 0 : 1;
+	buf_free(&why);
 	json_decref(out);
 	return rc;
 }
@@ -72,9 +81,10 @@ cli_control(int argc, char **argv)
 {
 	const char *action = argv[0], *name = NULL;
 	const char *file = getenv("UNDERSTUDY_CONFIG");
-	const char *token = getenv("UNDERSTUDY_TOKEN");
+	const char *token = getenv("UNDERSTUDY_TOKEN"), *ca = NULL;
 	struct config_diags d = {0};
 	struct config *cfg = NULL;
+	char *cfg_ca = NULL;
 	bool all = false, as_json = false;
 	int rc = 1;
 
@@ -91,6 +101,8 @@ cli_control(int argc, char **argv)
 			file = argv[++i];
 		else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
 			token = argv[++i];
+		else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc)
+			ca = argv[++i];
 		else if (argv[i][0] != '-' && name == NULL)
 			name = argv[i];
 		else {
@@ -119,15 +131,18 @@ cli_control(int argc, char **argv)
 		    action, file);
 		goto out;
 	}
+	if (ca == NULL)
+		ca = cfg_ca = config_file_path(cfg, cfg->cluster.tls_ca);
 	if (all) {
 		rc = 0;
 		for (size_t i = 0; i < cfg->n_servers; i++)
-			rc |= send_one(
-			    cfg, cfg->servers[i].name, action, token, as_json);
+			rc |= send_one(cfg, cfg->servers[i].name, action, token,
+			    ca, as_json);
 	} else {
-		rc = send_one(cfg, name, action, token, as_json);
+		rc = send_one(cfg, name, action, token, ca, as_json);
 	}
 out:
+	free(cfg_ca);
 	config_free(cfg);
 	config_diags_free(&d);
 	return rc;

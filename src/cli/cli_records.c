@@ -15,7 +15,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: understudy records [--config FILE | --server URL] "
-	    "[--token T]\n"
+	    "[--token T] [--ca FILE]\n"
 	    "           [--since T] [--until T] [--route-point RP] [--post "
 	    "NAME]\n"
 	    "           [--status S] [--limit N] [--json | --csv]\n"
@@ -33,6 +33,9 @@ usage(FILE *f)
 	    "                     (default $UNDERSTUDY_CONFIG, then\n"
 	    "                     examples/contact-center.conf)\n"
 	    "  --server URL       ask this server (http://127.0.0.1:8001)\n"
+	    "  --ca FILE          verify an https:// server with this CA\n"
+	    "                     (default the config's tls_ca, else the\n"
+	    "                     system's CAs)\n"
 	    "  --since T          ended at or after T: ISO 8601 "
 	    "(2026-11-22T09:00Z),\n"
 	    "                     ms since the epoch, or an age (30m, 2h, "
@@ -144,7 +147,7 @@ cli_records(int argc, char **argv)
 	    {"--route-point", "route_point"}, {"--post", "post"},
 	    {"--status", "status"}, {"--limit", "limit"}};
 	const char *server = NULL, *file = getenv("UNDERSTUDY_CONFIG");
-	const char *token = getenv("UNDERSTUDY_TOKEN");
+	const char *token = getenv("UNDERSTUDY_TOKEN"), *ca = NULL;
 	bool as_json = false, as_csv = false, known;
 	char path[2048] = "/v1/records";
 	json_t *ans = NULL, *arr;
@@ -184,6 +187,8 @@ cli_records(int argc, char **argv)
 			server = argv[++i];
 		else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
 			file = argv[++i];
+		else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc)
+			ca = argv[++i];
 		else {
 			fprintf(stderr,
 			    "understudy records: unknown argument "
@@ -199,7 +204,7 @@ cli_records(int argc, char **argv)
 		    "other\n");
 		return 2;
 	}
-	if (cli_ask("records", server, file, path, token, &ans) != 0)
+	if (cli_ask("records", server, file, path, token, ca, &ans) != 0)
 		return 1;
 	arr = json_object_get(ans, "records");
 	if (!json_is_array(arr)) {

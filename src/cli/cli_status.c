@@ -18,10 +18,11 @@ collect(char *data, size_t size, size_t nmemb, void *userp)
 
 int
 cli_status_http(const char *method, const char *url, const char *token,
-    long timeout_ms, long *status, json_t **out, char *err, size_t errlen)
+    const char *ca, long timeout_ms, long *status, json_t **out, char *err,
+    size_t errlen)
 {
 	struct curl_slist *h = NULL;
-	char auth[512];
+	char auth[512], why[CURL_ERROR_SIZE] = "";
 	struct buf b;
 	CURLcode rc;
 	CURL *c;
@@ -38,6 +39,10 @@ cli_status_http(const char *method, const char *url, const char *token,
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, why);
+	/* curl verifies the peer and its name by default: never turned off */
+	if (ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
 	if (strcmp(method, "POST") == 0)
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
 	if (token) {
@@ -50,7 +55,8 @@ cli_status_http(const char *method, const char *url, const char *token,
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
 		*out = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
 	} else {
-		snprintf(err, errlen, "%s", curl_easy_strerror(rc));
+		snprintf(err, errlen, "%s: %s", url,
+		    why[0] ? why : curl_easy_strerror(rc));
 	}
 	curl_slist_free_all(h);
 	curl_easy_cleanup(c);
@@ -63,7 +69,8 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: understudy status [--config FILE | --server URL] "
-	    "[--token T] [--json]\n"
+	    "[--token T] [--ca FILE]\n"
+	    "                         [--json]\n"
 	    "       understudy status --input FILE\n"
 	    "\n"
 	    "The whole cluster as one server sees it: every server (▲ up, ▼ "
@@ -77,6 +84,9 @@ usage(FILE *f)
 	    "(default\n"
 	    "                 $UNDERSTUDY_CONFIG, then "
 	    "examples/contact-center.conf)\n"
+	    "  --ca FILE      verify an https:// server with this CA "
+	    "(default the\n"
+	    "                 config's tls_ca, else the system's CAs)\n"
 	    "  --json         print the server's answer as it is\n"
 	    "  --input FILE   show a saved --json answer instead of asking\n"
 	    "\n"
@@ -234,19 +244,22 @@ load_file(const char *path)
 
 int
 cli_ask(const char *cmd, const char *server, const char *file, const char *path,
-    const char *token, json_t **out)
+    const char *token, const char *ca, json_t **out)
 {
 	struct config_diags d = {0};
 	struct config *cfg = NULL;
-	char err[256] = "", url[1024];
+	char err[512] = "", url[1024], base[300], *cfg_ca = NULL;
+	struct buf why; /* every server's failure, for the operator */
 	long status = 0;
 	int rc = -1;
 
 	*out = NULL;
+	buf_init(&why, 4096);
 	if (server) {
 		snprintf(url, sizeof(url), "%s%s", server, path);
-		cli_status_http(
-		    "GET", url, token, 5000, &status, out, err, sizeof(err));
+		if (cli_status_http("GET", url, token, ca, 5000, &status, out,
+			err, sizeof(err)) != 0)
+			buf_printf(&why, "%s", err);
 	} else {
 		if (file == NULL)
 			file = "examples/contact-center.conf";
@@ -261,15 +274,21 @@ cli_ask(const char *cmd, const char *server, const char *file, const char *path,
 			token = cfg->cluster.read_token
 			    ? cfg->cluster.read_token
 			    : cfg->cluster.admin_token;
+		if (ca == NULL)
+			ca = cfg_ca =
+			    config_file_path(cfg, cfg->cluster.tls_ca);
 		for (size_t i = 0; i < cfg->n_servers && status != 200; i++) {
 			const struct config_server *s = &cfg->servers[i];
 
 			json_decref(*out);
 			*out = NULL;
-			snprintf(url, sizeof(url), "http://%s:%ld%s",
-			    s->address, s->api_port, path);
-			cli_status_http("GET", url, token, 3000, &status, out,
-			    err, sizeof(err));
+			config_api_url(
+			    cfg, s->address, s->api_port, base, sizeof(base));
+			snprintf(url, sizeof(url), "%s%s", base, path);
+			if (cli_status_http("GET", url, token, ca, 3000,
+				&status, out, err, sizeof(err)) != 0)
+				buf_printf(
+				    &why, "%s%s", why.len ? "; " : "", err);
 			/* a refusal is an answer: every server would say it */
 			if (status == 400 || status == 401 || status == 403)
 				break;
@@ -280,7 +299,7 @@ cli_ask(const char *cmd, const char *server, const char *file, const char *path,
 		    json_string_value(json_object_get(*out, "message")));
 	} else if (*out == NULL || status != 200) {
 		fprintf(stderr, "understudy %s: no server answered%s%s\n", cmd,
-		    err[0] ? ": " : "", err);
+		    why.len ? ": " : "", why.len ? why.data : "");
 	} else {
 		rc = 0;
 	}
@@ -289,6 +308,8 @@ out:
 		json_decref(*out);
 		*out = NULL;
 	}
+	buf_free(&why);
+	free(cfg_ca);
 	config_free(cfg);
 	config_diags_free(&d);
 	return rc;
@@ -299,7 +320,7 @@ cli_status(int argc, char **argv)
 {
 	const char *server = NULL, *file = getenv("UNDERSTUDY_CONFIG");
 	const char *token = getenv("UNDERSTUDY_TOKEN");
-	const char *input = NULL;
+	const char *input = NULL, *ca = NULL;
 	bool as_json = false;
 	json_t *st = NULL;
 	int rc = 1;
@@ -319,6 +340,8 @@ cli_status(int argc, char **argv)
 			file = argv[++i];
 		else if (strcmp(argv[i], "--input") == 0 && i + 1 < argc)
 			input = argv[++i];
+		else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc)
+			ca = argv[++i];
 		else {
 			usage(stderr);
 			return 2;
@@ -327,8 +350,8 @@ cli_status(int argc, char **argv)
 	if (input) {
 		if ((st = load_file(input)) == NULL)
 			goto out;
-	} else if (cli_ask("status", server, file, "/v1/status", token, &st) !=
-	    0) {
+	} else if (cli_ask("status", server, file, "/v1/status", token, ca,
+		       &st) != 0) {
 		goto out;
 	}
 	if (as_json) {

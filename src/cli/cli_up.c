@@ -43,6 +43,7 @@ struct up {
 	struct config *cfg;
 	struct proc procs[64];
 	size_t n;
+	char *ca; /* the config's tls_ca, resolved, or NULL */
 	char daemon[PATH_MAX + 16];
 };
 
@@ -176,19 +177,20 @@ etcd_ready(const char *endpoint)
 	/* a read through the v3 gateway: the member is up and has quorum */
 	snprintf(url, sizeof(url), "%s/v3/maintenance/status", endpoint);
 	cli_status_http(
-	    "POST", url, NULL, 300, &status, &out, err, sizeof(err));
+	    "POST", url, NULL, NULL, 300, &status, &out, err, sizeof(err));
 	json_decref(out);
 	return status == 200;
 }
 
 static bool
-health_ok(const char *url)
+health_ok(const struct up *u, const char *url)
 {
-	char err[128];
+	char err[512];
 	json_t *out = NULL;
 	long status = 0;
 
-	cli_status_http("GET", url, NULL, 300, &status, &out, err, sizeof(err));
+	cli_status_http(
+	    "GET", url, NULL, u->ca, 300, &status, &out, err, sizeof(err));
 	json_decref(out);
 	return status == 200;
 }
@@ -386,7 +388,7 @@ start_servers(struct up *u)
 {
 	for (size_t i = 0; i < u->cfg->n_servers; i++) {
 		const struct config_server *s = &u->cfg->servers[i];
-		char state[4096];
+		char state[4096], base[64];
 		char *argv[] = {u->daemon, (char *)"--config", u->config_abs,
 		    (char *)"--server", s->name, (char *)"--state-dir", state,
 		    NULL};
@@ -403,11 +405,12 @@ start_servers(struct up *u)
 		}
 		if ((p = proc_add(u, s->name)) == NULL)
 			return -1;
-		snprintf(p->listens, sizeof(p->listens),
-		    "http://%s:%ld sip %ld", s->address, s->api_port,
+		config_api_url(
+		    u->cfg, s->address, s->api_port, base, sizeof(base));
+		snprintf(p->listens, sizeof(p->listens), "%s sip %ld", base,
 		    s->sip_port);
-		snprintf(p->health_url, sizeof(p->health_url),
-		    "http://%s:%ld/health", s->address, s->api_port);
+		snprintf(
+		    p->health_url, sizeof(p->health_url), "%s/health", base);
 		if ((p->pid = start(argv, p->log)) < 0)
 			return -1;
 		fprintf(stderr, "understudy up: started %s (pid %d)\n", s->name,
@@ -429,7 +432,7 @@ wait_healthy(struct up *u)
 
 			if (p->ready || p->exited)
 				continue;
-			if (health_ok(p->health_url)) {
+			if (health_ok(u, p->health_url)) {
 				p->ready = true;
 				fprintf(stderr,
 				    "understudy up: %s is healthy (%.1f s)\n",
@@ -614,6 +617,7 @@ cli_up(int argc, char **argv)
 		}
 	}
 	find_daemon(&u);
+	u.ca = config_file_path(u.cfg, u.cfg->cluster.tls_ca);
 	/* signals are taken synchronously below, never by a handler */
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -647,6 +651,7 @@ stop:
 	if (rc == 0)
 		fprintf(stderr, "understudy up: everything stopped\n");
 out:
+	free(u.ca);
 	config_free(u.cfg);
 	config_diags_free(&d);
 	return rc;
