@@ -35,12 +35,20 @@ typedef struct us_desk us_desk;
 struct us_desk_config {
 	const char *profile_dir; /* the desk's own state (created) */
 	const char *desk_id; /* letters, digits, '.', '_', '-' */
-	const char *const *servers; /* "http://HOST:PORT", in order */
+	/* "http://HOST:PORT" or "https://HOST:PORT", in order */
+	const char *const *servers;
 	size_t n_servers;
 	const char *version; /* the desk's version; NULL: the library's */
 	int request_timeout_ms; /* one request to a server; 0: 2000 */
 	int backoff_base_ms; /* first retry after a loss; 0: 250 */
 	int backoff_max_ms; /* cap of the backoff; 0: 10000 */
+	/*
+	 * PEM file of the CA that https:// servers are verified with (their
+	 * certificate and their address); NULL: the system's CAs. A server
+	 * that fails the check is not spoken to: it counts as unreachable.
+	 * The session then hands over what NATS needs (its CA, credentials).
+	 */
+	const char *ca_file;
 };
 
 enum us_event_type {
@@ -62,7 +70,10 @@ struct us_event {
 	char text[US_TEXT_MAX + 1];
 };
 
-/* Open a desk (its profile is created when missing). */
+/*
+ * Open a desk (its profile is created when missing). US_EINVAL for a bad
+ * config, a ca_file that cannot be read included.
+ */
 int us_desk_open(const struct us_desk_config *cfg, us_desk **out);
 
 /* Close; what is queued stays in the profile for the next run. */

@@ -26,7 +26,7 @@ usage(FILE *f)
 	fprintf(f,
 	    "usage: understudy-desk --profile DIR --desk ID --server URL "
 	    "[--server URL ...]\n"
-	    "                       [--version V] [--json]\n"
+	    "                       [--ca FILE] [--version V] [--json]\n"
 	    "\n"
 	    "An understudy desk. Commands, one per line:\n"
 	    "  login USER PASSWORD   log in (locally when no server answers,\n"
@@ -47,9 +47,14 @@ usage(FILE *f)
 	    "\n"
 	    "  --profile DIR  the desk's state: sessions, channels, outbox\n"
 	    "  --desk ID      this desk's name (letters, digits, . _ -)\n"
-	    "  --server URL   a server's API (http://127.0.0.1:8001); the "
-	    "first\n"
-	    "                 that answers is used, in order\n"
+	    "  --server URL   a server's API (http://127.0.0.1:8001, or "
+	    "https://...);\n"
+	    "                 the first that answers is used, in order\n"
+	    "  --ca FILE      the CA (PEM) that https:// servers are verified "
+	    "with\n"
+	    "                 (default the system's CAs); a server that "
+	    "fails the\n"
+	    "                 check is never spoken to\n"
 	    "  --version V    the version to announce (default the "
 	    "library's)\n"
 	    "  --json         one JSON object per line\n");
@@ -248,6 +253,8 @@ main(int argc, char **argv)
 			cfg.desk_id = argv[++i];
 		} else if (i + 1 < argc && strcmp(argv[i], "--version") == 0) {
 			cfg.version = argv[++i];
+		} else if (i + 1 < argc && strcmp(argv[i], "--ca") == 0) {
+			cfg.ca_file = argv[++i];
 		} else if (i + 1 < argc && strcmp(argv[i], "--server") == 0 &&
 		    cfg.n_servers < 16) {
 			servers[cfg.n_servers++] = argv[++i];
@@ -262,6 +269,11 @@ main(int argc, char **argv)
 	if (cfg.profile_dir == NULL || cfg.desk_id == NULL ||
 	    cfg.n_servers == 0) {
 		usage(stderr);
+		return 2;
+	}
+	if (cfg.ca_file && access(cfg.ca_file, R_OK) != 0) {
+		fprintf(stderr, "understudy-desk: --ca %s: %s\n", cfg.ca_file,
+		    strerror(errno));
 		return 2;
 	}
 	if ((rc = us_desk_open(&cfg, &d)) != 0) {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <sodium.h>
@@ -183,7 +184,7 @@ int
 lib_http(us_desk *d, const char *base, const char *method, const char *path,
     const char *body, bool auth, json_t **out)
 {
-	char url[1024], hdr[128];
+	char url[1024], hdr[128], err[CURL_ERROR_SIZE] = "";
 	struct curl_slist *h = NULL;
 	struct body b = {0};
 	long status = 0;
@@ -200,6 +201,10 @@ lib_http(us_desk *d, const char *base, const char *method, const char *path,
 	curl_easy_setopt(
 	    d->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)d->timeout_ms);
 	curl_easy_setopt(d->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(d->curl, CURLOPT_ERRORBUFFER, err);
+	/* curl checks an https:// server's chain and name by default */
+	if (d->ca_file)
+		curl_easy_setopt(d->curl, CURLOPT_CAINFO, d->ca_file);
 	curl_easy_setopt(d->curl, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(d->curl, CURLOPT_WRITEDATA, &b);
 	if (body) {
@@ -216,9 +221,12 @@ lib_http(us_desk *d, const char *base, const char *method, const char *path,
 	curl_easy_setopt(d->curl, CURLOPT_HTTPHEADER, h);
 	cc = curl_easy_perform(d->curl);
 	curl_slist_free_all(h);
+	/* the buffer must not outlive this call in curl's hands */
+	curl_easy_setopt(d->curl, CURLOPT_ERRORBUFFER, NULL);
 	if (cc != CURLE_OK) {
 		free(b.data);
-		snprintf(d->why, sizeof(d->why), "%s", curl_easy_strerror(cc));
+		snprintf(d->why, sizeof(d->why), "%s: %s", base,
+		    err[0] ? err : curl_easy_strerror(cc));
 		return US_EUNAVAIL;
 	}
 	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
@@ -289,6 +297,8 @@ static void
 session_apply(us_desk *d, const char *base, json_t *s)
 {
 	char *msg = json_dumps(json_object_get(s, "messaging"), JSON_COMPACT);
+	json_t *auth = json_object_get(s, "messaging_auth");
+	char *auth_text = auth ? json_dumps(auth, JSON_COMPACT) : NULL;
 
 	snprintf(d->server, sizeof(d->server), "%s", jstr(s, "server"));
 	snprintf(d->server_url, sizeof(d->server_url), "%s", base);
@@ -306,6 +316,12 @@ session_apply(us_desk *d, const char *base, json_t *s)
 	if (msg)
 		lib_kv_put(d, "messaging", msg);
 	free(msg);
+	/* kept for NATS while offline, as the URLs are (docs/desks.md) */
+	lib_kv_put(d, "messaging_auth", auth_text);
+	if (auth_text) {
+		sodium_memzero(auth_text, strlen(auth_text));
+		free(auth_text);
+	}
 	if ((msg = json_dumps(json_object_get(s, "servers"), JSON_COMPACT))) {
 		lib_kv_put(d, "servers", msg);
 		free(msg);
@@ -437,11 +453,15 @@ us_login(us_desk *d, const char *user, const char *password)
 		sqlite3_finalize(st);
 	}
 	if (!ok) {
+		char last[sizeof(d->why)];
+
+		/* say why the servers did not answer: a CA missing, maybe */
+		snprintf(last, sizeof(last), "%s", d->why);
 		snprintf(d->why, sizeof(d->why),
-		    "no server answered, and %s has never logged in online on "
-		    "this desk (or the password is wrong): a local login is "
-		    "not possible",
-		    user);
+		    "no server answered (%.300s), and %s has never logged in "
+		    "online on this desk (or the password is wrong): a local "
+		    "login is not possible",
+		    last[0] ? last : "none listed", user);
 		return US_EUNAUTHORIZED;
 	}
 	snprintf(d->user, sizeof(d->user), "%s", user);
@@ -835,7 +855,8 @@ us_desk_open(const struct us_desk_config *cfg, us_desk **out)
 	    strspn(cfg->desk_id,
 		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr"
 		"stuvwxyz0123456789._-") != n ||
-	    cfg->n_servers > LIB_SERVERS_MAX)
+	    cfg->n_servers > LIB_SERVERS_MAX ||
+	    (cfg->ca_file && access(cfg->ca_file, R_OK) != 0))
 		return US_EINVAL;
 	if (!inited) {
 		if (sodium_init() < 0 ||
@@ -850,6 +871,10 @@ us_desk_open(const struct us_desk_config *cfg, us_desk **out)
 	    cfg->version ? cfg->version : US_DESK_VERSION);
 	for (size_t i = 0; i < cfg->n_servers; i++)
 		d->servers[d->n_servers++] = strdup(cfg->servers[i]);
+	if (cfg->ca_file && (d->ca_file = strdup(cfg->ca_file)) == NULL) {
+		us_desk_close(d);
+		return US_ENOMEM;
+	}
 	d->timeout_ms =
 	    cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 2000;
 	d->backoff_base = cfg->backoff_base_ms > 0 ? cfg->backoff_base_ms : 250;
@@ -876,8 +901,13 @@ us_desk_close(us_desk *d)
 	lib_nats_close(d);
 	for (int i = 0; i < d->n_nats; i++)
 		free(d->nats_urls[i]);
+	if (d->nats_auth) {
+		sodium_memzero(d->nats_auth, strlen(d->nats_auth));
+		free(d->nats_auth);
+	}
 	for (size_t i = 0; i < d->n_servers; i++)
 		free(d->servers[i]);
+	free(d->ca_file);
 	if (d->password) {
 		sodium_memzero(d->password, strlen(d->password));
 		free(d->password);

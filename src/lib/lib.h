@@ -27,6 +27,7 @@ struct us_desk {
 	char *servers[LIB_SERVERS_MAX];
 	size_t n_servers;
 	int timeout_ms, backoff_base, backoff_max;
+	char *ca_file; /* verifies https:// servers; NULL: the system's */
 	sqlite3 *db;
 	void *curl;
 	char why[512]; /* the last failure, in words */
@@ -46,6 +47,8 @@ struct us_desk {
 	/* the data plane */
 	char *nats_urls[LIB_NATS_MAX];
 	int n_nats;
+	char *nats_auth; /* the session's "messaging_auth", JSON, or NULL */
+	char nats_error[256]; /* the last connect failure told */
 	natsConnection *nc;
 	jsCtx *js;
 	bool nats_ok;

@@ -51,10 +51,20 @@ lib_nats_close(us_desk *d)
 	d->nats_ok = false;
 }
 
+static void
+secret_free(char *s)
+{
+	if (s) {
+		sodium_memzero(s, strlen(s));
+		free(s);
+	}
+}
+
 void
 lib_nats_configure(us_desk *d)
 {
 	char *text = lib_kv_get(d, "messaging");
+	char *auth = lib_kv_get(d, "messaging_auth");
 	json_t *arr = text ? json_loads(text, 0, NULL) : NULL;
 	bool same = (int)json_array_size(arr) == d->n_nats;
 	size_t i;
@@ -64,11 +74,19 @@ lib_nats_configure(us_desk *d)
 	json_array_foreach (arr, i, u)
 		same = same && (int)i < d->n_nats &&
 		    strcmp(d->nats_urls[i], json_string_value(u)) == 0;
+	/* new credentials or a new CA: connect again with them */
+	same = same &&
+	    (auth == NULL ? d->nats_auth == NULL
+			  : d->nats_auth && strcmp(auth, d->nats_auth) == 0);
 	if (same) {
+		secret_free(auth);
 		json_decref(arr);
 		return;
 	}
 	lib_nats_close(d);
+	secret_free(d->nats_auth);
+	d->nats_auth = auth;
+	d->nats_error[0] = '\0';
 	for (int k = 0; k < d->n_nats; k++)
 		free(d->nats_urls[k]);
 	d->n_nats = 0;
@@ -149,27 +167,86 @@ check_stream(us_desk *d)
 	return 0;
 }
 
+/*
+ * What the session says NATS needs: TLS with its CA (libnats then checks
+ * each server's chain and its URL's host), a client certificate, a
+ * token or a user and password. NATS_OK, or the failing status.
+ */
+static natsStatus
+apply_auth(us_desk *d, natsOptions *o)
+{
+	json_t *a = d->nats_auth ? json_loads(d->nats_auth, 0, NULL) : NULL;
+	const char *ca = json_string_value(json_object_get(a, "ca"));
+	const char *cert = json_string_value(json_object_get(a, "cert"));
+	const char *key = json_string_value(json_object_get(a, "key"));
+	const char *token = json_string_value(json_object_get(a, "token"));
+	const char *user = json_string_value(json_object_get(a, "user"));
+	const char *pw = json_string_value(json_object_get(a, "password"));
+	natsStatus s = NATS_OK;
+
+	if (d->nats_auth && a == NULL)
+		s = NATS_INVALID_ARG;
+	if (s == NATS_OK && ca) {
+		s = natsOptions_SetSecure(o, true);
+		if (s == NATS_OK)
+			s = natsOptions_SetCATrustedCertificates(o, ca);
+	}
+	if (s == NATS_OK && cert && key)
+		s = natsOptions_SetCertificatesChain(o, cert, key);
+	if (s == NATS_OK && token)
+		s = natsOptions_SetToken(o, token);
+	if (s == NATS_OK && user && pw)
+		s = natsOptions_SetUserInfo(o, user, pw);
+	json_decref(a);
+	return s;
+}
+
+/* Tell the program why NATS refused, once per new reason. */
+static void
+connect_failed(us_desk *d, natsStatus s)
+{
+	const char *last = nats_GetLastError(NULL);
+	char why[sizeof(d->nats_error)];
+
+	snprintf(why, sizeof(why), "%s",
+	    last && *last ? last : natsStatus_GetText(s));
+	if (strcmp(why, d->nats_error) != 0) {
+		snprintf(d->nats_error, sizeof(d->nats_error), "%s", why);
+		lib_emit(d, US_EV_NOTICE, "messaging_error",
+		    "cannot connect to messaging: %s", why);
+	}
+	d->nc = NULL;
+	d->nats_fails++;
+	d->next_nats = time_mono_ms() + lib_backoff_ms(d, d->nats_fails);
+}
+
 static void
 connect_now(us_desk *d)
 {
 	natsOptions *o = NULL;
+	natsStatus s;
 	jsOptions jo;
 
-	if (natsOptions_Create(&o) != NATS_OK ||
-	    natsOptions_SetServers(o, (const char **)d->nats_urls, d->n_nats) !=
-		NATS_OK ||
-	    natsOptions_SetTimeout(o, 1000) != NATS_OK ||
-	    natsOptions_SetMaxReconnect(o, -1) != NATS_OK ||
-	    natsOptions_SetReconnectWait(o, 250) != NATS_OK ||
-	    natsConnection_Connect(&d->nc, o) != NATS_OK) {
-		natsOptions_Destroy(o);
-		d->nc = NULL;
-		d->nats_fails++;
-		d->next_nats =
-		    time_mono_ms() + lib_backoff_ms(d, d->nats_fails);
+	s = natsOptions_Create(&o);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(
+		    o, (const char **)d->nats_urls, d->n_nats);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(o, 1000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(o, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(o, 250);
+	if (s == NATS_OK)
+		s = apply_auth(d, o);
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&d->nc, o);
+	natsOptions_Destroy(o);
+	if (s != NATS_OK) {
+		connect_failed(d, s);
 		return;
 	}
-	natsOptions_Destroy(o);
+	d->nats_error[0] = '\0';
 	jsOptions_Init(&jo);
 	jo.Wait = 2000;
 	if (natsConnection_JetStream(&d->js, d->nc, &jo) != NATS_OK ||
