@@ -71,14 +71,16 @@ def unb64(s):
     return base64.b64decode(s).decode()
 
 
-def http(method, url, body=None, timeout=2.0, headers=None):
-    """(status, parsed JSON or text) of one request."""
+def http(method, url, body=None, timeout=2.0, headers=None, context=None):
+    """(status, parsed JSON or text) of one request; context: the
+    ssl.SSLContext an https:// URL is verified with (None: the system's
+    CAs)."""
     data = None
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             raw = r.read()
             status = r.status
     except urllib.error.HTTPError as e:
@@ -90,11 +92,68 @@ def http(method, url, body=None, timeout=2.0, headers=None):
         return status, raw.decode(errors="replace")
 
 
-class Etcd:
-    """A real etcd cluster of n members on 127.0.0.1."""
+class Certs:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate,
+    made with the openssl CLI under dir (PEM files: ca.crt, server.crt,
+    server.key, client.crt, client.key; other.crt: a second CA)."""
 
-    def __init__(self, n=1, tmp=None):
+    def __init__(self, dir):
+        self.dir = str(dir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.ca = self.path("ca.crt")
+        self.other_ca = self.path("other.crt")
+        self.ca_for("ca")
+        self.ca_for("other")
+        # etcd's gateway dials etcd itself with the server certificate
+        self.issue("server", "subjectAltName=IP:127.0.0.1\n"
+                   "extendedKeyUsage=serverAuth,clientAuth\n")
+        self.issue("client", "extendedKeyUsage=clientAuth\n")
+        self.server, self.server_key = self.path("server.crt"), self.path("server.key")
+        self.client, self.client_key = self.path("client.crt"), self.path("client.key")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def openssl(self, *args):
+        r = subprocess.run(["openssl"] + list(args), capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+
+    def ca_for(self, name):
+        self.openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+                     "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                     "-subj", "/CN=understudy test %s" % name,
+                     "-keyout", self.path(name + ".key"), "-out", self.path(name + ".crt"))
+
+    def issue(self, name, ext):
+        with open(self.path(name + ".ext"), "w") as f:
+            f.write(ext)
+        self.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                     "-nodes", "-subj", "/CN=%s" % name, "-keyout",
+                     self.path(name + ".key"), "-out", self.path(name + ".csr"))
+        self.openssl("x509", "-req", "-in", self.path(name + ".csr"), "-CA", self.ca,
+                     "-CAkey", self.path("ca.key"), "-CAcreateserial", "-days", "2",
+                     "-extfile", self.path(name + ".ext"), "-out", self.path(name + ".crt"))
+
+    def context(self, client=False):
+        """An SSLContext that trusts the CA (and shows the client
+        certificate where client is true)."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if client:
+            ctx.load_cert_chain(self.client, self.client_key)
+        return ctx
+
+
+class Etcd:
+    """A real etcd cluster of n members on 127.0.0.1. With certs (a
+    Certs), clients speak https and must show a certificate of its CA."""
+
+    def __init__(self, n=1, tmp=None, certs=None):
         self.tmp = tmp or tempfile.mkdtemp(prefix="us-etcd-")
+        self.certs = certs
+        self.context = certs.context(client=True) if certs else None
+        self.scheme = "https" if certs else "http"
         self.members = []
         for i in range(n):
             port = free_port(2)
@@ -108,21 +167,25 @@ class Etcd:
 
     @property
     def endpoints(self):
-        return ["http://127.0.0.1:%d" % m["client"] for m in self.members]
+        return ["%s://127.0.0.1:%d" % (self.scheme, m["client"]) for m in self.members]
 
     def start(self, i):
         m = self.members[i]
         log = open(os.path.join(self.tmp, "%s.log" % m["name"]), "ab")
+        client = "%s://127.0.0.1:%d" % (self.scheme, m["client"])
+        tls = []
+        if self.certs:
+            tls = ["--cert-file", self.certs.server, "--key-file", self.certs.server_key,
+                   "--client-cert-auth", "--trusted-ca-file", self.certs.ca]
         m["proc"] = subprocess.Popen([
             "etcd", "--name", m["name"],
             "--data-dir", os.path.join(self.tmp, m["name"]),
-            "--listen-client-urls", "http://127.0.0.1:%d" % m["client"],
-            "--advertise-client-urls", "http://127.0.0.1:%d" % m["client"],
+            "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", "http://127.0.0.1:%d" % m["peer"],
             "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % m["peer"],
             "--initial-cluster", self.initial, "--initial-cluster-state", "new",
             "--heartbeat-interval=50", "--election-timeout=250",
-            "--log-level=warn", "--logger=zap"], stdout=log, stderr=log)
+            "--log-level=warn", "--logger=zap"] + tls, stdout=log, stderr=log)
 
     def kill(self, i):
         p = self.members[i]["proc"]
@@ -136,7 +199,8 @@ class Etcd:
             for ep in self.endpoints:
                 try:
                     st, _ = http("POST", ep + "/v3/kv/put",
-                                 {"key": b64("/ready"), "value": b64("1")}, timeout=0.5)
+                                 {"key": b64("/ready"), "value": b64("1")}, timeout=0.5,
+                                 context=self.context)
                     if st == 200:
                         return
                 except OSError:
@@ -148,7 +212,8 @@ class Etcd:
         last = None
         for ep in self.endpoints:
             try:
-                return http("POST", ep + path, body, timeout=timeout)
+                return http("POST", ep + path, body, timeout=timeout,
+                            context=self.context)
             except OSError as e:
                 last = e
         raise last
@@ -325,8 +390,13 @@ class Cluster:
     server is 6000 + 100 * i."""
 
     def __init__(self, tmp_path, etcd, servers, ttl=2, failback="auto", delay=2,
-                 token=TOKEN, registrar=None, extra=(), sections=""):
+                 token=TOKEN, registrar=None, extra=(), sections="", certs=None):
+        """certs (a Certs): the API serves HTTPS with its server
+        certificate (tls_cert, tls_key, tls_ca), and the helpers below
+        verify it with its CA."""
         self.tmp, self.etcd = str(tmp_path), etcd
+        self.context = certs.context() if certs else None
+        self.scheme = "https" if certs else "http"
         self.cluster = "c%d%d" % (os.getpid(), free_port())
         self.spec = {s["name"]: dict(s) for s in servers}
         self.rp = {}
@@ -337,6 +407,9 @@ class Cluster:
             lines.append("admin_token = " + token)
         if registrar:
             lines.append("registrar = " + registrar)
+        if certs:
+            lines += ["tls_cert = " + certs.server, "tls_key = " + certs.server_key,
+                      "tls_ca = " + certs.ca]
         lines += list(extra)
         for i, s in enumerate(servers):
             s = self.spec[s["name"]]
@@ -375,11 +448,12 @@ class Cluster:
         return self
 
     def url(self, name):
-        return "http://127.0.0.1:%d" % self.spec[name]["api"]
+        return "%s://127.0.0.1:%d" % (self.scheme, self.spec[name]["api"])
 
     def healthy(self, name):
         try:
-            return http("GET", self.url(name) + "/health", timeout=0.5)[0] == 200
+            return http("GET", self.url(name) + "/health", timeout=0.5,
+                        context=self.context)[0] == 200
         except OSError:
             return False
 
@@ -420,6 +494,8 @@ class Cluster:
 
     def stop_all(self):
         for n in self.spec:
+            if self.srv[n].proc is None:
+                continue                    # never started
             try:
                 self.thaw(n)
             except (ProcessLookupError, TypeError):
@@ -427,6 +503,8 @@ class Cluster:
             self.srv[n].stop()
         # memory errors and leaks anywhere in the run fail the test
         for n in self.spec:
+            if self.srv[n].proc is None:
+                continue
             reports = self.srv[n].sanitizer_reports()
             assert not reports, "%s: %s" % (n, reports[:3])
 
@@ -436,7 +514,8 @@ class Cluster:
             if n in self.frozen or not self.running(n):
                 continue
             try:
-                st, body = http("GET", self.url(n) + "/v1/status", timeout=timeout)
+                st, body = http("GET", self.url(n) + "/v1/status", timeout=timeout,
+                                context=self.context)
                 if st == 200:
                     return body
             except OSError:
@@ -478,24 +557,25 @@ class Cluster:
         via = via or next(n for n in self.spec if self.running(n) and
                           n not in self.frozen)
         st, body = http("POST", self.url(via) + "/v1/route-points/%s/calls" % self.rp[post],
-                        headers=AUTH)
+                        headers=AUTH, context=self.context)
         if st == 421 and follow and "location" in body:
             st, body = http("POST", body["location"] +
-                            "/v1/route-points/%s/calls" % self.rp[post], headers=AUTH)
+                            "/v1/route-points/%s/calls" % self.rp[post], headers=AUTH,
+                            context=self.context)
         return st, body
 
     def end(self, call, transfer=False):
         url = self.url(call["server"]) + "/v1/calls/" + call["call"]
         if transfer:
-            return http("POST", url + "/transfer", headers=AUTH)
-        return http("DELETE", url, headers=AUTH)
+            return http("POST", url + "/transfer", headers=AUTH, context=self.context)
+        return http("DELETE", url, headers=AUTH, context=self.context)
 
     def control(self, action, name, token=TOKEN, via=None):
         via = via or next(n for n in self.spec if self.running(n) and
                           n not in self.frozen)
         headers = {"Authorization": "Bearer " + token} if token else {}
         return http("POST", self.url(via) + "/v1/servers/%s/%s" % (name, action),
-                    b"", headers=headers)
+                    b"", headers=headers, context=self.context)
 
 
 @pytest.fixture
@@ -595,12 +675,24 @@ def port_open(port):
 
 
 class Nats:
-    """A real nats-server with JetStream, its store under tmp."""
+    """A real nats-server with JetStream, its store under tmp. With certs
+    (a Certs) it requires TLS with its server certificate; with token,
+    clients must give it."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, certs=None, token=None):
         self.port = free_port()
         self.dir = os.path.join(tmp, "nats-%d" % self.port)
         self.proc = None
+        self.conf = None
+        if certs or token:
+            self.conf = self.dir + ".conf"
+            with open(self.conf, "w") as f:
+                if certs:
+                    f.write('tls {\n  cert_file: "%s"\n  key_file: "%s"\n'
+                            '  ca_file: "%s"\n}\n' % (certs.server, certs.server_key,
+                                                      certs.ca))
+                if token:
+                    f.write('authorization {\n  token: "%s"\n}\n' % token)
         self.start()
 
     @property
@@ -610,7 +702,8 @@ class Nats:
     def start(self):
         self.log = open(self.dir + ".log", "ab")
         self.proc = subprocess.Popen(
-            ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-js",
+            ["nats-server"] + (["-c", self.conf] if self.conf else []) +
+            ["-a", "127.0.0.1", "-p", str(self.port), "-js",
              "-sd", self.dir, "-n", "n%d" % self.port],
             stdout=self.log, stderr=self.log)
         assert wait_for(lambda: port_open(self.port), 10), "nats did not start"
@@ -715,12 +808,14 @@ class Desk:
     """A real understudy-desk process driven through its stdin, reading
     its --json lines."""
 
-    def __init__(self, tmp, name, servers, profile=None):
+    def __init__(self, tmp, name, servers, profile=None, ca=None):
         self.name = name
         self.profile = profile or os.path.join(tmp, "desk-" + name)
         cmd = [DESK, "--profile", self.profile, "--desk", name, "--json"]
         for s in servers:
             cmd += ["--server", s]
+        if ca:
+            cmd += ["--ca", ca]
         self.errlog = open(os.path.join(tmp, "desk-%s.err" % name), "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.errlog, text=True, bufsize=1)
