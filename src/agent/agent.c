@@ -29,46 +29,18 @@
 #define AGENT_RESYNC_MS 1000
 #define AGENT_HEADSTART_MS 250
 
-struct agent {
-	uv_loop_t *loop;
-	struct etcd *e;
-	const struct config *cfg;
-	const struct config_server *self;
-	int self_index;
-	struct lease *lease;
-	struct members *members;
-	char *prefix;
-	size_t prefix_len;
-	struct etcd_watch *watch;
-	struct agent_post *posts;
-	size_t n_posts;
-	bool *stopped; /* per config server */
-	uv_timer_t kick;
-	uv_timer_t resync;
-	bool synced;
-	uint64_t synced_at;
-	bool was_valid;
-	bool restarted;
-	uint64_t failovers; /* posts seen moving to a cover */
-	uint64_t calls_dropped; /* busy ports seen going with their server */
-	struct agent_gone {
-		int64_t lease;
-		int64_t at;
-	} * gone; /* per config server: its last software death */
-	void (*reconciled)(void *arg);
-	void *reconciled_arg;
-	void (*license)(const struct etcd_event *ev, void *arg);
-	void *license_arg;
-	bool freeing;
-	unsigned open_handles;
-};
-
 static void agent_reconcile(struct agent *a);
 
 static void
 kick_cb(uv_timer_t *t)
 {
 	agent_reconcile(t->data);
+}
+
+void
+agent_kick(struct agent *a)
+{
+	uv_timer_start(&a->kick, kick_cb, 0, 0);
 }
 
 char *
@@ -89,8 +61,8 @@ agent_key(const struct agent *a, const char *fmt, ...)
 	return key;
 }
 
-static int
-server_index(const struct agent *a, const char *name)
+int
+agent_server_index(const struct agent *a, const char *name)
 {
 	for (size_t i = 0; i < a->cfg->n_servers; i++)
 		if (strcmp(a->cfg->servers[i].name, name) == 0)
@@ -143,7 +115,7 @@ agent_synced(const struct agent *a)
 bool
 agent_stopped(const struct agent *a, const char *server)
 {
-	int i = server_index(a, server);
+	int i = agent_server_index(a, server);
 
 	return i >= 0 && a->stopped[i];
 }
@@ -204,316 +176,6 @@ const char *
 agent_self(const struct agent *a)
 {
 	return a->self->name;
-}
-
-/* ---- what the watch tells ---- */
-
-static void
-owner_record(struct agent_post *p, const char *server, int64_t epoch,
-    int64_t lease, int64_t rev)
-{
-	/* a late watch event never undoes a newer txn answer */
-	if (rev < p->owner_rev)
-		return;
-	p->owner_rev = rev;
-	if (server == NULL) {
-		p->owned = false;
-		p->owner[0] = '\0';
-		p->epoch = 0;
-		p->owner_lease = 0;
-		p->relinquishing = false;
-		return;
-	}
-	if (p->owned && strcmp(p->owner, server) != 0)
-		p->relinquishing = false;
-	p->owned = true;
-	str_copy(p->owner, server, sizeof(p->owner));
-	p->epoch = epoch;
-	p->owner_lease = lease;
-}
-
-static void
-owner_set(struct agent_post *p, const struct etcd_event *ev, int64_t rev)
-{
-	json_t *o;
-	const char *server = NULL;
-
-	if (ev->type == ETCD_EVENT_DELETE) {
-		owner_record(p, NULL, 0, 0, rev);
-		return;
-	}
-	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:s}", "server", &server) != 0 ||
-	    strlen(server) > CONFIG_NAME_MAX) {
-		log_warn("post %s: unreadable owner key; ignoring it",
-		    p->home->name);
-		json_decref(o);
-		return;
-	}
-	owner_record(p, server, ev->kv.mod_revision, ev->kv.lease, rev);
-	json_decref(o);
-}
-
-void
-agent_port_set(struct agent_post *p, long number, const char *server,
-    const char *call, int64_t since, int64_t epoch, int64_t rev)
-{
-	long i = number - p->home->media_port_base;
-	struct agent_port *port;
-	bool reserved;
-
-	if (i < 0 || i >= p->home->media_ports)
-		return;
-	port = &p->ports[i];
-	if (rev < port->rev)
-		return;
-	reserved = port->reserved;
-	if (server == NULL) {
-		memset(port, 0, sizeof(*port));
-		port->rev = rev;
-		port->reserved = reserved;
-		return;
-	}
-	port->rev = rev;
-	port->busy = true;
-	str_copy(port->server, server, sizeof(port->server));
-	str_copy(port->call, call ? call : "", sizeof(port->call));
-	port->since = since;
-	port->epoch = epoch;
-}
-
-/* rev: the revision the event is true at (a snapshot's, or its own) */
-static void
-port_event(struct agent_post *p, const char *num, const struct etcd_event *ev,
-    int64_t rev)
-{
-	const char *server = NULL, *call = NULL;
-	json_int_t since = 0, epoch = 0;
-	long number;
-	json_t *o;
-
-	if (str_to_long(num, 0, 999999999 + 10000L, &number) != 0)
-		return;
-	if (ev->type == ETCD_EVENT_DELETE) {
-		agent_port_set(p, number, NULL, NULL, 0, 0, rev);
-		return;
-	}
-	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:s,s?s,s?I,s?I}", "server", &server, "call",
-		&call, "since", &since, "epoch", &epoch) == 0) {
-		long i = number - p->home->media_port_base;
-
-		agent_port_set(p, number, server, call, since, epoch, rev);
-		if (i >= 0 && i < p->home->media_ports &&
-		    p->ports[i].rev == rev)
-			p->ports[i].lease = ev->kv.lease;
-	}
-	json_decref(o);
-}
-
-static void
-journal_clear(struct agent_post *p)
-{
-	while (p->journal) {
-		struct agent_journal *j = p->journal;
-
-		p->journal = j->next;
-		json_decref(j->value);
-		free(j);
-	}
-}
-
-static void
-journal_event(
-    struct agent_post *p, const char *call, const struct etcd_event *ev)
-{
-	struct agent_journal **pp, *j;
-	const char *server = NULL;
-	json_int_t lease = 0;
-	json_t *o;
-
-	for (pp = &p->journal; *pp; pp = &(*pp)->next)
-		if (strcmp((*pp)->call, call) == 0)
-			break;
-	if (ev->type == ETCD_EVENT_DELETE) {
-		if ((j = *pp) != NULL) {
-			*pp = j->next;
-			json_decref(j->value);
-			free(j);
-		}
-		return;
-	}
-	if (*pp || strlen(call) >= sizeof(j->call))
-		return; /* a journal key is written once */
-	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:s,s:I}", "server", &server, "lease", &lease) !=
-		0 ||
-	    strlen(server) > CONFIG_NAME_MAX ||
-	    (j = calloc(1, sizeof(*j))) == NULL) {
-		log_warn("post %s: ignoring a malformed call journal entry %s",
-		    p->home->name, call);
-		json_decref(o);
-		return;
-	}
-	str_copy(j->call, call, sizeof(j->call));
-	str_copy(j->server, server, sizeof(j->server));
-	j->lease = lease;
-	j->create_rev = ev->kv.create_revision;
-	j->value = o;
-	*pp = j;
-}
-
-static void
-gone_event(struct agent *a, int i, const struct etcd_event *ev)
-{
-	json_int_t lease = 0, at = 0;
-	json_t *o;
-
-	memset(&a->gone[i], 0, sizeof(a->gone[i]));
-	if (ev->type == ETCD_EVENT_DELETE)
-		return;
-	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:I,s:I}", "lease", &lease, "at", &at) == 0) {
-		a->gone[i].lease = lease;
-		a->gone[i].at = at;
-	}
-	json_decref(o);
-}
-
-/* Apply one event whose key is relative to the cluster prefix. */
-static void
-apply(
-    struct agent *a, const char *rel, const struct etcd_event *ev, int64_t rev)
-{
-	const char *slash = strchr(rel, '/');
-	char kind[32], name[CONFIG_NAME_MAX + 1];
-	struct agent_post *p;
-	size_t klen;
-	int i;
-
-	if (slash == NULL || (klen = (size_t)(slash - rel)) >= sizeof(kind))
-		return;
-	memcpy(kind, rel, klen);
-	kind[klen] = '\0';
-	rel = slash + 1;
-	if (strcmp(kind, "members") == 0) {
-		members_apply(a->members, rel, ev);
-		return;
-	}
-	if (strcmp(kind, "licenses") == 0) {
-		if (a->license)
-			a->license(ev, a->license_arg);
-		return;
-	}
-	slash = strchr(rel, '/');
-	str_copy(name, rel,
-	    slash && (size_t)(slash - rel) < sizeof(name)
-		? (size_t)(slash - rel) + 1
-		: sizeof(name));
-	if (strcmp(kind, "stopped") == 0) {
-		if ((i = server_index(a, name)) >= 0)
-			a->stopped[i] = ev->type == ETCD_EVENT_PUT;
-	} else if (strcmp(kind, "gone") == 0) {
-		if ((i = server_index(a, name)) >= 0)
-			gone_event(a, i, ev);
-	} else if ((p = agent_post_find(a, name)) == NULL) {
-		return;
-	} else if (strcmp(kind, "owner") == 0) {
-		owner_set(p, ev, rev);
-	} else if (strcmp(kind, "ports") == 0 && slash) {
-		port_event(p, slash + 1, ev, rev);
-	} else if (strcmp(kind, "failback") == 0) {
-		p->failback_requested = ev->type == ETCD_EVENT_PUT;
-	} else if (strcmp(kind, "calls") == 0 && slash) {
-		journal_event(p, slash + 1, ev);
-	}
-}
-
-/*
- * A lease that goes (revoked or expired) deletes all its keys at one
- * revision: busy port keys deleted with their holder's member key are
- * calls lost with that server.
- */
-static void
-count_dropped(struct agent *a, const struct etcd_watch_update *u)
-{
-	size_t ml = a->prefix_len + strlen("members/");
-
-	for (size_t i = 0; i < u->n_events; i++) {
-		const struct etcd_kv *kv = &u->events[i].kv;
-
-		if (u->events[i].type != ETCD_EVENT_DELETE ||
-		    kv->key_len <= ml ||
-		    strncmp(kv->key, a->prefix, a->prefix_len) != 0 ||
-		    strncmp(kv->key + a->prefix_len, "members/", 8) != 0)
-			continue;
-		for (size_t j = 0; j < u->n_events; j++) {
-			const struct etcd_kv *pk = &u->events[j].kv;
-			const char *rest, *slash;
-			char name[CONFIG_NAME_MAX + 1];
-			struct agent_post *p;
-			long n;
-
-			if (u->events[j].type != ETCD_EVENT_DELETE ||
-			    pk->mod_revision != kv->mod_revision ||
-			    pk->key_len <= a->prefix_len + 6 ||
-			    strncmp(pk->key, a->prefix, a->prefix_len) != 0 ||
-			    strncmp(pk->key + a->prefix_len, "ports/", 6) != 0)
-				continue;
-			rest = pk->key + a->prefix_len + 6;
-			if ((slash = strchr(rest, '/')) == NULL ||
-			    (size_t)(slash - rest) >= sizeof(name))
-				continue;
-			str_copy(name, rest, (size_t)(slash - rest) + 1);
-			if ((p = agent_post_find(a, name)) == NULL ||
-			    str_to_long(slash + 1, 0, 2000000000L, &n) != 0)
-				continue;
-			n -= p->home->media_port_base;
-			if (n >= 0 && n < p->home->media_ports &&
-			    p->ports[n].busy &&
-			    strcmp(p->ports[n].server, kv->key + ml) == 0)
-				a->calls_dropped++;
-		}
-	}
-}
-
-static void
-on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
-{
-	struct agent *a = arg;
-
-	(void)w;
-	if (u->reset) {
-		for (size_t i = 0; i < a->n_posts; i++) {
-			struct agent_post *p = &a->posts[i];
-
-			owner_record(p, NULL, 0, 0, u->revision);
-			p->failback_requested = false;
-			journal_clear(p);
-			/* what the snapshot lacks is gone, unless newer */
-			for (long n = 0; n < p->home->media_ports; n++)
-				agent_port_set(p, p->home->media_port_base + n,
-				    NULL, NULL, 0, 0, u->revision);
-		}
-		memset(a->stopped, 0, a->cfg->n_servers * sizeof(bool));
-		memset(a->gone, 0, a->cfg->n_servers * sizeof(*a->gone));
-		members_reset(a->members, u->events, u->n_events);
-		if (!a->synced) {
-			a->synced = true;
-			a->synced_at = time_mono_ms();
-		}
-	}
-	if (!u->reset)
-		count_dropped(a, u);
-	for (size_t i = 0; i < u->n_events; i++) {
-		const struct etcd_kv *kv = &u->events[i].kv;
-
-		if (kv->key_len > a->prefix_len &&
-		    strncmp(kv->key, a->prefix, a->prefix_len) == 0)
-			apply(a, kv->key + a->prefix_len, &u->events[i],
-			    u->reset ? u->revision : kv->mod_revision);
-	}
-	uv_timer_start(&a->kick, kick_cb, 0, 0);
 }
 
 /* ---- acting ---- */
@@ -580,7 +242,7 @@ claim_done(const struct etcd_res *res, void *arg)
 	if (res->err == 0 && res->succeeded) {
 		log_info("post %s: claimed, epoch %" PRId64, p->home->name,
 		    res->revision);
-		owner_record(p, p->claimer, res->revision, p->claim_lease,
+		agent_owner_record(p, p->claimer, res->revision, p->claim_lease,
 		    res->revision);
 	}
 	txn_done(res, arg);
@@ -607,7 +269,7 @@ owner_reread(const struct etcd_res *res, void *arg)
 		return; /* still relinquishing: the next round reads again */
 	}
 	if (res->n_kvs == 0) {
-		owner_record(p, NULL, 0, 0, res->revision);
+		agent_owner_record(p, NULL, 0, 0, res->revision);
 		return;
 	}
 	o = json_loadb(res->kvs[0].value, res->kvs[0].value_len, 0, NULL);
@@ -616,7 +278,7 @@ owner_reread(const struct etcd_res *res, void *arg)
 		bool same = p->owned && strcmp(server, p->owner) == 0 &&
 		    res->kvs[0].mod_revision == p->epoch;
 
-		owner_record(p, server, res->kvs[0].mod_revision,
+		agent_owner_record(p, server, res->kvs[0].mod_revision,
 		    res->kvs[0].lease, res->revision);
 		if (same) {
 			log_info("post %s: the hand-over was not done; still "
@@ -645,7 +307,7 @@ hand_over_done(const struct etcd_res *res, void *arg)
 
 	p->pending = NULL;
 	if (res->err == 0 && res->succeeded) {
-		owner_record(p, p->handing_to[0] ? p->handing_to : NULL,
+		agent_owner_record(p, p->handing_to[0] ? p->handing_to : NULL,
 		    res->revision, p->claim_lease, res->revision);
 		return;
 	}
@@ -789,12 +451,12 @@ agent_reconcile(struct agent *a)
 		po[i].name = p->home->name;
 		po[i].home = p->index;
 		po[i].ports = p->home->media_ports;
-		po[i].owner = p->owned ? server_index(a, p->owner) : -1;
+		po[i].owner = p->owned ? agent_server_index(a, p->owner) : -1;
 		po[i].failback_requested = p->failback_requested;
 		if ((fo[i] = calloc(f->n ? f->n : 1, sizeof(int))) == NULL)
 			goto out;
 		for (size_t j = 0; j < f->n; j++) {
-			int k = server_index(a, f->v[j]);
+			int k = agent_server_index(a, f->v[j]);
 
 			if (k >= 0)
 				fo[i][po[i].n_failover++] = k;
@@ -888,7 +550,7 @@ bool
 agent_journal_orphaned(const struct agent *a, const struct agent_journal *j,
     bool *software, int64_t *at)
 {
-	int i = server_index(a, j->server);
+	int i = agent_server_index(a, j->server);
 
 	*software = false;
 	*at = time_wall_ms();
@@ -931,7 +593,7 @@ agent_destroy(struct agent *a)
 {
 	for (size_t i = 0; i < a->n_posts; i++) {
 		free(a->posts[i].ports);
-		journal_clear(&a->posts[i]);
+		agent_journal_clear(&a->posts[i]);
 	}
 	free(a->posts);
 	free(a->stopped);
@@ -955,7 +617,7 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 	a->e = e;
 	a->cfg = cfg;
 	a->self = self;
-	a->self_index = server_index(a, self->name);
+	a->self_index = agent_server_index(a, self->name);
 	a->lease = lease;
 	a->members = members;
 	if (asprintf(&a->prefix, "/understudy/%s/", cfg->cluster.name) < 0)
@@ -988,7 +650,7 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 	uv_timer_init(loop, &a->resync);
 	a->kick.data = a->resync.data = a;
 	a->open_handles = 2;
-	a->watch = etcd_watch_new(e, a->prefix, true, 0, on_watch, a);
+	a->watch = etcd_watch_new(e, a->prefix, true, 0, agent_view_update, a);
 	uv_timer_start(&a->resync, kick_cb, AGENT_RESYNC_MS, AGENT_RESYNC_MS);
 	return a;
 fail:
@@ -1016,121 +678,4 @@ agent_free(struct agent *a)
 		etcd_req_cancel(a->posts[i].pending);
 	uv_close((uv_handle_t *)&a->kick, handle_closed);
 	uv_close((uv_handle_t *)&a->resync, handle_closed);
-}
-
-/* ---- status ---- */
-
-static json_t *
-route_points_json(const struct config_server *s)
-{
-	json_t *arr = json_array();
-
-	if (s->route_point)
-		json_array_append_new(arr, json_string(s->route_point));
-	if (s->aa_route_point)
-		json_array_append_new(arr, json_string(s->aa_route_point));
-	return arr;
-}
-
-static json_t *
-post_json(const struct agent *a, const struct agent_post *p)
-{
-	json_t *ports = json_array(), *o;
-	char since[32];
-	long busy = 0;
-
-	for (long i = 0; i < p->home->media_ports; i++) {
-		const struct agent_port *pt = &p->ports[i];
-		const char *state = !pt->busy ? "idle"
-		    : p->owned && strcmp(pt->server, p->owner) == 0
-		    ? "busy"
-		    : "returning";
-		json_t *po = json_pack("{s:I,s:s}", "number",
-		    (json_int_t)(p->home->media_port_base + i), "state", state);
-
-		if (pt->busy) {
-			busy++;
-			time_iso8601(pt->since, since, sizeof(since));
-			json_object_set_new(
-			    po, "server", json_string(pt->server));
-			json_object_set_new(po, "call", json_string(pt->call));
-			json_object_set_new(po, "since", json_string(since));
-		}
-		json_array_append_new(ports, po);
-	}
-	time_iso8601(p->since, since, sizeof(since));
-	o = json_pack("{s:s,s:s,s:s,s:o,s:I,s:s,s:o,s:I,s:I,s:o}", "name",
-	    p->home->name, "home", p->home->name, "state",
-	    post_state_name(p->state), "owner",
-	    p->owned ? json_string(p->owner) : json_null(), "epoch",
-	    (json_int_t)p->epoch, "since", since, "route_points",
-	    route_points_json(p->home), "media_ports",
-	    (json_int_t)p->home->media_ports, "ports_in_use", (json_int_t)busy,
-	    "ports", ports);
-	json_object_set_new(
-	    o, "cover", p->cover[0] ? json_string(p->cover) : json_null());
-	json_object_set_new(o, "reason", json_string(p->reason));
-	json_object_set_new(
-	    o, "failback_requested", json_boolean(p->failback_requested));
-	(void)a;
-	return o;
-}
-
-static json_t *
-server_json(const struct agent *a, const struct config_server *s)
-{
-	json_t *covers = json_array(), *fo = json_array(), *o;
-	bool up = members_is_up(a->members, s->name);
-	const char *state;
-	long in_use = 0;
-	char since[32];
-
-	if (s == a->self && !lease_valid(a->lease))
-		state = "fenced";
-	else if (agent_stopped(a, s->name))
-		state = "stopped";
-	else
-		state = up ? "up" : "down";
-	for (size_t i = 0; i < a->n_posts; i++) {
-		const struct agent_post *p = &a->posts[i];
-
-		in_use += agent_ports_held(p, s->name);
-		if (p->owned && strcmp(p->owner, s->name) == 0 && p->home != s)
-			json_array_append_new(
-			    covers, json_string(p->home->name));
-	}
-	for (size_t i = 0; i < s->failover.n; i++)
-		json_array_append_new(fo, json_string(s->failover.v[i]));
-	time_iso8601(members_since(a->members, s->name), since, sizeof(since));
-	o = json_pack("{s:s,s:s,s:b,s:s,s:s,s:i,s:b,s:I,s:I,s:I,s:o,s:o,s:o}",
-	    "name", s->name, "state", state, "up", up, "since", since,
-	    "address", s->address, "api_port", (int)s->api_port, "spare",
-	    s->spare, "media_ports", (json_int_t)s->media_ports,
-	    "max_media_ports", (json_int_t)s->max_media_ports, "ports_in_use",
-	    (json_int_t)in_use, "route_points", route_points_json(s),
-	    "failover", fo, "covers", covers);
-	return o;
-}
-
-json_t *
-agent_status_json(const struct agent *a)
-{
-	json_t *servers = json_array(), *posts = json_array();
-
-	for (size_t i = 0; i < a->cfg->n_servers; i++)
-		json_array_append_new(
-		    servers, server_json(a, &a->cfg->servers[i]));
-	for (size_t i = 0; i < a->n_posts; i++)
-		json_array_append_new(posts, post_json(a, &a->posts[i]));
-	json_t *owned = json_array();
-	int64_t epoch;
-
-	for (size_t i = 0; i < a->n_posts; i++)
-		if (agent_owns(a, &a->posts[i], &epoch))
-			json_array_append_new(owned,
-			    json_pack("{s:s,s:I}", "post",
-				a->posts[i].home->name, "epoch",
-				(json_int_t)epoch));
-	return json_pack("{s:o,s:o,s:o,s:b}", "servers", servers, "posts",
-	    posts, "owned", owned, "synced", a->synced);
 }

@@ -307,4 +307,68 @@ const char *agent_self(const struct agent *a);
 void agent_port_set(struct agent_post *p, long number, const char *server,
     const char *call, int64_t since, int64_t epoch, int64_t rev);
 
+/*
+ * ---- inside src/agent only ----
+ * agent.c: reconciling and acting; view.c: the watch's view;
+ * status.c: the status document.
+ */
+
+struct agent {
+	uv_loop_t *loop;
+	struct etcd *e;
+	const struct config *cfg;
+	const struct config_server *self;
+	int self_index;
+	struct lease *lease;
+	struct members *members;
+	char *prefix;
+	size_t prefix_len;
+	struct etcd_watch *watch;
+	struct agent_post *posts;
+	size_t n_posts;
+	bool *stopped; /* per config server */
+	uv_timer_t kick;
+	uv_timer_t resync;
+	bool synced;
+	uint64_t synced_at;
+	bool was_valid;
+	bool restarted;
+	uint64_t failovers; /* posts seen moving to a cover */
+	uint64_t calls_dropped; /* busy ports seen going with their server */
+	struct agent_gone {
+		int64_t lease;
+		int64_t at;
+	} * gone; /* per config server: its last software death */
+	void (*reconciled)(void *arg);
+	void *reconciled_arg;
+	void (*license)(const struct etcd_event *ev, void *arg);
+	void *license_arg;
+	bool freeing;
+	unsigned open_handles;
+};
+
+/* agent.c */
+
+/* The index of a configured server, or -1. */
+int agent_server_index(const struct agent *a, const char *name);
+
+/* Reconcile on the next loop turn. */
+void agent_kick(struct agent *a);
+
+/* view.c */
+
+/*
+ * Record the owner key's state at revision rev (server NULL: no owner);
+ * a change older than the last one applied is ignored.
+ */
+void agent_owner_record(struct agent_post *p, const char *server, int64_t epoch,
+    int64_t lease, int64_t rev);
+
+/* Forget a post's journal entries (a watch reset). */
+void agent_journal_clear(struct agent_post *p);
+
+/* The watch's callback: apply a change (or a reset), then reconcile. */
+void agent_view_update(
+    struct etcd_watch *w, const struct etcd_watch_update *u, void *arg);
+
 #endif
