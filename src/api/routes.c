@@ -443,7 +443,7 @@ static void
 get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
 	uint64_t placed[2], ended[2], lost, active, failovers, dropped;
-	uint64_t rlost[2], copied;
+	uint64_t rlost[2], copied, rwait;
 	bool synced;
 	struct agent_post *p;
 	json_t *regs = ctx->sip ? sip_registrations_json(ctx->sip) : NULL, *r;
@@ -488,7 +488,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	buf_printf(&b,
 	    "understudy_calls_dropped_by_failover_total %" PRIu64 "\n",
 	    dropped);
-	records_counters(ctx->records, rlost, &copied, &synced);
+	records_counters(ctx->records, rlost, &copied, &rwait, &synced);
 	metric_head(&b, "understudy_calls_busy_total", "counter",
 	    "Calls refused with no media port free (each has a BUSY record)");
 	buf_printf(&b, "understudy_calls_busy_total %" PRIu64 "\n",
@@ -503,6 +503,10 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	metric_head(&b, "understudy_records_copied_total", "counter",
 	    "Records this server copied into its database since it started");
 	buf_printf(&b, "understudy_records_copied_total %" PRIu64 "\n", copied);
+	metric_head(&b, "understudy_records_waiting", "gauge",
+	    "Closed records this server sends that the records stream has not "
+	    "taken yet (they wait in etcd)");
+	buf_printf(&b, "understudy_records_waiting %" PRIu64 "\n", rwait);
 	if (ctx->desks) {
 		long sessions, licensed, waiting;
 
@@ -597,7 +601,7 @@ get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	    "FAILED_SOFTWARE", "FAILED_HARDWARE"};
 	struct store_query q = {.limit = RECORDS_LIMIT_DEFAULT};
 	const char *lim = http_req_query(req, "limit");
-	uint64_t lost[2], copied;
+	uint64_t lost[2], copied, waiting;
 	char err[256];
 	json_t *arr;
 	bool synced, ok;
@@ -629,15 +633,15 @@ get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 			return;
 		}
 	}
-	records_counters(ctx->records, lost, &copied, &synced);
+	records_counters(ctx->records, lost, &copied, &waiting, &synced);
 	if ((arr = records_query(ctx->records, &q, err, sizeof(err))) == NULL) {
 		http_reply_error(req, 500, US_EIO, "%s", err);
 		return;
 	}
 	http_reply_json(req, 200,
-	    json_pack("{s:s,s:b,s:I,s:o}", "server", ctx->self->name, "synced",
-		synced, "count", (json_int_t)json_array_size(arr), "records",
-		arr));
+	    json_pack("{s:s,s:b,s:I,s:I,s:o}", "server", ctx->self->name,
+		"synced", synced, "waiting", (json_int_t)waiting, "count",
+		(json_int_t)json_array_size(arr), "records", arr));
 }
 
 static const struct route routes[] = {

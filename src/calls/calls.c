@@ -207,13 +207,14 @@ busy_record(struct calls *c, struct agent_post *p, const struct op *op)
 	       *rec = j ? records_from_journal(j, time_wall_ms(), "busy",
 			      "BUSY", agent_self(c->a))
 			: NULL;
-	char *key = records_key(c->rec, op->id), *value = NULL, *id;
+	char *key = records_key(c->rec, p->home->name, op->id), *value = NULL,
+	     *id;
 
 	c->busy++;
 	value = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
 	if (key && value && (id = strdup(op->id)) != NULL &&
-	    etcd_kv_put(agent_etcd(c->a), key, value, strlen(value),
-		records_lease(c->rec), busy_written, id) == NULL)
+	    etcd_kv_put(agent_etcd(c->a), key, value, strlen(value), 0,
+		busy_written, id) == NULL)
 		free(id);
 	json_decref(j);
 	json_decref(rec);
@@ -685,7 +686,7 @@ end_txn(struct calls *c, struct call *k, struct op *op)
 	const char *post = k->post->home->name;
 	char *pkey = agent_key(c->a, "ports/%s/%ld", post, k->port),
 	     *jkey = agent_key(c->a, "calls/%s/%s", post, k->id),
-	     *rkey = records_key(c->rec, k->id), *value = NULL;
+	     *rkey = records_key(c->rec, post, k->id), *value = NULL;
 	json_t *rec =
 	    records_from_journal(k->journal, time_wall_ms(), op->ended_by,
 		op->transferred ? "TRANSFERRED" : "NORMAL", agent_self(c->a));
@@ -699,8 +700,7 @@ end_txn(struct calls *c, struct call *k, struct op *op)
 		k->jrev, NULL, 0) == 0 &&
 	    etcd_kv_txn_delete(t, true, pkey, false) == 0 &&
 	    etcd_kv_txn_delete(t, true, jkey, false) == 0 &&
-	    etcd_kv_txn_put(t, true, rkey, value, strlen(value),
-		records_lease(c->rec)) == 0 &&
+	    etcd_kv_txn_put(t, true, rkey, value, strlen(value), 0) == 0 &&
 	    /* a failed compare shows whether this end was done before */
 	    etcd_kv_txn_get(t, false, rkey, false) == 0) {
 		req = etcd_kv_txn_commit(agent_etcd(c->a), t, end_done, op);
@@ -846,6 +846,15 @@ reconciled(void *arg)
 	calls_reap(c);
 }
 
+/* An end whose answer is not in yet: its outbox entry stays as proof. */
+static bool
+ending(const char *call, void *arg)
+{
+	struct call *k = call_find(arg, call);
+
+	return k && k->ending;
+}
+
 struct calls *
 calls_new(struct agent *a, struct records *rec)
 {
@@ -855,6 +864,7 @@ calls_new(struct agent *a, struct records *rec)
 		c->a = a;
 		c->rec = rec;
 		agent_on_reconciled(a, reconciled, c);
+		records_hold(rec, ending, c);
 	}
 	return c;
 }
@@ -865,6 +875,7 @@ calls_free(struct calls *c)
 	if (c == NULL)
 		return;
 	agent_on_reconciled(c->a, NULL, NULL);
+	records_hold(c->rec, NULL, NULL);
 	while (c->ops) {
 		etcd_req_cancel(c->ops->req);
 		op_free(c->ops);

@@ -19,6 +19,8 @@
 struct calls;
 struct records;
 struct store;
+struct stream;
+struct stream_config;
 
 /* Who placed a call, and how it came. */
 struct calls_info {
@@ -131,28 +133,36 @@ json_t *calls_json(const struct calls *c);
 void records_sweep(struct records *r);
 
 /*
- * Call records. A record is written to etcd, under
- * /understudy-records/<cluster>/<call>, in the same txn that deletes the
- * call's journal entry: by the server that ends the call, or, for a call
- * lost with its server, by the post's owner (FAILED_SOFTWARE when the
- * server's death notice names the call's lease, FAILED_HARDWARE
- * otherwise). The txn compares the journal entry, so a record is written
- * exactly once. Record keys live on a lease of record_retention seconds
- * (renewed by a new grant every half of it); every server copies every
- * record into its SQLite database, resuming from the last revision it
- * copied, and answers queries from there.
+ * Call records. When a call ends, the txn that frees its port and deletes
+ * its journal entry writes the record to the post's outbox in etcd,
+ * /understudy/<cluster>/closed/<post>/<call>: by the server that ends the
+ * call, or, for a call lost with its server, by the post's owner
+ * (FAILED_SOFTWARE when the server's death notice names the call's lease,
+ * FAILED_HARDWARE otherwise). The txn compares the journal entry, so a
+ * record is closed exactly once. From the outbox, the record goes to the
+ * cluster's records stream on NATS JetStream (the call id is the publish's
+ * Msg-Id); once the stream acknowledged it, the outbox entry is deleted
+ * (compared on its revision). The server that closed it sends it at
+ * once; the post's owner sends what stays longer (its closer died, or
+ * NATS was down). Every server copies the stream into its SQLite
+ * database through its own durable consumer, from the first sequence its
+ * copy lacks, and answers queries from there.
  */
-struct records *records_new(
-    uv_loop_t *loop, struct agent *a, struct store *store);
+struct records *records_new(uv_loop_t *loop, struct agent *a,
+    struct store *store, const struct stream_config *sc);
 
 /* Stop. NULL is a no-op. */
 void records_free(struct records *r);
 
-/* The record key of a call, in a new string. */
-char *records_key(const struct records *r, const char *call);
+/* The outbox key of a call's record, in a new string. */
+char *records_key(const struct records *r, const char *post, const char *call);
 
-/* The lease record keys go on now (0 while none is granted). */
-int64_t records_lease(struct records *r);
+/*
+ * Hold back the records of calls for which pending(call, arg) is true
+ * (an end whose answer is not in yet: the outbox entry is its proof).
+ */
+void records_hold(
+    struct records *r, bool (*pending)(const char *call, void *arg), void *arg);
 
 /*
  * A new record object from a journal entry: the journal's fields and
@@ -168,10 +178,69 @@ json_t *records_query(
 /*
  * Counters: records this server closed for calls lost with their server
  * (lost[0] software, lost[1] hardware), records copied into its
- * database, and whether the copy has caught up with etcd once.
+ * database, records waiting in the outbox of the posts this server owns
+ * or closed, and whether the copy has caught up with the stream once.
  */
-void records_counters(
-    const struct records *r, uint64_t lost[2], uint64_t *copied, bool *synced);
+void records_counters(const struct records *r, uint64_t lost[2],
+    uint64_t *copied, uint64_t *waiting, bool *synced);
+
+/* stream.c */
+
+#define STREAM_PREFIX "USREC_" /* the stream: USREC_<cluster> */
+#define STREAM_QUEUE 256 /* publishes waiting for the thread, at most */
+
+/* Where the records stream is and where this server's copy stands. */
+struct stream_config {
+	const char *cluster;
+	const char *server;
+	const char *const *urls;
+	int n_urls;
+	const char *ca, *cert, *key; /* PEM text, or NULL */
+	const char *token, *user, *password;
+	long retention_s;
+	uint64_t start_seq; /* the first sequence the copy lacks */
+	int64_t created; /* the stream it came from (ns), 0: none */
+};
+
+/* What the stream's thread says, handed to the loop. */
+struct stream_state {
+	bool up; /* connected, with the stream and the consumer */
+	char error[200]; /* why not */
+	int64_t created; /* the stream's creation (ns) */
+	json_t *acked; /* call ids the stream took (owned by the caller) */
+	json_t *refused; /* call ids not published: send again later */
+	json_t *records; /* fetched: records (null for a malformed one) */
+	uint64_t last_seq; /* the sequence of the last of records */
+	uint64_t pending; /* what the stream holds past last_seq */
+	bool caught_up; /* a fetch found nothing more (since the last one) */
+	size_t n_queue; /* publishes still queued */
+};
+
+typedef void (*stream_cb)(const struct stream_state *st, void *arg);
+
+/*
+ * Start the records stream's thread for this server. cb(arg) runs on the
+ * loop whenever there is news; the arrays in it are freed after it.
+ * Strings in c are copied.
+ */
+struct stream *stream_new(
+    uv_loop_t *loop, const struct stream_config *c, stream_cb cb, void *arg);
+
+/*
+ * Queue a record to publish on us.<cluster>.rec.<post> with the call id
+ * as Msg-Id. 0, or US_EBUSY when STREAM_QUEUE wait (try again later).
+ */
+int stream_publish(
+    struct stream *s, const char *call, const char *post, const char *payload);
+
+/*
+ * The copy holds every record of the stream created at created up to
+ * seq: the thread acks them and fetches more.
+ */
+void stream_committed(struct stream *s, uint64_t seq, int64_t created);
+
+/* Stop the thread and free. NULL is a no-op. */
+void stream_free(struct stream *s);
 
 /* prompt.c */
 

@@ -14,79 +14,88 @@ struct close_op {
 	struct close_op *next;
 };
 
+/* A record in a post's outbox: closed in etcd, not yet in the stream. */
+enum outbox_state {
+	OUTBOX_WAIT, /* to send */
+	OUTBOX_SENT, /* queued for the stream */
+	OUTBOX_DELETING /* the stream has it; its key goes */
+};
+
+struct outbox {
+	struct records *r;
+	char *key;
+	char post[CONFIG_NAME_MAX + 1];
+	char call[64];
+	char *value;
+	int64_t mod_rev;
+	bool mine; /* closed by this server */
+	enum outbox_state state;
+	uint64_t seen; /* monotonic ms */
+	uint64_t retry_at;
+	struct etcd_req *del;
+	struct outbox *next;
+};
+
 struct records {
 	uv_loop_t *loop;
 	struct agent *a;
 	struct store *store;
 	const struct config *cfg;
-	char *prefix; /* /understudy-records/<cluster>/ */
+	char *prefix; /* /understudy/<cluster>/closed/ */
 	struct etcd_watch *watch;
-	int64_t lease;
-	uint64_t lease_at; /* monotonic ms of its grant */
-	struct etcd_req *granting;
-	uint64_t grant_retry_at;
+	struct outbox *outbox;
+	size_t n_outbox;
 	struct close_op *ops;
+	bool (*pending)(const char *call, void *arg);
+	void *pending_arg;
+	struct stream *stream;
+	bool up;
+	char error[200];
+	uint64_t down_logged;
+	int64_t created; /* the stream the copy comes from */
 	uint64_t lost[2];
 	uint64_t copied;
 	bool synced;
+	bool caught_up;
 	bool store_failed;
-	/* records the watch brought, committed together off its callback */
+	/* records the stream brought, committed together off its callback */
 	json_t *batch;
-	int64_t batch_rev;
-	bool batch_due; /* a reset or a first update: commit even if empty */
-	bool copying; /* a snapshot comes in pages: not complete yet */
-	int64_t known_rev; /* the revision the copy is complete up to */
+	uint64_t batch_seq;
+	int64_t batch_created;
+	bool batch_due; /* a new stream: its mark is written even if empty */
+	bool copying; /* a long way behind: progress in the log */
 	uint64_t copy_started; /* monotonic ms */
 	uint64_t copy_logged;
 	int64_t copy_count;
+	uint64_t pending_n; /* what the stream holds past the batch */
 	uv_timer_t flush;
-	bool freeing;
+	uv_timer_t tick;
+	int closing;
 };
 
-/* Records waiting for one commit, at most; past it the watch re-reads. */
-#define RECORDS_BATCH_MAX 50000
+/* Records waiting for one commit, at most; the stream holds the rest. */
 #define RECORDS_RETRY_MS 100
+#define RECORDS_TICK_MS 200
+/* an outbox entry its closer has not sent by then: the owner sends it */
+#define RECORDS_ADOPT_MS 3000
+#define RECORDS_RESEND_MS 1000
 
 char *
-records_key(const struct records *r, const char *call)
+records_key(const struct records *r, const char *post, const char *call)
 {
 	char *key = NULL;
 
-	if (asprintf(&key, "%s%s", r->prefix, call) < 0)
+	if (asprintf(&key, "%s%s/%s", r->prefix, post, call) < 0)
 		return NULL;
 	return key;
 }
 
-static void
-granted(const struct etcd_res *res, void *arg)
+void
+records_hold(
+    struct records *r, bool (*pending)(const char *call, void *arg), void *arg)
 {
-	struct records *r = arg;
-
-	r->granting = NULL;
-	if (res->err) {
-		log_warn("records: cannot grant their lease: %s",
-		    us_strerror(res->err));
-		r->grant_retry_at = time_mono_ms() + 1000;
-		return;
-	}
-	r->lease = res->id;
-	r->lease_at = time_mono_ms();
-	log_debug("records: lease %" PRIx64 " of %" PRId64 " s",
-	    (uint64_t)r->lease, res->ttl);
-}
-
-int64_t
-records_lease(struct records *r)
-{
-	uint64_t now = time_mono_ms(),
-		 half = (uint64_t)r->cfg->cluster.record_retention * 500;
-
-	/* a new lease every half retention: a record lives half to all of it */
-	if (r->granting == NULL && now >= r->grant_retry_at &&
-	    (r->lease == 0 || now - r->lease_at >= half))
-		r->granting = etcd_lease_grant(agent_etcd(r->a),
-		    r->cfg->cluster.record_retention, granted, r);
-	return r->lease;
+	r->pending = pending;
+	r->pending_arg = arg;
 }
 
 json_t *
@@ -167,7 +176,7 @@ close_lost(struct records *r, struct agent_post *p, struct agent_journal *j,
 	char *okey = agent_key(r->a, "owner/%s", p->home->name),
 	     *jkey = agent_key(r->a, "calls/%s/%s", p->home->name, j->call),
 	     *mkey = agent_key(r->a, "members/%s", j->server),
-	     *rkey = records_key(r, j->call), *value = NULL;
+	     *rkey = records_key(r, p->home->name, j->call), *value = NULL;
 	json_t *rec = records_from_journal(j->value, at, "failover",
 	    software ? "FAILED_SOFTWARE" : "FAILED_HARDWARE", agent_self(r->a));
 	struct etcd_txn *t = etcd_kv_txn_new();
@@ -187,8 +196,7 @@ close_lost(struct records *r, struct agent_post *p, struct agent_journal *j,
 	    etcd_kv_txn_compare(t, mkey, ETCD_CMP_LEASE, ETCD_CMP_NOT_EQUAL,
 		j->lease, NULL, 0) == 0 &&
 	    etcd_kv_txn_delete(t, true, jkey, false) == 0 &&
-	    etcd_kv_txn_put(
-		t, true, rkey, value, strlen(value), records_lease(r)) == 0) {
+	    etcd_kv_txn_put(t, true, rkey, value, strlen(value), 0) == 0) {
 		op->r = r;
 		str_copy(op->post, p->home->name, sizeof(op->post));
 		str_copy(op->call, j->call, sizeof(op->call));
@@ -211,12 +219,200 @@ close_lost(struct records *r, struct agent_post *p, struct agent_journal *j,
 	free(value);
 }
 
+/* ---- the outbox: closed in etcd until the stream has the record ---- */
+
+static struct outbox *
+outbox_find(struct records *r, const char *key)
+{
+	for (struct outbox *e = r->outbox; e; e = e->next)
+		if (strcmp(e->key, key) == 0)
+			return e;
+	return NULL;
+}
+
+static struct outbox *
+outbox_of_call(struct records *r, const char *call)
+{
+	for (struct outbox *e = call ? r->outbox : NULL; e; e = e->next)
+		if (strcmp(e->call, call) == 0)
+			return e;
+	return NULL;
+}
+
+static void
+outbox_remove(struct records *r, struct outbox *e)
+{
+	for (struct outbox **pp = &r->outbox; *pp; pp = &(*pp)->next)
+		if (*pp == e) {
+			*pp = e->next;
+			break;
+		}
+	etcd_req_cancel(e->del);
+	r->n_outbox--;
+	free(e->key);
+	free(e->value);
+	free(e);
+}
+
+static void
+outbox_clear(struct records *r)
+{
+	while (r->outbox)
+		outbox_remove(r, r->outbox);
+}
+
+/* An outbox key as the watch shows it: add it, or take its new value. */
+static void
+outbox_put(struct records *r, const struct etcd_kv *kv)
+{
+	const char *rest = kv->key + strlen(r->prefix),
+		   *slash = strchr(rest, '/');
+	struct outbox *e = outbox_find(r, kv->key);
+	json_t *o;
+	const char *by = "";
+	char *value;
+
+	if (slash == NULL || slash == rest || slash[1] == '\0' ||
+	    (size_t)(slash - rest) >= sizeof(e->post) ||
+	    strlen(slash + 1) >= sizeof(e->call))
+		return;
+	if ((value = strndup(kv->value, kv->value_len)) == NULL)
+		return;
+	if (e == NULL) {
+		if ((e = calloc(1, sizeof(*e))) == NULL ||
+		    (e->key = strdup(kv->key)) == NULL) {
+			free(e);
+			free(value);
+			return;
+		}
+		e->r = r;
+		memcpy(e->post, rest, (size_t)(slash - rest));
+		str_copy(e->call, slash + 1, sizeof(e->call));
+		e->seen = time_mono_ms();
+		e->next = r->outbox;
+		r->outbox = e;
+		r->n_outbox++;
+	}
+	free(e->value);
+	e->value = value;
+	e->mod_rev = kv->mod_revision;
+	o = json_loads(value, 0, NULL);
+	json_unpack(o, "{s:s}", "closed_by", &by);
+	e->mine = strcmp(by, agent_self(r->a)) == 0;
+	json_decref(o);
+	if (e->state != OUTBOX_SENT)
+		e->state = OUTBOX_WAIT;
+}
+
+static void
+deleted(const struct etcd_res *res, void *arg)
+{
+	struct outbox *e = arg;
+
+	e->del = NULL;
+	/* done or compared false: the watch tells what is there now */
+	if (res->err && e->state == OUTBOX_DELETING) {
+		e->state = OUTBOX_WAIT; /* sent again: the stream drops it */
+		e->retry_at = time_mono_ms() + RECORDS_RESEND_MS;
+	}
+}
+
+/* The stream has it: its outbox key goes, if it is still the one sent. */
+static void
+outbox_done(struct records *r, struct outbox *e)
+{
+	struct etcd_txn *t = etcd_kv_txn_new();
+
+	e->state = OUTBOX_DELETING;
+	if (t &&
+	    etcd_kv_txn_compare(t, e->key, ETCD_CMP_MOD, ETCD_CMP_EQUAL,
+		e->mod_rev, NULL, 0) == 0 &&
+	    etcd_kv_txn_delete(t, true, e->key, false) == 0) {
+		e->del = etcd_kv_txn_commit(agent_etcd(r->a), t, deleted, e);
+		t = NULL;
+	}
+	etcd_kv_txn_free(t);
+	if (e->del == NULL) {
+		e->state = OUTBOX_WAIT;
+		e->retry_at = time_mono_ms() + RECORDS_RESEND_MS;
+	}
+}
+
+/* Whether this server sends this entry now. */
+static bool
+outbox_ours(struct records *r, const struct outbox *e, uint64_t now)
+{
+	struct agent_post *p;
+	int64_t epoch;
+
+	if (e->mine)
+		return r->pending == NULL ||
+		    !r->pending(e->call, r->pending_arg);
+	p = agent_post_find(r->a, e->post);
+	return p && agent_owns(r->a, p, &epoch) &&
+	    now - e->seen >= RECORDS_ADOPT_MS;
+}
+
+/* Hand the stream what this server sends, while it takes them. */
+static void
+ship(struct records *r)
+{
+	uint64_t now = time_mono_ms();
+
+	if (!r->up || r->stream == NULL)
+		return;
+	for (struct outbox *e = r->outbox; e; e = e->next) {
+		if (e->state != OUTBOX_WAIT || now < e->retry_at ||
+		    !outbox_ours(r, e, now))
+			continue;
+		if (stream_publish(r->stream, e->call, e->post, e->value) != 0)
+			return; /* its queue is full: the rest at the next turn
+				 */
+		e->state = OUTBOX_SENT;
+	}
+}
+
+static size_t
+waiting(const struct records *r)
+{
+	uint64_t now = time_mono_ms();
+	size_t n = 0;
+
+	for (const struct outbox *e = r->outbox; e; e = e->next)
+		n += e->mine ||
+		    outbox_ours((struct records *)r, e, now + RECORDS_ADOPT_MS);
+	return n;
+}
+
+static void
+on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
+{
+	struct records *r = arg;
+	size_t plen = strlen(r->prefix);
+
+	(void)w;
+	if (u->reset)
+		outbox_clear(r);
+	for (size_t i = 0; i < u->n_events; i++) {
+		const struct etcd_kv *kv = &u->events[i].kv;
+		struct outbox *e;
+
+		if (kv->key_len <= plen ||
+		    strncmp(kv->key, r->prefix, plen) != 0)
+			continue;
+		if (u->events[i].type == ETCD_EVENT_PUT)
+			outbox_put(r, kv);
+		else if ((e = outbox_find(r, kv->key)))
+			outbox_remove(r, e);
+	}
+	ship(r);
+}
+
 void
 records_sweep(struct records *r)
 {
 	struct agent_post *p;
 
-	records_lease(r);
 	for (size_t i = 0; (p = agent_post_at(r->a, i)) != NULL; i++) {
 		int64_t epoch, at;
 		bool software;
@@ -228,58 +424,30 @@ records_sweep(struct records *r)
 			    agent_journal_orphaned(r->a, j, &software, &at))
 				close_lost(r, p, j, epoch, software, at);
 	}
+	ship(r);
 }
 
 /* ---- the copy in SQLite ---- */
 
-static void on_watch(
-    struct etcd_watch *w, const struct etcd_watch_update *u, void *arg);
-
-/* Watch again from the revision after the last one committed. */
-static void
-rewatch(struct records *r)
-{
-	int64_t rev = store_records_rev(r->store);
-
-	etcd_watch_free(r->watch);
-	json_array_clear(r->batch);
-	r->batch_due = false;
-	r->batch_rev = r->known_rev = rev;
-	r->copying = false;
-	r->watch = etcd_watch_new(
-	    agent_etcd(r->a), r->prefix, true, rev ? rev + 1 : 0, on_watch, r);
-	if (r->watch)
-		etcd_watch_pages(r->watch);
-}
-
 /*
- * One commit for what the watch brought since the last one: on the loop
- * but outside curl's callbacks, and never waiting for a lock held by
- * another process for more than the store's few ms (it tries again).
+ * One commit for what the stream brought since the last one: on the loop
+ * but outside its callback, and never waiting for a lock held by another
+ * process for more than the store's few ms (it tries again). The stream
+ * holds what waits meanwhile: the thread fetches no more until then.
  */
 static void
 flush_cb(uv_timer_t *t)
 {
 	struct records *r = t->data;
+	size_t n = json_array_size(r->batch);
 	unsigned added = 0, bad = 0;
+	uint64_t now = time_mono_ms();
 
-	if (r->watch == NULL) {
-		/* after the batch overflowed: read again once it can be written
-		 */
-		if (store_writable(r->store)) {
-			r->store_failed = false;
-			rewatch(r);
-		} else {
-			uv_timer_start(
-			    &r->flush, flush_cb, RECORDS_RETRY_MS, 0);
-		}
-		return;
-	}
-	if (!r->batch_due && json_array_size(r->batch) == 0)
+	if (!r->batch_due && n == 0)
 		return;
 	if ((r->store_failed && !store_writable(r->store)) ||
-	    store_records_add(r->store, r->batch, r->batch_rev, &added, &bad) !=
-		0) {
+	    store_records_add(r->store, r->batch, (int64_t)r->batch_seq,
+		r->batch_created, &added, &bad) != 0) {
 		if (!r->store_failed) {
 			r->store_failed = true;
 			log_warn("records: %s %s; %zu record(s) wait",
@@ -287,96 +455,122 @@ flush_cb(uv_timer_t *t)
 			    store_busy(r->store) ? "is locked by another "
 						   "process"
 						 : "cannot be written",
-			    json_array_size(r->batch));
+			    n);
 		}
 		uv_timer_start(&r->flush, flush_cb, RECORDS_RETRY_MS, 0);
 		return;
 	}
 	if (r->store_failed)
-		log_info("records: %zu record(s) that waited are in %s",
-		    json_array_size(r->batch), store_path(r->store));
+		log_info("records: %zu record(s) that waited are in %s", n,
+		    store_path(r->store));
 	r->store_failed = false;
 	r->copied += added;
+	if (bad)
+		log_warn("records: %u malformed record(s) up to sequence "
+			 "%" PRIu64 " of the records stream skipped",
+		    bad, r->batch_seq);
 	if (r->copying) {
-		uint64_t now = time_mono_ms();
-
-		r->copy_count += (int64_t)json_array_size(r->batch);
-		if (r->batch_rev > r->known_rev) {
+		r->copy_count += (int64_t)n;
+		if (r->pending_n == 0) {
 			log_info("records: copied %" PRId64
-				 " records in %.1f s; "
-				 "complete up to revision %" PRId64,
+				 " records in %.1f s; complete up to "
+				 "sequence %" PRIu64,
 			    r->copy_count,
 			    (double)(now - r->copy_started) / 1000,
-			    r->batch_rev);
+			    r->batch_seq);
 			r->copying = false;
 		} else if (now - r->copy_logged >= 2000) {
-			log_info("records: copying: %" PRId64 " so far",
-			    r->copy_count);
+			log_info("records: copying: %" PRId64
+				 " so far, %" PRIu64 " to go",
+			    r->copy_count, r->pending_n);
 			r->copy_logged = now;
 		}
 	}
-	r->known_rev = r->batch_rev;
-	if (!r->copying)
-		r->synced = true;
-	if (bad)
-		log_warn("records: %u malformed record(s) up to revision "
-			 "%" PRId64 " skipped",
-		    bad, r->batch_rev);
 	json_array_clear(r->batch);
 	r->batch_due = false;
+	stream_committed(r->stream, r->batch_seq, r->batch_created);
+	if (r->caught_up)
+		r->synced = true;
 }
 
 static void
-on_watch(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
+on_stream(const struct stream_state *st, void *arg)
 {
 	struct records *r = arg;
-	size_t plen = strlen(r->prefix);
-	unsigned bad = 0;
+	uint64_t now = time_mono_ms();
+	size_t i;
+	json_t *v;
 
-	(void)w;
-	for (size_t i = 0; i < u->n_events; i++) {
-		const struct etcd_kv *kv = &u->events[i].kv;
-		json_t *o;
-
-		if (u->events[i].type != ETCD_EVENT_PUT ||
-		    kv->key_len <= plen ||
-		    strncmp(kv->key, r->prefix, plen) != 0)
-			continue; /* a record leaving etcd stays in SQLite */
-		if ((o = json_loadb(kv->value, kv->value_len, 0, NULL)))
-			json_array_append_new(r->batch, o);
+	if (st->up != r->up ||
+	    (!st->up && strcmp(st->error, r->error) != 0 &&
+		now - r->down_logged >= 30000)) {
+		if (st->up)
+			log_info("records: the records stream is up; %zu "
+				 "record(s) to send",
+			    waiting(r));
 		else
-			bad++;
+			log_warn("records: the records stream is "
+				 "unreachable (%s); %zu record(s) wait in "
+				 "etcd",
+			    st->error[0] ? st->error : "connecting",
+			    waiting(r));
+		r->down_logged = now;
+		snprintf(r->error, sizeof(r->error), "%s", st->error);
 	}
-	if (bad)
-		log_warn("records: %u malformed record(s) at revision %" PRId64
-			 " skipped",
-		    bad, u->revision);
-	if (u->reset && u->partial && !r->copying) {
-		r->copying = true;
-		r->copy_started = r->copy_logged = time_mono_ms();
-		r->copy_count = 0;
-		log_info("records: copying the records etcd holds (revision "
-			 "%" PRId64 "), in pages",
-		    u->revision);
-	}
-	/* the mark moves only when the whole snapshot is in */
-	if (!u->partial)
-		r->batch_rev = u->revision;
-	r->batch_due = r->batch_due || u->reset || !r->synced || !u->partial;
-	if (json_array_size(r->batch) > RECORDS_BATCH_MAX) {
-		/* the database refused for long: read again from its mark */
-		log_error("records: ETOOBIG: over %d records wait for %s; "
-			  "they are read again from etcd when it takes them",
-		    RECORDS_BATCH_MAX, store_path(r->store));
+	r->up = st->up;
+	if (st->up && st->created != r->created) {
+		if (r->created != 0)
+			log_warn("records: the records stream was made anew "
+				 "(NATS came back without its store): "
+				 "records it held that this copy lacked are "
+				 "lost for it; the copy goes on from the new "
+				 "stream's start");
+		r->created = st->created;
+		r->batch_created = st->created;
 		json_array_clear(r->batch);
-		r->batch_due = false;
-		etcd_watch_free(r->watch);
-		r->watch = NULL;
-		uv_timer_start(&r->flush, flush_cb, RECORDS_RETRY_MS, 0);
-		return;
+		r->batch_seq = 0;
+		r->batch_due = true;
 	}
-	if (!r->store_failed)
+	json_array_foreach (st->acked, i, v) {
+		struct outbox *e = outbox_of_call(r, json_string_value(v));
+
+		if (e && e->state == OUTBOX_SENT)
+			outbox_done(r, e);
+	}
+	json_array_foreach (st->refused, i, v) {
+		struct outbox *e = outbox_of_call(r, json_string_value(v));
+
+		if (e && e->state == OUTBOX_SENT) {
+			e->state = OUTBOX_WAIT;
+			e->retry_at = now + RECORDS_RESEND_MS;
+		}
+	}
+	if (json_array_size(st->records) > 0) {
+		json_array_extend(r->batch, st->records);
+		r->batch_seq = st->last_seq;
+		r->batch_created = r->created;
+		r->pending_n = st->pending;
+		if (!r->copying && st->pending > 0) {
+			r->copying = true;
+			r->copy_started = r->copy_logged = now;
+			r->copy_count = 0;
+			log_info("records: copying the records stream: %" PRIu64
+				 " record(s) to go",
+			    st->pending + json_array_size(st->records));
+		}
+	}
+	r->caught_up = st->caught_up;
+	if (r->caught_up && json_array_size(r->batch) == 0 && !r->batch_due)
+		r->synced = true;
+	if (json_array_size(r->batch) > 0 || r->batch_due)
 		uv_timer_start(&r->flush, flush_cb, 0, 0);
+	ship(r);
+}
+
+static void
+tick_cb(uv_timer_t *t)
+{
+	ship(t->data);
 }
 
 json_t *
@@ -387,21 +581,23 @@ records_query(
 }
 
 void
-records_counters(
-    const struct records *r, uint64_t lost[2], uint64_t *copied, bool *synced)
+records_counters(const struct records *r, uint64_t lost[2], uint64_t *copied,
+    uint64_t *wait, bool *synced)
 {
 	lost[0] = r->lost[0];
 	lost[1] = r->lost[1];
 	*copied = r->copied;
+	*wait = waiting(r);
 	*synced = r->synced;
 }
 
 struct records *
-records_new(uv_loop_t *loop, struct agent *a, struct store *store)
+records_new(uv_loop_t *loop, struct agent *a, struct store *store,
+    const struct stream_config *sc)
 {
 	struct records *r = calloc(1, sizeof(*r));
+	struct stream_config c = *sc;
 	const struct config *cfg;
-	int64_t rev;
 
 	if (r == NULL)
 		return NULL;
@@ -409,38 +605,40 @@ records_new(uv_loop_t *loop, struct agent *a, struct store *store)
 	r->a = a;
 	r->store = store;
 	r->cfg = cfg = agent_config(a);
-	if (asprintf(&r->prefix, "/understudy-records/%s/", cfg->cluster.name) <
-	    0) {
-		free(r);
-		return NULL;
-	}
-	if ((r->batch = json_array()) == NULL) {
-		free(r->prefix);
-		free(r);
-		return NULL;
-	}
 	uv_timer_init(loop, &r->flush);
-	r->flush.data = r;
-	rev = store_records_rev(store);
-	r->synced = rev > 0; /* a copy from an earlier run answers at once */
-	r->batch_rev = r->known_rev = rev;
-	/* from the revision after the last one copied; all of it at first */
-	r->watch = etcd_watch_new(
-	    agent_etcd(a), r->prefix, true, rev ? rev + 1 : 0, on_watch, r);
-	if (r->watch == NULL) {
+	uv_timer_init(loop, &r->tick);
+	r->flush.data = r->tick.data = r;
+	if (asprintf(&r->prefix, "/understudy/%s/closed/", cfg->cluster.name) <
+		0 ||
+	    (r->batch = json_array()) == NULL) {
+		r->prefix = NULL;
 		records_free(r);
 		return NULL;
 	}
-	etcd_watch_pages(r->watch);
-	records_lease(r);
+	c.start_seq = (uint64_t)store_records_seq(store) + 1;
+	c.created = r->created = r->batch_created = store_records_stream(store);
+	/* a copy from an earlier run answers at once */
+	r->synced = c.start_seq > 1;
+	r->watch =
+	    etcd_watch_new(agent_etcd(a), r->prefix, true, 0, on_watch, r);
+	if (r->watch)
+		etcd_watch_pages(r->watch);
+	r->stream = stream_new(loop, &c, on_stream, r);
+	if (r->watch == NULL || r->stream == NULL) {
+		records_free(r);
+		return NULL;
+	}
+	uv_timer_start(&r->tick, tick_cb, RECORDS_TICK_MS, RECORDS_TICK_MS);
 	return r;
 }
 
 static void
-flush_closed(uv_handle_t *h)
+timer_closed(uv_handle_t *h)
 {
 	struct records *r = h->data;
 
+	if (++r->closing < 2)
+		return;
 	json_decref(r->batch);
 	free(r->prefix);
 	free(r);
@@ -452,11 +650,12 @@ records_free(struct records *r)
 	if (r == NULL)
 		return;
 	etcd_watch_free(r->watch);
-	etcd_req_cancel(r->granting);
+	stream_free(r->stream);
+	outbox_clear(r);
 	while (r->ops) {
 		etcd_req_cancel(r->ops->req);
 		op_free(r->ops);
 	}
-	r->freeing = true;
-	uv_close((uv_handle_t *)&r->flush, flush_closed);
+	uv_close((uv_handle_t *)&r->flush, timer_closed);
+	uv_close((uv_handle_t *)&r->tick, timer_closed);
 }

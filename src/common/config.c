@@ -109,9 +109,10 @@ static const struct config_option config_options[] = {
 	"(the server sends BYE and frees the port); 0: never."},
     {CONFIG_SEC_CLUSTER, "record_retention", CT_INT, 60, 31536000, "86400",
 	NULL, CL(record_retention), NULL, true,
-	"Seconds a call record stays in etcd, where every server copies it "
-	"into its own database (kept there); a server down for longer "
-	"misses the records closed meanwhile by the others."},
+	"Seconds a call record stays in the records stream on NATS "
+	"JetStream, from which every server copies it into its own database "
+	"(kept there); a server down for longer, or on a blank disk, misses "
+	"the records closed meanwhile by the others."},
     {CONFIG_SEC_CLUSTER, "licenses", CT_INT, 0, 1000000, "0", NULL,
 	CL(licenses), NULL, true,
 	"Concurrent desk sessions the cluster is licensed for, counted across "

@@ -226,6 +226,7 @@ worker_main(const struct daemon_args *a)
 {
 	const struct config_cluster *cl = &a->cfg->cluster;
 	struct etcd_opts eo;
+	struct stream_config sc = {0};
 	struct lease_cbs cbs = {on_acquired, on_lost};
 	struct worker w;
 	char err[512];
@@ -284,7 +285,18 @@ worker_main(const struct daemon_args *a)
 	w.lease = lease_new(w.loop, w.etcd, (unsigned)cl->lease_ttl, &cbs, &w);
 	w.agent = agent_new(
 	    w.loop, w.etcd, a->cfg, a->self, w.lease, w.members, a->restarted);
-	w.records = w.agent ? records_new(w.loop, w.agent, w.store) : NULL;
+	sc.cluster = cl->name;
+	sc.server = a->self->name;
+	sc.urls = (const char *const *)cl->messaging.v;
+	sc.n_urls = (int)cl->messaging.n;
+	sc.ca = w.tls[TLS_NATS_CA];
+	sc.cert = w.tls[TLS_NATS_CERT];
+	sc.key = w.tls[TLS_NATS_KEY];
+	sc.token = cl->messaging_token;
+	sc.user = cl->messaging_user;
+	sc.password = cl->messaging_password;
+	sc.retention_s = cl->record_retention;
+	w.records = w.agent ? records_new(w.loop, w.agent, w.store, &sc) : NULL;
 	w.calls = w.records ? calls_new(w.agent, w.records) : NULL;
 	w.desks = w.agent ? desks_new(w.loop, w.agent, w.store) : NULL;
 	if (w.lease == NULL || w.agent == NULL || w.calls == NULL ||

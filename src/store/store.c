@@ -350,7 +350,7 @@ bind_record(sqlite3_stmt *st, json_t *r, int64_t rev)
 }
 
 int
-store_records_add(struct store *s, json_t *records, int64_t rev,
+store_records_add(struct store *s, json_t *records, int64_t seq, int64_t stream,
     unsigned *added, unsigned *bad)
 {
 	size_t i;
@@ -363,7 +363,7 @@ store_records_add(struct store *s, json_t *records, int64_t rev,
 	json_array_foreach (records, i, r) {
 		int rc;
 
-		if (!bind_record(s->rec_insert, r, rev)) {
+		if (!bind_record(s->rec_insert, r, seq)) {
 			(*bad)++;
 			continue;
 		}
@@ -374,7 +374,8 @@ store_records_add(struct store *s, json_t *records, int64_t rev,
 		*added += (unsigned)sqlite3_changes(s->db);
 	}
 	sqlite3_reset(s->rec_insert);
-	if (meta_put(s, "records_rev", rev) != 0 ||
+	if (meta_put(s, "records_seq", seq) != 0 ||
+	    meta_put(s, "records_stream", stream) != 0 ||
 	    exec(s, "COMMIT", NULL, 0) != 0)
 		goto fail;
 	return 0;
@@ -389,9 +390,15 @@ fail:
 }
 
 int64_t
-store_records_rev(struct store *s)
+store_records_seq(struct store *s)
 {
-	return meta_get(s, "records_rev");
+	return meta_get(s, "records_seq");
+}
+
+int64_t
+store_records_stream(struct store *s)
+{
+	return meta_get(s, "records_stream");
 }
 
 int64_t

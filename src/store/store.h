@@ -58,17 +58,20 @@ bool store_writable(struct store *s);
 /* ---- call records ---- */
 
 /*
- * Add records (a JSON array of record objects as etcd holds them) that
- * are known up to etcd revision rev, in one transaction. A record whose
- * call id is already present is left as it is (a record never changes).
- * Objects that lack a field are skipped and counted in *bad. Returns 0 or
- * US_EIO.
+ * Add records (a JSON array of record objects as the records stream
+ * holds them) that are complete up to sequence seq of the stream created
+ * at stream (ns), in one transaction. A record whose call id is already
+ * present is left as it is (a record never changes). Objects that lack a
+ * field are skipped and counted in *bad. Returns 0 or US_EIO.
  */
-int store_records_add(struct store *s, json_t *records, int64_t rev,
-    unsigned *added, unsigned *bad);
+int store_records_add(struct store *s, json_t *records, int64_t seq,
+    int64_t stream, unsigned *added, unsigned *bad);
 
-/* The etcd revision the records are complete up to, or 0. */
-int64_t store_records_rev(struct store *s);
+/* The stream sequence the records are complete up to, or 0. */
+int64_t store_records_seq(struct store *s);
+
+/* The creation time (ns) of the stream that sequence is of, or 0. */
+int64_t store_records_stream(struct store *s);
 
 struct store_query {
 	int64_t since_ms; /* ended at or after; 0: from the start */

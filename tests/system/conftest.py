@@ -393,8 +393,14 @@ class Cluster:
                  token=TOKEN, registrar=None, extra=(), sections="", certs=None):
         """certs (a Certs): the API serves HTTPS with its server
         certificate (tls_cert, tls_key, tls_ca), and the helpers below
-        verify it with its CA."""
+        verify it with its CA. Unless extra sets messaging, the cluster
+        gets a NATS server of its own (self.nats): records go through
+        its records stream."""
         self.tmp, self.etcd = str(tmp_path), etcd
+        self.nats = None
+        if not any(str(x).startswith("messaging") for x in extra):
+            self.nats = Nats(self.tmp)
+            extra = list(extra) + ["messaging = " + self.nats.url]
         self.context = certs.context() if certs else None
         self.scheme = "https" if certs else "http"
         self.cluster = "c%d%d" % (os.getpid(), free_port())
@@ -501,6 +507,8 @@ class Cluster:
             except (ProcessLookupError, TypeError):
                 pass
             self.srv[n].stop()
+        if self.nats:
+            self.nats.stop()
         # memory errors and leaks anywhere in the run fail the test
         for n in self.spec:
             if self.srv[n].proc is None:
@@ -681,6 +689,7 @@ class Nats:
 
     def __init__(self, tmp, certs=None, token=None):
         self.port = free_port()
+        self.mport = free_port()
         self.dir = os.path.join(tmp, "nats-%d" % self.port)
         self.proc = None
         self.conf = None
@@ -703,9 +712,11 @@ class Nats:
         self.log = open(self.dir + ".log", "ab")
         self.proc = subprocess.Popen(
             ["nats-server"] + (["-c", self.conf] if self.conf else []) +
-            ["-a", "127.0.0.1", "-p", str(self.port), "-js",
+            ["-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.mport), "-js",
              "-sd", self.dir, "-n", "n%d" % self.port],
             stdout=self.log, stderr=self.log)
+        if self not in RUNNING_NATS:
+            RUNNING_NATS.append(self)
         assert wait_for(lambda: port_open(self.port), 10), "nats did not start"
 
     def kill(self):
@@ -713,10 +724,69 @@ class Nats:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        if self in RUNNING_NATS:
+            RUNNING_NATS.remove(self)
 
     def stop(self):
         terminate(self.proc)
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
+        if self in RUNNING_NATS:
+            RUNNING_NATS.remove(self)
+
+    def stream(self, name):
+        """The state of a stream, from the monitoring port: messages,
+        first_seq, last_seq, created; None without it."""
+        body = json.loads(urllib.request.urlopen(
+            "http://127.0.0.1:%d/jsz?streams=true&consumers=true" % self.mport,
+            timeout=5).read())
+        for acc in body.get("account_details", []):
+            for st in acc.get("stream_detail", []):
+                if st["name"] == name:
+                    return dict(st["state"], created=st["created"],
+                                consumers=st.get("consumer_detail", []))
+        return None
+
+    def publish(self, subject, payloads, msg_ids=None):
+        """Publish raw to NATS (JetStream takes what its subjects cover),
+        then wait for the server to have read it all (PING/PONG)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            f = s.makefile("rb")
+            f.readline()                                  # INFO
+            s.sendall(b'CONNECT {"verbose":false,"headers":true}\r\n')
+            chunk = []
+            for i, p in enumerate(payloads):
+                data = p.encode() if isinstance(p, str) else p
+                if msg_ids:
+                    hdr = ("NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_ids[i]).encode()
+                    chunk.append(b"HPUB %s %d %d\r\n%s%s\r\n" % (
+                        subject.encode(), len(hdr), len(hdr) + len(data), hdr, data))
+                else:
+                    chunk.append(b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(data), data))
+                if len(chunk) >= 500:
+                    s.sendall(b"".join(chunk))
+                    chunk = []
+            s.sendall(b"".join(chunk) + b"PING\r\n")
+            while True:
+                line = f.readline()
+                assert line, "nats closed the connection"
+                if line.startswith(b"PONG"):
+                    return
+                assert not line.startswith(b"-ERR"), line
+
+
+RUNNING_NATS = []
+
+
+@pytest.fixture(autouse=True)
+def stop_left_nats():
+    """A NATS server a test started and did not stop is stopped after it
+    (one of a wider fixture was started before and stays)."""
+    before = list(RUNNING_NATS)
+    yield
+    for n in list(RUNNING_NATS):
+        if n not in before:
+            n.stop()
 
 
 @pytest.fixture

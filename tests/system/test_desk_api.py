@@ -67,7 +67,7 @@ def test_login_versions_and_refusals(one):
     assert st == 401 and body["error"] == "EUNAUTHORIZED"
     st, body = login(c, "PA1", "alice")
     assert st == 200 and len(body["token"]) == 64 and body["user"] == "alice"
-    assert body["messaging"] == ["nats://127.0.0.1:4222"]
+    assert body["messaging"] == [c.nats.url]
     assert {ch["name"] for ch in body["channels"]} == {"fire", "all"}
 
 

@@ -47,15 +47,15 @@ TEST(store_records)
 	json_t *arr = json_array(), *out;
 
 	ASSERT(s);
-	ASSERT_INT(store_records_rev(s), 0);
+	ASSERT_INT(store_records_seq(s), 0);
 	json_array_append_new(arr, rec("a", "6000", "NORMAL", 1700000001000));
 	json_array_append_new(arr, rec("b", "6100", "BUSY", 1700000002000));
 	json_array_append_new(arr, json_pack("{s:s}", "call", "broken"));
-	ASSERT_INT(store_records_add(s, arr, 17, &added, &bad), 0);
+	ASSERT_INT(store_records_add(s, arr, 17, 5, &added, &bad), 0);
 	ASSERT_INT(added, 2);
 	ASSERT_INT(bad, 1);
 	/* the same records again (a watch re-read): nothing changes */
-	ASSERT_INT(store_records_add(s, arr, 18, &added, &bad), 0);
+	ASSERT_INT(store_records_add(s, arr, 18, 5, &added, &bad), 0);
 	ASSERT_INT(added, 0);
 	ASSERT_INT(store_records_count(s), 2);
 	json_decref(arr);
@@ -88,7 +88,8 @@ TEST(store_records)
 
 	/* reopened: the records and their revision are there */
 	ASSERT((s = store_open(dir, err, sizeof(err))) != NULL);
-	ASSERT_INT(store_records_rev(s), 18);
+	ASSERT_INT(store_records_seq(s), 18);
+	ASSERT_INT(store_records_stream(s), 5);
 	ASSERT_INT(store_records_count(s), 2);
 	store_close(s);
 	rmdb(dir);
