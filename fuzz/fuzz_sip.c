@@ -55,6 +55,7 @@ setup(void)
 	struct lease *l;
 	struct agent *a;
 	struct lease_cbs cbs = {NULL, NULL};
+	struct stream_config sc = {.cluster = "fuzz", .server = "PA1"};
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	log_init("fuzz", LOG_LEVEL_ERROR);
@@ -68,7 +69,7 @@ setup(void)
 	    (st = store_open(dir, err, sizeof(err))) == NULL)
 		return;
 	atexit(cleanup);
-	r = records_new(loop, a, st);
+	r = records_new(loop, a, st, &sc);
 	stack = sip_new(loop, a, calls_new(a, r), cfg, &cfg->servers[0]);
 }
 

@@ -33,7 +33,8 @@
 	XX(EVERSION, -22, "desk version not accepted")                         \
 	XX(EEXPIRED, -23, "session expired: log in again")                     \
 	XX(ENOTALLOWED, -24, "not allowed for this user")                      \
-	XX(ELIMITED, -25, "too many failed attempts: wait and try again")
+	XX(ELIMITED, -25, "too many failed attempts: wait and try again")      \
+	XX(ECONFLICT, -26, "changed meanwhile by someone else")
 
 enum us_errno {
 #define US_ERRNO_ENUM(name, code, msg) US_##name = (code),

@@ -14,7 +14,7 @@
 
 #include "common/common.h"
 
-#define HTTP_BODY_MAX (64u * 1024)
+#define HTTP_BODY_MAX (2u * 1024 * 1024) /* a config apply: 1 MiB of text */
 
 struct http;
 struct http_req;
@@ -89,6 +89,7 @@ struct members;
 struct agent;
 struct calls;
 struct sip;
+struct versions;
 
 /* What the routes read; owned by the worker. */
 struct api_ctx {
@@ -101,6 +102,8 @@ struct api_ctx {
 	struct records *records;
 	struct desks *desks;
 	struct sip *sip;
+	struct versions *versions; /* the configuration's, in etcd */
+	bool config_differs; /* the local file is not the version run */
 	bool stopping;
 };
 
@@ -132,6 +135,16 @@ void desk_join(
 void desk_leave(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 void desk_events(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_config.c: the configuration's versions (docs/api.md) */
+void config_get(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void config_history(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void config_diff_versions(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void config_apply(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
 /* The dispatcher for http_new; arg is a struct api_ctx. */

@@ -190,6 +190,9 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	json_object_set_new(o, "server", json_string(ctx->self->name));
 	json_object_set_new(o, "time", json_string(now));
 	json_object_set_new(o, "serving", json_boolean(serving(ctx)));
+	json_object_set_new(o, "config",
+	    json_pack("{s:I,s:b}", "version", (json_int_t)ctx->cfg->version,
+		"local_file_differs", ctx->config_differs));
 	json_object_set_new(o, "lease_remaining_ms",
 	    json_integer(lease_remaining_ms(ctx->lease)));
 	json_object_set_new(o, "members", members_json(ctx->members));
@@ -664,6 +667,10 @@ static const struct route routes[] = {
     {"/v1/servers/*/stop", "POST", post_stop, ACCESS_ADMIN},
     {"/v1/servers/*/start", "POST", post_start, ACCESS_ADMIN},
     {"/v1/servers/*/failback", "POST", post_failback, ACCESS_ADMIN},
+    {"/v1/config", "GET", config_get, ACCESS_ADMIN},
+    {"/v1/config", "POST", config_apply, ACCESS_ADMIN},
+    {"/v1/config/history", "GET", config_history, ACCESS_READ},
+    {"/v1/config/diff", "GET", config_diff_versions, ACCESS_ADMIN},
 };
 
 /* Match path against pattern; '*' takes one non-empty segment. */

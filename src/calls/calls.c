@@ -179,13 +179,14 @@ static json_t *
 journal_new(
     struct calls *c, struct agent_post *p, const struct op *op, long port)
 {
-	return json_pack("{s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:I,s:I,s:I}",
+	return json_pack("{s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I}",
 	    "call", op->id, "route_point", op->route_point, "post",
 	    p->home->name, "server", agent_self(c->a), "port", (json_int_t)port,
 	    "origin", op->origin, "caller", op->caller, "start",
 	    (json_int_t)op->start, "answer",
 	    (json_int_t)(port >= 0 ? time_wall_ms() : 0), "lease",
-	    (json_int_t)agent_lease_id(c->a), "epoch", (json_int_t)op->epoch);
+	    (json_int_t)agent_lease_id(c->a), "epoch", (json_int_t)op->epoch,
+	    "config_version", (json_int_t)agent_config(c->a)->version);
 }
 
 static void

@@ -11,8 +11,11 @@
 
 #include "common/common.h"
 
-/* cli_config.c: config check|doc */
+/* cli_config.c: config check|doc, and the versions below */
 int cli_config(int argc, char **argv);
+
+/* cli_versions.c: config apply|history|show|diff|rollback */
+int cli_versions(int argc, char **argv);
 
 /* cli_passwd.c: passwd */
 int cli_passwd(int argc, char **argv);
@@ -30,6 +33,11 @@ int cli_status(int argc, char **argv);
 int cli_status_http(const char *method, const char *url, const char *token,
     const char *ca, long timeout_ms, long *status, json_t **out, char *err,
     size_t errlen);
+
+/* The same with a request body (POST; NULL: none). */
+int cli_http(const char *method, const char *url, const char *token,
+    const char *ca, const char *body, long timeout_ms, long *status,
+    json_t **out, char *err, size_t errlen);
 
 /*
  * GET path from server (a base URL), or else from the servers of the

@@ -9,6 +9,8 @@ usage(FILE *f)
 	fprintf(f,
 	    "usage: understudy config check [--print] [--json] FILE\n"
 	    "       understudy config doc\n"
+	    "       understudy config apply|history|show|diff|rollback ... "
+	    "(--help)\n"
 	    "\n"
 	    "check  reads FILE and prints every problem as\n"
 	    "       FILE:LINE: error|warning: message, then a summary line.\n"
@@ -89,6 +91,11 @@ check(int argc, char **argv)
 int
 cli_config(int argc, char **argv)
 {
+	if (argc >= 2 &&
+	    (strcmp(argv[1], "apply") == 0 || strcmp(argv[1], "history") == 0 ||
+		strcmp(argv[1], "show") == 0 || strcmp(argv[1], "diff") == 0 ||
+		strcmp(argv[1], "rollback") == 0))
+		return cli_versions(argc - 1, argv + 1);
 	if (argc < 2 || cli_wants_help(argc, argv)) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;

@@ -21,6 +21,15 @@ cli_status_http(const char *method, const char *url, const char *token,
     const char *ca, long timeout_ms, long *status, json_t **out, char *err,
     size_t errlen)
 {
+	return cli_http(
+	    method, url, token, ca, NULL, timeout_ms, status, out, err, errlen);
+}
+
+int
+cli_http(const char *method, const char *url, const char *token, const char *ca,
+    const char *body, long timeout_ms, long *status, json_t **out, char *err,
+    size_t errlen)
+{
 	struct curl_slist *h = NULL;
 	char auth[512], why[CURL_ERROR_SIZE] = "";
 	struct buf b;
@@ -44,12 +53,15 @@ cli_status_http(const char *method, const char *url, const char *token,
 	if (ca)
 		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
 	if (strcmp(method, "POST") == 0)
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+	if (body)
+		h = curl_slist_append(h, "Content-Type: application/json");
 	if (token) {
 		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
 		h = curl_slist_append(h, auth);
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	}
+	if (h)
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	rc = curl_easy_perform(c);
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
@@ -139,8 +151,20 @@ print_table(json_t *st)
 	char rp[64], fo[128], cov[128], use[32], state[64];
 	size_t i;
 
-	printf("cluster %s, as seen by %s at %s\n\n", str_of(st, "cluster"),
+	printf("cluster %s, as seen by %s at %s\n", str_of(st, "cluster"),
 	    str_of(st, "server"), str_of(st, "time"));
+	if ((v = json_object_get(st, "config")) != NULL) {
+		long long n = json_integer_value(json_object_get(v, "version"));
+
+		printf("configuration version %lld\n", n);
+		if (json_is_true(json_object_get(v, "local_file_differs")))
+			printf("warning: the local config file of %s differs "
+			       "from version %lld, which it runs (`understudy "
+			       "config show`, `understudy config apply "
+			       "FILE`)\n",
+			    str_of(st, "server"), n);
+	}
+	printf("\n");
 	printf("%-8s %-11s %-24s %-12s %-8s %-10s %s\n", "SERVER", "STATE",
 	    "SINCE", "ROUTE PTS", "IN USE", "FAILOVER", "COVERS");
 	json_array_foreach (servers, i, v) {

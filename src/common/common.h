@@ -285,6 +285,7 @@ struct config_channel {
 
 struct config {
 	char *path;
+	int64_t version; /* the cluster's version this is (0: a file) */
 	struct config_cluster cluster;
 	struct config_server *servers;
 	size_t n_servers;
@@ -344,6 +345,15 @@ void config_diags_print(const struct config_diags *d, FILE *f);
  * a secret (admin_token, read_token, a user's password) as "(set)".
  */
 void config_print(const struct config *cfg, FILE *f);
+
+/*
+ * The same, with each secret as "(set #MARK)": a short keyed hash that
+ * differs when the secret does, for diffs that must not show secrets.
+ */
+void config_print_marked(const struct config *cfg, FILE *f);
+
+/* True when option name of sec may change while the cluster runs. */
+bool config_option_runtime(enum config_section sec, const char *name);
 
 /* Print the option reference (Markdown) from the option table. */
 void config_doc(FILE *f);

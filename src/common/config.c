@@ -20,6 +20,8 @@
 
 #include <ini.h>
 
+#include <sodium.h>
+
 #include "common.h"
 
 /*
@@ -1774,9 +1776,26 @@ config_free(struct config *cfg)
 	free(cfg);
 }
 
+/*
+ * A secret as a mark that changes when it does: a keyed hash of it (the
+ * key is fixed, so the same secret gives the same mark in two texts),
+ * cut to 8 hex digits, which says nothing of the secret itself.
+ */
 static void
-section_print(
-    const struct config *cfg, enum config_section sec, const void *obj, FILE *f)
+secret_mark(FILE *f, const char *name, const char *v)
+{
+	static const unsigned char key[crypto_shorthash_KEYBYTES] =
+	    "understudy-diff";
+	unsigned char h[crypto_shorthash_BYTES];
+
+	crypto_shorthash(h, (const unsigned char *)v, strlen(v), key);
+	fprintf(
+	    f, "%s = (set #%02x%02x%02x%02x)\n", name, h[0], h[1], h[2], h[3]);
+}
+
+static void
+section_print(const struct config *cfg, enum config_section sec,
+    const void *obj, FILE *f, bool marks)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const struct config_option *o = &config_options[i];
@@ -1797,7 +1816,9 @@ section_print(
 		case CT_SECRET: {
 			const char *v = *(char *const *)(const void *)field;
 
-			if (v)
+			if (v && o->type == CT_SECRET && marks)
+				secret_mark(f, o->name, v);
+			else if (v)
 				fprintf(f, "%s = %s\n", o->name,
 				    o->type == CT_SECRET ? "(set)" : v);
 			break;
@@ -1834,23 +1855,46 @@ section_print(
 	}
 }
 
-void
-config_print(const struct config *cfg, FILE *f)
+static void
+print_all(const struct config *cfg, FILE *f, bool marks)
 {
 	fprintf(f, "[cluster]\n");
-	section_print(cfg, CONFIG_SEC_CLUSTER, &cfg->cluster, f);
+	section_print(cfg, CONFIG_SEC_CLUSTER, &cfg->cluster, f, marks);
 	for (size_t i = 0; i < cfg->n_servers; i++) {
 		fprintf(f, "\n[server %s]\n", cfg->servers[i].name);
-		section_print(cfg, CONFIG_SEC_SERVER, &cfg->servers[i], f);
+		section_print(
+		    cfg, CONFIG_SEC_SERVER, &cfg->servers[i], f, marks);
 	}
 	for (size_t i = 0; i < cfg->n_users; i++) {
 		fprintf(f, "\n[user %s]\n", cfg->users[i].name);
-		section_print(cfg, CONFIG_SEC_USER, &cfg->users[i], f);
+		section_print(cfg, CONFIG_SEC_USER, &cfg->users[i], f, marks);
 	}
 	for (size_t i = 0; i < cfg->n_channels; i++) {
 		fprintf(f, "\n[channel %s]\n", cfg->channels[i].name);
-		section_print(cfg, CONFIG_SEC_CHANNEL, &cfg->channels[i], f);
+		section_print(
+		    cfg, CONFIG_SEC_CHANNEL, &cfg->channels[i], f, marks);
 	}
+}
+
+void
+config_print(const struct config *cfg, FILE *f)
+{
+	print_all(cfg, f, false);
+}
+
+void
+config_print_marked(const struct config *cfg, FILE *f)
+{
+	print_all(cfg, f, true);
+}
+
+bool
+config_option_runtime(enum config_section sec, const char *name)
+{
+	size_t idx;
+	const struct config_option *o = option_find(sec, name, &idx);
+
+	return o && o->runtime;
 }
 
 void

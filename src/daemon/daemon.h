@@ -53,6 +53,24 @@ int tls_check(const struct config *cfg, const struct config_server *self);
 char *tls_read(
     const struct config *cfg, const char *value, char *err, size_t errlen);
 
+/* A file's text (at most 1 MiB), a new string; NULL with err on failure. */
+char *tls_read_path(const char *path, size_t *len, char *err, size_t errlen);
+
+/* conf.c */
+
+struct versions;
+
+/*
+ * The configuration the worker runs: the version in effect in etcd (on
+ * an empty cluster, the local file stored first as version 1), waited
+ * for on the loop (pings are answered meanwhile) until it comes or
+ * *stop turns true. A local file that differs is logged, and *differs
+ * set. Returns the parsed config (version set), or NULL when stopped or
+ * when the version cannot run here (logged).
+ */
+struct config *conf_effective(uv_loop_t *loop, struct versions *v,
+    const struct daemon_args *a, const bool *stop, bool *differs);
+
 struct etcd;
 struct etcd_opts;
 

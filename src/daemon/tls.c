@@ -27,8 +27,8 @@
 
 #define TLS_FILE_MAX (1024 * 1024)
 
-static char *
-read_file(const char *path, size_t *len, char *err, size_t errlen)
+char *
+tls_read_path(const char *path, size_t *len, char *err, size_t errlen)
 {
 	struct buf b;
 	char chunk[8192];
@@ -70,7 +70,7 @@ tls_read(const struct config *cfg, const char *value, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	text = read_file(path, &len, err, errlen);
+	text = tls_read_path(path, &len, err, errlen);
 	free(path);
 	return text;
 }

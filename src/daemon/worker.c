@@ -18,6 +18,7 @@
 #include "api/api.h"
 #include "calls/calls.h"
 #include "coord/coord.h"
+#include "config/versions.h"
 #include "daemon.h"
 #include "desks/desks.h"
 
@@ -34,6 +35,8 @@ struct worker {
 	uv_loop_t *loop;
 	const struct daemon_args *a;
 	struct etcd *etcd;
+	struct versions *versions;
+	bool ready; /* its parts are built */
 	struct lease *lease;
 	struct members *members;
 	struct agent *agent;
@@ -183,6 +186,8 @@ revoked(void *arg)
 	w->members = NULL;
 	lease_free(w->lease);
 	w->lease = NULL;
+	versions_free(w->versions);
+	w->versions = NULL;
 	etcd_free(w->etcd);
 	w->etcd = NULL;
 }
@@ -202,6 +207,15 @@ worker_stop(struct worker *w, const char *why)
 	if (w->stopping)
 		return;
 	w->stopping = true;
+	if (!w->ready) {
+		/* still waiting for its configuration: nothing to undo */
+		log_info("stopping: %s", why);
+		if (w->ipc_open) {
+			w->ipc_open = false;
+			uv_close((uv_handle_t *)&w->ipc, NULL);
+		}
+		return;
+	}
 	w->api.stopping = true;
 	log_info("stopping: %s", why);
 	uv_close((uv_handle_t *)&w->sigterm, NULL);
@@ -227,6 +241,7 @@ worker_main(const struct daemon_args *a)
 	const struct config_cluster *cl = &a->cfg->cluster;
 	struct etcd_opts eo;
 	struct stream_config sc = {0};
+	struct daemon_args eff;
 	struct lease_cbs cbs = {on_acquired, on_lost};
 	struct worker w;
 	char err[512];
@@ -253,10 +268,27 @@ worker_main(const struct daemon_args *a)
 		uv_close((uv_handle_t *)&w.ipc, NULL);
 	}
 	w.etcd = tls_etcd_new(w.loop, a->cfg, &eo);
-	if (w.etcd == NULL) {
+	if (w.etcd == NULL ||
+	    (w.versions = versions_new(w.etcd, cl->name)) == NULL) {
 		log_error("cannot create the etcd client");
 		return 1;
 	}
+	/* from here on, the cluster's version in effect, not the file */
+	eff = *a;
+	eff.cfg = conf_effective(
+	    w.loop, w.versions, a, &w.stopping, &w.api.config_differs);
+	if (eff.cfg == NULL) {
+		versions_free(w.versions);
+		etcd_free(w.etcd);
+		if (w.ipc_open)
+			uv_close((uv_handle_t *)&w.ipc, NULL);
+		uv_run(w.loop, UV_RUN_DEFAULT);
+		buf_free(&w.ipc_in);
+		return w.stopping ? 0 : 2;
+	}
+	eff.self = config_server_find(eff.cfg, a->server);
+	a = w.a = &eff;
+	cl = &a->cfg->cluster;
 	if ((w.store = store_open(a->state_dir, err, sizeof(err))) == NULL) {
 		log_error("cannot open the database: %s", err);
 		etcd_free(w.etcd);
@@ -322,11 +354,14 @@ worker_main(const struct daemon_args *a)
 	w.sigterm.data = w.sigint.data = &w;
 	uv_signal_start(&w.sigterm, signal_cb, SIGTERM);
 	uv_signal_start(&w.sigint, signal_cb, SIGINT);
+	w.api.versions = w.versions;
+	w.ready = true;
 	log_info("serving HTTP on %s:%ld; etcd %s", a->self->address,
 	    a->self->api_port, etcd_endpoint(w.etcd));
 	uv_run(w.loop, UV_RUN_DEFAULT);
 	uv_loop_close(w.loop);
 	buf_free(&w.ipc_in);
 	log_info("stopped");
+	config_free(eff.cfg);
 	return w.status;
 }

@@ -60,6 +60,8 @@ static const char *const migrations[] = {
     "ALTER TABLE sessions ADD COLUMN slot_rev INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE sessions ADD COLUMN ended TEXT NOT NULL DEFAULT '';"
     "CREATE INDEX sessions_desk ON sessions (user, desk, expired_ms);",
+    /* 4: the configuration version in effect when the call started */
+    "ALTER TABLE records ADD COLUMN config_version INTEGER NOT NULL DEFAULT 0;",
 };
 
 static bool
@@ -238,8 +240,8 @@ store_open(const char *dir, char *err, size_t errlen)
 	if (sqlite3_prepare_v3(s->db,
 		"INSERT OR IGNORE INTO records (call, route_point, post, "
 		"server, port, origin, caller, start_ms, answer_ms, end_ms, "
-		"duration_ms, ended_by, status, closed_by, rev) VALUES "
-		"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+		"duration_ms, ended_by, status, closed_by, rev, "
+		"config_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 		-1, SQLITE_PREPARE_PERSISTENT, &s->rec_insert,
 		NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v3(s->db,
@@ -345,7 +347,11 @@ bind_record(sqlite3_stmt *st, json_t *r, int64_t rev)
 		sqlite3_bind_text(
 		    st, col++, json_string_value(v), -1, SQLITE_TRANSIENT);
 	}
-	sqlite3_bind_int64(st, col, rev);
+	sqlite3_bind_int64(st, col++, rev);
+	/* 0: closed by a server from before configuration versions */
+	v = json_object_get(r, "config_version");
+	sqlite3_bind_int64(
+	    st, col, json_is_integer(v) ? json_integer_value(v) : 0);
 	return true;
 }
 
@@ -431,7 +437,7 @@ store_records_query(
 {
 	static const char *const names[] = {"call", "route_point", "post",
 	    "server", "port", "origin", "caller", "start", "answer", "end",
-	    "duration_ms", "ended_by", "status", "closed_by"};
+	    "duration_ms", "ended_by", "status", "closed_by", "config_version"};
 	sqlite3_stmt *st;
 	json_t *out;
 	int rc;
@@ -439,7 +445,8 @@ store_records_query(
 	if (sqlite3_prepare_v2(s->db,
 		"SELECT call, route_point, post, server, port, origin, "
 		"caller, start_ms, answer_ms, end_ms, duration_ms, ended_by, "
-		"status, closed_by FROM records WHERE end_ms >= ?1 AND "
+		"status, closed_by, config_version FROM records WHERE "
+		"end_ms >= ?1 AND "
 		"(?2 = 0 OR end_ms < ?2) AND (?3 IS NULL OR route_point = ?3) "
 		"AND (?4 IS NULL OR post = ?4) AND (?5 IS NULL OR status = ?5) "
 		"ORDER BY end_ms, call LIMIT ?6",

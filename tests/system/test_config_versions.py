@@ -1,0 +1,182 @@
+"""One configuration for the cluster, in etcd with its history: the first
+server stores its file as version 1; `understudy config apply` checks a
+file (errors change nothing and are printed as FILE:LINE), shows what
+changes and what needs a restart, and stores the next version; of two
+applies that race exactly one wins; history, show (--version, --at),
+diff and rollback give the right texts, also after an etcd compaction
+and a restart of every server; a worker restarted after its local file
+was edited runs the version in etcd and says the file differs; every
+call record carries the version in effect when its call started."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+from conftest import AUTH, CLI, Cluster, http, wait_for
+
+
+def cli(c, *args, check=None):
+    out = subprocess.run([CLI, "config"] + list(args) + ["--config", c.config],
+                         capture_output=True, text=True, timeout=60)
+    if check is not None:
+        assert out.returncode == check, (out.stdout, out.stderr)
+    return out
+
+
+def edited(c, old, new, name="edit.conf"):
+    with open(c.config) as f:
+        text = f.read()
+    assert old in text, old
+    path = os.path.join(c.tmp, name)
+    with open(path, "w") as f:
+        f.write(text.replace(old, new, 1))
+    return path, text.replace(old, new, 1)
+
+
+def history(c):
+    out = cli(c, "history", "--json", check=0)
+    return json.loads(out.stdout)
+
+
+def test_versions_apply_history_rollback(tmp_path, etcd1):
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1", "failover": ["PA3"]},
+                                  {"name": "PA2", "failover": ["PA3"]},
+                                  {"name": "PA3", "spare": True}]).start()
+    try:
+        with open(c.config) as f:
+            v1 = f.read()
+        # bootstrap: the first server's file is version 1
+        h = history(c)
+        assert h["in_effect"] == 1 and len(h["versions"]) == 1, h
+        st = c.status("PA2")
+        assert st["config"] == {"version": 1, "local_file_differs": False}, st["config"]
+        out = cli(c, "show", check=0)
+        assert out.stdout == v1
+
+        # an apply with errors changes nothing and says where
+        bad, _ = edited(c, "media_ports = 4", "media_ports = many", "bad.conf")
+        out = cli(c, "apply", bad, check=1)
+        assert "bad.conf:" in out.stderr and "error" in out.stderr, out.stderr
+        assert "nothing changed" in out.stderr
+        assert len(history(c)["versions"]) == 1
+
+        # a dry run shows the change and stores nothing
+        f2, v2 = edited(c, "failover = PA3", "failover = PA3, PA2")
+        out = cli(c, "apply", f2, "--dry-run", check=0)
+        assert "[server PA1] failover: PA3 -> PA3, PA2" in out.stdout, out.stdout
+        assert "nothing stored" in out.stdout
+        assert len(history(c)["versions"]) == 1
+        t_between = int(time.time() * 1000)
+        wait_for(lambda: int(time.time() * 1000) > t_between + 20, 1)
+
+        # applied: version 2, with its comment and what changed
+        out = cli(c, "apply", f2, "--comment", "PA2 covers PA1 too", check=0)
+        assert "stored as version 2" in out.stdout, out.stdout
+        h = history(c)
+        assert h["in_effect"] == 2
+        last = h["versions"][-1]
+        assert last["comment"] == "PA2 covers PA1 too"
+        assert "[server PA1] failover" in last["summary"]
+        assert last["replaces"] == 1 and "@" in last["author"]
+        # the same file again: no new version
+        out = cli(c, "apply", f2, check=0)
+        assert "nothing to store" in out.stdout
+        assert len(history(c)["versions"]) == 2
+
+        # an option that cannot change live is reported as such
+        f3, v3 = edited(c, "failover = PA3", "failover = PA3, PA2", "f3.conf")
+        with open(f3, "w") as f:
+            f.write(v2.replace("api_port = %d" % c.spec["PA2"]["api"],
+                               "api_port = %d" % (c.spec["PA2"]["api"] + 1000), 1))
+        out = cli(c, "apply", f3, "--dry-run", check=0)
+        assert "needs a restart of PA2: api_port changed" in out.stdout, out.stdout
+
+        # show, show --version, show --at, diff
+        assert cli(c, "show", check=0).stdout == v2
+        assert cli(c, "show", "--version", "1", check=0).stdout == v1
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t_between / 1000)) + \
+            ".%03dZ" % (t_between % 1000)
+        assert cli(c, "show", "--at", at, check=0).stdout == v1
+        out = cli(c, "diff", "1", "2", check=0)
+        assert out.stdout.strip() == "[server PA1] failover: PA3 -> PA3, PA2"
+
+        # two applies that race: exactly one wins
+        f4, v4 = edited(c, "failover = PA3", "failover = PA2", "f4.conf")
+        bodies = [{"text": v4, "name": "f4.conf", "author": "a", "base": 2},
+                  {"text": v4.replace("media_ports = 4", "media_ports = 5", 1),
+                   "name": "f5.conf", "author": "b", "base": 2}]
+        results = [None, None]
+
+        def send(i):
+            results[i] = http("POST", c.url(["PA1", "PA2"][i]) + "/v1/config",
+                              json.dumps(bodies[i]).encode(), headers=AUTH, timeout=10)
+        threads = [threading.Thread(target=send, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(r[0] for r in results)
+        assert codes == [200, 409], results
+        loser = next(r[1] for r in results if r[0] == 409)
+        assert loser["error"] == "ECONFLICT" and loser["in_effect"] == 3, (loser, results)
+        assert history(c)["in_effect"] == 3
+
+        # rollback: version 1's text as version 4
+        out = cli(c, "rollback", "1", check=0)
+        assert "stored as version 4" in out.stdout, out.stdout
+        assert cli(c, "show", check=0).stdout == v1
+        assert history(c)["versions"][-1]["comment"].startswith("rollback to version 1")
+
+        # history survives an etcd compaction and a restart of every server
+        st, body = etcd1.call("/v3/kv/range", {"key": "L3VuZGVyc3R1ZHk="})
+        rev = int(body["header"]["revision"])
+        st, body = etcd1.call("/v3/kv/compaction", {"revision": str(rev)})
+        assert st == 200, body
+        for n in c.spec:
+            c.srv[n].stop()
+        c.start()
+        h = history(c)
+        assert [v["version"] for v in h["versions"]] == [1, 2, 3, 4]
+        assert cli(c, "show", "--version", "2", check=0).stdout == v2
+        assert cli(c, "show", check=0).stdout == v1
+    finally:
+        c.stop_all()
+
+
+def test_a_restarted_worker_runs_the_version_in_etcd(tmp_path, etcd1):
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1", "failover": ["PA2"]},
+                                  {"name": "PA2"}]).start()
+    try:
+        c.wait_owner("PA1", "PA1")
+        # a call's record carries the version it started under
+        st, call = c.call("PA1", via="PA1")
+        assert st == 201, call
+        assert http("DELETE", c.url("PA1") + "/v1/calls/" + call["call"],
+                    headers=AUTH)[0] == 200
+
+        def rec():
+            st, body = http("GET", c.url("PA1") + "/v1/records", headers=AUTH)
+            return [r for r in body["records"] if r["call"] == call["call"]]
+        assert wait_for(rec, 10)
+        assert rec()[0]["config_version"] == 1
+        # the local file is edited, but not applied
+        with open(c.config) as f:
+            text = f.read()
+        with open(c.config, "w") as f:
+            f.write(text.replace("media_ports = 4", "media_ports = 6", 1))
+        old = c.srv["PA1"].worker()
+        os.kill(old, 9)
+        assert wait_for(lambda: c.srv["PA1"].worker() not in (None, old) and
+                        c.healthy("PA1"), 15)
+        st = c.status("PA1")
+        assert st["config"] == {"version": 1, "local_file_differs": True}, st["config"]
+        assert "differs from version 1 in effect" in c.srv["PA1"].logtext()
+        out = subprocess.run([CLI, "status", "--server", c.url("PA1")],
+                             capture_output=True, text=True, timeout=30)
+        assert "local config file of PA1 differs from version 1" in out.stdout, out.stdout
+        # what it runs is etcd's version, not the file
+        assert history(c)["in_effect"] == 1
+        assert len(c.post("PA1", via="PA1")["ports"]) == 4, c.post("PA1", via="PA1")
+    finally:
+        c.stop_all()
