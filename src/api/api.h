@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "config/config.h"
 
 #define HTTP_BODY_MAX (64u * 1024)
 
