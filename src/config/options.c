@@ -556,7 +556,7 @@ config_doc(FILE *f)
 
 	fprintf(f,
 	    "# Configuration reference\n\n"
-	    "Generated from the option table in `src/common/config.c` "
+	    "Generated from the option table in `src/config/options.c` "
 	    "by `understudy config doc`; do not edit by hand.\n\n"
 	    "One INI file describes the whole cluster. Lines are at most "
 	    "198 characters; a list option may be given on several "
