@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "config/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

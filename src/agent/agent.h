@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "config/config.h"
 #include "coord/coord.h"
 
 struct agent;

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "config/config.h"
 
 #define HTTP_BODY_MAX (2u * 1024 * 1024) /* a config apply: 1 MiB of text */
 

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "common/common.h"
+#include "config/config.h"
 
 /* cli_config.c: config check|doc, and the versions below */
 int cli_config(int argc, char **argv);

@@ -4,7 +4,7 @@
 
 #include <jansson.h>
 
-#include "common/common.h"
+#include "config/config.h"
 
 /*
  * The changes from a to b: {"changes": [{"section","key","from","to",

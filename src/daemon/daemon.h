@@ -10,6 +10,7 @@
 #define US_DAEMON_H
 
 #include "common/common.h"
+#include "config/config.h"
 
 #define DAEMON_IPC_FD 3
 

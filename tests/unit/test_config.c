@@ -1,7 +1,8 @@
-/* Unit tests of the config loader and checker (src/common/config.c). */
+/* Unit tests of the config loader and checker (src/config/). */
 #include <stdbool.h>
 
 #include "common/common.h"
+#include "config/config.h"
 #include "test.h"
 
 static const char good[] =

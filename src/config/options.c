@@ -1,0 +1,608 @@
+/*
+ * The option table: every option of the configuration defined once in
+ * config_options[], with the checks of single values and the option
+ * reference (config doc, docs/config.md). The loader, the checker and the
+ * printer all read this table.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+static bool check_address(const char *v, char *err, size_t errlen);
+static bool check_extension(const char *v, char *err, size_t errlen);
+static bool check_pattern(const char *v, char *err, size_t errlen);
+static bool check_endpoint(const char *v, char *err, size_t errlen);
+static bool check_hash(const char *v, char *err, size_t errlen);
+static bool check_allow(const char *v, char *err, size_t errlen);
+static bool check_token(const char *v, char *err, size_t errlen);
+static bool check_hostport(const char *v, char *err, size_t errlen);
+
+static const char *const failback_choices[] = {"auto", "manual", NULL};
+static const char *const license_choices[] = {"warn", "enforce", NULL};
+static bool check_nats(const char *v, char *err, size_t errlen);
+static bool check_version(const char *v, char *err, size_t errlen);
+static bool check_file(const char *v, char *err, size_t errlen);
+static bool check_nats_secret(const char *v, char *err, size_t errlen);
+
+#define CL(f) offsetof(struct config_cluster, f)
+#define SV(f) offsetof(struct config_server, f)
+#define US(f) offsetof(struct config_user, f)
+#define CH(f) offsetof(struct config_channel, f)
+
+const struct config_option config_options[] = {
+    {CONFIG_SEC_CLUSTER, "name", CONFIG_TYPE_STRING, 0, 0, NULL, NULL, CL(name),
+	config_check_name, false,
+	"Name of the cluster; every key it keeps in etcd is under "
+	"/understudy/NAME/. Required."},
+    {CONFIG_SEC_CLUSTER, "etcd", CONFIG_TYPE_LIST, 0, 0, "local", NULL,
+	CL(etcd), check_endpoint, false,
+	"The coordination store: `local` (understudy up runs a one-member "
+	"etcd on 127.0.0.1:local_etcd_port) or a list of client endpoints "
+	"`http://HOST:PORT`, or all `https://HOST:PORT` (see etcd_ca, "
+	"etcd_cert, etcd_key), tried in order."},
+    {CONFIG_SEC_CLUSTER, "local_etcd_port", CONFIG_TYPE_INT, 1, 65534, "2379",
+	NULL, CL(local_etcd_port), NULL, false,
+	"Client port of the etcd that understudy up runs where etcd = local; "
+	"its peer port is the next one."},
+    {CONFIG_SEC_CLUSTER, "lease_ttl", CONFIG_TYPE_INT, 1, 60, "2", NULL,
+	CL(lease_ttl), NULL, false,
+	"Seconds after its last lease renewal at which a silent server is "
+	"declared lost (hardware failover). 1 needs etcd with "
+	"--election-timeout of 500 ms or less, as understudy up starts it."},
+    {CONFIG_SEC_CLUSTER, "failback", CONFIG_TYPE_ENUM, 0, 0, "auto",
+	failback_choices, CL(failback), NULL, true,
+	"`auto`: a returning server takes its post back after failback_delay; "
+	"`manual`: only when an operator runs `understudy failback NAME`."},
+    {CONFIG_SEC_CLUSTER, "failback_delay", CONFIG_TYPE_INT, 0, 86400, "10",
+	NULL, CL(failback_delay), NULL, true,
+	"Seconds a returning server must stay healthy before automatic "
+	"failback."},
+    {CONFIG_SEC_CLUSTER, "registrar", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(registrar), check_hostport, false,
+	"Where owners register their route points: `IPV4:PORT` of a SIP "
+	"registrar (Kamailio), or `local` (understudy up runs Kamailio on "
+	"127.0.0.1:local_registrar_port). Without it nothing is registered."},
+    {CONFIG_SEC_CLUSTER, "local_registrar_port", CONFIG_TYPE_INT, 1, 65535,
+	"5060", NULL, CL(local_registrar_port), NULL, false,
+	"UDP port of the Kamailio that understudy up runs where registrar = "
+	"local."},
+    {CONFIG_SEC_CLUSTER, "media_timeout", CONFIG_TYPE_INT, 0, 86400, "60", NULL,
+	CL(media_timeout), NULL, true,
+	"Seconds without RTP from the caller after which a call is ended "
+	"(the server sends BYE and frees the port); 0: never."},
+    {CONFIG_SEC_CLUSTER, "record_retention", CONFIG_TYPE_INT, 60, 31536000,
+	"86400", NULL, CL(record_retention), NULL, true,
+	"Seconds a call record stays in the records stream on NATS "
+	"JetStream, from which every server copies it into its own database "
+	"(kept there); a server down for longer, or on a blank disk, misses "
+	"the records closed meanwhile by the others."},
+    {CONFIG_SEC_CLUSTER, "licenses", CONFIG_TYPE_INT, 0, 1000000, "0", NULL,
+	CL(licenses), NULL, true,
+	"Concurrent desk sessions the cluster is licensed for, counted across "
+	"every server in etcd; 0: no limit."},
+    {CONFIG_SEC_CLUSTER, "license_policy", CONFIG_TYPE_ENUM, 0, 0, "warn",
+	license_choices, CL(license_policy), NULL, true,
+	"Over the limit, `warn`: the login or reconnect succeeds and the desk "
+	"is told (a license_warning event); `enforce`: it is refused with "
+	"ENOLICENSE."},
+    {CONFIG_SEC_CLUSTER, "session_timeout", CONFIG_TYPE_INT, 10, 604800, "1800",
+	NULL, CL(session_timeout), NULL, true,
+	"Seconds a desk session may stay idle (no request from its desk) "
+	"before it expires; its desk is then asked to log in again."},
+    {CONFIG_SEC_CLUSTER, "login_failures", CONFIG_TYPE_INT, 0, 100000, "10",
+	NULL, CL(login_failures), NULL, true,
+	"Failed desk logins allowed a minute per user name from one client "
+	"address (and ten times that per address over any names); past it, "
+	"logins are refused with 429 and Retry-After until the minute is "
+	"over (no password is checked). 0: no limit."},
+    {CONFIG_SEC_CLUSTER, "desk_versions", CONFIG_TYPE_LIST, 0, 0, "", NULL,
+	CL(desk_versions), check_version, true,
+	"Desk versions the servers accept at login, offered at "
+	"GET /v1/desk/versions; empty: the version of this release only."},
+    {CONFIG_SEC_CLUSTER, "messaging", CONFIG_TYPE_LIST, 0, 0, "local", NULL,
+	CL(messaging), check_nats, false,
+	"The channels' data plane: `local` (understudy up runs a NATS server "
+	"with JetStream on 127.0.0.1:local_nats_port) or a list of "
+	"`nats://HOST:PORT` URLs."},
+    {CONFIG_SEC_CLUSTER, "local_nats_port", CONFIG_TYPE_INT, 1, 65535, "4222",
+	NULL, CL(local_nats_port), NULL, false,
+	"Client port of the NATS server that understudy up runs where "
+	"messaging = local."},
+    {CONFIG_SEC_CLUSTER, "admin_token", CONFIG_TYPE_SECRET, 0, 0, NULL, NULL,
+	CL(admin_token), check_token, true,
+	"Secret that control requests (stop, start, failback) must carry as "
+	"`Authorization: Bearer TOKEN`; 16 to 200 characters, no spaces. "
+	"Without it the control API is off."},
+    {CONFIG_SEC_CLUSTER, "read_token", CONFIG_TYPE_SECRET, 0, 0, NULL, NULL,
+	CL(read_token), check_token, true,
+	"Secret for read-only requests (status, records, metrics), carried "
+	"as `Authorization: Bearer TOKEN`; it never opens control. 16 to 200 "
+	"characters, no spaces, and not the admin_token."},
+    {CONFIG_SEC_CLUSTER, "tls_cert", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(tls_cert), check_file, false,
+	"PEM certificate (chain) the API serves HTTPS with on every api_port, "
+	"with tls_key; it must name each server's address "
+	"(subjectAltName IP:...). Every file option is relative to the config "
+	"file, and understudyd refuses to start when it cannot read or parse "
+	"one. Without it the API is plain HTTP."},
+    {CONFIG_SEC_CLUSTER, "tls_key", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(tls_key), check_file, false, "PEM private key of tls_cert."},
+    {CONFIG_SEC_CLUSTER, "tls_ca", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(tls_ca), check_file, false,
+	"PEM CA certificate(s) that clients of the API verify the servers "
+	"with: the CLI where it reads this config (`--ca` elsewhere); desks "
+	"are given theirs (`--ca`). Without it, the system's CAs."},
+    {CONFIG_SEC_CLUSTER, "etcd_ca", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(etcd_ca), check_file, false,
+	"PEM CA certificate(s) the servers verify etcd's https:// endpoints "
+	"with; without it, the system's CAs."},
+    {CONFIG_SEC_CLUSTER, "etcd_cert", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(etcd_cert), check_file, false,
+	"PEM client certificate the servers present to etcd (etcd "
+	"--client-cert-auth), with etcd_key; needs https:// endpoints."},
+    {CONFIG_SEC_CLUSTER, "etcd_key", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(etcd_key), check_file, false, "PEM private key of etcd_cert."},
+    {CONFIG_SEC_CLUSTER, "messaging_ca", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(messaging_ca), check_file, false,
+	"PEM CA certificate(s) of the NATS servers: when set, desks connect "
+	"to NATS over TLS and verify each server's certificate (chain and "
+	"host) with it. The servers hand it to desks in the session."},
+    {CONFIG_SEC_CLUSTER, "messaging_cert", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(messaging_cert), check_file, false,
+	"PEM client certificate for NATS servers that verify clients, with "
+	"messaging_key; needs messaging_ca. Handed to every desk in its "
+	"session (docs/desks.md)."},
+    {CONFIG_SEC_CLUSTER, "messaging_key", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(messaging_key), check_file, false,
+	"PEM private key of messaging_cert."},
+    {CONFIG_SEC_CLUSTER, "messaging_user", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(messaging_user), config_check_name, false,
+	"User name that desks give NATS (its authorization users), with "
+	"messaging_password."},
+    {CONFIG_SEC_CLUSTER, "messaging_password", CONFIG_TYPE_SECRET, 0, 0, NULL,
+	NULL, CL(messaging_password), check_nats_secret, false,
+	"Password of messaging_user; handed to desks in their session. 16 to "
+	"200 characters, no spaces, quotes or backslashes."},
+    {CONFIG_SEC_CLUSTER, "messaging_token", CONFIG_TYPE_SECRET, 0, 0, NULL,
+	NULL, CL(messaging_token), check_nats_secret, false,
+	"Token that desks give NATS (authorization { token }), instead of a "
+	"user and password; handed to desks in their session. 16 to 200 "
+	"characters, no spaces, quotes or backslashes."},
+
+    {CONFIG_SEC_SERVER, "address", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	SV(address), check_address, false,
+	"IPv4 address the server listens on (SIP, RTP and the HTTP API) "
+	"and is reached at; not a host name, not IPv6, not 0.0.0.0. "
+	"Required."},
+    {CONFIG_SEC_SERVER, "api_port", CONFIG_TYPE_INT, 1, 65535, "8080", NULL,
+	SV(api_port), NULL, false, "TCP port of the HTTP API and /health."},
+    {CONFIG_SEC_SERVER, "sip_port", CONFIG_TYPE_INT, 1, 65535, "5070", NULL,
+	SV(sip_port), NULL, false, "UDP port for SIP."},
+    {CONFIG_SEC_SERVER, "max_media_ports", CONFIG_TYPE_INT, 0, 10000, NULL,
+	NULL, SV(max_media_ports), NULL, true,
+	"Capacity: the most media ports the server may run at once, its own "
+	"and those of the posts it covers. Defaults to media_ports (no room "
+	"to cover anyone)."},
+    {CONFIG_SEC_SERVER, "route_point", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	SV(route_point), check_extension, false,
+	"The address callers dial for this post (`6000`). Required unless "
+	"spare = yes."},
+    {CONFIG_SEC_SERVER, "aa_route_point", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	SV(aa_route_point), check_extension, false,
+	"A second route point of the post, for the auto attendant."},
+    {CONFIG_SEC_SERVER, "media_port_base", CONFIG_TYPE_INT, 1, 999999999, NULL,
+	NULL, SV(media_port_base), NULL, false,
+	"Number of the post's first media port; they run from here up. "
+	"Required when media_ports > 0."},
+    {CONFIG_SEC_SERVER, "media_ports", CONFIG_TYPE_INT, 0, 10000, "0", NULL,
+	SV(media_ports), NULL, false,
+	"Media ports of the post: one per simultaneous call."},
+    {CONFIG_SEC_SERVER, "rtp_port_base", CONFIG_TYPE_INT, 1024, 65535, NULL,
+	NULL, SV(rtp_port_base), NULL, false,
+	"First UDP port for RTP; one per media port. Required when "
+	"media_ports > 0."},
+    {CONFIG_SEC_SERVER, "interceptor_ports", CONFIG_TYPE_LIST, 0, 0, "", NULL,
+	SV(interceptor_ports), check_pattern, false,
+	"Extension patterns whose calls the post intercepts: digits, X for any "
+	"digit, dots between groups (`2007`, `2XXX`, `3.2XXX`)."},
+    {CONFIG_SEC_SERVER, "failover", CONFIG_TYPE_LIST, 0, 0, "", NULL,
+	SV(failover), NULL, true,
+	"Server names that may cover this post, in order of preference. "
+	"When none is up with room, a spare covers."},
+    {CONFIG_SEC_SERVER, "prompt", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	SV(prompt), NULL, true,
+	"Audio the post's media ports play to callers instead of echoing "
+	"them: a WAV file of mu-law, mono, 8000 Hz (`sox IN -r 8000 -c 1 "
+	"-e mu-law OUT.wav`), or raw PCMU bytes under any other name; "
+	"relative to the config file. understudyd refuses to start when it "
+	"cannot read it."},
+    {CONFIG_SEC_SERVER, "spare", CONFIG_TYPE_BOOL, 0, 0, "no", NULL, SV(spare),
+	NULL, false,
+	"`yes`: the server has no post of its own and only covers others."},
+
+    {CONFIG_SEC_USER, "password", CONFIG_TYPE_SECRET, 0, 0, NULL, NULL,
+	US(password), check_hash, true,
+	"argon2id hash of the user's password, as `understudy passwd` prints "
+	"it. Required."},
+    {CONFIG_SEC_USER, "groups", CONFIG_TYPE_LIST, 0, 0, "", NULL, US(groups),
+	config_check_name, true, "Groups the user belongs to."},
+
+    {CONFIG_SEC_CHANNEL, "allow", CONFIG_TYPE_LIST, 0, 0, "", NULL, CH(allow),
+	check_allow, true,
+	"Users (`alice`) and groups (`@dispatch`) who may join the channel."},
+};
+
+const size_t config_n_options = ARRAY_SIZE(config_options);
+
+_Static_assert(ARRAY_SIZE(config_options) <= CONFIG_MAX_OPTIONS,
+    "raise CONFIG_MAX_OPTIONS");
+
+const char *const config_section_names[CONFIG_SEC_COUNT] = {
+    "cluster", "server", "user", "channel"};
+
+/* ---- syntax checks of single values ---- */
+
+bool
+config_check_name(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || n > CONFIG_NAME_MAX) {
+		snprintf(err, errlen, "'%s' is not a name (1 to %d characters)",
+		    v, CONFIG_NAME_MAX);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+
+		if (!isalnum(c) && c != '_' && c != '-') {
+			snprintf(err, errlen,
+			    "'%s' is not a name (letters, digits, '_' and '-' "
+			    "only)",
+			    v);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * A server's address is bound as it is written, by SIP and RTP on IPv4
+ * sockets and by the HTTP API, and it is what the registrar, the peers
+ * and the callers' media reach the server at: an IPv4 literal, never a
+ * name (nothing resolves it) nor the wildcard.
+ */
+static bool
+check_address(const char *v, char *err, size_t errlen)
+{
+	struct in_addr a;
+	unsigned char a6[16];
+
+	if (inet_pton(AF_INET, v, &a) == 1) {
+		if (a.s_addr != htonl(INADDR_ANY))
+			return true;
+		snprintf(err, errlen,
+		    "'%s' is the wildcard; give the IPv4 address that peers, "
+		    "the registrar and callers reach this server at",
+		    v);
+	} else if (inet_pton(AF_INET6, v, a6) == 1)
+		snprintf(err, errlen,
+		    "'%s' is an IPv6 address; the server binds SIP and RTP on "
+		    "IPv4 only: give an IPv4 address (a.b.c.d)",
+		    v);
+	else if (str_is_hostname(v))
+		snprintf(err, errlen,
+		    "'%s' is a host name; the server binds SIP and RTP on IPv4 "
+		    "only and resolves no names: give an IPv4 address "
+		    "(a.b.c.d)",
+		    v);
+	else
+		snprintf(err, errlen,
+		    "'%s' is not an IPv4 address (a.b.c.d); the server binds "
+		    "SIP and RTP on IPv4 only",
+		    v);
+	return false;
+}
+
+static bool
+check_extension(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || n > 32)
+		goto bad;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+
+		if (!isalnum(c) && !strchr("+*#._-", c))
+			goto bad;
+	}
+	return true;
+bad:
+	snprintf(err, errlen,
+	    "'%s' is not an extension (1 to 32 of digits, letters, + * # . _ "
+	    "-)",
+	    v);
+	return false;
+}
+
+static bool
+check_pattern(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v), digits = 0;
+
+	if (n == 0 || n > 32) {
+		snprintf(
+		    err, errlen, "pattern '%s' must be 1 to 32 characters", v);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (isdigit((unsigned char)v[i]) || v[i] == 'X') {
+			digits++;
+			continue;
+		}
+		if (v[i] == '.' && i > 0 && i + 1 < n && v[i + 1] != '.')
+			continue;
+		if (v[i] == 'x')
+			snprintf(err, errlen,
+			    "pattern '%s': write the wildcard as upper-case X",
+			    v);
+		else if (v[i] == '.')
+			snprintf(err, errlen,
+			    "pattern '%s': a dot only goes between digits", v);
+		else
+			snprintf(err, errlen,
+			    "pattern '%s': '%c' is not allowed (digits, X for "
+			    "any "
+			    "digit, dots between groups)",
+			    v, v[i]);
+		return false;
+	}
+	return digits > 0;
+}
+
+static bool
+check_endpoint(const char *v, char *err, size_t errlen)
+{
+	const char *hp, *colon;
+	char host[256];
+	long port;
+
+	if (strcmp(v, "local") == 0)
+		return true;
+	if (strncmp(v, "http://", 7) == 0)
+		hp = v + 7;
+	else if (strncmp(v, "https://", 8) == 0)
+		hp = v + 8;
+	else
+		goto bad;
+	if ((colon = strrchr(hp, ':')) == NULL || colon == hp ||
+	    (size_t)(colon - hp) >= sizeof(host))
+		goto bad;
+	memcpy(host, hp, (size_t)(colon - hp));
+	host[colon - hp] = '\0';
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	if (!str_is_ip(host) && !str_is_hostname(host))
+		goto bad;
+	if (str_to_long(colon + 1, 1, 65535, &port) != 0)
+		goto bad;
+	return true;
+bad:
+	snprintf(err, errlen,
+	    "'%s' is not an etcd endpoint (http://HOST:PORT, "
+	    "https://HOST:PORT, or local)",
+	    v);
+	return false;
+}
+
+static bool
+check_nats(const char *v, char *err, size_t errlen)
+{
+	const char *colon;
+	char host[256];
+	long port;
+
+	if (strcmp(v, "local") == 0)
+		return true;
+	if (strncmp(v, "nats://", 7) != 0 ||
+	    (colon = strrchr(v + 7, ':')) == NULL || colon == v + 7 ||
+	    (size_t)(colon - v - 7) >= sizeof(host) ||
+	    str_to_long(colon + 1, 1, 65535, &port) != 0)
+		goto bad;
+	memcpy(host, v + 7, (size_t)(colon - v - 7));
+	host[colon - v - 7] = '\0';
+	if (str_is_ip(host) || str_is_hostname(host))
+		return true;
+bad:
+	snprintf(err, errlen,
+	    "'%s' is not a NATS URL (nats://HOST:PORT, or local)", v);
+	return false;
+}
+
+static bool
+check_version(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n > 0 && n < 32 &&
+	    strspn(v, "0123456789.-+abcdefghijklmnopqrstuvwxyz") == n)
+		return true;
+	snprintf(err, errlen,
+	    "'%s' is not a version (digits, dots, lower-case letters, - and "
+	    "+; under 32 characters)",
+	    v);
+	return false;
+}
+
+static bool
+check_hash(const char *v, char *err, size_t errlen)
+{
+	if (strncmp(v, "$argon2id$", 10) == 0 && strlen(v) < 256)
+		return true;
+	snprintf(err, errlen,
+	    "password must be an argon2id hash ($argon2id$...); make one with "
+	    "'understudy passwd'");
+	return false;
+}
+
+static bool
+check_hostport(const char *v, char *err, size_t errlen)
+{
+	const char *colon = strrchr(v, ':');
+	char host[256];
+	long port;
+
+	struct in_addr a;
+
+	if (strcmp(v, "local") == 0)
+		return true;
+	if (colon && colon != v && (size_t)(colon - v) < sizeof(host)) {
+		memcpy(host, v, (size_t)(colon - v));
+		host[colon - v] = '\0';
+		/* REGISTERs leave from the IPv4 SIP socket */
+		if (inet_pton(AF_INET, host, &a) == 1 &&
+		    str_to_long(colon + 1, 1, 65535, &port) == 0)
+			return true;
+	}
+	snprintf(err, errlen,
+	    "'%s' is not IPV4:PORT (or local); the server sends SIP from "
+	    "IPv4 only",
+	    v);
+	return false;
+}
+
+static bool
+check_token(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n < 16 || n > 200) {
+		snprintf(err, errlen,
+		    "must be 16 to 200 characters (it has %zu)", n);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!isgraph((unsigned char)v[i])) {
+			snprintf(
+			    err, errlen, "no spaces or control characters");
+			return false;
+		}
+	return true;
+}
+
+/* NATS puts it in its CONNECT line as a JSON string, unescaped */
+static bool
+check_nats_secret(const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n < 16 || n > 200) {
+		snprintf(err, errlen,
+		    "must be 16 to 200 characters (it has %zu)", n);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!isgraph((unsigned char)v[i]) || v[i] == '"' ||
+		    v[i] == '\\') {
+			snprintf(err, errlen,
+			    "no spaces, quotes, backslashes or control "
+			    "characters");
+			return false;
+		}
+	return true;
+}
+
+/* A file is read where the server runs: here only its name is checked. */
+static bool
+check_file(const char *v, char *err, size_t errlen)
+{
+	if (v[strlen(v) - 1] != '/')
+		return true;
+	snprintf(err, errlen, "'%s' is not a file name", v);
+	return false;
+}
+
+static bool
+check_allow(const char *v, char *err, size_t errlen)
+{
+	return config_check_name(v[0] == '@' ? v + 1 : v, err, errlen);
+}
+
+const struct config_option *
+config_option_find(enum config_section sec, const char *name, size_t *idx)
+{
+	for (size_t i = 0; i < config_n_options; i++)
+		if (config_options[i].section == sec &&
+		    strcmp(config_options[i].name, name) == 0) {
+			*idx = i;
+			return &config_options[i];
+		}
+	return NULL;
+}
+
+void
+config_doc(FILE *f)
+{
+	static const char *const types[] = {
+	    "integer", "text", "yes/no", "choice", "list", "secret"};
+
+	fprintf(f,
+	    "# Configuration reference\n\n"
+	    "Generated from the option table in `src/config/options.c` "
+	    "by `understudy config doc`; do not edit by hand.\n\n"
+	    "One INI file describes the whole cluster. Lines are at most "
+	    "198 characters; a list option may be given on several "
+	    "lines, each adding to the list. Comments start with `;` or "
+	    "`#`. `understudy config check FILE` reports every problem "
+	    "as `FILE:LINE: error|warning: message`. A secret is text "
+	    "that is never shown: `config check --print` writes `(set)` "
+	    "for it.\n");
+	for (int sec = 0; sec < CONFIG_SEC_COUNT; sec++) {
+		fprintf(f, "\n## [%s%s]\n\n", config_section_names[sec],
+		    sec == CONFIG_SEC_CLUSTER ? "" : " NAME");
+		fprintf(f,
+		    "| option | type | default | range | changes at run "
+		    "time | meaning |\n|---|---|---|---|---|---|\n");
+		for (size_t i = 0; i < config_n_options; i++) {
+			const struct config_option *o = &config_options[i];
+			char range[64] = "";
+
+			if ((int)o->section != sec)
+				continue;
+			if (o->type == CONFIG_TYPE_INT)
+				snprintf(range, sizeof(range), "%ld..%ld",
+				    o->min, o->max);
+			else if (o->type == CONFIG_TYPE_ENUM) {
+				for (int c = 0; o->choices[c]; c++) {
+					if (c)
+						strncat(range, ", ",
+						    sizeof(range) -
+							strlen(range) - 1);
+					strncat(range, o->choices[c],
+					    sizeof(range) - strlen(range) - 1);
+				}
+			}
+			fprintf(f, "| `%s` | %s | %s | %s | %s | %s |\n",
+			    o->name, types[o->type],
+			    o->def ? (o->def[0] ? o->def : "(empty)") : "-",
+			    range, o->runtime ? "yes" : "no", o->doc);
+		}
+	}
+}
+
+bool
+config_option_runtime(enum config_section sec, const char *name)
+{
+	size_t idx;
+	const struct config_option *o = config_option_find(sec, name, &idx);
+
+	return o && o->runtime;
+}
