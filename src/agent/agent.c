@@ -602,6 +602,29 @@ agent_destroy(struct agent *a)
 	free(a);
 }
 
+int
+agent_set_config(struct agent *a, const struct config *cfg)
+{
+	if (cfg->n_servers != a->cfg->n_servers)
+		return -1;
+	for (size_t i = 0; i < cfg->n_servers; i++) {
+		const struct config_server *o = &a->cfg->servers[i],
+					   *n = &cfg->servers[i];
+
+		if (strcmp(o->name, n->name) != 0 || o->spare != n->spare ||
+		    o->media_ports != n->media_ports)
+			return -1;
+	}
+	/* the same servers and posts: only what placement reads changed */
+	a->cfg = cfg;
+	a->self = &cfg->servers[a->self_index];
+	for (size_t i = 0; i < a->n_posts; i++)
+		a->posts[i].home = &cfg->servers[a->posts[i].index];
+	members_set_config(a->members, cfg);
+	agent_kick(a);
+	return 0;
+}
+
 struct agent *
 agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
     const struct config_server *self, struct lease *lease,

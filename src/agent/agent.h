@@ -75,6 +75,9 @@ typedef void (*members_cb)(
  * passes on (members_reset, members_apply). self is this server's name
  * (copied).
  */
+/* The configuration a new version brings (same servers). */
+void members_set_config(struct members *m, const struct config *cfg);
+
 struct members *members_new(struct etcd *e, const struct config *cfg,
     const char *self, members_cb cb, void *arg);
 
@@ -294,6 +297,14 @@ struct etcd_req *agent_write_gone(struct etcd *e, const char *cluster,
 
 /* The configuration the agent runs on. */
 const struct config *agent_config(const struct agent *a);
+
+/*
+ * Run cfg from now on (a new configuration version): the same servers,
+ * in the same order, with the same spares and media ports, or -1 and
+ * nothing changes (a restart applies it). Placement runs at once. cfg
+ * must outlive the agent or the next call.
+ */
+int agent_set_config(struct agent *a, const struct config *cfg);
 
 /* The etcd client and this server's lease, for the calls module. */
 struct etcd *agent_etcd(const struct agent *a);

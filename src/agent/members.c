@@ -145,6 +145,12 @@ members_apply(struct members *m, const char *name, const struct etcd_event *ev)
 	}
 }
 
+void
+members_set_config(struct members *m, const struct config *cfg)
+{
+	m->cfg = cfg;
+}
+
 struct members *
 members_new(struct etcd *e, const struct config *cfg, const char *self,
     members_cb cb, void *arg)

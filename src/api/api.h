@@ -105,6 +105,8 @@ struct api_ctx {
 	struct sip *sip;
 	struct versions *versions; /* the configuration's, in etcd */
 	bool config_differs; /* the local file is not the version run */
+	int64_t config_in_effect; /* the cluster's version in effect */
+	json_t *config_restart; /* why that one needs a restart, or NULL */
 	bool stopping;
 };
 

@@ -191,8 +191,10 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	json_object_set_new(o, "time", json_string(now));
 	json_object_set_new(o, "serving", json_boolean(serving(ctx)));
 	json_object_set_new(o, "config",
-	    json_pack("{s:I,s:b}", "version", (json_int_t)ctx->cfg->version,
-		"local_file_differs", ctx->config_differs));
+	    json_pack("{s:I,s:I,s:b,s:O?}", "version",
+		(json_int_t)ctx->cfg->version, "in_effect",
+		(json_int_t)ctx->config_in_effect, "local_file_differs",
+		ctx->config_differs, "restart_needed", ctx->config_restart));
 	json_object_set_new(o, "lease_remaining_ms",
 	    json_integer(lease_remaining_ms(ctx->lease)));
 	json_object_set_new(o, "members", members_json(ctx->members));

@@ -151,6 +151,9 @@ void records_sweep(struct records *r);
 struct records *records_new(uv_loop_t *loop, struct agent *a,
     struct store *store, const struct stream_config *sc);
 
+/* Run cfg from now on (a new configuration version): its retention. */
+void records_set_config(struct records *r, const struct config *cfg);
+
 /* Stop. NULL is a no-op. */
 void records_free(struct records *r);
 
@@ -239,6 +242,9 @@ int stream_publish(
  */
 void stream_committed(struct stream *s, uint64_t seq, int64_t created);
 
+/* Keep records retention_s seconds from now on (the stream is updated). */
+void stream_set_retention(struct stream *s, long retention_s);
+
 /* Stop the thread and free. NULL is a no-op. */
 void stream_free(struct stream *s);
 
@@ -308,6 +314,14 @@ struct sip;
  * posts this server owns. One per process. NULL (logged) when the port
  * cannot be bound.
  */
+/*
+ * Run cfg from now on (a new configuration version with the same
+ * servers): its media_timeout. Prompts, route points and the registrar
+ * need a restart.
+ */
+void sip_set_config(
+    struct sip *s, const struct config *cfg, const struct config_server *self);
+
 struct sip *sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
     const struct config *cfg, const struct config_server *self);
 

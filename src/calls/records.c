@@ -592,6 +592,14 @@ records_counters(const struct records *r, uint64_t lost[2], uint64_t *copied,
 	*synced = r->synced;
 }
 
+void
+records_set_config(struct records *r, const struct config *cfg)
+{
+	r->cfg = cfg;
+	if (r->stream)
+		stream_set_retention(r->stream, cfg->cluster.record_retention);
+}
+
 struct records *
 records_new(uv_loop_t *loop, struct agent *a, struct store *store,
     const struct stream_config *sc)

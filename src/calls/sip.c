@@ -1119,6 +1119,15 @@ prompts_load(struct sip *s)
 	return 0;
 }
 
+void
+sip_set_config(
+    struct sip *s, const struct config *cfg, const struct config_server *self)
+{
+	/* media_timeout is read from it; prompts and registration are not */
+	s->cfg = cfg;
+	s->self = self;
+}
+
 struct sip *
 sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
     const struct config *cfg, const struct config_server *self)

@@ -57,6 +57,7 @@ struct stream {
 	int fails;
 	/* shared, under mu */
 	bool stop;
+	bool resync; /* the stream's config changed: ensure it again */
 	struct stream_pub queue[STREAM_QUEUE];
 	size_t n_queue;
 	uint64_t start_seq; /* the first sequence the copy lacks */
@@ -198,7 +199,9 @@ ensure_stream(struct stream *s, int64_t *created)
 	sc.Subjects = subjects;
 	sc.SubjectsLen = 1;
 	sc.Storage = js_FileStorage;
+	pthread_mutex_lock(&s->mu);
 	sc.MaxAge = s->max_age_ns;
+	pthread_mutex_unlock(&s->mu);
 	sc.Duplicates = STREAM_DUPLICATES_S * 1000000000LL;
 	if (sc.Duplicates > sc.MaxAge)
 		sc.Duplicates = sc.MaxAge;
@@ -295,6 +298,15 @@ ready(struct stream *s)
 		pthread_mutex_unlock(&s->mu);
 		drop_sub(s); /* the server may come back without its store */
 		return false;
+	}
+	pthread_mutex_lock(&s->mu);
+	if (s->resync) {
+		/* a new retention: the stream is updated, the consumer kept */
+		s->resync = false;
+		pthread_mutex_unlock(&s->mu);
+		drop_sub(s);
+	} else {
+		pthread_mutex_unlock(&s->mu);
 	}
 	if (s->sub)
 		return true;
@@ -585,6 +597,18 @@ stream_publish(
 	}
 	pthread_mutex_unlock(&s->mu);
 	return rc;
+}
+
+void
+stream_set_retention(struct stream *s, long retention_s)
+{
+	pthread_mutex_lock(&s->mu);
+	if (s->max_age_ns != retention_s * 1000000000LL) {
+		s->max_age_ns = retention_s * 1000000000LL;
+		s->resync = true;
+		pthread_cond_signal(&s->cond);
+	}
+	pthread_mutex_unlock(&s->mu);
 }
 
 void

@@ -156,7 +156,18 @@ print_table(json_t *st)
 	if ((v = json_object_get(st, "config")) != NULL) {
 		long long n = json_integer_value(json_object_get(v, "version"));
 
+		long long in =
+		    json_integer_value(json_object_get(v, "in_effect"));
+		json_t *why = json_object_get(v, "restart_needed");
+
 		printf("configuration version %lld\n", n);
+		if (in > n)
+			printf("warning: version %lld is in effect; %s runs "
+			       "version %lld until it restarts (%s)\n",
+			    in, str_of(st, "server"), n,
+			    json_string_value(json_array_get(why, 0))
+				? json_string_value(json_array_get(why, 0))
+				: "reading it");
 		if (json_is_true(json_object_get(v, "local_file_differs")))
 			printf("warning: the local config file of %s differs "
 			       "from version %lld, which it runs (`understudy "

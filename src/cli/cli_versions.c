@@ -248,10 +248,11 @@ store(const struct opts *o, const struct target *t, const char *name,
 					json_object_get(out, "version")));
 			else
 				printf("stored as version %lld (it replaces "
-				       "%lld), by %s. Servers run it at their "
-				       "next start; a running server reports "
-				       "the version it runs in `understudy "
-				       "status`.\n",
+				       "%lld), by %s. Every server runs it "
+				       "within a second, but one that needs a "
+				       "restart for it (above) keeps its "
+				       "version until then: `understudy "
+				       "status` shows what each runs.\n",
 				    (long long)json_integer_value(
 					json_object_get(out, "version")),
 				    (long long)json_integer_value(

@@ -39,6 +39,9 @@ struct versions {
 	struct etcd *e;
 	char *prefix; /* /understudy-config/<cluster>/ */
 	struct versions_op *ops;
+	struct etcd_watch *watch;
+	void (*changed)(int64_t version, void *arg);
+	void *changed_arg;
 };
 
 void
@@ -618,11 +621,46 @@ versions_new(struct etcd *e, const char *cluster)
 	return v;
 }
 
+static void
+on_current(struct etcd_watch *w, const struct etcd_watch_update *u, void *arg)
+{
+	struct versions *v = arg;
+
+	(void)w;
+	for (size_t i = 0; i < u->n_events; i++) {
+		json_t *o;
+		int64_t n;
+
+		if (u->events[i].type != ETCD_EVENT_PUT)
+			continue;
+		o = kv_json(&u->events[i].kv);
+		n = number_of(o);
+		json_decref(o);
+		if (n > 0 && v->changed)
+			v->changed(n, v->changed_arg);
+	}
+}
+
+int
+versions_watch(
+    struct versions *v, void (*changed)(int64_t version, void *arg), void *arg)
+{
+	char *k = key_of(v, "current", -1);
+
+	v->changed = changed;
+	v->changed_arg = arg;
+	etcd_watch_free(v->watch);
+	v->watch = k ? etcd_watch_new(v->e, k, false, 0, on_current, v) : NULL;
+	free(k);
+	return v->watch ? 0 : US_ENOMEM;
+}
+
 void
 versions_free(struct versions *v)
 {
 	if (v == NULL)
 		return;
+	etcd_watch_free(v->watch);
 	while (v->ops)
 		op_free(v->ops);
 	free(v->prefix);

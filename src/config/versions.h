@@ -71,6 +71,13 @@ struct versions_op *versions_store(struct versions *v, const char *text,
 /* Every version without its text, oldest first, read in pages. */
 struct versions_op *versions_log(struct versions *v, versions_cb cb, void *arg);
 
+/*
+ * Call changed(version, arg) with the version in effect now, then at
+ * every change (a new version stored, a rollback). 0 or US_ENOMEM.
+ */
+int versions_watch(
+    struct versions *v, void (*changed)(int64_t version, void *arg), void *arg);
+
 /* Stop an operation: its callback never runs. NULL is a no-op. */
 void versions_cancel(struct versions_op *op);
 

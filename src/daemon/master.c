@@ -410,7 +410,9 @@ signal_cb(uv_signal_t *s, int signum)
 	struct master *m = s->data;
 
 	if (signum == SIGHUP) {
-		log_info("SIGHUP: nothing to reload yet");
+		/* the worker reads the configuration version in effect again */
+		if (m->child && !m->child->exited)
+			uv_process_kill(&m->child->proc, SIGHUP);
 		return;
 	}
 	if (m->stopping)

@@ -18,6 +18,7 @@
 #include "api/api.h"
 #include "calls/calls.h"
 #include "coord/coord.h"
+#include "config/diff.h"
 #include "config/versions.h"
 #include "daemon.h"
 #include "desks/desks.h"
@@ -36,6 +37,10 @@ struct worker {
 	const struct daemon_args *a;
 	struct etcd *etcd;
 	struct versions *versions;
+	struct versions_op *following; /* reading a new version */
+	struct config **cfgs; /* every version run; the last is current */
+	size_t n_cfgs;
+	uv_signal_t sighup;
 	bool ready; /* its parts are built */
 	struct lease *lease;
 	struct members *members;
@@ -220,6 +225,9 @@ worker_stop(struct worker *w, const char *why)
 	log_info("stopping: %s", why);
 	uv_close((uv_handle_t *)&w->sigterm, NULL);
 	uv_close((uv_handle_t *)&w->sigint, NULL);
+	uv_close((uv_handle_t *)&w->sighup, NULL);
+	versions_cancel(w->following);
+	w->following = NULL;
 	if (w->ipc_open) {
 		w->ipc_open = false;
 		uv_close((uv_handle_t *)&w->ipc, NULL);
@@ -233,6 +241,150 @@ worker_stop(struct worker *w, const char *why)
 	    agent_write_gone(w->etcd, w->a->cfg->cluster.name, w->a->self->name,
 		lease_id(w->lease), "stopped", gone_written, w) == NULL)
 		lease_revoke(w->lease, revoked, w);
+}
+
+/* ---- a new configuration version while running ---- */
+
+/* What of a diff this server cannot run without a restart. */
+static json_t *
+restart_reasons(const json_t *diff, const char *self)
+{
+	json_t *out = json_array(), *r;
+	size_t i;
+
+	json_array_foreach (json_object_get(diff, "restart"), i, r) {
+		const char *who =
+		    json_string_value(json_object_get(r, "server"));
+
+		if (who &&
+		    (strcmp(who, self) == 0 ||
+			strcmp(who, "every server") == 0))
+			json_array_append_new(out,
+			    json_string(json_string_value(
+				json_object_get(r, "because"))));
+	}
+	return out;
+}
+
+static void
+local_file_check(struct worker *w, const char *sha)
+{
+	char err[512], mine[65];
+	size_t len;
+	char *text = tls_read_path(w->a->config_path, &len, err, sizeof(err));
+
+	if (text == NULL)
+		return;
+	versions_sha256(text, mine);
+	w->api.config_differs = sha == NULL || strcmp(sha, mine) != 0;
+	free(text);
+}
+
+static void
+config_got(const struct versions_res *r, void *arg)
+{
+	struct worker *w = arg;
+	const struct config *cur = w->cfgs[w->n_cfgs - 1];
+	const char *text =
+	    json_string_value(json_object_get(r->version, "text"));
+	int64_t n = json_integer_value(json_object_get(r->version, "version"));
+	struct config_diags d = {0};
+	struct config *next, **all;
+	const struct config_server *self;
+	json_t *diff = NULL, *why = NULL;
+
+	w->following = NULL;
+	if (r->err) {
+		log_warn(
+		    "config: reading the version in effect: %s", r->message);
+		return;
+	}
+	w->api.config_in_effect = n;
+	if (n == cur->version || text == NULL)
+		return;
+	next = config_parse(w->a->config_path, text, strlen(text), &d);
+	if (next == NULL || d.errors) {
+		log_error("config: version %" PRId64
+			  " does not parse with this release; running version "
+			  "%" PRId64,
+		    n, cur->version);
+		goto out;
+	}
+	next->version = n;
+	diff = config_diff(cur, next);
+	why = diff ? restart_reasons(diff, w->a->server) : NULL;
+	self = config_server_find(next, w->a->server);
+	if (why == NULL || self == NULL || json_array_size(why) > 0 ||
+	    agent_set_config(w->agent, next) != 0) {
+		if (why && self && json_array_size(why) == 0)
+			json_array_append_new(why,
+			    json_string("servers, spares or media ports "
+					"changed"));
+		else if (self == NULL)
+			json_array_append_new(
+			    why, json_string("this server is not in it"));
+		log_warn("config: version %" PRId64
+			 " needs a restart of this server (%s); running "
+			 "version %" PRId64 " until then",
+		    n,
+		    json_string_value(json_array_get(why, 0))
+			? json_string_value(json_array_get(why, 0))
+			: "?",
+		    cur->version);
+		json_decref(w->api.config_restart);
+		w->api.config_restart = why;
+		why = NULL;
+		goto out;
+	}
+	if ((all = realloc(w->cfgs, (w->n_cfgs + 1) * sizeof(*all))) == NULL) {
+		/* cannot keep it: the agent runs it already, so must we */
+		log_error("config: out of memory keeping version %" PRId64, n);
+		abort();
+	}
+	w->cfgs = all;
+	w->cfgs[w->n_cfgs++] = next;
+	desks_set_config(w->desks, next);
+	records_set_config(w->records, next);
+	sip_set_config(w->sip, next, self);
+	w->api.cfg = next;
+	w->api.self = self;
+	json_decref(w->api.config_restart);
+	w->api.config_restart = NULL;
+	local_file_check(
+	    w, json_string_value(json_object_get(r->version, "sha256")));
+	log_info("config: running version %" PRId64 " from now on (%s)", n,
+	    json_string_value(json_object_get(diff, "summary")));
+	next = NULL; /* kept in w->cfgs */
+out:
+	config_free(next);
+	config_diags_free(&d);
+	json_decref(diff);
+	json_decref(why);
+}
+
+static void
+config_changed(int64_t n, void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->stopping)
+		return;
+	w->api.config_in_effect = n;
+	if (n == w->cfgs[w->n_cfgs - 1]->version)
+		return;
+	versions_cancel(w->following);
+	w->following = versions_get(w->versions, n, config_got, w);
+}
+
+static void
+sighup_cb(uv_signal_t *h, int signum)
+{
+	struct worker *w = h->data;
+
+	(void)signum;
+	log_info("SIGHUP: reading the configuration version in effect");
+	versions_cancel(w->following);
+	w->following = versions_current(w->versions, NULL, NULL, config_got, w);
 }
 
 int
@@ -354,7 +506,17 @@ worker_main(const struct daemon_args *a)
 	w.sigterm.data = w.sigint.data = &w;
 	uv_signal_start(&w.sigterm, signal_cb, SIGTERM);
 	uv_signal_start(&w.sigint, signal_cb, SIGINT);
+	uv_signal_init(w.loop, &w.sighup);
+	w.sighup.data = &w;
+	uv_signal_start(&w.sighup, sighup_cb, SIGHUP);
 	w.api.versions = w.versions;
+	w.api.config_in_effect = a->cfg->version;
+	if ((w.cfgs = calloc(1, sizeof(*w.cfgs))) == NULL ||
+	    versions_watch(w.versions, config_changed, &w) != 0) {
+		log_error("out of memory starting the worker");
+		return 1;
+	}
+	w.cfgs[w.n_cfgs++] = eff.cfg;
 	w.ready = true;
 	log_info("serving HTTP on %s:%ld; etcd %s", a->self->address,
 	    a->self->api_port, etcd_endpoint(w.etcd));
@@ -362,6 +524,11 @@ worker_main(const struct daemon_args *a)
 	uv_loop_close(w.loop);
 	buf_free(&w.ipc_in);
 	log_info("stopped");
-	config_free(eff.cfg);
+	json_decref(w.api.config_restart);
+	for (size_t i = 0; i < w.n_cfgs; i++)
+		config_free(w.cfgs[i]);
+	if (w.n_cfgs == 0)
+		config_free(eff.cfg);
+	free(w.cfgs);
 	return w.status;
 }

@@ -676,6 +676,15 @@ desks_messaging_tls(
 	return 0;
 }
 
+void
+desks_set_config(struct desks *d, const struct config *cfg)
+{
+	/* users, groups, channels, licenses and timeouts are read from it */
+	d->cfg = cfg;
+	limits_set_max(d->limits, (unsigned)cfg->cluster.login_failures);
+	licenses_reconcile_soon(d, 0);
+}
+
 struct desks *
 desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 {

@@ -45,6 +45,13 @@ struct desks *desks_new(uv_loop_t *loop, struct agent *a, struct store *st);
 void desks_free(struct desks *d);
 
 /*
+ * Run cfg from now on (a new configuration version): users, passwords,
+ * groups, channels, licenses and their policy, session timeout, desk
+ * versions and login limits take effect at once.
+ */
+void desks_set_config(struct desks *d, const struct config *cfg);
+
+/*
  * The NATS TLS files (PEM text, copied; NULL where not set) that
  * sessions hand to desks, with the config's NATS credentials, as
  * "messaging_auth" (docs/desks.md). Returns 0 or US_ENOMEM.
@@ -285,6 +292,8 @@ void desks_waiter_answer(struct desks_waiter *w, struct desks_res *r);
 /* Failed logins, at most max per key a minute (0: no limit). */
 struct limits *limits_new(unsigned max);
 void limits_free(struct limits *l);
+/* A new number of failures allowed a minute (0: no limit). */
+void limits_set_max(struct limits *l, unsigned max);
 
 /*
  * How long key must wait before its next try (ms), 0 when it may; its

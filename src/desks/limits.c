@@ -41,6 +41,13 @@ limits_new(unsigned max)
 }
 
 void
+limits_set_max(struct limits *l, unsigned max)
+{
+	if (l)
+		l->max = max;
+}
+
+void
 limits_free(struct limits *l)
 {
 	if (l == NULL)

@@ -50,7 +50,8 @@ def test_versions_apply_history_rollback(tmp_path, etcd1):
         h = history(c)
         assert h["in_effect"] == 1 and len(h["versions"]) == 1, h
         st = c.status("PA2")
-        assert st["config"] == {"version": 1, "local_file_differs": False}, st["config"]
+        assert st["config"]["version"] == 1 and st["config"]["in_effect"] == 1, st["config"]
+        assert st["config"]["local_file_differs"] is False
         out = cli(c, "show", check=0)
         assert out.stdout == v1
 
@@ -170,7 +171,7 @@ def test_a_restarted_worker_runs_the_version_in_etcd(tmp_path, etcd1):
         assert wait_for(lambda: c.srv["PA1"].worker() not in (None, old) and
                         c.healthy("PA1"), 15)
         st = c.status("PA1")
-        assert st["config"] == {"version": 1, "local_file_differs": True}, st["config"]
+        assert st["config"]["version"] == 1 and st["config"]["local_file_differs"], st["config"]
         assert "differs from version 1 in effect" in c.srv["PA1"].logtext()
         out = subprocess.run([CLI, "status", "--server", c.url("PA1")],
                              capture_output=True, text=True, timeout=30)
@@ -178,5 +179,49 @@ def test_a_restarted_worker_runs_the_version_in_etcd(tmp_path, etcd1):
         # what it runs is etcd's version, not the file
         assert history(c)["in_effect"] == 1
         assert len(c.post("PA1", via="PA1")["ports"]) == 4, c.post("PA1", via="PA1")
+    finally:
+        c.stop_all()
+
+
+def test_an_apply_runs_live(tmp_path, etcd1):
+    """A new failover list runs on every server within a second, without
+    a restart: the next failure goes to the new cover. An option that
+    needs a restart is not applied by the server it concerns, which says
+    so; the others run the new version."""
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1", "failover": ["PA3"]},
+                                  {"name": "PA2", "failover": ["PA3"]},
+                                  {"name": "PA3", "spare": True}]).start()
+    try:
+        c.wait_owner("PA1", "PA1")
+        f2, v2 = edited(c, "failover = PA3", "failover = PA2")
+        out = cli(c, "apply", f2, "--comment", "PA2 covers PA1", check=0)
+        assert "needs a restart of" not in out.stdout, out.stdout
+
+        def runs(n, v):
+            st = c.status(n)
+            return st and st["config"]["version"] == v
+        for n in c.spec:
+            assert wait_for(lambda: runs(n, 2), 5), c.status(n)["config"]
+        assert "config: running version 2 from now on" in c.srv["PA3"].logtext()
+        c.kill("PA1")
+        assert c.wait_owner("PA1", "PA2", 10), c.owner_key("PA1")
+
+        # PA2's api_port: PA2 keeps version 2 and says why; PA3 runs 3
+        with open(f2, "w") as f:
+            f.write(v2.replace("api_port = %d" % c.spec["PA2"]["api"],
+                               "api_port = %d" % (c.spec["PA2"]["api"] + 1000), 1))
+        out = cli(c, "apply", f2, check=0)
+        assert "needs a restart of PA2: api_port changed" in out.stdout, out.stdout
+        assert wait_for(lambda: runs("PA3", 3), 5)
+
+        def waits():
+            st = c.status("PA2")["config"]
+            return st["version"] == 2 and st["in_effect"] == 3 and \
+                st["restart_needed"] == ["api_port changed"]
+        assert wait_for(waits, 5), c.status("PA2")["config"]
+        out = subprocess.run([CLI, "status", "--server", c.url("PA2")],
+                             capture_output=True, text=True, timeout=30)
+        assert "version 3 is in effect; PA2 runs version 2 until it restarts" \
+            in out.stdout, out.stdout
     finally:
         c.stop_all()
