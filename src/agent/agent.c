@@ -611,9 +611,24 @@ agent_set_config(struct agent *a, const struct config *cfg)
 		const struct config_server *o = &a->cfg->servers[i],
 					   *n = &cfg->servers[i];
 
-		if (strcmp(o->name, n->name) != 0 || o->spare != n->spare ||
-		    o->media_ports != n->media_ports)
+		if (strcmp(o->name, n->name) != 0 || o->spare != n->spare)
 			return -1;
+	}
+	/* room for the ports first: nothing changes if there is none */
+	for (size_t i = 0; i < a->n_posts; i++) {
+		struct agent_post *p = &a->posts[i];
+		long want = cfg->servers[p->index].media_ports;
+		struct agent_port *v;
+
+		if (want <= p->n_ports)
+			continue;
+		if ((v = realloc(p->ports, (size_t)(want + 1) * sizeof(*v))) ==
+		    NULL)
+			return -1;
+		memset(v + p->n_ports + 1, 0,
+		    (size_t)(want - p->n_ports) * sizeof(*v));
+		p->ports = v;
+		p->n_ports = want;
 	}
 	/* the same servers and posts: only what placement reads changed */
 	a->cfg = cfg;
@@ -664,6 +679,7 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 		p->index = (int)i;
 		p->state = POST_STATE_UNSERVED;
 		p->since = time_wall_ms();
+		p->n_ports = p->home->media_ports;
 		p->ports =
 		    calloc((size_t)p->home->media_ports + 1, sizeof(*p->ports));
 		if (p->ports == NULL)

@@ -178,7 +178,8 @@ struct agent_post {
 	char owner[CONFIG_NAME_MAX + 1];
 	int64_t epoch; /* mod_revision of the owner key: the fencing token */
 	int64_t owner_lease;
-	struct agent_port *ports; /* home->media_ports of them */
+	struct agent_port *ports; /* home->media_ports of them, at least */
+	long n_ports; /* allocated (a version that shrank keeps them) */
 	enum post_state state;
 	char cover[CONFIG_NAME_MAX + 1]; /* COVERED, FAILING_BACK: by whom */
 	int64_t since; /* wall ms of the last transition */
@@ -300,9 +301,11 @@ const struct config *agent_config(const struct agent *a);
 
 /*
  * Run cfg from now on (a new configuration version): the same servers,
- * in the same order, with the same spares and media ports, or -1 and
- * nothing changes (a restart applies it). Placement runs at once. cfg
- * must outlive the agent or the next call.
+ * in the same order, with the same spares, or -1 and nothing changes (a
+ * restart applies it). Placement runs at once. A post's media ports grow
+ * at once; when they shrink, a call on a port past the new count keeps
+ * it until it ends, and the port is not used again. cfg must outlive
+ * the agent or the next call.
  */
 int agent_set_config(struct agent *a, const struct config *cfg);
 

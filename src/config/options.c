@@ -200,8 +200,10 @@ const struct config_option config_options[] = {
 	"Number of the post's first media port; they run from here up. "
 	"Required when media_ports > 0."},
     {CONFIG_SEC_SERVER, "media_ports", CONFIG_TYPE_INT, 0, 10000, "0", NULL,
-	SV(media_ports), NULL, false,
-	"Media ports of the post: one per simultaneous call."},
+	SV(media_ports), NULL, true,
+	"Media ports of the post: one per simultaneous call. A new version "
+	"that grows it gives the new ports at once; one that shrinks it "
+	"lets calls on the ports past the new count end there."},
     {CONFIG_SEC_SERVER, "rtp_port_base", CONFIG_TYPE_INT, 1024, 65535, NULL,
 	NULL, SV(rtp_port_base), NULL, false,
 	"First UDP port for RTP; one per media port. Required when "

@@ -225,3 +225,23 @@ def test_an_apply_runs_live(tmp_path, etcd1):
             in out.stdout, out.stdout
     finally:
         c.stop_all()
+
+
+def test_growing_media_ports_gives_the_new_ports_at_once(tmp_path, etcd1):
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1", "ports": 4, "max": 8}]).start()
+    try:
+        c.wait_owner("PA1", "PA1")
+        f2, _ = edited(c, "media_ports = 4", "media_ports = 6")
+        out = cli(c, "apply", f2, check=0)
+        assert "[server PA1] media_ports: 4 -> 6" in out.stdout, out.stdout
+        assert "needs a restart" not in out.stdout.split("stored as")[0], out.stdout
+        assert wait_for(lambda: len(c.post("PA1")["ports"]) == 6, 5), c.post("PA1")
+        taken = [c.call("PA1") for _ in range(7)]
+        assert [st for st, _ in taken[:6]] == [201] * 6, taken
+        assert taken[6][0] != 201, taken[6]
+        # every call ends on its port, the new ones too
+        for st, body in taken[:6]:
+            assert c.end(body)[0] == 200
+        assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 0, 5)
+    finally:
+        c.stop_all()
