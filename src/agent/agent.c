@@ -420,6 +420,7 @@ agent_reconcile(struct agent *a)
 	if (!a->synced || a->freeing)
 		return;
 	valid = lease_valid(a->lease) && members_registered(a->members);
+	admin_reconcile(a, valid);
 	if (a->was_valid && !valid)
 		for (size_t i = 0; i < a->n_posts; i++)
 			if (strcmp(a->posts[i].owner, a->self->name) == 0)
@@ -715,6 +716,8 @@ agent_free(struct agent *a)
 	etcd_watch_free(a->watch);
 	for (size_t i = 0; i < a->n_posts; i++)
 		etcd_req_cancel(a->posts[i].pending);
+	etcd_req_cancel(a->admin_req);
+	a->admin_req = NULL;
 	uv_close((uv_handle_t *)&a->kick, handle_closed);
 	uv_close((uv_handle_t *)&a->resync, handle_closed);
 }

@@ -299,6 +299,12 @@ struct etcd_req *agent_write_gone(struct etcd *e, const char *cluster,
 /* The configuration the agent runs on. */
 const struct config *agent_config(const struct agent *a);
 
+/* The admin primary's name, or NULL while there is none (admin.c). */
+const char *agent_admin(const struct agent *a);
+
+/* True when this server is the admin primary, on its valid lease. */
+bool agent_is_admin(const struct agent *a);
+
 /*
  * Run cfg from now on (a new configuration version): the same servers,
  * in the same order, with the same spares, or -1 and nothing changes (a
@@ -358,9 +364,17 @@ struct agent {
 	void *reconciled_arg;
 	void (*license)(const struct etcd_event *ev, void *arg);
 	void *license_arg;
+	char admin[CONFIG_NAME_MAX + 1]; /* the admin primary, "" for none */
+	int64_t admin_lease; /* the lease its key is on */
+	struct etcd_req *admin_req; /* this server's bid */
 	bool freeing;
 	unsigned open_handles;
 };
+
+/* admin.c: the admin primary's key as the watch shows it, and the bid */
+void admin_event(struct agent *a, const struct etcd_event *ev);
+void admin_reset(struct agent *a);
+void admin_reconcile(struct agent *a, bool valid);
 
 /* agent.c */
 

@@ -119,6 +119,7 @@ agent_status_json(const struct agent *a)
 			    json_pack("{s:s,s:I}", "post",
 				a->posts[i].home->name, "epoch",
 				(json_int_t)epoch));
-	return json_pack("{s:o,s:o,s:o,s:b}", "servers", servers, "posts",
-	    posts, "owned", owned, "synced", a->synced);
+	return json_pack("{s:o,s:o,s:o,s:b,s:s?}", "servers", servers, "posts",
+	    posts, "owned", owned, "synced", a->synced, "admin_primary",
+	    agent_admin(a));
 }

@@ -205,6 +205,11 @@ apply(
 		members_apply(a->members, rel, ev);
 		return;
 	}
+	if (strcmp(kind, "admin") == 0) {
+		if (strcmp(rel, "primary") == 0)
+			admin_event(a, ev);
+		return;
+	}
 	if (strcmp(kind, "licenses") == 0) {
 		if (a->license)
 			a->license(ev, a->license_arg);
@@ -302,6 +307,7 @@ agent_view_update(
 				    NULL, NULL, 0, 0, u->revision);
 		}
 		memset(a->stopped, 0, a->cfg->n_servers * sizeof(bool));
+		admin_reset(a);
 		memset(a->gone, 0, a->cfg->n_servers * sizeof(*a->gone));
 		members_reset(a->members, u->events, u->n_events);
 		if (!a->synced) {

@@ -150,6 +150,13 @@ void config_diff_versions(
 void config_apply(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
+/*
+ * forward.c: send an admin request to the admin primary and answer with
+ * its answer (503 EUNAVAIL with Retry-After when it does not answer).
+ */
+void forward_to_primary(
+    struct http_req *req, struct api_ctx *ctx, const char *primary);
+
 /* The dispatcher for http_new; arg is a struct api_ctx. */
 void routes_dispatch(struct http_req *req, void *arg);
 

@@ -27,6 +27,7 @@ struct route {
 	const char *method;
 	route_fn fn;
 	enum access access;
+	bool primary; /* an admin action: the admin primary executes it */
 };
 
 /* ---- helpers ---- */
@@ -274,6 +275,7 @@ get_calls(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 struct control {
 	struct http_req *req;
 	char server[CONFIG_NAME_MAX + 1];
+	char self[CONFIG_NAME_MAX + 1]; /* who executed it */
 	const char *action;
 	bool gone;
 };
@@ -299,8 +301,9 @@ control_done(const struct etcd_res *res, void *arg)
 			    ct->action, ct->server, us_strerror(res->err));
 		else
 			http_reply_json(ct->req, 202,
-			    json_pack("{s:s,s:s,s:s}", "server", ct->server,
-				"action", ct->action, "result", "accepted"));
+			    json_pack("{s:s,s:s,s:s,s:s}", "server", ct->server,
+				"action", ct->action, "result", "accepted",
+				"executed_by", ct->self));
 	}
 	free(ct);
 }
@@ -333,6 +336,7 @@ control(struct http_req *req, struct api_ctx *ctx, const struct params *pa,
 	ct->req = req;
 	ct->action = action;
 	str_copy(ct->server, name, sizeof(ct->server));
+	str_copy(ct->self, ctx->self->name, sizeof(ct->self));
 	time_iso8601(time_wall_ms(), now, sizeof(now));
 	if (asprintf(&value, "{\"by\":\"%s\",\"at\":\"%s\"}", ctx->self->name,
 		now) < 0)
@@ -508,6 +512,11 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	metric_head(&b, "understudy_records_copied_total", "counter",
 	    "Records this server copied into its database since it started");
 	buf_printf(&b, "understudy_records_copied_total %" PRIu64 "\n", copied);
+	metric_head(&b, "understudy_admin_primary", "gauge",
+	    "1 when this server is the admin primary (it executes admin "
+	    "actions), else 0");
+	buf_printf(&b, "understudy_admin_primary %d\n",
+	    agent_is_admin(ctx->agent) ? 1 : 0);
 	metric_head(&b, "understudy_records_waiting", "gauge",
 	    "Closed records this server sends that the records stream has not "
 	    "taken yet (they wait in etcd)");
@@ -650,29 +659,29 @@ get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 }
 
 static const struct route routes[] = {
-    {"/metrics", "GET", get_metrics, ACCESS_STATUS},
-    {"/health", "GET", get_health, ACCESS_OPEN},
-    {"/v1/status", "GET", get_status, ACCESS_STATUS},
-    {"/v1/calls", "GET", get_calls, ACCESS_READ},
-    {"/v1/route-points/*/calls", "POST", post_call, ACCESS_ADMIN},
-    {"/v1/calls/*", "DELETE", delete_call, ACCESS_ADMIN},
-    {"/v1/calls/*/transfer", "POST", transfer_call, ACCESS_ADMIN},
-    {"/v1/records", "GET", get_records, ACCESS_READ},
-    {"/v1/desk/versions", "GET", desk_versions, ACCESS_OPEN},
-    {"/v1/desk/login", "POST", desk_login, ACCESS_OPEN},
-    {"/v1/desk/resume", "POST", desk_resume, ACCESS_OPEN},
-    {"/v1/desk/logout", "POST", desk_logout, ACCESS_OPEN},
-    {"/v1/desk/channels", "GET", desk_channels, ACCESS_OPEN},
-    {"/v1/desk/channels/*/join", "POST", desk_join, ACCESS_OPEN},
-    {"/v1/desk/channels/*/leave", "POST", desk_leave, ACCESS_OPEN},
-    {"/v1/desk/events", "GET", desk_events, ACCESS_OPEN},
-    {"/v1/servers/*/stop", "POST", post_stop, ACCESS_ADMIN},
-    {"/v1/servers/*/start", "POST", post_start, ACCESS_ADMIN},
-    {"/v1/servers/*/failback", "POST", post_failback, ACCESS_ADMIN},
-    {"/v1/config", "GET", config_get, ACCESS_ADMIN},
-    {"/v1/config", "POST", config_apply, ACCESS_ADMIN},
-    {"/v1/config/history", "GET", config_history, ACCESS_READ},
-    {"/v1/config/diff", "GET", config_diff_versions, ACCESS_ADMIN},
+    {"/metrics", "GET", get_metrics, ACCESS_STATUS, false},
+    {"/health", "GET", get_health, ACCESS_OPEN, false},
+    {"/v1/status", "GET", get_status, ACCESS_STATUS, false},
+    {"/v1/calls", "GET", get_calls, ACCESS_READ, false},
+    {"/v1/route-points/*/calls", "POST", post_call, ACCESS_ADMIN, false},
+    {"/v1/calls/*", "DELETE", delete_call, ACCESS_ADMIN, false},
+    {"/v1/calls/*/transfer", "POST", transfer_call, ACCESS_ADMIN, false},
+    {"/v1/records", "GET", get_records, ACCESS_READ, false},
+    {"/v1/desk/versions", "GET", desk_versions, ACCESS_OPEN, false},
+    {"/v1/desk/login", "POST", desk_login, ACCESS_OPEN, false},
+    {"/v1/desk/resume", "POST", desk_resume, ACCESS_OPEN, false},
+    {"/v1/desk/logout", "POST", desk_logout, ACCESS_OPEN, false},
+    {"/v1/desk/channels", "GET", desk_channels, ACCESS_OPEN, false},
+    {"/v1/desk/channels/*/join", "POST", desk_join, ACCESS_OPEN, false},
+    {"/v1/desk/channels/*/leave", "POST", desk_leave, ACCESS_OPEN, false},
+    {"/v1/desk/events", "GET", desk_events, ACCESS_OPEN, false},
+    {"/v1/servers/*/stop", "POST", post_stop, ACCESS_ADMIN, true},
+    {"/v1/servers/*/start", "POST", post_start, ACCESS_ADMIN, true},
+    {"/v1/servers/*/failback", "POST", post_failback, ACCESS_ADMIN, true},
+    {"/v1/config", "GET", config_get, ACCESS_ADMIN, false},
+    {"/v1/config", "POST", config_apply, ACCESS_ADMIN, true},
+    {"/v1/config/history", "GET", config_history, ACCESS_READ, false},
+    {"/v1/config/diff", "GET", config_diff_versions, ACCESS_ADMIN, false},
 };
 
 /* Match path against pattern; '*' takes one non-empty segment. */
@@ -749,6 +758,34 @@ authorized(struct http_req *req, const struct api_ctx *ctx, enum access a)
 	return false;
 }
 
+/*
+ * Admin actions run on the admin primary: true when it is this server;
+ * else the request goes there (forward.c) or, while there is none or
+ * it moves, is refused with 503 and Retry-After, never run twice.
+ */
+static bool
+admin_here(struct http_req *req, struct api_ctx *ctx)
+{
+	const char *primary = agent_admin(ctx->agent),
+		   *via = http_req_header(req, "X-Understudy-Forwarded-By");
+
+	if (agent_is_admin(ctx->agent))
+		return true;
+	http_req_add_reply_header(req, "Retry-After", "1");
+	if (primary == NULL)
+		http_reply_error(req, 503, US_EUNAVAIL,
+		    "there is no admin primary now (one is being elected): "
+		    "try again");
+	else if (via || strcmp(primary, ctx->self->name) == 0)
+		http_reply_error(req, 503, US_EUNAVAIL,
+		    "%s is not the admin primary now (%s%s): try again",
+		    ctx->self->name, via ? "the request came from " : "",
+		    via ? via : "its lease is not valid");
+	else
+		forward_to_primary(req, ctx, primary);
+	return false;
+}
+
 void
 routes_dispatch(struct http_req *req, void *arg)
 {
@@ -767,9 +804,20 @@ routes_dispatch(struct http_req *req, void *arg)
 			strcmp(routes[i].method, "GET") == 0)) {
 			if (!authorized(req, ctx, routes[i].access))
 				return;
+			if (routes[i].primary && !admin_here(req, ctx))
+				return; /* forwarded, or refused */
 			if (routes[i].access == ACCESS_ADMIN)
-				log_info("audit: %s %s from %s", method, path,
-				    http_req_peer(req));
+				log_info("audit: %s %s from %s%s%s", method,
+				    path, http_req_peer(req),
+				    http_req_header(
+					req, "X-Understudy-Forwarded-By")
+					? " forwarded by "
+					: "",
+				    http_req_header(
+					req, "X-Understudy-Forwarded-By")
+					? http_req_header(
+					      req, "X-Understudy-Forwarded-By")
+					: "");
 			routes[i].fn(req, ctx, &pa);
 			return;
 		}

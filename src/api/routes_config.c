@@ -353,6 +353,15 @@ got_base(const struct versions_res *r, void *arg)
 	}
 	json_object_set_new(d, "base", json_integer(base));
 	json_object_set_new(d, "dry_run", json_boolean(c->dry_run));
+	/* the same text again (a retry after a lost answer): done once */
+	if (json_array_size(json_object_get(d, "changes")) == 0) {
+		json_object_set_new(d, "version", json_integer(base));
+		json_object_set_new(d, "stored", json_false());
+		json_object_set_new(
+		    d, "executed_by", json_string(c->ctx->self->name));
+		http_reply_json(c->req, 200, d);
+		return;
+	}
 	if (json_is_integer(base_j) && json_integer_value(base_j) != base) {
 		json_decref(d);
 		http_reply_json(c->req, 409,

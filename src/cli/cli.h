@@ -21,6 +21,14 @@ int cli_versions(int argc, char **argv);
 /* cli_passwd.c: passwd */
 int cli_passwd(int argc, char **argv);
 
+/*
+ * An admin action answered 503 by every server (no admin primary for a
+ * moment: one is being elected) is sent again, this many times, this
+ * long apart.
+ */
+#define CLI_PASSES 20
+#define CLI_PASS_WAIT_MS 250
+
 /* cli_status.c: status */
 int cli_status(int argc, char **argv);
 

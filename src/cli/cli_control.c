@@ -2,6 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "cli.h"
 
 static void
@@ -40,20 +42,28 @@ send_one(const struct config *cfg, const char *name, const char *action,
 	int rc = 1;
 
 	buf_init(&why, 4096);
-	for (size_t i = 0; i < cfg->n_servers; i++) {
-		const struct config_server *s = &cfg->servers[i];
+	/* 503: no admin primary for a moment (elected anew): ask again */
+	for (int pass = 0; pass < CLI_PASSES && (pass == 0 || status == 503);
+	     pass++) {
+		if (pass)
+			usleep(CLI_PASS_WAIT_MS * 1000);
+		status = 0;
+		for (size_t i = 0; i < cfg->n_servers; i++) {
+			const struct config_server *s = &cfg->servers[i];
 
-		config_api_url(
-		    cfg, s->address, s->api_port, base, sizeof(base));
-		snprintf(url, sizeof(url), "%s/v1/servers/%s/%s", base, name,
-		    action);
-		json_decref(out);
-		out = NULL;
-		if (cli_status_http("POST", url, token, ca, 5000, &status, &out,
-			err, sizeof(err)) != 0)
-			buf_printf(&why, "%s%s", why.len ? "; " : "", err);
-		else if (status != 503)
-			break;
+			config_api_url(
+			    cfg, s->address, s->api_port, base, sizeof(base));
+			snprintf(url, sizeof(url), "%s/v1/servers/%s/%s", base,
+			    name, action);
+			json_decref(out);
+			out = NULL;
+			if (cli_status_http("POST", url, token, ca, 5000,
+				&status, &out, err, sizeof(err)) != 0)
+				buf_printf(
+				    &why, "%s%s", why.len ? "; " : "", err);
+			else if (status != 503)
+				break;
+		}
 	}
 	if (as_json) {
 		char *s = out ? json_dumps(out, JSON_COMPACT) : NULL;

@@ -160,7 +160,13 @@ print_table(json_t *st)
 		    json_integer_value(json_object_get(v, "in_effect"));
 		json_t *why = json_object_get(v, "restart_needed");
 
-		printf("configuration version %lld\n", n);
+		printf("configuration version %lld%s%s\n", n,
+		    json_is_string(json_object_get(st, "admin_primary"))
+			? ", admin primary "
+			: "",
+		    json_is_string(json_object_get(st, "admin_primary"))
+			? str_of(st, "admin_primary")
+			: "");
 		if (in > n)
 			printf("warning: version %lld is in effect; %s runs "
 			       "version %lld until it restarts (%s)\n",

@@ -122,22 +122,29 @@ ask(const struct opts *o, const struct target *t, const char *method,
 		else
 			buf_printf(&why, "%s", err);
 	}
-	for (size_t i = 0; !o->server && i < t->cfg->n_servers; i++) {
-		const struct config_server *s = &t->cfg->servers[i];
+	for (int pass = 0;
+	     !o->server && pass < CLI_PASSES && (pass == 0 || *status == 503);
+	     pass++) {
+		if (pass)
+			usleep(CLI_PASS_WAIT_MS * 1000);
+		for (size_t i = 0; i < t->cfg->n_servers; i++) {
+			const struct config_server *s = &t->cfg->servers[i];
 
-		json_decref(*out);
-		*out = NULL;
-		config_api_url(
-		    t->cfg, s->address, s->api_port, base, sizeof(base));
-		snprintf(url, sizeof(url), "%s%s", base, path);
-		if (cli_http(method, url, t->token, t->ca, body, 15000, status,
-			out, err, sizeof(err)) != 0) {
-			buf_printf(&why, "%s%s", why.len ? "; " : "", err);
-			continue;
+			json_decref(*out);
+			*out = NULL;
+			config_api_url(t->cfg, s->address, s->api_port, base,
+			    sizeof(base));
+			snprintf(url, sizeof(url), "%s%s", base, path);
+			if (cli_http(method, url, t->token, t->ca, body, 15000,
+				status, out, err, sizeof(err)) != 0) {
+				buf_printf(
+				    &why, "%s%s", why.len ? "; " : "", err);
+				continue;
+			}
+			rc = 0;
+			if (*status != 503)
+				break;
 		}
-		rc = 0;
-		if (*status != 503)
-			break;
 	}
 	if (rc != 0)
 		fprintf(stderr, "understudy config: no server answered%s%s\n",

@@ -131,6 +131,14 @@ kv_json(const struct etcd_kv *kv)
 	return json_loadb(kv->value, kv->value_len, 0, NULL);
 }
 
+/* What went wrong, in etcd's or curl's words where they say more. */
+static const char *
+why(const struct etcd_res *res)
+{
+	return res->message && *res->message ? res->message
+					     : us_strerror(res->err);
+}
+
 static int64_t
 number_of(const json_t *o)
 {
@@ -147,8 +155,7 @@ got_version(const struct etcd_res *res, void *arg)
 
 	op->req = NULL;
 	if (res->err) {
-		fail(op, res->err, "reading the configuration: %s",
-		    us_strerror(res->err));
+		fail(op, res->err, "reading the configuration: %s", why(res));
 		return;
 	}
 	if (res->n_kvs == 0) {
@@ -403,7 +410,7 @@ got_current_for_store(const struct etcd_res *res, void *arg)
 	op->req = NULL;
 	if (res->err) {
 		fail(op, res->err, "reading the version in effect: %s",
-		    us_strerror(res->err));
+		    why(res));
 		return;
 	}
 	cur = res->n_kvs ? kv_json(&res->kvs[0]) : NULL;
@@ -491,7 +498,7 @@ got_current(const struct etcd_res *res, void *arg)
 	op->req = NULL;
 	if (res->err) {
 		fail(op, res->err, "reading the version in effect: %s",
-		    us_strerror(res->err));
+		    why(res));
 		return;
 	}
 	cur = res->n_kvs ? kv_json(&res->kvs[0]) : NULL;
@@ -543,7 +550,7 @@ got_page(const struct etcd_res *res, void *arg)
 	op->req = NULL;
 	if (res->err) {
 		fail(op, res->err, "reading the configuration history: %s",
-		    us_strerror(res->err));
+		    why(res));
 		return;
 	}
 	if (op->rev == 0)

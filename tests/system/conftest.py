@@ -579,11 +579,21 @@ class Cluster:
         return http("DELETE", url, headers=AUTH, context=self.context)
 
     def control(self, action, name, token=TOKEN, via=None):
+        """POST a control action; while the cluster has no admin primary
+        (just started, or its primary just died) the answer is 503 with
+        Retry-After, and the action is sent again, as the CLI does."""
         via = via or next(n for n in self.spec if self.running(n) and
                           n not in self.frozen)
         headers = {"Authorization": "Bearer " + token} if token else {}
-        return http("POST", self.url(via) + "/v1/servers/%s/%s" % (name, action),
-                    b"", headers=headers, context=self.context)
+        out = []
+
+        def sent():
+            out[:] = [http("POST", self.url(via) + "/v1/servers/%s/%s" % (name, action),
+                           b"", headers=headers, context=self.context)]
+            st, body = out[0]
+            return not (st == 503 and "admin primary" in str(body.get("message", "")))
+        wait_for(sent, 10, step=0.1)
+        return out[0]
 
 
 @pytest.fixture
