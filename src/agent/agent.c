@@ -606,6 +606,8 @@ agent_destroy(struct agent *a)
 int
 agent_set_config(struct agent *a, const struct config *cfg)
 {
+	bool grew = false;
+
 	if (cfg->n_servers != a->cfg->n_servers)
 		return -1;
 	for (size_t i = 0; i < cfg->n_servers; i++) {
@@ -615,7 +617,15 @@ agent_set_config(struct agent *a, const struct config *cfg)
 		if (strcmp(o->name, n->name) != 0 || o->spare != n->spare)
 			return -1;
 	}
-	/* room for the ports first: nothing changes if there is none */
+	/*
+	 * Fewer ports: the view would stop tracking calls on the cut ones,
+	 * so that waits for a restart. More: room for them first, nothing
+	 * changes if there is none.
+	 */
+	for (size_t i = 0; i < a->n_posts; i++)
+		if (cfg->servers[a->posts[i].index].media_ports <
+		    a->posts[i].home->media_ports)
+			return -1;
 	for (size_t i = 0; i < a->n_posts; i++) {
 		struct agent_post *p = &a->posts[i];
 		long want = cfg->servers[p->index].media_ports;
@@ -623,6 +633,7 @@ agent_set_config(struct agent *a, const struct config *cfg)
 
 		if (want <= p->n_ports)
 			continue;
+		grew = true;
 		if ((v = realloc(p->ports, (size_t)(want + 1) * sizeof(*v))) ==
 		    NULL)
 			return -1;
@@ -637,6 +648,16 @@ agent_set_config(struct agent *a, const struct config *cfg)
 	for (size_t i = 0; i < a->n_posts; i++)
 		a->posts[i].home = &cfg->servers[a->posts[i].index];
 	members_set_config(a->members, cfg);
+	if (grew) {
+		/* port keys of the new ports the view skipped: read them all */
+		struct etcd_watch *w = etcd_watch_new(
+		    a->e, a->prefix, true, 0, agent_view_update, a);
+
+		if (w) {
+			etcd_watch_free(a->watch);
+			a->watch = w;
+		}
+	}
 	agent_kick(a);
 	return 0;
 }

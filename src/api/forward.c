@@ -13,6 +13,11 @@
 #include "api.h"
 
 #define FORWARD_TIMEOUT_MS 15000
+#define FORWARD_CONNECT_MS 1000
+/* forwards at once, at most: they share the thread pool with logins */
+#define FORWARD_MAX 2
+
+static unsigned in_flight; /* on the loop only */
 #define FORWARD_ANSWER_MAX (4u * 1024 * 1024)
 
 struct forward {
@@ -41,7 +46,7 @@ send_it(uv_work_t *w)
 {
 	struct forward *f = w->data;
 	struct curl_slist *h = NULL;
-	char hdr[300];
+	char hdr[1100];
 	CURLcode rc;
 	CURL *c = curl_easy_init();
 
@@ -52,6 +57,8 @@ send_it(uv_work_t *w)
 	curl_easy_setopt(c, CURLOPT_URL, f->url);
 	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)FORWARD_TIMEOUT_MS);
+	curl_easy_setopt(
+	    c, CURLOPT_CONNECTTIMEOUT_MS, (long)FORWARD_CONNECT_MS);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &f->answer);
@@ -111,6 +118,7 @@ sent(uv_work_t *w, int status)
 	struct http_req *req = f->req;
 
 	(void)status;
+	in_flight--;
 	if (req == NULL) {
 		forward_free(f);
 		return;
@@ -148,6 +156,15 @@ forward_to_primary(
 	char base[300];
 	size_t len = 0;
 
+	if (in_flight >= FORWARD_MAX) {
+		free(f);
+		http_req_add_reply_header(req, "Retry-After", "1");
+		http_reply_error(req, 503, US_EUNAVAIL,
+		    "%d admin requests already wait for the admin primary %s: "
+		    "try again",
+		    FORWARD_MAX, primary);
+		return;
+	}
 	if (f == NULL || s == NULL) {
 		free(f);
 		http_reply_error(req, 503, US_EUNAVAIL,
@@ -179,5 +196,6 @@ forward_to_primary(
 		http_reply_error(req, 500, US_ENOMEM, "out of memory");
 		return;
 	}
+	in_flight++;
 	http_req_on_gone(req, gone, f);
 }

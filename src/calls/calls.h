@@ -216,6 +216,8 @@ struct stream_state {
 	uint64_t last_seq; /* the sequence of the last of records */
 	uint64_t pending; /* what the stream holds past last_seq */
 	bool caught_up; /* a fetch found nothing more (since the last one) */
+	uint64_t gap_from,
+	    gap_to; /* lacked by the copy, gone from the stream */
 	size_t n_queue; /* publishes still queued */
 };
 

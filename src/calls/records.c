@@ -68,6 +68,7 @@ struct records {
 	uint64_t copy_logged;
 	int64_t copy_count;
 	uint64_t pending_n; /* what the stream holds past the batch */
+	uint64_t gap_logged;
 	uv_timer_t flush;
 	uv_timer_t tick;
 	int closing;
@@ -519,6 +520,14 @@ on_stream(const struct stream_state *st, void *arg)
 		snprintf(r->error, sizeof(r->error), "%s", st->error);
 	}
 	r->up = st->up;
+	if (st->gap_to && st->gap_to != r->gap_logged) {
+		log_warn("records: the records stream no longer holds "
+			 "sequences %" PRIu64 " to %" PRIu64
+			 " (older than record_retention), which this copy "
+			 "lacks: those records are missing here",
+		    st->gap_from, st->gap_to);
+		r->gap_logged = st->gap_to;
+	}
 	if (st->up && st->created != r->created) {
 		if (r->created != 0)
 			log_warn("records: the records stream was made anew "
@@ -548,7 +557,8 @@ on_stream(const struct stream_state *st, void *arg)
 	}
 	if (json_array_size(st->records) > 0) {
 		json_array_extend(r->batch, st->records);
-		r->batch_seq = st->last_seq;
+		if (st->last_seq > r->batch_seq)
+			r->batch_seq = st->last_seq;
 		r->batch_created = r->created;
 		r->pending_n = st->pending;
 		if (!r->copying && st->pending > 0) {

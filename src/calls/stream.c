@@ -125,20 +125,27 @@ drop_sub(struct stream *s)
 static void
 disconnect(struct stream *s)
 {
+	natsConnection *nc;
+
 	drop_sub(s);
 	s->stalls = 0;
 	jsCtx_Destroy(s->js);
 	s->js = NULL;
-	if (s->nc) {
-		natsConnection_Close(s->nc);
-		natsConnection_Destroy(s->nc);
-		s->nc = NULL;
+	/* stream_free may close it meanwhile, from the loop */
+	pthread_mutex_lock(&s->mu);
+	nc = s->nc;
+	s->nc = NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (nc) {
+		natsConnection_Close(nc);
+		natsConnection_Destroy(nc);
 	}
 }
 
 static natsStatus
 connect_now(struct stream *s)
 {
+	natsConnection *nc = NULL;
 	natsOptions *o = NULL;
 	natsStatus st;
 	jsOptions jo;
@@ -167,12 +174,19 @@ connect_now(struct stream *s)
 	if (st == NATS_OK && s->user && s->password)
 		st = natsOptions_SetUserInfo(o, s->user, s->password);
 	if (st == NATS_OK)
-		st = natsConnection_Connect(&s->nc, o);
+		st = natsConnection_Connect(&nc, o);
 	natsOptions_Destroy(o);
-	if (st != NATS_OK) {
-		s->nc = NULL;
+	if (st != NATS_OK)
 		return st;
+	pthread_mutex_lock(&s->mu);
+	if (s->stop) {
+		pthread_mutex_unlock(&s->mu);
+		natsConnection_Close(nc);
+		natsConnection_Destroy(nc);
+		return NATS_CONNECTION_CLOSED;
 	}
+	s->nc = nc;
+	pthread_mutex_unlock(&s->mu);
 	jsOptions_Init(&jo);
 	jo.Wait = STREAM_WAIT_MS;
 	return natsConnection_JetStream(&s->js, s->nc, &jo);
@@ -186,7 +200,7 @@ connect_now(struct stream *s)
  * lost one held may be missing.
  */
 static natsStatus
-ensure_stream(struct stream *s, int64_t *created)
+ensure_stream(struct stream *s, int64_t *created, uint64_t *first)
 {
 	const char *subjects[1] = {s->subjects};
 	jsStreamInfo *si = NULL;
@@ -216,8 +230,10 @@ ensure_stream(struct stream *s, int64_t *created)
 		if (st != NATS_OK && jerr == JSStreamNameExistErr)
 			st = js_GetStreamInfo(&si, s->js, s->name, NULL, &jerr);
 	}
-	if (st == NATS_OK)
+	if (st == NATS_OK) {
 		*created = si->Created;
+		*first = si->State.FirstSeq;
+	}
 	jsStreamInfo_Destroy(si);
 	return st;
 }
@@ -274,7 +290,7 @@ static bool
 ready(struct stream *s)
 {
 	int64_t created = 0, known;
-	uint64_t start;
+	uint64_t start, first = 0;
 	natsStatus st;
 
 	if (s->nc && s->stalls >= STREAM_STALLS) {
@@ -310,7 +326,9 @@ ready(struct stream *s)
 	}
 	if (s->sub)
 		return true;
-	if ((st = ensure_stream(s, &created)) != NATS_OK) {
+	if ((st = ensure_stream(s, &created, &first)) != NATS_OK) {
+		/* connected but unanswered counts towards a new connection */
+		s->stalls++;
 		set_error(s, "stream " STREAM_PREFIX, st);
 		return false;
 	}
@@ -319,15 +337,26 @@ ready(struct stream *s)
 	if (known != created) {
 		/* the copy goes on from the start of this stream */
 		s->start_seq = 1;
+		s->committed = 0;
 		s->created = created;
 	}
 	start = s->start_seq;
 	pthread_mutex_unlock(&s->mu);
+	if (start > 1 && first > start) {
+		/* the stream no longer holds what the copy lacks: say so */
+		pthread_mutex_lock(&s->mu);
+		s->out.gap_from = start;
+		s->out.gap_to = first - 1;
+		tell(s);
+		pthread_mutex_unlock(&s->mu);
+	}
 	if ((st = ensure_consumer(s, start)) != NATS_OK) {
+		s->stalls++;
 		set_error(s, "consumer", st);
 		drop_sub(s);
 		return false;
 	}
+	s->stalls = 0;
 	pthread_mutex_lock(&s->mu);
 	s->out.up = true;
 	s->out.error[0] = '\0';
@@ -450,16 +479,31 @@ fetch(struct stream *s)
 	batch = json_array();
 	for (int i = 0; i < s->held.Count; i++) {
 		natsMsg *m = s->held.Msgs[i];
-		json_t *o = json_loadb(natsMsg_GetData(m),
-		    (size_t)natsMsg_GetDataLength(m), 0, NULL);
+		uint64_t seq = 0;
+		json_t *o;
 
 		if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
-			s->held_last = meta->Sequence.Stream;
+			seq = meta->Sequence.Stream;
 			pending = meta->NumPending;
 			jsMsgMetaData_Destroy(meta);
 		}
+		/* delivered again (an ack that did not arrive): copied already
+		 */
+		if (seq <= committed)
+			continue;
+		if (seq > s->held_last)
+			s->held_last = seq;
+		o = json_loadb(natsMsg_GetData(m),
+		    (size_t)natsMsg_GetDataLength(m), 0, NULL);
 		/* a malformed one is counted by the loop as such */
 		json_array_append_new(batch, o ? o : json_null());
+	}
+	if (json_array_size(batch) == 0) {
+		/* all seen before: ack them (the last one acks all) and go on
+		 */
+		s->held_last = committed;
+		json_decref(batch);
+		return true;
 	}
 	pthread_mutex_lock(&s->mu);
 	json_array_extend(s->out.records, batch);
@@ -500,7 +544,7 @@ run(void *arg)
 			continue;
 		wait_ms = s->fails ? (s->fails > 10 ? 2000 : 200 * s->fails)
 				   : STREAM_IDLE_MS;
-		clock_gettime(CLOCK_REALTIME, &ts);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
 		ts.tv_sec += wait_ms / 1000 + ts.tv_nsec / 1000000000L;
 		ts.tv_nsec %= 1000000000L;
@@ -532,6 +576,7 @@ stream_new(
     uv_loop_t *loop, const struct stream_config *c, stream_cb cb, void *arg)
 {
 	struct stream *s = calloc(1, sizeof(*s));
+	pthread_condattr_t ca;
 
 	if (s == NULL)
 		return NULL;
@@ -546,7 +591,10 @@ stream_new(
 	s->start_seq = c->start_seq ? c->start_seq : 1;
 	s->created = c->created;
 	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	out_reset(&s->out);
 	if ((s->urls = calloc(c->n_urls ? c->n_urls : 1, sizeof(char *))))
 		for (int i = 0; i < c->n_urls; i++)
@@ -656,6 +704,9 @@ stream_free(struct stream *s)
 	if (s->started) {
 		pthread_mutex_lock(&s->mu);
 		s->stop = true;
+		/* a call the thread waits in returns at once, closed */
+		if (s->nc)
+			natsConnection_Close(s->nc);
 		pthread_cond_signal(&s->cond);
 		pthread_mutex_unlock(&s->mu);
 		pthread_join(s->thread, NULL);

@@ -459,6 +459,50 @@ wait_healthy(struct up *u)
 	return 0;
 }
 
+/*
+ * The configuration the servers run comes from etcd: after the first
+ * run, an edited file changes nothing until it is applied. Say so.
+ */
+static void
+config_notice(struct up *u)
+{
+	char url[600], err[512], *ca;
+	json_t *st = NULL, *c;
+	long status = 0;
+	const char *token = u->cfg->cluster.read_token
+	    ? u->cfg->cluster.read_token
+	    : u->cfg->cluster.admin_token;
+
+	for (size_t i = 0; i < u->n && st == NULL; i++) {
+		const char *h = u->procs[i].health_url;
+		size_t n = h ? strlen(h) : 0;
+
+		if (n < 7 || strcmp(h + n - 7, "/health") != 0 ||
+		    !u->procs[i].ready)
+			continue;
+		snprintf(url, sizeof(url), "%.*s/v1/status", (int)(n - 7), h);
+		ca = config_file_path(u->cfg, u->cfg->cluster.tls_ca);
+		if (cli_status_http("GET", url, token, ca, 3000, &status, &st,
+			err, sizeof(err)) != 0 ||
+		    status != 200) {
+			json_decref(st);
+			st = NULL;
+		}
+		free(ca);
+	}
+	if ((c = json_object_get(st, "config")) != NULL) {
+		long long v = json_integer_value(json_object_get(c, "version"));
+
+		printf("\nconfiguration version %lld, from etcd\n", v);
+		if (json_is_true(json_object_get(c, "local_file_differs")))
+			printf("warning: %s differs from version %lld, which "
+			       "the servers run; `understudy config apply %s` "
+			       "makes it the cluster's\n",
+			    u->config, v, u->config);
+	}
+	json_decref(st);
+}
+
 static void
 print_table(struct up *u)
 {
@@ -487,6 +531,7 @@ print_table(struct up *u)
 			printf("%-8s %-8d %-36s %-8s %s\n", u->procs[i].name,
 			    (int)u->procs[i].pid, u->procs[i].listens,
 			    u->procs[i].ready ? "ok" : "-", u->procs[i].log);
+		config_notice(u);
 		printf("\nPress Ctrl-C to stop.\n");
 	}
 	fflush(stdout);

@@ -203,7 +203,7 @@ const struct config_option config_options[] = {
 	SV(media_ports), NULL, true,
 	"Media ports of the post: one per simultaneous call. A new version "
 	"that grows it gives the new ports at once; one that shrinks it "
-	"lets calls on the ports past the new count end there."},
+	"waits for a restart of the servers."},
     {CONFIG_SEC_SERVER, "rtp_port_base", CONFIG_TYPE_INT, 1024, 65535, NULL,
 	NULL, SV(rtp_port_base), NULL, false,
 	"First UDP port for RTP; one per media port. Required when "
@@ -217,7 +217,7 @@ const struct config_option config_options[] = {
 	"Server names that may cover this post, in order of preference. "
 	"When none is up with room, a spare covers."},
     {CONFIG_SEC_SERVER, "prompt", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
-	SV(prompt), NULL, true,
+	SV(prompt), NULL, false,
 	"Audio the post's media ports play to callers instead of echoing "
 	"them: a WAV file of mu-law, mono, 8000 Hz (`sox IN -r 8000 -c 1 "
 	"-e mu-law OUT.wav`), or raw PCMU bytes under any other name; "

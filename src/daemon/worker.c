@@ -41,6 +41,7 @@ struct worker {
 	struct config **cfgs; /* every version run; the last is current */
 	size_t n_cfgs;
 	uv_signal_t sighup;
+	uv_timer_t config_retry; /* a version that could not be read */
 	bool ready; /* its parts are built */
 	struct lease *lease;
 	struct members *members;
@@ -226,6 +227,7 @@ worker_stop(struct worker *w, const char *why)
 	uv_close((uv_handle_t *)&w->sigterm, NULL);
 	uv_close((uv_handle_t *)&w->sigint, NULL);
 	uv_close((uv_handle_t *)&w->sighup, NULL);
+	uv_close((uv_handle_t *)&w->config_retry, NULL);
 	versions_cancel(w->following);
 	w->following = NULL;
 	if (w->ipc_open) {
@@ -280,6 +282,16 @@ local_file_check(struct worker *w, const char *sha)
 	free(text);
 }
 
+static void config_changed(int64_t n, void *arg);
+
+static void
+config_retry_cb(uv_timer_t *t)
+{
+	struct worker *w = t->data;
+
+	config_changed(w->api.config_in_effect, w);
+}
+
 static void
 config_got(const struct versions_res *r, void *arg)
 {
@@ -295,13 +307,18 @@ config_got(const struct versions_res *r, void *arg)
 
 	w->following = NULL;
 	if (r->err) {
-		log_warn(
-		    "config: reading the version in effect: %s", r->message);
+		log_warn("config: reading the version in effect: %s; trying "
+			 "again",
+		    r->message);
+		uv_timer_start(&w->config_retry, config_retry_cb, 1000, 0);
 		return;
 	}
 	w->api.config_in_effect = n;
-	if (n == cur->version || text == NULL)
+	if (n == cur->version || text == NULL) {
+		json_decref(w->api.config_restart);
+		w->api.config_restart = NULL;
 		return;
+	}
 	next = config_parse(w->a->config_path, text, strlen(text), &d);
 	if (next == NULL || d.errors) {
 		log_error("config: version %" PRId64
@@ -370,8 +387,12 @@ config_changed(int64_t n, void *arg)
 	if (w->stopping)
 		return;
 	w->api.config_in_effect = n;
-	if (n == w->cfgs[w->n_cfgs - 1]->version)
+	if (n == w->cfgs[w->n_cfgs - 1]->version) {
+		/* back to the version it runs (a rollback): nothing waits */
+		json_decref(w->api.config_restart);
+		w->api.config_restart = NULL;
 		return;
+	}
 	versions_cancel(w->following);
 	w->following = versions_get(w->versions, n, config_got, w);
 }
@@ -508,6 +529,8 @@ worker_main(const struct daemon_args *a)
 	uv_signal_start(&w.sigint, signal_cb, SIGINT);
 	uv_signal_init(w.loop, &w.sighup);
 	w.sighup.data = &w;
+	uv_timer_init(w.loop, &w.config_retry);
+	w.config_retry.data = &w;
 	uv_signal_start(&w.sighup, sighup_cb, SIGHUP);
 	w.api.versions = w.versions;
 	w.api.config_in_effect = a->cfg->version;

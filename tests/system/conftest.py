@@ -47,7 +47,9 @@ def free_port(span=1):
         s.bind(("127.0.0.1", 0))
         p = s.getsockname()[1]
         s.close()
-        if p + span > 65000 or any(q in _used_ports for q in range(p, p + span)):
+        # 30000-30999 and 40000-40999: the RTP ports of the test clusters
+        if p + span > 65000 or any(q in _used_ports for q in range(p, p + span)) or \
+                any(30000 <= q < 31000 or 40000 <= q < 41000 for q in range(p, p + span)):
             continue
         ok = True
         for q in range(p + 1, p + span):

@@ -95,6 +95,9 @@ def test_up_runs_three_healthy_servers_and_stops_them(tmp_path):
         table = {m.group(1): int(m.group(2)) for m in
                  (re.match(r"(\S+)\s+(\d+)\s", l) for l in lines) if m}
         assert set(table) == {"etcd", "kamailio", "nats", "PA1", "PA2", "PA3"}
+        # the servers run the cluster's version in etcd: the file, at first
+        assert "configuration version 1, from etcd\n" in lines, lines
+        assert not any(l.startswith("warning:") for l in lines), lines
         for port in ports:
             st, body = http("GET", "http://127.0.0.1:%d/health" % port)
             assert st == 200 and body["status"] == "ok"
