@@ -77,6 +77,9 @@ int cli_versions_print_answer(
 /* An error answer (with its diagnostics) on stderr; returns 1. */
 int cli_versions_refused(const struct cli_versions_opts *o, const json_t *out);
 
+/* cli_users.c: user add|passwd|del */
+int cli_users(int argc, char **argv);
+
 /* cli_passwd.c: passwd */
 int cli_passwd(int argc, char **argv);
 
