@@ -18,8 +18,79 @@ int cli_config(int argc, char **argv);
 /* cli_versions.c: config apply|history|show|diff|rollback */
 int cli_versions(int argc, char **argv);
 
+/* The options of the commands that read and store config versions. */
+struct cli_versions_opts {
+	const char *cmd; /* in messages: "understudy CMD: ..."; NULL: config */
+	const char *config, *server, *token, *ca, *comment, *at;
+	long version;
+	bool json, dry_run;
+	const char *args[3];
+	int n_args;
+};
+
+/* Whom to ask and with what, from the options and a config file. */
+struct cli_versions_target {
+	struct config *cfg; /* NULL when --server and a token were given */
+	char *cfg_ca;
+	const char *token, *ca;
+};
+
+/*
+ * Fill t from o: the token (--token, $UNDERSTUDY_TOKEN, the config's
+ * admin_token), the CA and the config file whose servers are asked
+ * (--config, $UNDERSTUDY_CONFIG, fallback, the example). Returns 0, or
+ * -1 with the config's problems on stderr. Free t with
+ * cli_versions_target_free, also after a failure.
+ */
+int cli_versions_target(const struct cli_versions_opts *o, const char *fallback,
+    struct cli_versions_target *t);
+void cli_versions_target_free(struct cli_versions_target *t);
+
+/*
+ * method path (with body, NULL: none) to --server, or to the servers of
+ * the config in order until one answers (a 503 is no answer). Returns 0
+ * with the status and the JSON answer in *out (the caller's), or -1
+ * (said on stderr).
+ */
+int cli_versions_ask(const struct cli_versions_opts *o,
+    const struct cli_versions_target *t, const char *method, const char *path,
+    const char *body, long *status, json_t **out);
+
+/*
+ * POST /v1/config: text as the next version, checked against base (the
+ * version it was made from; 0: whatever is in effect), with name in its
+ * diagnostics and comment in the history. Returns 0 with the status and
+ * the answer in *out (the caller's), or -1 (said on stderr).
+ */
+int cli_versions_post(const struct cli_versions_opts *o,
+    const struct cli_versions_target *t, const char *name, const char *text,
+    const char *comment, int64_t base, long *status, json_t **out);
+
+/*
+ * Print an answer of POST /v1/config as apply does: what changed and
+ * what was stored, or the refusal with its diagnostics on stderr (with
+ * --json, the answer as it came). Returns the exit status, 0 or 1.
+ */
+int cli_versions_print_answer(
+    const struct cli_versions_opts *o, long status, const json_t *out);
+
+/* An error answer (with its diagnostics) on stderr; returns 1. */
+int cli_versions_refused(const struct cli_versions_opts *o, const json_t *out);
+
+/* cli_users.c: user add|passwd|del */
+int cli_users(int argc, char **argv);
+
 /* cli_passwd.c: passwd */
 int cli_passwd(int argc, char **argv);
+
+/*
+ * Read a password from the terminal (twice, without echo) or from
+ * standard input when it is not a terminal (one line), and put its
+ * argon2id hash in hash (crypto_pwhash_STRBYTES). The clear password is
+ * wiped before returning. Returns 0, or -1 with the reason on stderr as
+ * "understudy CMD: ...".
+ */
+int cli_passwd_hash(const char *cmd, char *hash, size_t len);
 
 /*
  * An admin action answered 503 by every server (no admin primary for a

@@ -34,9 +34,41 @@ read_password(const char *prompt, char *buf, size_t len)
 }
 
 int
+cli_passwd_hash(const char *cmd, char *hash, size_t len)
+{
+	char pw[256], again[256];
+	int rc = -1;
+
+	if (len < crypto_pwhash_STRBYTES)
+		return -1;
+	if (read_password("password: ", pw, sizeof(pw)) != 0) {
+		fprintf(stderr, "understudy %s: empty password\n", cmd);
+		goto out;
+	}
+	if (isatty(STDIN_FILENO) &&
+	    (read_password("again: ", again, sizeof(again)) != 0 ||
+		strcmp(pw, again) != 0)) {
+		fprintf(stderr, "understudy %s: passwords differ\n", cmd);
+		goto out;
+	}
+	if (crypto_pwhash_str_alg(hash, pw, strlen(pw),
+		crypto_pwhash_OPSLIMIT_INTERACTIVE,
+		crypto_pwhash_MEMLIMIT_INTERACTIVE,
+		crypto_pwhash_ALG_ARGON2ID13) != 0) {
+		fprintf(stderr, "understudy %s: out of memory\n", cmd);
+		goto out;
+	}
+	rc = 0;
+out:
+	sodium_memzero(pw, sizeof(pw));
+	sodium_memzero(again, sizeof(again));
+	return rc;
+}
+
+int
 cli_passwd(int argc, char **argv)
 {
-	char pw[256], again[256], hash[crypto_pwhash_STRBYTES];
+	char hash[crypto_pwhash_STRBYTES];
 
 	if (cli_wants_help(argc, argv) || argc > 1) {
 		fprintf(
@@ -46,30 +78,14 @@ cli_passwd(int argc, char **argv)
 		    "and\n"
 		    "prints its argon2id hash for 'password =' in a [user "
 		    "NAME]\n"
-		    "section. The password itself is never stored.\n");
+		    "section. The password itself is never stored. To add a "
+		    "user\n"
+		    "or change a password in the cluster, see understudy "
+		    "user.\n");
 		return cli_wants_help(argc, argv) ? 0 : 2;
 	}
-	if (read_password("password: ", pw, sizeof(pw)) != 0) {
-		fprintf(stderr, "understudy passwd: empty password\n");
+	if (cli_passwd_hash("passwd", hash, sizeof(hash)) != 0)
 		return 1;
-	}
-	if (isatty(STDIN_FILENO)) {
-		if (read_password("again: ", again, sizeof(again)) != 0 ||
-		    strcmp(pw, again) != 0) {
-			fprintf(
-			    stderr, "understudy passwd: passwords differ\n");
-			return 1;
-		}
-	}
-	if (crypto_pwhash_str_alg(hash, pw, strlen(pw),
-		crypto_pwhash_OPSLIMIT_INTERACTIVE,
-		crypto_pwhash_MEMLIMIT_INTERACTIVE,
-		crypto_pwhash_ALG_ARGON2ID13) != 0) {
-		fprintf(stderr, "understudy passwd: out of memory\n");
-		return 1;
-	}
-	sodium_memzero(pw, sizeof(pw));
-	sodium_memzero(again, sizeof(again));
 	printf("%s\n", hash);
 	return 0;
 }

@@ -9,6 +9,8 @@
 
 #include "cli.h"
 
+#define CMD(o) ((o)->cmd ? (o)->cmd : "config")
+
 static void
 usage(FILE *f)
 {
@@ -48,30 +50,16 @@ usage(FILE *f)
 	    "admin_token.\n");
 }
 
-struct opts {
-	const char *config, *server, *token, *ca, *comment, *at;
-	long version;
-	bool json, dry_run;
-	const char *args[3];
-	int n_args;
-};
-
-/* Whom to ask and with what, from the options and a config file. */
-struct target {
-	struct config *cfg;
-	char *cfg_ca;
-	const char *token, *ca;
-};
-
-static void
-target_free(struct target *t)
+void
+cli_versions_target_free(struct cli_versions_target *t)
 {
 	free(t->cfg_ca);
 	config_free(t->cfg);
 }
 
-static int
-target_of(const struct opts *o, const char *fallback, struct target *t)
+int
+cli_versions_target(const struct cli_versions_opts *o, const char *fallback,
+    struct cli_versions_target *t)
 {
 	const char *file = o->config ? o->config : getenv("UNDERSTUDY_CONFIG");
 	struct config_diags d = {0};
@@ -85,7 +73,7 @@ target_of(const struct opts *o, const char *fallback, struct target *t)
 		file = fallback ? fallback : "examples/contact-center.conf";
 	if ((t->cfg = config_load(file, &d)) == NULL || d.errors) {
 		config_diags_print(&d, stderr);
-		fprintf(stderr, "understudy config: %s has errors\n", file);
+		fprintf(stderr, "understudy %s: %s has errors\n", CMD(o), file);
 		config_diags_free(&d);
 		return -1;
 	}
@@ -98,14 +86,10 @@ target_of(const struct opts *o, const char *fallback, struct target *t)
 	return 0;
 }
 
-/*
- * method path (with body) to --server, or to the servers of the config
- * in order until one answers (a 503 is no answer). 0 with the status
- * and the JSON answer, or -1 (said on stderr).
- */
-static int
-ask(const struct opts *o, const struct target *t, const char *method,
-    const char *path, const char *body, long *status, json_t **out)
+int
+cli_versions_ask(const struct cli_versions_opts *o,
+    const struct cli_versions_target *t, const char *method, const char *path,
+    const char *body, long *status, json_t **out)
 {
 	char err[512] = "", url[1024], base[300];
 	struct buf why;
@@ -147,13 +131,11 @@ ask(const struct opts *o, const struct target *t, const char *method,
 		}
 	}
 	if (rc != 0)
-		fprintf(stderr, "understudy config: no server answered%s%s\n",
-		    why.len ? ": " : "", why.len ? why.data : "");
+		fprintf(stderr, "understudy %s: no server answered%s%s\n",
+		    CMD(o), why.len ? ": " : "", why.len ? why.data : "");
 	else if (*out == NULL) {
-		fprintf(stderr,
-		    "understudy config: %s answered %ld without "
-		    "JSON\n",
-		    url, *status);
+		fprintf(stderr, "understudy %s: %s answered %ld without JSON\n",
+		    CMD(o), url, *status);
 		rc = -1;
 	}
 	buf_free(&why);
@@ -170,9 +152,8 @@ print_json(const json_t *o)
 	free(s);
 }
 
-/* An error answer on stderr; returns 1. */
-static int
-refused(const json_t *out)
+int
+cli_versions_refused(const struct cli_versions_opts *o, const json_t *out)
 {
 	const json_t *dg = json_object_get(out, "diagnostics");
 	size_t i;
@@ -181,7 +162,7 @@ refused(const json_t *out)
 	json_array_foreach (dg, i, g)
 		fprintf(stderr, "%s\n",
 		    json_string_value(json_object_get(g, "text")));
-	fprintf(stderr, "understudy config: %s: %s\n",
+	fprintf(stderr, "understudy %s: %s: %s\n", CMD(o),
 	    json_string_value(json_object_get(out, "error")),
 	    json_string_value(json_object_get(out, "message")));
 	return 1;
@@ -217,70 +198,91 @@ author(void)
 	return a;
 }
 
-/* POST text as the next version; rollback says which it came from. */
-static int
-store(const struct opts *o, const struct target *t, const char *name,
-    const char *text, const char *comment)
+int
+cli_versions_post(const struct cli_versions_opts *o,
+    const struct cli_versions_target *t, const char *name, const char *text,
+    const char *comment, int64_t base, long *status, json_t **out)
 {
 	char *who = author(), *body;
-	json_t *req, *out = NULL;
-	long status;
-	int rc = 1;
+	json_t *req;
+	int rc = -1;
 
+	*out = NULL;
 	req = json_pack("{s:s,s:s,s:s,s:s,s:b}", "text", text, "name", name,
 	    "comment", comment ? comment : "", "author", who ? who : "?",
 	    "dry_run", o->dry_run);
+	if (req && base > 0)
+		json_object_set_new(req, "base", json_integer(base));
 	body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_decref(req);
 	free(who);
 	if (body == NULL)
-		return 1;
-	if (ask(o, t, "POST", "/v1/config", body, &status, &out) == 0) {
-		if (o->json)
-			print_json(out);
-		if (status != 200) {
-			if (!o->json)
-				refused(out);
-		} else if (!o->json) {
-			print_changes(out);
-			if (json_is_true(json_object_get(out, "dry_run")))
-				printf("dry run: nothing stored; version %lld "
-				       "stays in effect\n",
-				    (long long)json_integer_value(
-					json_object_get(out, "version")));
-			else if (json_is_false(json_object_get(out, "stored")))
-				printf("nothing to store: version %lld stays "
-				       "in effect\n",
-				    (long long)json_integer_value(
-					json_object_get(out, "version")));
-			else
-				printf("stored as version %lld (it replaces "
-				       "%lld), by %s. Every server runs it "
-				       "within a second, but one that needs a "
-				       "restart for it (above) keeps its "
-				       "version until then: `understudy "
-				       "status` shows what each runs.\n",
-				    (long long)json_integer_value(
-					json_object_get(out, "version")),
-				    (long long)json_integer_value(
-					json_object_get(out, "replaces")),
-				    json_string_value(
-					json_object_get(out, "executed_by")));
-		}
-		rc = status == 200 ? 0 : 1;
-	}
-	json_decref(out);
+		fprintf(stderr, "understudy %s: out of memory\n", CMD(o));
+	else
+		rc = cli_versions_ask(
+		    o, t, "POST", "/v1/config", body, status, out);
 	free(body);
 	return rc;
 }
 
+int
+cli_versions_print_answer(
+    const struct cli_versions_opts *o, long status, const json_t *out)
+{
+	if (o->json)
+		print_json(out);
+	if (status != 200) {
+		if (!o->json)
+			cli_versions_refused(o, out);
+		return 1;
+	}
+	if (o->json)
+		return 0;
+	print_changes(out);
+	if (json_is_true(json_object_get(out, "dry_run")))
+		printf("dry run: nothing stored; version %lld stays in "
+		       "effect\n",
+		    (long long)json_integer_value(
+			json_object_get(out, "version")));
+	else if (json_is_false(json_object_get(out, "stored")))
+		printf("nothing to store: version %lld stays in effect\n",
+		    (long long)json_integer_value(
+			json_object_get(out, "version")));
+	else
+		printf("stored as version %lld (it replaces %lld), by %s. "
+		       "Every server runs it within a second, but one that "
+		       "needs a restart for it (above) keeps its version until "
+		       "then: `understudy status` shows what each runs.\n",
+		    (long long)json_integer_value(
+			json_object_get(out, "version")),
+		    (long long)json_integer_value(
+			json_object_get(out, "replaces")),
+		    json_string_value(json_object_get(out, "executed_by")));
+	return 0;
+}
+
+/* POST text as the next version; rollback says which it came from. */
 static int
-apply(const struct opts *o)
+store(const struct cli_versions_opts *o, const struct cli_versions_target *t,
+    const char *name, const char *text, const char *comment)
+{
+	json_t *out = NULL;
+	long status;
+	int rc = 1;
+
+	if (cli_versions_post(o, t, name, text, comment, 0, &status, &out) == 0)
+		rc = cli_versions_print_answer(o, status, out);
+	json_decref(out);
+	return rc;
+}
+
+static int
+apply(const struct cli_versions_opts *o)
 {
 	const char *file = o->args[0];
 	struct config_diags d = {0};
 	struct config *cfg;
-	struct target t;
+	struct cli_versions_target t;
 	char err[512], *text;
 	FILE *f;
 	size_t len = 0;
@@ -312,27 +314,28 @@ apply(const struct opts *o)
 	if (text == NULL)
 		return 1;
 	text[len] = '\0';
-	if (target_of(o, file, &t) == 0)
+	if (cli_versions_target(o, file, &t) == 0)
 		rc = store(o, &t, file, text, o->comment);
-	target_free(&t);
+	cli_versions_target_free(&t);
 	free(text);
 	return rc;
 }
 
 static int
-history(const struct opts *o)
+history(const struct cli_versions_opts *o)
 {
-	struct target t;
+	struct cli_versions_target t;
 	json_t *out = NULL, *v;
 	long status;
 	size_t i;
 	int rc = 1;
 
-	if (target_of(o, NULL, &t) != 0)
+	if (cli_versions_target(o, NULL, &t) != 0)
 		return 1;
-	if (ask(o, &t, "GET", "/v1/config/history", NULL, &status, &out) == 0) {
+	if (cli_versions_ask(
+		o, &t, "GET", "/v1/config/history", NULL, &status, &out) == 0) {
 		if (status != 200)
-			refused(out);
+			cli_versions_refused(o, out);
 		else if (o->json)
 			print_json(out);
 		else {
@@ -363,21 +366,21 @@ history(const struct opts *o)
 		rc = status == 200 ? 0 : 1;
 	}
 	json_decref(out);
-	target_free(&t);
+	cli_versions_target_free(&t);
 	return rc;
 }
 
 /* GET one version (NULL path: the one in effect); 0 with *out. */
 static int
-get_version(
-    const struct opts *o, struct target *t, const char *path, json_t **out)
+get_version(const struct cli_versions_opts *o, struct cli_versions_target *t,
+    const char *path, json_t **out)
 {
 	long status;
 
-	if (ask(o, t, "GET", path, NULL, &status, out) != 0)
+	if (cli_versions_ask(o, t, "GET", path, NULL, &status, out) != 0)
 		return -1;
 	if (status != 200) {
-		refused(*out);
+		cli_versions_refused(o, *out);
 		json_decref(*out);
 		*out = NULL;
 		return -1;
@@ -386,10 +389,10 @@ get_version(
 }
 
 static int
-show(const struct opts *o)
+show(const struct cli_versions_opts *o)
 {
 	char path[300];
-	struct target t;
+	struct cli_versions_target t;
 	json_t *out = NULL;
 	int rc = 1;
 
@@ -403,7 +406,7 @@ show(const struct opts *o)
 		curl_free(q);
 	} else
 		snprintf(path, sizeof(path), "/v1/config");
-	if (target_of(o, NULL, &t) != 0)
+	if (cli_versions_target(o, NULL, &t) != 0)
 		return 1;
 	if (get_version(o, &t, path, &out) == 0) {
 		if (o->json)
@@ -414,21 +417,21 @@ show(const struct opts *o)
 		rc = 0;
 	}
 	json_decref(out);
-	target_free(&t);
+	cli_versions_target_free(&t);
 	return rc;
 }
 
 static int
-diff(const struct opts *o)
+diff(const struct cli_versions_opts *o)
 {
 	char path[300];
-	struct target t;
+	struct cli_versions_target t;
 	json_t *out = NULL;
 	int rc = 1;
 
 	snprintf(path, sizeof(path), "/v1/config/diff?from=%s&to=%s",
 	    o->args[0], o->args[1]);
-	if (target_of(o, NULL, &t) != 0)
+	if (cli_versions_target(o, NULL, &t) != 0)
 		return 1;
 	if (get_version(o, &t, path, &out) == 0) {
 		if (o->json)
@@ -438,20 +441,20 @@ diff(const struct opts *o)
 		rc = 0;
 	}
 	json_decref(out);
-	target_free(&t);
+	cli_versions_target_free(&t);
 	return rc;
 }
 
 static int
-rollback(const struct opts *o)
+rollback(const struct cli_versions_opts *o)
 {
 	char path[300], comment[600], name[64];
-	struct target t;
+	struct cli_versions_target t;
 	json_t *out = NULL;
 	int rc = 1;
 
 	snprintf(path, sizeof(path), "/v1/config?version=%s", o->args[0]);
-	if (target_of(o, NULL, &t) != 0)
+	if (cli_versions_target(o, NULL, &t) != 0)
 		return 1;
 	if (get_version(o, &t, path, &out) == 0) {
 		snprintf(comment, sizeof(comment), "rollback to version %s%s%s",
@@ -462,7 +465,7 @@ rollback(const struct opts *o)
 		    json_string_value(json_object_get(out, "text")), comment);
 	}
 	json_decref(out);
-	target_free(&t);
+	cli_versions_target_free(&t);
 	return rc;
 }
 
@@ -481,7 +484,7 @@ int
 cli_versions(int argc, char **argv)
 {
 	const char *cmd = argv[0];
-	struct opts o = {0};
+	struct cli_versions_opts o = {0};
 
 	if (cli_wants_help(argc, argv)) {
 		usage(stdout);

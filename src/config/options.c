@@ -230,7 +230,8 @@ const struct config_option config_options[] = {
     {CONFIG_SEC_USER, "password", CONFIG_TYPE_SECRET, 0, 0, NULL, NULL,
 	US(password), check_hash, true,
 	"argon2id hash of the user's password, as `understudy passwd` prints "
-	"it. Required."},
+	"it; `understudy user add|passwd` set it in the cluster's "
+	"configuration without editing a file. Required."},
     {CONFIG_SEC_USER, "groups", CONFIG_TYPE_LIST, 0, 0, "", NULL, US(groups),
 	config_check_name, true, "Groups the user belongs to."},
 
