@@ -7,7 +7,8 @@
  * post this server owns takes a free media port through the call model
  * (calls.c), then is answered 200 with SDP offering that port's RTP port,
  * where everything the caller sends is echoed back. No free port: 486.
- * A post owned elsewhere: 302 to its owner; owned by nobody: 480. BYE
+ * A post owned elsewhere: 302 to its owner; owned by nobody: 480; still
+ * this server's but fenced or being handed over: 503, Retry-After: 0. BYE
  * ends the call and frees the port; CANCEL before the answer gets 487.
  *
  * osip2 calls back from inside its execute functions; transactions it
@@ -564,6 +565,27 @@ redirect(struct sip *s, osip_transaction_t *tr, osip_message_t *req,
 	answer(tr, req, 302, tag, contact);
 }
 
+/*
+ * The post is still this server's in its view, but it may not act for
+ * it: it is fencing itself (its lease is lost or about to be) or handing
+ * the post over. Say so at once, so that the call manager tries the
+ * route point again on whoever registers it next, instead of waiting
+ * for an answer that will never come.
+ */
+static void
+unavailable(osip_transaction_t *tr, osip_message_t *req,
+    const struct agent_post *p, const char *tag)
+{
+	osip_message_t *r;
+
+	log_debug("sip: post %s is %s: 503 to a new call", p->home->name,
+	    p->relinquishing ? "being handed over" : "fenced");
+	if (response_new(req, 503, tag, &r) != 0)
+		return;
+	osip_message_set_header(r, "Retry-After", "0");
+	respond(tr, r);
+}
+
 static void
 cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 {
@@ -609,6 +631,8 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 	if (!agent_owns(s->agent, p, NULL)) {
 		if (p->owned && strcmp(p->owner, s->self->name) != 0)
 			redirect(s, tr, req, p, user);
+		else if (p->owned)
+			unavailable(tr, req, p, tag);
 		else
 			answer(tr, req, 480, tag, NULL);
 		osip_free(callid);
