@@ -144,8 +144,14 @@ def sip_port(c, name):
 
 
 def registered_at(c, server, post):
+    """server owns post and has registered it under the post's epoch."""
     st = c.status(server)
-    return st and c.rp[post] in [r["route_point"] for r in st.get("registrations", [])]
+    if not st:
+        return False
+    p = next(x for x in st["posts"] if x["name"] == post)
+    return p.get("owner") == server and any(
+        r["route_point"] == c.rp[post] and r["epoch"] == p.get("epoch")
+        for r in st.get("registrations", []))
 
 
 def udp_queued(port):
