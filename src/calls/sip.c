@@ -623,6 +623,21 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 		osip_free(callid);
 		return;
 	}
+	if ((c = call_find(s, callid)) != NULL) {
+		/*
+		 * The same call again in another branch (not a resend: osip
+		 * matched those): a proxy that gave up waiting for this
+		 * server and tried the route point again. One port per call:
+		 * 482, and the first try's answer is the call's (RFC 3261
+		 * 8.2.2.2, merged requests).
+		 */
+		log_debug(
+		    "sip: call %s came again in another branch: 482", callid);
+		random_tag(tag, sizeof(tag));
+		answer(tr, req, 482, tag, NULL);
+		osip_free(callid);
+		return;
+	}
 	user = req->req_uri->username;
 	random_tag(tag, sizeof(tag));
 	if ((p = post_for(s, user)) == NULL) {

@@ -2,7 +2,7 @@
 retransmits it at 0.5, 1, 2, 4, 4... s until a provisional answer
 (RFC 3261 timer A, T1 = 0.5 s, capped at T2 = 4 s), gives up after 32 s
 (timer B), ACKs the final answer and hangs up an answered call at once
-with a BYE. One UDP socket carries many calls, so calls can be placed
+with a BYE, resent until it is answered. One UDP socket carries many calls, so calls can be placed
 every few milliseconds from one thread.
 
 Every answer is kept: a test or a benchmark asks what each call got
@@ -28,6 +28,10 @@ class Call:
         self.next_send = t0
         self.interval = T1
         self.bye_done = False
+        self.bye = None             # our BYE, resent until answered
+        self.bye_next = None
+        self.bye_sends = 0
+        self.bye_answered = False
 
     @property
     def wait(self):
@@ -127,6 +131,10 @@ class Caller:
                        method, uri, via, self.rng.getrandbits(48), c.fromtag, to,
                        c.callid, cseq, method)
             self.sock.sendto(req.encode(), self.proxy)
+            if method == "BYE":
+                c.bye = req.encode()
+                c.bye_sends = 1
+                c.bye_next = time.monotonic() + T1
         c.bye_done = True
 
     def _receive(self, data):
@@ -143,6 +151,8 @@ class Caller:
         code = int(msg.split(" ", 2)[1])
         c = self.calls.get(header(msg, "call-id") or header(msg, "i"))
         cseq = header(msg, "cseq") or ""
+        if c is not None and cseq.endswith("BYE") and code >= 200:
+            c.bye_answered = True
         if c is None or not cseq.endswith("INVITE"):
             return
         c.codes.append(code)
@@ -153,7 +163,9 @@ class Caller:
             self._ack_and_bye(c, msg, code)
 
     def pending(self):
-        return [c for c in self.order if c.final is None]
+        """Calls without a final answer, or whose BYE is unanswered."""
+        return [c for c in self.order if c.final is None or
+                (c.bye and not c.bye_answered and c.bye_sends < 8)]
 
     def run(self, until):
         """Send, resend and receive until monotonic time until."""
@@ -162,6 +174,12 @@ class Caller:
             if now >= until:
                 return
             for c in self.order:
+                if c.bye and not c.bye_answered and now >= c.bye_next \
+                        and c.bye_sends < 8:
+                    # a lost BYE would hold the server's port (timer E)
+                    self.sock.sendto(c.bye, self.proxy)
+                    c.bye_sends += 1
+                    c.bye_next = now + min(T1 * 2 ** c.bye_sends, T2)
                 if c.final is not None or c.codes:
                     continue            # answered, or a provisional came
                 if now - c.t0 >= TIMER_B:

@@ -235,3 +235,22 @@ def test_fenced_owner_answers_503_at_once(kam_cluster):
         assert call.sends == 1 and call.wait < 0.5, (call.sends, call.wait)
     finally:
         os.kill(etcd.pid, signal.SIGCONT)
+
+
+def test_same_call_in_another_branch_takes_one_port(kam_cluster):
+    """A proxy that gave up waiting and tries the route point again sends
+    the same call in a new branch, perhaps to the same server: that one
+    gets 482, and only the first try takes a port and is answered."""
+    c = kam_cluster
+    caller = Caller("127.0.0.1", sip_port(c, "PA1"))
+    try:
+        call = caller.place(c.rp["PA1"])
+        caller.sock.sendto(caller._invite(call, "again1").encode(), caller.proxy)
+        assert wait_for(lambda: caller.run(time.monotonic() + 0.01) or
+                        (200 in call.codes and 482 in call.codes), 5), call.codes
+        assert call.codes.count(200) >= 1 and call.codes.count(482) == 1, call.codes
+        assert c.srv["PA1"].logtext().count("to %s answered" % c.rp["PA1"]) == 1
+        assert caller.settle(5)
+        assert wait_for(lambda: c.post("PA1", via="PA1")["ports_in_use"] == 0, 5)
+    finally:
+        caller.close()
