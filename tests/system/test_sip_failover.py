@@ -8,11 +8,25 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
-from conftest import wait_for
+from conftest import ROOT, free_port, wait_for
 from sipcaller import Caller, call_once, header
+
+
+UAC = os.path.join(ROOT, "tests", "sip", "uac.xml")
+
+
+def sipp_call(kam, c, post):
+    """SIPp places one call to post's route point through Kamailio (INVITE
+    retransmitted at 0.5 s, doubling; a 3xx or a 408 fails it)."""
+    return subprocess.Popen(
+        ["sipp", kam.address, "-sf", UAC, "-s", c.rp[post], "-m", "1",
+         "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+         "-timeout", "20s", "-timeout_error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=c.tmp)
 
 
 class FakeServer(threading.Thread):
@@ -154,6 +168,10 @@ def registered_at(c, server, post):
         for r in st.get("registrations", []))
 
 
+def answered_by(c, server):
+    return c.srv[server].logtext().count("to %s answered" % c.rp["PA1"])
+
+
 def udp_queued(port):
     """Bytes waiting in the receive queue of UDP 127.0.0.1:port."""
     want = ":%04X" % port
@@ -176,14 +194,16 @@ def test_call_during_sigstop_answered_by_cover(kam_cluster, kam):
         c.freeze("PA1")
         t0 = time.monotonic()
         call = caller.place(c.rp["PA1"])
+        sipp = sipp_call(kam, c, "PA1")       # and a real phone's call
         assert c.owner_key("PA1") == "PA1"    # placed before the failover
         assert caller.settle(15)
+        assert sipp.wait(30) == 0, sipp.stderr.read()
         assert c.wait_owner("PA1", "PA3", 1)
         took = time.monotonic() - t0
         assert call.final == 200, call.codes
         assert call.contact.endswith(":%d" % sip_port(c, "PA3")), call.contact
         assert not call.redirected
-        assert "to %s answered" % c.rp["PA1"] in c.srv["PA3"].logtext()
+        assert answered_by(c, "PA3") == 2   # ours and SIPp's
         # about the lease TTL (2 s) for the failover, then at once
         assert call.wait < 4.0, (call.wait, took)
     finally:
@@ -212,6 +232,7 @@ def test_call_at_sigkill_answered_without_redirect(kam_cluster, kam):
         assert call.contact.endswith(":%d" % sip_port(c, "PA3")), call.contact
         assert call.wait < 1.5, call.wait
         assert c.wait_owner("PA1", "PA3", 1)
+        assert answered_by(c, "PA3") == 1
         # and a call placed now is the cover's at once
         after = call_once("127.0.0.1", kam.port, c.rp["PA1"])
         assert after.final == 200 and after.codes == [100, 200], after.codes
