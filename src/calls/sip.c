@@ -7,7 +7,8 @@
  * post this server owns takes a free media port through the call model
  * (calls.c), then is answered 200 with SDP offering that port's RTP port,
  * where everything the caller sends is echoed back. No free port: 486.
- * A post owned elsewhere: 302 to its owner; owned by nobody: 480. BYE
+ * A post owned elsewhere: 302 to its owner; owned by nobody: 480; still
+ * this server's but fenced or being handed over: 503, Retry-After: 0. BYE
  * ends the call and frees the port; CANCEL before the answer gets 487.
  *
  * osip2 calls back from inside its execute functions; transactions it
@@ -30,6 +31,7 @@
 #define SIP_TICK_MS 20
 #define SIP_REG_EXPIRES 60
 #define SIP_REG_RETRY_MS 1000
+#define SIP_REG_LINGER_MS 2000
 
 enum sip_call_state { SC_PENDING, SC_ANSWERED, SC_DONE };
 
@@ -82,6 +84,7 @@ struct sip_reg {
 	bool want; /* what the REGISTER in flight asks */
 	uint64_t refresh_at; /* monotonic ms: renew the registration */
 	uint64_t retry_at; /* monotonic ms: not before, after a failure */
+	uint64_t linger_until; /* monotonic ms: take it back then (0: not) */
 	osip_transaction_t *nict;
 };
 
@@ -564,6 +567,27 @@ redirect(struct sip *s, osip_transaction_t *tr, osip_message_t *req,
 	answer(tr, req, 302, tag, contact);
 }
 
+/*
+ * The post is still this server's in its view, but it may not act for
+ * it: it is fencing itself (its lease is lost or about to be) or handing
+ * the post over. Say so at once, so that the call manager tries the
+ * route point again on whoever registers it next, instead of waiting
+ * for an answer that will never come.
+ */
+static void
+unavailable(osip_transaction_t *tr, osip_message_t *req,
+    const struct agent_post *p, const char *tag)
+{
+	osip_message_t *r;
+
+	log_debug("sip: post %s is %s: 503 to a new call", p->home->name,
+	    p->relinquishing ? "being handed over" : "fenced");
+	if (response_new(req, 503, tag, &r) != 0)
+		return;
+	osip_message_set_header(r, "Retry-After", "0");
+	respond(tr, r);
+}
+
 static void
 cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 {
@@ -599,6 +623,21 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 		osip_free(callid);
 		return;
 	}
+	if ((c = call_find(s, callid)) != NULL) {
+		/*
+		 * The same call again in another branch (not a resend: osip
+		 * matched those): a proxy that gave up waiting for this
+		 * server and tried the route point again. One port per call:
+		 * 482, and the first try's answer is the call's (RFC 3261
+		 * 8.2.2.2, merged requests).
+		 */
+		log_debug(
+		    "sip: call %s came again in another branch: 482", callid);
+		random_tag(tag, sizeof(tag));
+		answer(tr, req, 482, tag, NULL);
+		osip_free(callid);
+		return;
+	}
 	user = req->req_uri->username;
 	random_tag(tag, sizeof(tag));
 	if ((p = post_for(s, user)) == NULL) {
@@ -609,6 +648,8 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 	if (!agent_owns(s->agent, p, NULL)) {
 		if (p->owned && strcmp(p->owner, s->self->name) != 0)
 			redirect(s, tr, req, p, user);
+		else if (p->owned)
+			unavailable(tr, req, p, tag);
 		else
 			answer(tr, req, 480, tag, NULL);
 		osip_free(callid);
@@ -669,10 +710,41 @@ cb_bye(int type, osip_transaction_t *tr, osip_message_t *req)
 	call_free(c);
 }
 
+static const char *
+via_branch(osip_via_t *via)
+{
+	osip_generic_param_t *b = NULL;
+
+	if (via == NULL || osip_via_param_get_byname(via, "branch", &b) != 0 ||
+	    b == NULL)
+		return NULL;
+	return b->gvalue;
+}
+
+/*
+ * The pending call a CANCEL is for: the one whose INVITE came in the
+ * same branch. A proxy that tries a call again sends its INVITE once
+ * more, with the same Call-ID, in a new branch, perhaps to this server
+ * again: the Call-ID alone could name the wrong try.
+ */
+static struct sip_call *
+call_of_cancel(struct sip *s, osip_message_t *req)
+{
+	const char *b = via_branch(osip_list_get(&req->vias, 0)), *cb;
+
+	if (b == NULL)
+		return call_of(s, req);
+	for (struct sip_call *c = s->calls_list; c; c = c->next)
+		if (c->ist && (cb = via_branch(c->ist->topvia)) != NULL &&
+		    strcmp(b, cb) == 0)
+			return c;
+	return NULL;
+}
+
 static void
 cb_cancel(int type, osip_transaction_t *tr, osip_message_t *req)
 {
-	struct sip_call *c = call_of(sip_one, req);
+	struct sip_call *c = call_of_cancel(sip_one, req);
 
 	(void)type;
 	if (c == NULL || c->state != SC_PENDING || c->ist == NULL) {
@@ -775,8 +847,13 @@ reg_send(struct sip *s, struct sip_reg *r, bool want, int64_t epoch)
 
 /*
  * Register what this server owns, and nothing else: a route point is
- * registered only under a valid epoch, and taken back (Expires: 0) once
- * the post is not this server's to answer for.
+ * registered only under a valid epoch, never refreshed once the post is
+ * not this server's to answer for, and taken back (Expires: 0, which
+ * removes only this server's contact) SIP_REG_LINGER_MS later. Not at
+ * once: until the next owner's REGISTER replaces it, this contact is
+ * the route point's only one, and it answers (302 to the new owner, or
+ * 503 while fenced), which a call manager retries; no contact at all
+ * would be a 404 to the caller.
  */
 static void
 reg_check(struct sip *s)
@@ -791,12 +868,15 @@ reg_check(struct sip *s)
 		if (r->nict || now < r->retry_at)
 			continue;
 		own = agent_owns(s->agent, r->post, &epoch);
+		if (own)
+			r->linger_until = 0;
+		else if (r->registered && r->linger_until == 0)
+			r->linger_until = now + SIP_REG_LINGER_MS;
 		if (own &&
 		    (!r->registered || r->epoch != epoch ||
 			now >= r->refresh_at))
 			reg_send(s, r, true, epoch);
-		else if (!own && r->registered)
-			/* at once: the post is not ours to answer for */
+		else if (!own && r->registered && now >= r->linger_until)
 			reg_send(s, r, false, 0);
 	}
 }

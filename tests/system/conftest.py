@@ -430,10 +430,10 @@ class Cluster:
             else:
                 self.rp[s["name"]] = str(6000 + 100 * i)
                 lines += ["route_point = " + self.rp[s["name"]],
-                          "media_port_base = %d" % (5001 + 100 * i),
+                          "media_port_base = %d" % s.get("port_base", 5001 + 100 * i),
                           "media_ports = %d" % s.get("ports", 4),
                           "max_media_ports = %d" % s.get("max", 8),
-                          "rtp_port_base = %d" % (40000 + 100 * i)]
+                          "rtp_port_base = %d" % s.get("rtp_base", 40000 + 100 * i)]
                 if s.get("failover"):
                     lines.append("failover = " + ", ".join(s["failover"]))
                 if s.get("interceptors"):
