@@ -531,6 +531,12 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		metric_head(&b, "understudy_desk_licenses_held", "gauge",
 		    "License slots this server's sessions hold now");
 		buf_printf(&b, "understudy_desk_licenses_held %ld\n", licensed);
+		metric_head(&b, "understudy_desk_license_checks_total",
+		    "counter",
+		    "Passes of the license reconciler that read every slot");
+		buf_printf(&b,
+		    "understudy_desk_license_checks_total %" PRIu64 "\n",
+		    licenses_checks(ctx->desks));
 		metric_head(&b, "understudy_desk_requests_waiting", "gauge",
 		    "Desk event requests waiting (long polls)");
 		buf_printf(
