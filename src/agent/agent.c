@@ -713,6 +713,7 @@ agent_free(struct agent *a)
 	if (a == NULL)
 		return;
 	a->freeing = true;
+	agent_control_cancel_all(a);
 	etcd_watch_free(a->watch);
 	for (size_t i = 0; i < a->n_posts; i++)
 		etcd_req_cancel(a->posts[i].pending);

@@ -120,6 +120,10 @@ struct etcd_req *etcd_kv_put(struct etcd *e, const char *key, const char *value,
 struct etcd_req *etcd_kv_delete(
     struct etcd *e, const char *key, bool prefix, etcd_cb cb, void *arg);
 
+/* Delete every key k with from <= k < to (no previous kvs in res). */
+struct etcd_req *etcd_kv_delete_range(
+    struct etcd *e, const char *from, const char *to, etcd_cb cb, void *arg);
+
 enum etcd_cmp_target {
 	ETCD_CMP_VERSION,
 	ETCD_CMP_CREATE,

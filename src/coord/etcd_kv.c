@@ -163,6 +163,20 @@ etcd_kv_delete(
 	    e, ETCD_OP_DELETE, "/v3/kv/deleterange", body_of(o), cb, arg);
 }
 
+struct etcd_req *
+etcd_kv_delete_range(
+    struct etcd *e, const char *from, const char *to, etcd_cb cb, void *arg)
+{
+	json_t *o = etcd_kv_key_json(from, false);
+
+	if (o && set_b64(o, "range_end", to, strlen(to)) != 0) {
+		json_decref(o);
+		o = NULL;
+	}
+	return etcd_request(
+	    e, ETCD_OP_DELETE, "/v3/kv/deleterange", body_of(o), cb, arg);
+}
+
 struct etcd_txn *
 etcd_kv_txn_new(void)
 {
