@@ -274,7 +274,9 @@ void agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg);
 /*
  * For every change of a license slot key (licenses/<n>) the watch
  * brings, also those of a reset: cb(ev, arg), where the desks module
- * sees a slot of its session taken by a newer login elsewhere.
+ * sees a slot of its session taken by a newer login elsewhere, and
+ * keeps its view of the slots. A reset first calls cb(NULL, arg): forget
+ * every slot; the events that follow hold every slot there is.
  */
 void agent_on_license(struct agent *a,
     void (*cb)(const struct etcd_event *ev, void *arg), void *arg);

@@ -310,6 +310,8 @@ agent_view_update(
 		admin_reset(a);
 		memset(a->gone, 0, a->cfg->n_servers * sizeof(*a->gone));
 		members_reset(a->members, u->events, u->n_events);
+		if (a->license)
+			a->license(NULL, a->license_arg); /* forget the slots */
 		if (!a->synced) {
 			a->synced = true;
 			a->synced_at = time_mono_ms();

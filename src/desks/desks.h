@@ -172,6 +172,7 @@ struct desks_pending {
 struct desks_waiter;
 struct licenses_claim;
 struct licenses_scan;
+struct slot_seen;
 
 struct desks {
 	uv_loop_t *loop;
@@ -197,6 +198,12 @@ struct desks {
 	/* licenses.c */
 	uv_timer_t lic_timer;
 	struct licenses_scan *lic_scan; /* the reconciler's read */
+	/* the slots as the agent's watch shows them, [licenses] */
+	struct slot_seen **lic_view;
+	long lic_view_n;
+	long lic_view_hint; /* no free slot below it */
+	bool lic_view_synced; /* a reset filled it */
+	bool lic_view_strays; /* keys past licenses: a count says nothing */
 	struct licenses_claim *lic_claims; /* its claims out */
 	int64_t lic_lease; /* the lease the last pass ran on */
 	uint64_t lic_passes;

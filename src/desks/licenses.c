@@ -11,11 +11,14 @@
  * again), after a failed release and every LICENSES_EVERY_MS. It makes
  * the slots on this server's lease equal to its live sessions.
  *
- * The slots are read in pages of one snapshot (a cluster may have up to
- * 1,000,000 licenses; one answer for all of them is over the etcd
- * client's cap past about 30,000). A login keeps only a bitmap of the
- * slots taken and its desk's slot; the reconciler keeps what it needs of
- * each slot.
+ * A login picks its slot from the view of the slots that the agent's
+ * watch keeps (its desk's, or a free one), and reads etcd only when the
+ * claim's compare shows the view behind, or the view looks full (then a
+ * count of the keys says whether it is). Where the slots are read, it is
+ * in pages of one snapshot (a cluster may have up to 1,000,000 licenses;
+ * one answer for all of them is over the etcd client's cap past about
+ * 30,000): a login keeps a bitmap of the slots taken and its desk's
+ * slot, the reconciler what it needs of each slot.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -306,6 +309,81 @@ licenses_release(struct desks *d, int64_t slot, int64_t lease, int64_t rev)
 	licenses_reconcile_soon(d, LICENSES_EVERY_MS);
 }
 
+/* ---- the slots as the watch shows them ---- */
+
+/* Forget every slot (a reset of the watch: the slots follow). */
+static void
+view_forget(struct desks *d)
+{
+	for (long n = 0; d->lic_view && n < d->lic_view_n; n++) {
+		free(d->lic_view[n]);
+		d->lic_view[n] = NULL;
+	}
+	d->lic_view_strays = false;
+	d->lic_view_hint = 0;
+}
+
+/* Apply what the watch (or a claim's answer) says of one slot key. */
+static void
+view_apply(struct desks *d, const struct etcd_event *ev)
+{
+	struct slot_seen **v, s;
+	long n;
+
+	if (d->lic_view == NULL)
+		return;
+	if ((n = slot_number(d, ev->kv.key)) < 0 || n >= d->lic_view_n) {
+		d->lic_view_strays =
+		    true; /* a key past licenses: no counting */
+		return;
+	}
+	v = &d->lic_view[n];
+	if (*v && (*v)->mod_rev > ev->kv.mod_revision)
+		return; /* older than what is known */
+	if (ev->type == ETCD_EVENT_DELETE) {
+		free(*v);
+		*v = NULL;
+		if (n < d->lic_view_hint)
+			d->lic_view_hint = n;
+		return;
+	}
+	if (slot_parse(d, &ev->kv, &s) < 0 ||
+	    (*v == NULL && (*v = malloc(sizeof(**v))) == NULL))
+		return;
+	**v = s;
+}
+
+/* The slot of user's desk in the view, or -1. */
+static long
+view_desk(const struct desks *d, const char *user, const char *desk)
+{
+	for (long n = 0; n < d->lic_view_n; n++) {
+		const struct slot_seen *s = d->lic_view[n];
+
+		if (s && strcmp(s->user, user) == 0 &&
+		    strcmp(s->desk, desk) == 0)
+			return n;
+	}
+	return -1;
+}
+
+static bool claim_out(const struct desks *d, long n);
+
+/* A slot free in the view, none of this server's claims out for; -1. */
+static long
+view_free(struct desks *d)
+{
+	long n;
+
+	for (n = d->lic_view_hint; n < d->lic_view_n && d->lic_view[n]; n++)
+		;
+	d->lic_view_hint = n;
+	for (; n < d->lic_view_n; n++)
+		if (d->lic_view[n] == NULL && !claim_out(d, n))
+			return n;
+	return -1;
+}
+
 /* ---- a login's or a resume's slot ---- */
 
 /* Answer p with an error. */
@@ -456,6 +534,86 @@ slots_read(struct licenses_scan *sc, const struct etcd_res *res)
 	}
 }
 
+/* The view's free slot was claimed, or the view was behind. */
+static void
+view_claimed(const struct etcd_res *res, void *arg)
+{
+	struct desks_pending *p = arg;
+	int64_t rev = 0;
+	long n;
+
+	if (slots_failed(p, res))
+		return;
+	if (!res->succeeded) {
+		p->tries++; /* the view was behind: read the slots */
+		licenses_acquire(p);
+		return;
+	}
+	if ((n = claimed_slot(p->d, res, &rev)) >= 0) {
+		struct etcd_event ev;
+
+		/* taken now, for the next login before the watch says so */
+		memset(&ev, 0, sizeof(ev));
+		ev.type = ETCD_EVENT_PUT;
+		for (size_t i = 0; i < res->n_kvs; i++)
+			if (slot_number(p->d, res->kvs[i].key) == n)
+				ev.kv = res->kvs[i];
+		if (ev.kv.key)
+			view_apply(p->d, &ev);
+	}
+	desks_finish(p, n, n >= 0 ? rev : 0, false);
+}
+
+/* The view looks full: a count of the keys, not a read, says if it is. */
+static void
+view_counted(const struct etcd_res *res, void *arg)
+{
+	struct desks_pending *p = arg;
+	struct desks *d = p->d;
+
+	if (slots_failed(p, res))
+		return;
+	if (res->count >= d->cfg->cluster.licenses && !d->lic_view_strays) {
+		over_limit(p);
+		return;
+	}
+	p->tries++; /* one is free after all: read the slots */
+	licenses_acquire(p);
+}
+
+static void
+view_claim(struct desks_pending *p)
+{
+	struct desks *d = p->d;
+	long n = view_desk(d, p->user, p->desk);
+	int64_t rev = 0;
+	char *prefix;
+
+	if (n >= 0 && p->resume &&
+	    strcmp(d->lic_view[n]->server, agent_self(d->a)) != 0) {
+		replaced(p, d->lic_view[n]);
+		return;
+	}
+	if (n >= 0) {
+		rev = d->lic_view[n]->mod_rev; /* the desk's slot goes to it */
+	} else if ((n = view_free(d)) < 0) {
+		prefix = agent_key(d->a, "licenses/");
+		p->req = prefix
+		    ? etcd_kv_count(agent_etcd(d->a), prefix, view_counted, p)
+		    : NULL;
+		free(prefix);
+		if (p->req == NULL)
+			fail(p, 500, US_ENOMEM, "out of memory");
+		return;
+	}
+	p->claiming = n;
+	p->req = claim_send(d, n, rev, p->user, p->desk, view_claimed, p);
+	if (p->req == NULL) {
+		p->claiming = -1;
+		fail(p, 500, US_ENOMEM, "out of memory");
+	}
+}
+
 void
 licenses_acquire(struct desks_pending *p)
 {
@@ -476,6 +634,14 @@ licenses_acquire(struct desks_pending *p)
 	if (p->resume && desks_session_get(d, p->token, &s, &r) == 0 &&
 	    s.slot >= 0 && s.slot_lease == agent_lease_id(d->a)) {
 		desks_finish(p, -1, 0, false); /* it holds one on this lease */
+		return;
+	}
+	/*
+	 * the watch's view first: a claim compares, so a view behind etcd
+	 * costs a failed compare, then the slots are read
+	 */
+	if (p->tries == 0 && d->lic_view_synced && d->lic_view) {
+		view_claim(p);
 		return;
 	}
 	p->scan = scan_start(d, login_page, slots_read, p);
@@ -854,7 +1020,15 @@ slot_event(const struct etcd_event *ev, void *arg)
 	bool here = false;
 	json_t *o;
 
-	if (ev->type != ETCD_EVENT_PUT || d->freeing)
+	if (d->freeing)
+		return;
+	if (ev == NULL) {
+		view_forget(d); /* a reset: every slot there is follows */
+		d->lic_view_synced = true;
+		return;
+	}
+	view_apply(d, ev);
+	if (ev->type != ETCD_EVENT_PUT)
 		return;
 	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
 	if (json_unpack(o, "{s:s,s:s,s:s}", "server", &server, "user", &user,
@@ -876,6 +1050,10 @@ slot_event(const struct etcd_event *ev, void *arg)
 void
 licenses_init(struct desks *d)
 {
+	if (d->cfg->cluster.licenses > 0 &&
+	    (d->lic_view = calloc((size_t)d->cfg->cluster.licenses,
+		 sizeof(*d->lic_view))) != NULL)
+		d->lic_view_n = d->cfg->cluster.licenses;
 	agent_on_license(d->a, slot_event, d);
 	uv_timer_init(d->loop, &d->lic_timer);
 	d->lic_timer.data = d;
@@ -887,6 +1065,10 @@ void
 licenses_close(struct desks *d, uv_close_cb closed)
 {
 	agent_on_license(d->a, NULL, NULL);
+	view_forget(d);
+	free(d->lic_view);
+	d->lic_view = NULL;
+	d->lic_view_n = 0;
 	licenses_scan_free(d->lic_scan);
 	d->lic_scan = NULL;
 	while (d->lic_claims) {
