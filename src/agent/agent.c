@@ -541,7 +541,7 @@ agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg)
 
 void
 agent_on_license(struct agent *a,
-    void (*cb)(const struct etcd_event *ev, void *arg), void *arg)
+    void (*cb)(const struct etcd_event *ev, bool reset, void *arg), void *arg)
 {
 	a->license = cb;
 	a->license_arg = arg;

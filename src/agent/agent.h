@@ -273,13 +273,14 @@ void agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg);
 
 /*
  * For every change of a license slot key (licenses/<n>) the watch
- * brings, also those of a reset: cb(ev, arg), where the desks module
- * sees a slot of its session taken by a newer login elsewhere, and
- * keeps its view of the slots. A reset first calls cb(NULL, arg): forget
- * every slot; the events that follow hold every slot there is.
+ * brings, also those of a reset: cb(ev, reset, arg), where the desks
+ * module sees a slot of its session taken by a newer login elsewhere,
+ * and keeps its view of the slots. A reset first calls cb(NULL, true,
+ * arg): forget every slot; the events that follow (reset true) hold
+ * every slot there is.
  */
 void agent_on_license(struct agent *a,
-    void (*cb)(const struct etcd_event *ev, void *arg), void *arg);
+    void (*cb)(const struct etcd_event *ev, bool reset, void *arg), void *arg);
 
 /*
  * True when the call's server is gone: its lease is no longer the lease
@@ -392,11 +393,12 @@ struct agent {
 	} * gone; /* per config server: its last software death */
 	void (*reconciled)(void *arg);
 	void *reconciled_arg;
-	void (*license)(const struct etcd_event *ev, void *arg);
+	void (*license)(const struct etcd_event *ev, bool reset, void *arg);
 	void *license_arg;
 	char admin[CONFIG_NAME_MAX + 1]; /* the admin primary, "" for none */
 	int64_t admin_lease; /* the lease its key is on */
 	struct etcd_req *admin_req; /* this server's bid */
+	bool resetting; /* the events applied now are a reset's */
 	struct agent_control *controls; /* control actions out */
 	uint64_t control_seq;
 	bool freeing;

@@ -204,6 +204,7 @@ struct desks {
 	long lic_view_hint; /* no free slot below it */
 	bool lic_view_synced; /* a reset filled it */
 	bool lic_view_strays; /* keys past licenses: a count says nothing */
+	struct sqlite3_stmt *lic_desk_st; /* a live session of a desk? */
 	struct licenses_claim *lic_claims; /* its claims out */
 	int64_t lic_lease; /* the lease the last pass ran on */
 	uint64_t lic_passes;

@@ -193,7 +193,8 @@ scan_next(struct licenses_scan *sc)
 /*
  * Read every slot: page(n, slot) for each, then done(res) once, with
  * res->err, or the snapshot's revision. The caller frees the scan with
- * scan_free (in done, or before, which cancels it). NULL on ENOMEM.
+ * licenses_scan_free (in done, or before: that cancels it). NULL on
+ * ENOMEM.
  */
 static struct licenses_scan *
 scan_start(struct desks *d, scan_page_cb page, scan_done_cb done, void *arg)
@@ -323,9 +324,13 @@ view_forget(struct desks *d)
 	d->lic_view_hint = 0;
 }
 
-/* Apply what the watch (or a claim's answer) says of one slot key. */
+/*
+ * Apply what the watch (or a claim's answer) says of one slot key; parsed
+ * is its value parsed already, or NULL.
+ */
 static void
-view_apply(struct desks *d, const struct etcd_event *ev)
+view_apply(struct desks *d, const struct etcd_event *ev,
+    const struct slot_seen *parsed)
 {
 	struct slot_seen **v, s;
 	long n;
@@ -333,8 +338,8 @@ view_apply(struct desks *d, const struct etcd_event *ev)
 	if (d->lic_view == NULL)
 		return;
 	if ((n = slot_number(d, ev->kv.key)) < 0 || n >= d->lic_view_n) {
-		d->lic_view_strays =
-		    true; /* a key past licenses: no counting */
+		/* a key past licenses: a count of the keys says nothing */
+		d->lic_view_strays = true;
 		return;
 	}
 	v = &d->lic_view[n];
@@ -347,8 +352,11 @@ view_apply(struct desks *d, const struct etcd_event *ev)
 			d->lic_view_hint = n;
 		return;
 	}
-	if (slot_parse(d, &ev->kv, &s) < 0 ||
-	    (*v == NULL && (*v = malloc(sizeof(**v))) == NULL))
+	if (parsed)
+		s = *parsed;
+	else if (slot_parse(d, &ev->kv, &s) < 0)
+		return;
+	if (*v == NULL && (*v = malloc(sizeof(**v))) == NULL)
 		return;
 	**v = s;
 }
@@ -559,7 +567,7 @@ view_claimed(const struct etcd_res *res, void *arg)
 			if (slot_number(p->d, res->kvs[i].key) == n)
 				ev.kv = res->kvs[i];
 		if (ev.kv.key)
-			view_apply(p->d, &ev);
+			view_apply(p->d, &ev, NULL);
 	}
 	desks_finish(p, n, n >= 0 ? rev : 0, false);
 }
@@ -1009,40 +1017,47 @@ licenses_reconcile_soon(struct desks *d, uint64_t ms)
 /*
  * A slot written by another server for a desk with a live session here:
  * that session was replaced by a newer login; end it now, not at the
- * next pass.
+ * next pass. A reset's slots only fill the view: a burst of thousands,
+ * where the reconciler's next pass finds what was replaced.
  */
 static void
-slot_event(const struct etcd_event *ev, void *arg)
+slot_event(const struct etcd_event *ev, bool reset, void *arg)
 {
 	struct desks *d = arg;
-	const char *server = "", *user = "", *desk = "";
+	struct slot_seen s, *was;
 	sqlite3_stmt *st;
-	bool here = false;
-	json_t *o;
+	bool here = false, parsed;
+	long n;
 
 	if (d->freeing)
 		return;
 	if (ev == NULL) {
-		view_forget(d); /* a reset: every slot there is follows */
+		view_forget(d); /* every slot there is follows */
 		d->lic_view_synced = true;
 		return;
 	}
-	view_apply(d, ev);
-	if (ev->type != ETCD_EVENT_PUT)
-		return;
-	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:s,s:s,s:s}", "server", &server, "user", &user,
-		"desk", &desk) == 0 &&
-	    strcmp(server, agent_self(d->a)) != 0 &&
-	    (st = desks_prep(d,
-		 "SELECT 1 FROM sessions WHERE user = ? AND desk = ? AND "
-		 "expired_ms = 0"))) {
-		sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, desk, -1, SQLITE_STATIC);
-		here = sqlite3_step(st) == SQLITE_ROW;
-		sqlite3_finalize(st);
+	n = slot_number(d, ev->kv.key);
+	was = n >= 0 && n < d->lic_view_n ? d->lic_view[n] : NULL;
+	parsed = ev->type == ETCD_EVENT_PUT && slot_parse(d, &ev->kv, &s) >= 0;
+	/* the same holder written again says nothing new */
+	if (!reset && parsed && strcmp(s.server, agent_self(d->a)) != 0 &&
+	    !(was && strcmp(was->server, s.server) == 0 &&
+		strcmp(was->user, s.user) == 0 &&
+		strcmp(was->desk, s.desk) == 0)) {
+		/* prepared once: a burst of slots must not stall the loop */
+		if (d->lic_desk_st == NULL)
+			d->lic_desk_st = desks_prep(d,
+			    "SELECT 1 FROM sessions WHERE user = ? AND desk = "
+			    "? AND expired_ms = 0");
+		if ((st = d->lic_desk_st) != NULL) {
+			sqlite3_bind_text(st, 1, s.user, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, s.desk, -1, SQLITE_STATIC);
+			here = sqlite3_step(st) == SQLITE_ROW;
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+		}
 	}
-	json_decref(o);
+	view_apply(d, ev, parsed ? &s : NULL);
 	if (here)
 		licenses_reconcile_soon(d, 0);
 }
@@ -1065,6 +1080,8 @@ void
 licenses_close(struct desks *d, uv_close_cb closed)
 {
 	agent_on_license(d->a, NULL, NULL);
+	sqlite3_finalize(d->lic_desk_st);
+	d->lic_desk_st = NULL;
 	view_forget(d);
 	free(d->lic_view);
 	d->lic_view = NULL;
