@@ -541,7 +541,7 @@ agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg)
 
 void
 agent_on_license(struct agent *a,
-    void (*cb)(const struct etcd_event *ev, void *arg), void *arg)
+    void (*cb)(const struct etcd_event *ev, bool reset, void *arg), void *arg)
 {
 	a->license = cb;
 	a->license_arg = arg;
@@ -734,6 +734,7 @@ agent_free(struct agent *a)
 	if (a == NULL)
 		return;
 	a->freeing = true;
+	agent_control_cancel_all(a);
 	etcd_watch_free(a->watch);
 	for (size_t i = 0; i < a->n_posts; i++)
 		etcd_req_cancel(a->posts[i].pending);

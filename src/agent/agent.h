@@ -273,11 +273,14 @@ void agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg);
 
 /*
  * For every change of a license slot key (licenses/<n>) the watch
- * brings, also those of a reset: cb(ev, arg), where the desks module
- * sees a slot of its session taken by a newer login elsewhere.
+ * brings, also those of a reset: cb(ev, reset, arg), where the desks
+ * module sees a slot of its session taken by a newer login elsewhere,
+ * and keeps its view of the slots. A reset first calls cb(NULL, true,
+ * arg): forget every slot; the events that follow (reset true) hold
+ * every slot there is.
  */
 void agent_on_license(struct agent *a,
-    void (*cb)(const struct etcd_event *ev, void *arg), void *arg);
+    void (*cb)(const struct etcd_event *ev, bool reset, void *arg), void *arg);
 
 /*
  * True when the call's server is gone: its lease is no longer the lease
@@ -327,6 +330,34 @@ const char *agent_self(const struct agent *a);
 void agent_port_set(struct agent_post *p, long number, const char *server,
     const char *call, int64_t since, int64_t epoch, int64_t rev);
 
+/* control.c */
+
+enum agent_control_outcome {
+	AGENT_CONTROL_DONE, /* applied */
+	AGENT_CONTROL_NOT_DONE, /* not applied, and it never will be */
+	AGENT_CONTROL_UNKNOWN /* no answer, even to reading it back */
+};
+
+struct agent_control_result {
+	enum agent_control_outcome outcome;
+	bool read_back; /* the write's answer was lost; the fence told */
+	int err; /* UNKNOWN: why (US_ETIMEDOUT, US_EUNAVAIL, US_ECANCELED) */
+};
+
+typedef void (*agent_control_cb)(
+    const struct agent_control_result *r, void *arg);
+
+/*
+ * An operator's action on server: "stop" (writes stopped/SERVER =
+ * value), "start" (deletes it) or "failback" (writes failback/SERVER =
+ * value), in a txn whose outcome, when its answer is lost, is read back
+ * (src/agent/control.c, docs/protocol.md). cb is called once, later, on
+ * the loop (with UNKNOWN and US_ECANCELED when the agent is freed first).
+ * Returns 0, or US_ENOMEM (and cb is never called).
+ */
+int agent_control(struct agent *a, const char *action, const char *server,
+    const char *value, agent_control_cb cb, void *arg);
+
 /*
  * ---- inside src/agent only ----
  * agent.c: reconciling and acting; view.c: the watch's view;
@@ -361,11 +392,14 @@ struct agent {
 	} * gone; /* per config server: its last software death */
 	void (*reconciled)(void *arg);
 	void *reconciled_arg;
-	void (*license)(const struct etcd_event *ev, void *arg);
+	void (*license)(const struct etcd_event *ev, bool reset, void *arg);
 	void *license_arg;
 	char admin[CONFIG_NAME_MAX + 1]; /* the admin primary, "" for none */
 	int64_t admin_lease; /* the lease its key is on */
 	struct etcd_req *admin_req; /* this server's bid */
+	bool resetting; /* the events applied now are a reset's */
+	struct agent_control *controls; /* control actions out */
+	uint64_t control_seq;
 	bool freeing;
 	unsigned open_handles;
 };
@@ -382,6 +416,11 @@ int agent_server_index(const struct agent *a, const char *name);
 
 /* Reconcile on the next loop turn. */
 void agent_kick(struct agent *a);
+
+/* control.c */
+
+/* Cancel every action out: each gets its cb, UNKNOWN, US_ECANCELED. */
+void agent_control_cancel_all(struct agent *a);
 
 /* view.c */
 

@@ -212,7 +212,7 @@ apply(
 	}
 	if (strcmp(kind, "licenses") == 0) {
 		if (a->license)
-			a->license(ev, a->license_arg);
+			a->license(ev, a->resetting, a->license_arg);
 		return;
 	}
 	slash = strchr(rel, '/');
@@ -310,6 +310,8 @@ agent_view_update(
 		admin_reset(a);
 		memset(a->gone, 0, a->cfg->n_servers * sizeof(*a->gone));
 		members_reset(a->members, u->events, u->n_events);
+		if (a->license)
+			a->license(NULL, true, a->license_arg); /* forget */
 		if (!a->synced) {
 			a->synced = true;
 			a->synced_at = time_mono_ms();
@@ -317,6 +319,7 @@ agent_view_update(
 	}
 	if (!u->reset)
 		count_dropped(a, u);
+	a->resetting = u->reset;
 	for (size_t i = 0; i < u->n_events; i++) {
 		const struct etcd_kv *kv = &u->events[i].kv;
 
@@ -325,5 +328,6 @@ agent_view_update(
 			apply(a, kv->key + a->prefix_len, &u->events[i],
 			    u->reset ? u->revision : kv->mod_revision);
 	}
+	a->resetting = false;
 	agent_kick(a);
 }

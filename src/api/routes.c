@@ -290,20 +290,30 @@ control_gone(struct http_req *req, void *arg)
 }
 
 static void
-control_done(const struct etcd_res *res, void *arg)
+control_done(const struct agent_control_result *res, void *arg)
 {
 	struct control *ct = arg;
 
 	if (!ct->gone) {
 		http_req_on_gone(ct->req, NULL, NULL);
-		if (res->err)
-			http_reply_error(ct->req, 503, US_EUNAVAIL, "%s %s: %s",
-			    ct->action, ct->server, us_strerror(res->err));
-		else
+		if (res->outcome == AGENT_CONTROL_DONE)
 			http_reply_json(ct->req, 202,
-			    json_pack("{s:s,s:s,s:s,s:s}", "server", ct->server,
-				"action", ct->action, "result", "accepted",
-				"executed_by", ct->self));
+			    json_pack("{s:s,s:s,s:s,s:s,s:b}", "server",
+				ct->server, "action", ct->action, "result",
+				"accepted", "executed_by", ct->self,
+				"read_back", res->read_back));
+		else if (res->outcome == AGENT_CONTROL_NOT_DONE)
+			http_reply_error(ct->req, 503, US_EUNAVAIL,
+			    "%s %s was not done (its answer was lost, and "
+			    "reading it back showed it not applied; it never "
+			    "will be): try again",
+			    ct->action, ct->server);
+		else
+			http_reply_error(ct->req, 504, US_ETIMEDOUT,
+			    "%s %s: the outcome is unknown (%s): the "
+			    "coordination store did not answer, even to "
+			    "reading it back; see understudy status",
+			    ct->action, ct->server, us_strerror(res->err));
 	}
 	free(ct);
 }
@@ -315,8 +325,8 @@ control(struct http_req *req, struct api_ctx *ctx, const struct params *pa,
 	const char *name = pa->v[0];
 	struct agent_post *post = agent_post_find(ctx->agent, name);
 	struct control *ct;
-	struct etcd_req *er = NULL;
-	char *key = NULL, now[32], *value = NULL;
+	char now[32], *value = NULL;
+	int rc = US_ENOMEM;
 
 	if (config_server_find(ctx->cfg, name) == NULL) {
 		http_reply_error(req, 404, US_ENOTFOUND, "no server %s", name);
@@ -339,29 +349,14 @@ control(struct http_req *req, struct api_ctx *ctx, const struct params *pa,
 	str_copy(ct->self, ctx->self->name, sizeof(ct->self));
 	time_iso8601(time_wall_ms(), now, sizeof(now));
 	if (asprintf(&value, "{\"by\":\"%s\",\"at\":\"%s\"}", ctx->self->name,
-		now) < 0)
-		value = NULL;
-	if (strcmp(action, "stop") == 0)
-		key = agent_key(ctx->agent, "stopped/%s", name);
-	else if (strcmp(action, "start") == 0)
-		key = agent_key(ctx->agent, "stopped/%s", name);
-	else
-		key = agent_key(ctx->agent, "failback/%s", name);
-	if (key && value) {
-		/* stops are kept without a lease: they outlive restarts */
-		if (strcmp(action, "start") == 0)
-			er = etcd_kv_delete(agent_etcd(ctx->agent), key, false,
-			    control_done, ct);
-		else
-			er = etcd_kv_put(agent_etcd(ctx->agent), key, value,
-			    strlen(value), 0, control_done, ct);
+		now) >= 0) {
+		rc = agent_control(
+		    ctx->agent, action, name, value, control_done, ct);
+		free(value);
 	}
-	free(key);
-	free(value);
-	if (er == NULL) {
+	if (rc != 0) {
 		free(ct);
-		http_reply_error(req, 503, US_EUNAVAIL,
-		    "cannot reach the coordination store");
+		http_reply_error(req, 500, US_ENOMEM, "out of memory");
 		return;
 	}
 	log_info("operator: %s %s", action, name);
@@ -531,6 +526,12 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		metric_head(&b, "understudy_desk_licenses_held", "gauge",
 		    "License slots this server's sessions hold now");
 		buf_printf(&b, "understudy_desk_licenses_held %ld\n", licensed);
+		metric_head(&b, "understudy_desk_license_checks_total",
+		    "counter",
+		    "Passes of the license reconciler that read every slot");
+		buf_printf(&b,
+		    "understudy_desk_license_checks_total %" PRIu64 "\n",
+		    licenses_checks(ctx->desks));
 		metric_head(&b, "understudy_desk_requests_waiting", "gauge",
 		    "Desk event requests waiting (long polls)");
 		buf_printf(

@@ -22,7 +22,9 @@ usage(FILE *f, const char *cmd)
 	    "failback  move a covered post back to its home server now: new\n"
 	    "          calls go home at once, busy ports return as calls end\n"
 	    "\n"
-	    "The request goes to the first server of the config that answers.\n"
+	    "The request goes to the first server of the config that answers;\n"
+	    "a 'not done' goes to the next. Exit status: 0 done, 1 not done,\n"
+	    "2 usage, 3 the outcome is unknown (see understudy status).\n"
 	    "The admin token comes from --token, $UNDERSTUDY_TOKEN, or the\n"
 	    "config's admin_token. An https:// server is verified with --ca "
 	    "FILE,\n"
@@ -80,7 +82,8 @@ send_one(const struct config *cfg, const char *name, const char *action,
 		fprintf(stderr, "understudy %s %s: no server answered%s%s\n",
 		    action, name, why.len ? ": " : "", why.len ? why.data : "");
 	}
-	rc = status == 202 ? 0 : 1;
+	/* 504: etcd answered neither the write nor its read-back */
+	rc = status == 202 ? 0 : status == 504 ? 3 : 1;
 	buf_free(&why);
 	json_decref(out);
 	return rc;

@@ -112,6 +112,10 @@ struct etcd_req *etcd_kv_range_page(struct etcd *e, const char *prefix,
     const char *after, size_t after_len, int64_t rev, long limit, etcd_cb cb,
     void *arg);
 
+/* Count the keys under prefix, reading none of them: res->count. */
+struct etcd_req *etcd_kv_count(
+    struct etcd *e, const char *prefix, etcd_cb cb, void *arg);
+
 /* Write key = value (vlen bytes), attached to lease unless it is 0. */
 struct etcd_req *etcd_kv_put(struct etcd *e, const char *key, const char *value,
     size_t vlen, int64_t lease, etcd_cb cb, void *arg);
@@ -119,6 +123,10 @@ struct etcd_req *etcd_kv_put(struct etcd *e, const char *key, const char *value,
 /* Delete key, or every key under it; res->kvs holds what was deleted. */
 struct etcd_req *etcd_kv_delete(
     struct etcd *e, const char *key, bool prefix, etcd_cb cb, void *arg);
+
+/* Delete every key k with from <= k < to (no previous kvs in res). */
+struct etcd_req *etcd_kv_delete_range(
+    struct etcd *e, const char *from, const char *to, etcd_cb cb, void *arg);
 
 enum etcd_cmp_target {
 	ETCD_CMP_VERSION,

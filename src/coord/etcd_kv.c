@@ -135,6 +135,19 @@ etcd_kv_range_page(struct etcd *e, const char *prefix, const char *after,
 }
 
 struct etcd_req *
+etcd_kv_count(struct etcd *e, const char *prefix, etcd_cb cb, void *arg)
+{
+	json_t *o = etcd_kv_key_json(prefix, true);
+
+	if (o && json_object_set_new(o, "count_only", json_true()) != 0) {
+		json_decref(o);
+		o = NULL;
+	}
+	return etcd_request(
+	    e, ETCD_OP_RANGE, "/v3/kv/range", body_of(o), cb, arg);
+}
+
+struct etcd_req *
 etcd_kv_put(struct etcd *e, const char *key, const char *value, size_t vlen,
     int64_t lease, etcd_cb cb, void *arg)
 {
@@ -156,6 +169,20 @@ etcd_kv_delete(
 	json_t *o = etcd_kv_key_json(key, prefix);
 
 	if (o && json_object_set_new(o, "prev_kv", json_true()) != 0) {
+		json_decref(o);
+		o = NULL;
+	}
+	return etcd_request(
+	    e, ETCD_OP_DELETE, "/v3/kv/deleterange", body_of(o), cb, arg);
+}
+
+struct etcd_req *
+etcd_kv_delete_range(
+    struct etcd *e, const char *from, const char *to, etcd_cb cb, void *arg)
+{
+	json_t *o = etcd_kv_key_json(from, false);
+
+	if (o && set_b64(o, "range_end", to, strlen(to)) != 0) {
 		json_decref(o);
 		o = NULL;
 	}

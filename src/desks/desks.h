@@ -125,6 +125,9 @@ void desks_notice_all(struct desks *d, const char *text);
 /* This server's lease changed: reclaim the slots of its sessions. */
 void desks_lease_changed(struct desks *d);
 
+/* Passes of the license reconciler that read every slot, so far. */
+uint64_t licenses_checks(const struct desks *d);
+
 /* Sessions live on this server, licenses held, requests waiting. */
 void desks_counters(
     const struct desks *d, long *sessions, long *licensed, long *waiting);
@@ -159,6 +162,7 @@ struct desks_pending {
 	bool park_over;
 	unsigned tries;
 	long claiming; /* the slot its claim txn is out for, or -1 */
+	struct licenses_scan *scan; /* its read of the slots */
 	struct etcd_req *req;
 	desks_cb cb;
 	void *arg;
@@ -167,6 +171,8 @@ struct desks_pending {
 
 struct desks_waiter;
 struct licenses_claim;
+struct licenses_scan;
+struct slot_seen;
 
 struct desks {
 	uv_loop_t *loop;
@@ -191,7 +197,14 @@ struct desks {
 	uv_timer_t park_timer;
 	/* licenses.c */
 	uv_timer_t lic_timer;
-	struct etcd_req *lic_read; /* the reconciler's range */
+	struct licenses_scan *lic_scan; /* the reconciler's read */
+	/* the slots as the agent's watch shows them, [licenses] */
+	struct slot_seen **lic_view;
+	long lic_view_n;
+	long lic_view_hint; /* no free slot below it */
+	bool lic_view_synced; /* a reset filled it */
+	bool lic_view_strays; /* keys past licenses: a count says nothing */
+	struct sqlite3_stmt *lic_desk_st; /* a live session of a desk? */
 	struct licenses_claim *lic_claims; /* its claims out */
 	int64_t lic_lease; /* the lease the last pass ran on */
 	uint64_t lic_passes;
@@ -334,5 +347,8 @@ int licenses_keep(
 
 /* Run the reconciler after ms (0: on the next loop turn). */
 void licenses_reconcile_soon(struct desks *d, uint64_t ms);
+
+/* Cancel a read of the slots (a login's, the reconciler's) and free it. */
+void licenses_scan_free(struct licenses_scan *sc);
 
 #endif

@@ -10,6 +10,15 @@
  * when the lease changes (a restart: the restored sessions claim slots
  * again), after a failed release and every LICENSES_EVERY_MS. It makes
  * the slots on this server's lease equal to its live sessions.
+ *
+ * A login picks its slot from the view of the slots that the agent's
+ * watch keeps (its desk's, or a free one), and reads etcd only when the
+ * claim's compare shows the view behind, or the view looks full (then a
+ * count of the keys says whether it is). Where the slots are read, it is
+ * in pages of one snapshot (a cluster may have up to 1,000,000 licenses;
+ * one answer for all of them is over the etcd client's cap past about
+ * 30,000): a login keeps a bitmap of the slots taken and its desk's
+ * slot, the reconciler what it needs of each slot.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -22,6 +31,7 @@
 #define LICENSES_EVERY_MS 5000
 #define LICENSES_RETRY_MS 500
 #define LICENSES_TRIES 5 /* claims lost to another desk, per login */
+#define LICENSES_PAGE 1000 /* slot keys per page of a read (~300 kB) */
 
 /* A claim of the reconciler, for a live session without a slot. */
 struct licenses_claim {
@@ -61,30 +71,169 @@ slot_number(const struct desks *d, const char *key)
 	return n;
 }
 
-/* Read every slot of a range answer into seen[licenses]. */
-static void
-slots_parse(
-    const struct desks *d, const struct etcd_res *res, struct slot_seen *seen)
+/* One slot key of a range answer, or -1 when it is none. */
+static long
+slot_parse(const struct desks *d, const struct etcd_kv *kv, struct slot_seen *s)
 {
-	for (size_t i = 0; i < res->n_kvs; i++) {
-		const struct etcd_kv *kv = &res->kvs[i];
-		long n = slot_number(d, kv->key);
-		const char *server = "", *user = "", *desk = "";
-		json_t *o;
+	long n = slot_number(d, kv->key);
+	const char *server = "", *user = "", *desk = "";
+	json_t *o;
 
-		if (n < 0)
-			continue;
-		seen[n].present = true;
-		seen[n].mod_rev = kv->mod_revision;
-		seen[n].lease = kv->lease;
-		o = json_loadb(kv->value, kv->value_len, 0, NULL);
-		json_unpack(o, "{s?s,s?s,s?s}", "server", &server, "user",
-		    &user, "desk", &desk);
-		str_copy(seen[n].server, server, sizeof(seen[n].server));
-		str_copy(seen[n].user, user, sizeof(seen[n].user));
-		str_copy(seen[n].desk, desk, sizeof(seen[n].desk));
-		json_decref(o);
+	if (n < 0)
+		return -1;
+	memset(s, 0, sizeof(*s));
+	s->present = true;
+	s->mod_rev = kv->mod_revision;
+	s->lease = kv->lease;
+	o = json_loadb(kv->value, kv->value_len, 0, NULL);
+	json_unpack(o, "{s?s,s?s,s?s}", "server", &server, "user", &user,
+	    "desk", &desk);
+	str_copy(s->server, server, sizeof(s->server));
+	str_copy(s->user, user, sizeof(s->user));
+	str_copy(s->desk, desk, sizeof(s->desk));
+	json_decref(o);
+	return n;
+}
+
+/* ---- reading every slot, page by page, at one revision ---- */
+
+struct licenses_scan;
+typedef void (*scan_page_cb)(
+    struct licenses_scan *sc, long n, const struct slot_seen *s);
+typedef void (*scan_done_cb)(
+    struct licenses_scan *sc, const struct etcd_res *res);
+
+struct licenses_scan {
+	struct desks *d;
+	struct etcd_req *req;
+	char *prefix;
+	char *last; /* the last key given, the next page starts after it */
+	size_t last_len;
+	int64_t rev; /* of the first page: every page reads this snapshot */
+	long limit;
+	scan_page_cb page;
+	scan_done_cb done;
+	void *arg;
+	/* what a login keeps: a bit per slot taken, its desk's slot */
+	unsigned char *taken;
+	long same;
+	struct slot_seen same_slot;
+	/* what the reconciler keeps: every slot, [licenses] */
+	struct slot_seen *seen;
+};
+
+static void scan_next(struct licenses_scan *sc);
+
+static void
+scan_answer(const struct etcd_res *res, void *arg)
+{
+	struct licenses_scan *sc = arg;
+	struct slot_seen s;
+	char *k;
+
+	sc->req = NULL;
+	if (res->err == US_ETOOBIG && sc->limit > 1) {
+		sc->limit /= 2; /* big values: smaller pages */
+		log_info("desks: a page of license slots is over %u bytes; "
+			 "pages of %ld keys now",
+		    ETCD_RESPONSE_MAX, sc->limit);
+		scan_next(sc);
+		return;
 	}
+	if (res->err) {
+		sc->done(sc, res);
+		return;
+	}
+	if (sc->rev == 0)
+		sc->rev = res->revision;
+	for (size_t i = 0; i < res->n_kvs; i++) {
+		long n = slot_parse(sc->d, &res->kvs[i], &s);
+
+		if (n >= 0)
+			sc->page(sc, n, &s);
+	}
+	if (!res->more || res->n_kvs == 0) {
+		struct etcd_res end = *res;
+
+		end.revision = sc->rev;
+		sc->done(sc, &end);
+		return;
+	}
+	k = malloc(res->kvs[res->n_kvs - 1].key_len + 1);
+	if (k == NULL) {
+		struct etcd_res oom;
+
+		memset(&oom, 0, sizeof(oom));
+		oom.err = US_ENOMEM;
+		sc->done(sc, &oom);
+		return;
+	}
+	memcpy(k, res->kvs[res->n_kvs - 1].key,
+	    res->kvs[res->n_kvs - 1].key_len + 1);
+	free(sc->last);
+	sc->last = k;
+	sc->last_len = res->kvs[res->n_kvs - 1].key_len;
+	scan_next(sc);
+}
+
+static void
+scan_next(struct licenses_scan *sc)
+{
+	struct etcd_res oom;
+
+	sc->req = etcd_kv_range_page(agent_etcd(sc->d->a), sc->prefix, sc->last,
+	    sc->last_len, sc->rev, sc->limit, scan_answer, sc);
+	if (sc->req)
+		return;
+	memset(&oom, 0, sizeof(oom));
+	oom.err = US_ENOMEM;
+	sc->done(sc, &oom);
+}
+
+/*
+ * Read every slot: page(n, slot) for each, then done(res) once, with
+ * res->err, or the snapshot's revision. The caller frees the scan with
+ * licenses_scan_free (in done, or before: that cancels it). NULL on
+ * ENOMEM.
+ */
+static struct licenses_scan *
+scan_start(struct desks *d, scan_page_cb page, scan_done_cb done, void *arg)
+{
+	struct licenses_scan *sc = calloc(1, sizeof(*sc));
+
+	if (sc == NULL)
+		return NULL;
+	sc->d = d;
+	sc->page = page;
+	sc->done = done;
+	sc->arg = arg;
+	sc->limit = LICENSES_PAGE;
+	sc->same = -1;
+	if ((sc->prefix = agent_key(d->a, "licenses/")) == NULL) {
+		free(sc);
+		return NULL;
+	}
+	sc->req = etcd_kv_range_page(agent_etcd(d->a), sc->prefix, NULL, 0, 0,
+	    sc->limit, scan_answer, sc);
+	if (sc->req == NULL) {
+		free(sc->prefix);
+		free(sc);
+		return NULL;
+	}
+	return sc;
+}
+
+void
+licenses_scan_free(struct licenses_scan *sc)
+{
+	if (sc == NULL)
+		return;
+	etcd_req_cancel(sc->req);
+	free(sc->prefix);
+	free(sc->last);
+	free(sc->taken);
+	free(sc->seen);
+	free(sc);
 }
 
 /*
@@ -159,6 +308,88 @@ licenses_release(struct desks *d, int64_t slot, int64_t lease, int64_t rev)
 	etcd_kv_txn_free(t);
 	free(key);
 	licenses_reconcile_soon(d, LICENSES_EVERY_MS);
+}
+
+/* ---- the slots as the watch shows them ---- */
+
+/* Forget every slot (a reset of the watch: the slots follow). */
+static void
+view_forget(struct desks *d)
+{
+	for (long n = 0; d->lic_view && n < d->lic_view_n; n++) {
+		free(d->lic_view[n]);
+		d->lic_view[n] = NULL;
+	}
+	d->lic_view_strays = false;
+	d->lic_view_hint = 0;
+}
+
+/*
+ * Apply what the watch (or a claim's answer) says of one slot key; parsed
+ * is its value parsed already, or NULL.
+ */
+static void
+view_apply(struct desks *d, const struct etcd_event *ev,
+    const struct slot_seen *parsed)
+{
+	struct slot_seen **v, s;
+	long n;
+
+	if (d->lic_view == NULL)
+		return;
+	if ((n = slot_number(d, ev->kv.key)) < 0 || n >= d->lic_view_n) {
+		/* a key past licenses: a count of the keys says nothing */
+		d->lic_view_strays = true;
+		return;
+	}
+	v = &d->lic_view[n];
+	if (*v && (*v)->mod_rev > ev->kv.mod_revision)
+		return; /* older than what is known */
+	if (ev->type == ETCD_EVENT_DELETE) {
+		free(*v);
+		*v = NULL;
+		if (n < d->lic_view_hint)
+			d->lic_view_hint = n;
+		return;
+	}
+	if (parsed)
+		s = *parsed;
+	else if (slot_parse(d, &ev->kv, &s) < 0)
+		return;
+	if (*v == NULL && (*v = malloc(sizeof(**v))) == NULL)
+		return;
+	**v = s;
+}
+
+/* The slot of user's desk in the view, or -1. */
+static long
+view_desk(const struct desks *d, const char *user, const char *desk)
+{
+	for (long n = 0; n < d->lic_view_n; n++) {
+		const struct slot_seen *s = d->lic_view[n];
+
+		if (s && strcmp(s->user, user) == 0 &&
+		    strcmp(s->desk, desk) == 0)
+			return n;
+	}
+	return -1;
+}
+
+static bool claim_out(const struct desks *d, long n);
+
+/* A slot free in the view, none of this server's claims out for; -1. */
+static long
+view_free(struct desks *d)
+{
+	long n;
+
+	for (n = d->lic_view_hint; n < d->lic_view_n && d->lic_view[n]; n++)
+		;
+	d->lic_view_hint = n;
+	for (; n < d->lic_view_n; n++)
+		if (d->lic_view[n] == NULL && !claim_out(d, n))
+			return n;
+	return -1;
 }
 
 /* ---- a login's or a resume's slot ---- */
@@ -248,29 +479,37 @@ replaced(struct desks_pending *p, const struct slot_seen *s)
 	desks_pending_done(p, &r);
 }
 
+/* A page of a login's read: note the slots taken and its desk's. */
 static void
-slots_read(const struct etcd_res *res, void *arg)
+login_page(struct licenses_scan *sc, long n, const struct slot_seen *s)
 {
-	struct desks_pending *p = arg;
-	struct desks *d = p->d;
-	long limit = d->cfg->cluster.licenses, n, same = -1;
-	struct slot_seen *seen;
+	struct desks_pending *p = sc->arg;
 
-	if (slots_failed(p, res))
-		return;
-	if ((seen = calloc((size_t)limit, sizeof(*seen))) == NULL) {
-		fail(p, 500, US_ENOMEM, "out of memory");
+	sc->taken[n / 8] |= (unsigned char)(1u << (n % 8));
+	if (sc->same < 0 && strcmp(s->user, p->user) == 0 &&
+	    strcmp(s->desk, p->desk) == 0) {
+		sc->same = n;
+		sc->same_slot = *s;
+	}
+}
+
+static void
+slots_read(struct licenses_scan *sc, const struct etcd_res *res)
+{
+	struct desks_pending *p = sc->arg;
+	struct desks *d = p->d;
+	long limit = d->cfg->cluster.licenses, n;
+	int64_t rev = 0;
+
+	p->scan = NULL; /* freed below, whatever happens */
+	if (slots_failed(p, res)) {
+		licenses_scan_free(sc);
 		return;
 	}
-	slots_parse(d, res, seen);
-	for (n = 0; n < limit && same < 0; n++)
-		if (seen[n].present && strcmp(seen[n].user, p->user) == 0 &&
-		    strcmp(seen[n].desk, p->desk) == 0)
-			same = n;
-	if (p->resume && same >= 0 &&
-	    strcmp(seen[same].server, agent_self(d->a)) != 0) {
-		replaced(p, &seen[same]);
-		free(seen);
+	if (p->resume && sc->same >= 0 &&
+	    strcmp(sc->same_slot.server, agent_self(d->a)) != 0) {
+		replaced(p, &sc->same_slot);
+		licenses_scan_free(sc);
 		return;
 	}
 	/*
@@ -278,22 +517,105 @@ slots_read(const struct etcd_res *res, void *arg)
 	 * here ends the older): a slot of the desk on this lease is a
 	 * leftover of this server, and it goes to this session
 	 */
-	if (same >= 0) {
+	if (sc->same >= 0) {
 		/* the same desk's slot goes to its new session */
-		n = same;
+		n = sc->same;
+		rev = sc->same_slot.mod_rev;
 	} else {
-		for (n = 0; n < limit && seen[n].present; n++)
+		for (n = 0; n < limit && sc->taken[n / 8] == 0xff; n += 8)
+			;
+		for (n = n < limit ? n : limit;
+		     n < limit && (sc->taken[n / 8] & (1u << (n % 8))); n++)
 			;
 		if (n == limit) {
-			free(seen);
+			licenses_scan_free(sc);
 			over_limit(p);
 			return;
 		}
 	}
+	licenses_scan_free(sc);
 	p->claiming = n;
-	p->req = claim_send(d, n, same >= 0 ? seen[n].mod_rev : 0, p->user,
-	    p->desk, slot_claimed, p);
-	free(seen);
+	p->req = claim_send(d, n, rev, p->user, p->desk, slot_claimed, p);
+	if (p->req == NULL) {
+		p->claiming = -1;
+		fail(p, 500, US_ENOMEM, "out of memory");
+	}
+}
+
+/* The view's free slot was claimed, or the view was behind. */
+static void
+view_claimed(const struct etcd_res *res, void *arg)
+{
+	struct desks_pending *p = arg;
+	int64_t rev = 0;
+	long n;
+
+	if (slots_failed(p, res))
+		return;
+	if (!res->succeeded) {
+		p->tries++; /* the view was behind: read the slots */
+		licenses_acquire(p);
+		return;
+	}
+	if ((n = claimed_slot(p->d, res, &rev)) >= 0) {
+		struct etcd_event ev;
+
+		/* taken now, for the next login before the watch says so */
+		memset(&ev, 0, sizeof(ev));
+		ev.type = ETCD_EVENT_PUT;
+		for (size_t i = 0; i < res->n_kvs; i++)
+			if (slot_number(p->d, res->kvs[i].key) == n)
+				ev.kv = res->kvs[i];
+		if (ev.kv.key)
+			view_apply(p->d, &ev, NULL);
+	}
+	desks_finish(p, n, n >= 0 ? rev : 0, false);
+}
+
+/* The view looks full: a count of the keys, not a read, says if it is. */
+static void
+view_counted(const struct etcd_res *res, void *arg)
+{
+	struct desks_pending *p = arg;
+	struct desks *d = p->d;
+
+	if (slots_failed(p, res))
+		return;
+	if (res->count >= d->cfg->cluster.licenses && !d->lic_view_strays) {
+		over_limit(p);
+		return;
+	}
+	p->tries++; /* one is free after all: read the slots */
+	licenses_acquire(p);
+}
+
+static void
+view_claim(struct desks_pending *p)
+{
+	struct desks *d = p->d;
+	long n = view_desk(d, p->user, p->desk);
+	int64_t rev = 0;
+	char *prefix;
+
+	if (n >= 0 && p->resume &&
+	    strcmp(d->lic_view[n]->server, agent_self(d->a)) != 0) {
+		replaced(p, d->lic_view[n]);
+		return;
+	}
+	if (n >= 0) {
+		rev = d->lic_view[n]->mod_rev; /* the desk's slot goes to it */
+	} else if ((n = view_free(d)) < 0) {
+		prefix = agent_key(d->a, "licenses/");
+		p->req = prefix
+		    ? etcd_kv_count(agent_etcd(d->a), prefix, view_counted, p)
+		    : NULL;
+		free(prefix);
+		if (p->req == NULL)
+			fail(p, 500, US_ENOMEM, "out of memory");
+		return;
+	}
+	p->claiming = n;
+	p->req = claim_send(d, n, rev, p->user, p->desk, view_claimed, p);
 	if (p->req == NULL) {
 		p->claiming = -1;
 		fail(p, 500, US_ENOMEM, "out of memory");
@@ -306,7 +628,6 @@ licenses_acquire(struct desks_pending *p)
 	struct desks *d = p->d;
 	struct desks_session s;
 	struct desks_res r;
-	char *prefix;
 
 	if (d->cfg->cluster.licenses == 0) {
 		desks_finish(p, -1, 0, false);
@@ -323,12 +644,22 @@ licenses_acquire(struct desks_pending *p)
 		desks_finish(p, -1, 0, false); /* it holds one on this lease */
 		return;
 	}
-	prefix = agent_key(d->a, "licenses/");
-	p->req = prefix
-	    ? etcd_kv_range(agent_etcd(d->a), prefix, true, slots_read, p)
-	    : NULL;
-	free(prefix);
-	if (p->req == NULL)
+	/*
+	 * the watch's view first: a claim compares, so a view behind etcd
+	 * costs a failed compare, then the slots are read
+	 */
+	if (p->tries == 0 && d->lic_view_synced && d->lic_view) {
+		view_claim(p);
+		return;
+	}
+	p->scan = scan_start(d, login_page, slots_read, p);
+	if (p->scan &&
+	    (p->scan->taken = calloc(
+		 (size_t)(d->cfg->cluster.licenses + 7) / 8, 1)) == NULL) {
+		licenses_scan_free(p->scan);
+		p->scan = NULL;
+	}
+	if (p->scan == NULL)
 		fail(p, 500, US_ENOMEM, "out of memory");
 }
 
@@ -617,47 +948,59 @@ check_sessions(
 }
 
 static void
-reconcile_read(const struct etcd_res *res, void *arg)
+reconcile_page(struct licenses_scan *sc, long n, const struct slot_seen *s)
 {
-	struct desks *d = arg;
-	int64_t lease = agent_lease_id(d->a);
-	struct slot_seen *seen;
+	sc->seen[n] = *s;
+}
 
-	d->lic_read = NULL;
+static void
+reconcile_read(struct licenses_scan *sc, const struct etcd_res *res)
+{
+	struct desks *d = sc->d;
+	int64_t lease = agent_lease_id(d->a);
+
+	d->lic_scan = NULL; /* freed below */
 	if (res->err) {
 		log_warn("desks: cannot read the license slots: %s%s%s",
 		    us_strerror(res->err), res->message ? ": " : "",
 		    res->message ? res->message : "");
+		licenses_scan_free(sc);
 		licenses_reconcile_soon(d, LICENSES_RETRY_MS * 2);
 		return;
 	}
-	if (lease == 0 || d->freeing)
-		return;
-	if ((seen = calloc((size_t)d->cfg->cluster.licenses, sizeof(*seen))) ==
-	    NULL)
-		return;
-	slots_parse(d, res, seen);
-	drop_orphans(d, seen, lease);
-	check_sessions(d, seen, lease, res->revision);
-	free(seen);
-	d->lic_lease = lease;
-	d->lic_passes++;
+	if (lease != 0 && !d->freeing) {
+		drop_orphans(d, sc->seen, lease);
+		check_sessions(d, sc->seen, lease, res->revision);
+		d->lic_lease = lease;
+		d->lic_passes++;
+	}
+	licenses_scan_free(sc);
 }
 
 static void
 reconcile(uv_timer_t *t)
 {
 	struct desks *d = t->data;
-	char *prefix;
+	struct slot_seen *seen;
 
 	if (d->cfg->cluster.licenses == 0 || agent_lease_id(d->a) == 0 ||
-	    d->lic_read || d->lic_claims || d->freeing)
+	    d->lic_scan || d->lic_claims || d->freeing)
 		return; /* the timer comes back */
-	prefix = agent_key(d->a, "licenses/");
-	d->lic_read = prefix
-	    ? etcd_kv_range(agent_etcd(d->a), prefix, true, reconcile_read, d)
-	    : NULL;
-	free(prefix);
+	seen = calloc((size_t)d->cfg->cluster.licenses, sizeof(*seen));
+	if (seen == NULL)
+		return;
+	if ((d->lic_scan = scan_start(d, reconcile_page, reconcile_read, d)) ==
+	    NULL) {
+		free(seen);
+		return;
+	}
+	d->lic_scan->seen = seen;
+}
+
+uint64_t
+licenses_checks(const struct desks *d)
+{
+	return d->lic_passes;
 }
 
 void
@@ -674,32 +1017,47 @@ licenses_reconcile_soon(struct desks *d, uint64_t ms)
 /*
  * A slot written by another server for a desk with a live session here:
  * that session was replaced by a newer login; end it now, not at the
- * next pass.
+ * next pass. A reset's slots only fill the view: a burst of thousands,
+ * where the reconciler's next pass finds what was replaced.
  */
 static void
-slot_event(const struct etcd_event *ev, void *arg)
+slot_event(const struct etcd_event *ev, bool reset, void *arg)
 {
 	struct desks *d = arg;
-	const char *server = "", *user = "", *desk = "";
+	struct slot_seen s, *was;
 	sqlite3_stmt *st;
-	bool here = false;
-	json_t *o;
+	bool here = false, parsed;
+	long n;
 
-	if (ev->type != ETCD_EVENT_PUT || d->freeing)
+	if (d->freeing)
 		return;
-	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:s,s:s,s:s}", "server", &server, "user", &user,
-		"desk", &desk) == 0 &&
-	    strcmp(server, agent_self(d->a)) != 0 &&
-	    (st = desks_prep(d,
-		 "SELECT 1 FROM sessions WHERE user = ? AND desk = ? AND "
-		 "expired_ms = 0"))) {
-		sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, desk, -1, SQLITE_STATIC);
-		here = sqlite3_step(st) == SQLITE_ROW;
-		sqlite3_finalize(st);
+	if (ev == NULL) {
+		view_forget(d); /* every slot there is follows */
+		d->lic_view_synced = true;
+		return;
 	}
-	json_decref(o);
+	n = slot_number(d, ev->kv.key);
+	was = n >= 0 && n < d->lic_view_n ? d->lic_view[n] : NULL;
+	parsed = ev->type == ETCD_EVENT_PUT && slot_parse(d, &ev->kv, &s) >= 0;
+	/* the same holder written again says nothing new */
+	if (!reset && parsed && strcmp(s.server, agent_self(d->a)) != 0 &&
+	    !(was && strcmp(was->server, s.server) == 0 &&
+		strcmp(was->user, s.user) == 0 &&
+		strcmp(was->desk, s.desk) == 0)) {
+		/* prepared once: a burst of slots must not stall the loop */
+		if (d->lic_desk_st == NULL)
+			d->lic_desk_st = desks_prep(d,
+			    "SELECT 1 FROM sessions WHERE user = ? AND desk = "
+			    "? AND expired_ms = 0");
+		if ((st = d->lic_desk_st) != NULL) {
+			sqlite3_bind_text(st, 1, s.user, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, s.desk, -1, SQLITE_STATIC);
+			here = sqlite3_step(st) == SQLITE_ROW;
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+		}
+	}
+	view_apply(d, ev, parsed ? &s : NULL);
 	if (here)
 		licenses_reconcile_soon(d, 0);
 }
@@ -707,6 +1065,10 @@ slot_event(const struct etcd_event *ev, void *arg)
 void
 licenses_init(struct desks *d)
 {
+	if (d->cfg->cluster.licenses > 0 &&
+	    (d->lic_view = calloc((size_t)d->cfg->cluster.licenses,
+		 sizeof(*d->lic_view))) != NULL)
+		d->lic_view_n = d->cfg->cluster.licenses;
 	agent_on_license(d->a, slot_event, d);
 	uv_timer_init(d->loop, &d->lic_timer);
 	d->lic_timer.data = d;
@@ -718,8 +1080,14 @@ void
 licenses_close(struct desks *d, uv_close_cb closed)
 {
 	agent_on_license(d->a, NULL, NULL);
-	etcd_req_cancel(d->lic_read);
-	d->lic_read = NULL;
+	sqlite3_finalize(d->lic_desk_st);
+	d->lic_desk_st = NULL;
+	view_forget(d);
+	free(d->lic_view);
+	d->lic_view = NULL;
+	d->lic_view_n = 0;
+	licenses_scan_free(d->lic_scan);
+	d->lic_scan = NULL;
 	while (d->lic_claims) {
 		etcd_req_cancel(d->lic_claims->req);
 		claim_free(d->lic_claims);

@@ -151,6 +151,7 @@ pending_free(struct desks_pending *p)
 			*pp = p->next;
 			break;
 		}
+	licenses_scan_free(p->scan);
 	if (p->password) {
 		sodium_memzero(p->password, strlen(p->password));
 		free(p->password);

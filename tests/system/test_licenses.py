@@ -14,8 +14,8 @@ import random
 import re
 import time
 
-from conftest import PASSWORDS, b64, http, unb64, wait_for
-from test_desk_api import call, login, make
+from conftest import PASSWORDS, Cluster, b64, http, unb64, wait_for
+from test_desk_api import call, login, make, sections
 
 LIMIT = 3
 SERVERS = ("PA1", "PA3")
@@ -201,3 +201,114 @@ def test_random_steps_keep_slots_equal_to_sessions(tmp_path, etcd1):
         print("steps by kind:", tally)
     finally:
         c.stop_all()
+
+
+def test_logins_and_the_reconciler_page_through_many_slots(tmp_path, etcd1):
+    """Past about 30,000 slot keys one answer for the whole prefix is over
+    the etcd client's 8 MiB cap: logins (a free slot, the desk's own
+    slot) and the reconciler read the slots in pages, and no server logs
+    ETOOBIG or fails to read them."""
+    ghosts, desk = 32000, "x" * 64
+    spec = [{"name": n, "ports": 1, "max": 2} for n in SERVERS]
+    c = Cluster(tmp_path, etcd1, spec, extra=["licenses = %d" % (ghosts + 2),
+                                              "license_policy = enforce"],
+                sections=sections())
+    pre = "/understudy/%s/licenses/" % c.cluster
+    takeover = ghosts - 5       # carol's desk dC holds it, on a gone server
+
+    def write(first, last):
+        """Slots of a server that is gone but kept them (no lease): the
+        test's own writes, 128 to a txn."""
+        for at in range(first, last, 128):
+            ops = []
+            for n in range(at, min(at + 128, last)):
+                v = {"server": "GONE", "user": "u%05d" % n, "desk": desk}
+                if n == takeover:
+                    v = {"server": "GONE", "user": "carol", "desk": "dC"}
+                ops.append({"request_put": {"key": b64(pre + str(n)),
+                                            "value": b64(json.dumps(v))}})
+            st, r = etcd1.call("/v3/kv/txn", {"success": ops}, timeout=10)
+            assert st == 200, r
+    try:
+        # most before the servers start (their watches read them at
+        # once), the last ones while they run (the watches bring them)
+        write(0, ghosts - 2000)
+        c.start()
+        write(ghosts - 2000, ghosts)
+        st, r = etcd1.call("/v3/kv/range", {"key": b64(pre),
+                                            "range_end": b64(pre[:-1] + "0")},
+                           timeout=20)
+        size = len(json.dumps(r))
+        print("one answer for all %d slots: %d bytes" % (ghosts, size))
+        assert st == 200 and size > 8 * 1024 * 1024, size
+        took = []
+
+        def timed(*args, **kw):
+            t0 = time.monotonic()
+            r = login(*args, **kw)
+            took.append("%.0f" % ((time.monotonic() - t0) * 1000))
+            return r
+        a = timed(c, "PA1", "alice")
+        assert a[0] == 200, a
+        b = timed(c, "PA3", "bob")
+        assert b[0] == 200, b
+        st, body = timed(c, "PA1", "carol", desk="d2")
+        print("logins over %d slots took %s ms (a password check is ~60 ms)"
+              % (ghosts, ", ".join(took)))
+        assert st == 403 and body["error"] == "ENOLICENSE", (st, body)
+        # a desk whose slot is deep in the prefix takes it over
+        assert login(c, "PA1", "carol", desk="dC")[0] == 200
+        v = json.loads(etcd1.get(pre + str(takeover)))
+        assert v == {"server": "PA1", "user": "carol", "desk": "dC"}, v
+        # a re-login of alice's desk elsewhere keeps her slot
+        held = {k: s for k, s in mine(etcd1, pre).items() if s[1] == "alice"}
+        st, body = login(c, "PA3", "alice")
+        assert st == 200, body
+        again_tok = body["token"]
+        again = {k: s for k, s in mine(etcd1, pre).items() if s[1] == "alice"}
+        assert list(again) == list(held) and again[list(held)[0]][0] == "PA3", \
+            (held, again)
+        # a logout frees a slot that a login then finds
+        assert call(c, "PA3", "POST", "/v1/desk/logout", b[1]["token"])[0] == 200
+        assert login(c, "PA1", "carol", desk="d2")[0] == 200
+
+        def settled():
+            have = mine(etcd1, pre)
+            return all(counts(c, n) == (len([s for s in have.values() if s[0] == n]),) * 2
+                       for n in SERVERS)
+        # a restarted server reads all the slots again (its watch's reset)
+        # and accounts for its sessions
+        c.kill("PA3")
+        c.start("PA3")
+        assert call(c, "PA3", "POST", "/v1/desk/resume", again_tok)[0] == 200
+        # the reconciler has read them all since, twice, on both servers
+        mark = {n: checks(c, n) for n in SERVERS}
+        assert wait_for(lambda: all(checks(c, n) >= mark[n] + 2 for n in SERVERS), 20), \
+            ({n: checks(c, n) for n in SERVERS}, mark)
+        assert wait_for(settled, 10), (mine(etcd1, pre), [counts(c, n) for n in SERVERS])
+        for n in SERVERS:
+            bad = [l for l in c.srv[n].logtext().splitlines()
+                   if "ETOOBIG" in l or "cannot read the license slots" in l
+                   or "cannot count licenses" in l or "(it hung)" in l]
+            assert not bad, (n, bad[:3])
+    finally:
+        c.stop_all()
+
+
+def checks(c, name):
+    """Passes of the server's license reconciler that read every slot."""
+    text = http("GET", c.url(name) + "/metrics", timeout=2)[1]
+    m = re.search(r"^understudy_desk_license_checks_total (\d+)$", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def mine(etcd, pre):
+    """{slot: (server, user, desk)} of the slots of the cluster's servers."""
+    st, r = etcd.call("/v3/kv/range", {"key": b64(pre),
+                                       "range_end": b64(pre[:-1] + "0")}, timeout=20)
+    out = {}
+    for kv in r.get("kvs", []):
+        v = json.loads(unb64(kv["value"]))
+        if v["server"] in SERVERS:
+            out[unb64(kv["key"]).rsplit("/", 1)[1]] = (v["server"], v["user"], v["desk"])
+    return out

@@ -10,8 +10,16 @@ no port and no journal entry is left behind, and every call that was
 answered has exactly one record, NORMAL, and no other call has one but
 a BUSY refusal.
 
+Operators' stops and starts go to A (through the proxy) as often as to
+C: each answer is checked against etcd at once, 202 only where the
+action was applied, 503 only where it was not. A second test loses the
+answers of stop, start and failback on purpose, every attempt of them,
+and refuses the requests themselves: the caller is told the truth, read
+back from etcd, and an answer that never comes is called unknown.
+
 US_LOST_ANSWERS sets how many answers are lost (make soak: 400),
 US_SEED replays a run."""
+import base64
 import json
 import os
 import random
@@ -39,6 +47,14 @@ class LossyProxy(threading.Thread):
         self.lost = 0            # answers dropped or held past the timeout
         self.writes = 0
         self.faulty = False
+        # faults for operators' actions: "drop" (applied, its answer
+        # lost) or "swallow" (never sent, the connection cut), for every
+        # write of an action (actions), for the next ones (plan), or for
+        # the next txns on a fence alone (fences)
+        self.actions = None
+        self.plan = []
+        self.fences = []
+        self.blackhole = False   # every /v3/kv/ request swallowed
         self.running = True
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -111,6 +127,34 @@ class LossyProxy(threading.Thread):
             except OSError:
                 pass
 
+    @staticmethod
+    def control_write(path, body):
+        """"action": a write of an operator's action (a stop or a start,
+        on stopped/; a failback request, not the agent's delete of it);
+        "fence": a txn on a control fence alone; else None."""
+        keys = []
+
+        def walk(o):
+            if isinstance(o, dict):
+                for k, v in o.items():
+                    if k == "key" and isinstance(v, str):
+                        keys.append(base64.b64decode(v).decode("latin-1"))
+                    else:
+                        walk(v)
+            elif isinstance(o, list):
+                for v in o:
+                    walk(v)
+        try:
+            walk(json.loads(body or b"{}"))
+        except ValueError:
+            return None
+        if any("/stopped/" in k or
+               ("/failback/" in k and path != "/v3/kv/deleterange") for k in keys):
+            return "action"
+        if path == "/v3/kv/txn" and any("/control/" in k for k in keys):
+            return "fence"
+        return None
+
     def serve(self, c):
         try:
             up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
@@ -125,6 +169,20 @@ class LossyProxy(threading.Thread):
                     break
                 body = self.read_body(cf, head)
                 path = head[0].split()[1].decode()
+                planned = None
+                if self.blackhole and path.startswith("/v3/kv/"):
+                    planned = "swallow"
+                elif path in WRITES and (self.actions or self.plan or self.fences):
+                    kind = self.control_write(path, body)
+                    with self.lock:
+                        if kind == "action" and self.actions:
+                            planned = self.actions
+                        elif kind == "action" and self.plan:
+                            planned = self.plan.pop(0)
+                        elif kind == "fence" and self.fences:
+                            planned = self.fences.pop(0)
+                if planned == "swallow":
+                    break                       # never sent
                 up.sendall(b"".join(head) + body)
                 if path.startswith("/v3/watch"):
                     up.settimeout(None)
@@ -136,8 +194,8 @@ class LossyProxy(threading.Thread):
                 if rhead is None:
                     break
                 rbody = self.read_body(uf, rhead)
-                fault = None
-                if path in WRITES and self.faulty:
+                fault = planned
+                if fault is None and path in WRITES and self.faulty:
                     with self.lock:
                         self.writes += 1
                         r = self.rng.random()
@@ -282,20 +340,25 @@ def test_lost_answers_leave_nothing_behind(tmp_path, etcd1):
     threads = [threading.Thread(target=watch_beliefs, daemon=True),
                threading.Thread(target=run_calls, daemon=True)]
     try:
-        c.start()
+        # A first: it is the admin primary, so every operator's action,
+        # sent to A or to C (which forwards it), is written through the
+        # proxy
+        a_primary(c)
         proxy.faulty = True
         for t in threads:
             t.start()
         deadline = time.monotonic() + 240
         moves = 0
+        controls = {}
         while proxy.lost < target and time.monotonic() < deadline and not problems:
             who = rng.choice(["A", "B"])     # A gives its post away, or
-            assert c.control("stop", who, via="C")[0] in (200, 202)  # or B gives A its
+            control(c, "stop", who, rng.choice(["A", "C"]), controls)  # B gives A its
             wait_for(lambda: c.owner_key(who) not in (who, None), 8)
             time.sleep(rng.uniform(0.1, 0.6))               # calls run meanwhile
-            assert c.control("start", who, via="C")[0] in (200, 202)
+            control(c, "start", who, rng.choice(["A", "C"]), controls)
             wait_for(lambda: c.owner_key(who) == who, 10)
             moves += 1
+        print("control answers:", controls)
         proxy.faulty = False
         stop.set()
         for t in threads:
@@ -340,5 +403,131 @@ def test_lost_answers_leave_nothing_behind(tmp_path, etcd1):
     finally:
         stop.set()
         history.stop()
+        c.stop_all()
+        proxy.close()
+
+
+def a_primary(c):
+    """Start A, wait until it is the admin primary, then B and C."""
+    c.start("A")
+    assert wait_for(lambda: (c.status("A") or {}).get("admin_primary") == "A", 10)
+    c.start("B", "C")
+
+
+def stopped(c, name):
+    return c.etcd.get("/understudy/%s/stopped/%s" % (c.cluster, name)) is not None
+
+
+def control(c, action, name, via, tally=None, timeout=30):
+    """Ask via to stop or start name until it is done; every answer is
+    checked against etcd at once: 202 only where it was applied, 503 (not
+    done) only where it was not."""
+    for _ in range(20):
+        st, body = http("POST", c.url(via) + "/v1/servers/%s/%s" % (name, action),
+                        b"", headers=AUTH, timeout=timeout)
+        now = stopped(c, name)
+        if tally is not None:
+            k = "%s via %s: %d%s" % (action, via, st,
+                                     " read back" if isinstance(body, dict)
+                                     and body.get("read_back") else "")
+            tally[k] = tally.get(k, 0) + 1
+        if st == 503 and "admin primary" in body.get("message", ""):
+            time.sleep(0.1)     # none elected just now: sent again
+            continue
+        if st == 202:
+            assert body["executed_by"] == "A", body
+            assert now == (action == "stop"), \
+                "%s %s via %s: 202, but etcd says otherwise" % (action, name, via)
+            return body
+        assert st == 503 and "was not done" in body["message"], (action, name, via, st, body)
+        assert now == (action != "stop"), \
+            "%s %s via %s: 'not done', but etcd has it done" % (action, name, via)
+    raise AssertionError("%s %s via %s never done" % (action, name, via))
+
+
+def test_control_actions_under_lost_answers(tmp_path, etcd1):
+    """Stop, start and failback sent to a server whose etcd answers are
+    lost (every attempt of the client's), or whose requests never arrive:
+    202 where etcd applied them, 503 'not done' where it did not (and
+    never will: the read-back fences the lost request), 504 'unknown'
+    where etcd does not even answer the read-back."""
+    proxy = LossyProxy(int(etcd1.endpoints[0].rsplit(":", 1)[1]), random.Random(1))
+    servers = [{"name": "A", "ports": 2, "max": 4, "failover": ["C"]},
+               {"name": "B", "ports": 2, "max": 4, "failover": ["A"]},
+               {"name": "C", "ports": 2, "max": 4, "failover": ["A"]}]
+    c = Cluster(tmp_path, etcd1, servers, ttl=2, failback="manual", delay=1)
+    with open(c.config) as f:
+        text = f.read()
+    a_conf = os.path.join(c.tmp, "a.conf")
+    with open(a_conf, "w") as f:
+        f.write(text.replace("etcd = " + ", ".join(etcd1.endpoints),
+                             "etcd = " + proxy.url, 1))
+    c.srv["A"].config = a_conf
+
+    def post(action, name, timeout=30):
+        return http("POST", c.url("A") + "/v1/servers/%s/%s" % (name, action), b"",
+                    headers=AUTH, timeout=timeout)
+    try:
+        a_primary(c)
+        assert c.wait_owner("B", "B")
+        # every attempt applied, every answer lost: done, read back
+        proxy.actions = "drop"
+        st, body = post("stop", "B")
+        proxy.actions = None
+        assert st == 202 and body["read_back"] is True, (st, body)
+        assert stopped(c, "B")
+        assert c.wait_owner("B", "A")       # its cover has it
+        proxy.actions = "drop"
+        st, body = post("start", "B")
+        proxy.actions = None
+        assert st == 202 and body["read_back"] is True, (st, body)
+        assert not stopped(c, "B")
+        # manual failback: B's post stays with A until asked
+
+        def covered():
+            st = c.status("A") or {"posts": []}
+            return any(p["name"] == "B" and p["state"] == "COVERED" for p in st["posts"])
+        assert wait_for(covered, 10), c.status("A")
+        proxy.actions = "drop"
+        st, body = post("failback", "B")
+        proxy.actions = None
+        assert st == 202 and body["read_back"] is True, (st, body)
+        assert c.wait_owner("B", "B")
+        # never sent: not done, and the lost request fenced for good
+        proxy.actions = "swallow"
+        st, body = post("stop", "B")
+        proxy.actions = None
+        assert st == 503 and body["error"] == "EUNAVAIL" and \
+            "was not done" in body["message"], (st, body)
+        assert not stopped(c, "B")
+        # never sent, and the fence's own answer lost: still not done
+        proxy.actions, proxy.fences = "swallow", ["drop"]
+        st, body = post("stop", "B")
+        proxy.actions = None
+        assert st == 503 and "was not done" in body["message"], (st, body)
+        assert not stopped(c, "B") and proxy.fences == []
+        # sent once, then a normal answer to the retry: done
+        proxy.plan = ["drop"]
+        st, body = post("stop", "B")
+        assert st == 202 and body["read_back"] is True and stopped(c, "B"), (st, body)
+        assert proxy.plan == []
+        st, body = post("start", "B")
+        assert st == 202 and body["read_back"] is False and not stopped(c, "B")
+        # nothing answers, not even the read-back: unknown, said so
+        proxy.blackhole = True
+        st, body = post("stop", "B")
+        proxy.blackhole = False
+        assert st == 504 and body["error"] == "ETIMEDOUT" and \
+            "outcome is unknown" in body["message"], (st, body)
+        # the fences of these actions are few, and swept later
+        pre = "/understudy/%s/control/" % c.cluster
+        st, r = etcd1.call("/v3/kv/range", {"key": b64(pre),
+                                            "range_end": b64(pre[:-1] + "0"),
+                                            "count_only": True})
+        assert int(r.get("count", "0")) <= 8, r
+        log = c.srv["A"].logtext()
+        assert "operator: stop B: done (read back after a lost answer" in log
+        assert "operator: stop B: not done (read back" in log
+    finally:
         c.stop_all()
         proxy.close()
