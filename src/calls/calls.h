@@ -318,10 +318,12 @@ struct sip;
  */
 /*
  * Run cfg from now on (a new configuration version with the same
- * servers): its media_timeout. Prompts, route points and the registrar
- * need a restart.
+ * servers): its media_timeout, interceptor patterns and route points
+ * (the ones it drops are taken back, new ones registered by their
+ * owner). -1 when the new route points find no room: they wait for a
+ * restart. Prompts and the registrar need a restart.
  */
-void sip_set_config(
+int sip_set_config(
     struct sip *s, const struct config *cfg, const struct config_server *self);
 
 struct sip *sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,

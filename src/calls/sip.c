@@ -29,6 +29,7 @@
 #define SIP_DATAGRAM_MAX 4096
 #define SIP_RTP_MAX 2048
 #define SIP_TICK_MS 20
+#define SIP_REG_VERSIONS 4 /* route point sets of later versions, room */
 #define SIP_REG_EXPIRES 60
 #define SIP_REG_RETRY_MS 1000
 #define SIP_REG_LINGER_MS 2000
@@ -85,6 +86,7 @@ struct sip_reg {
 	uint64_t refresh_at; /* monotonic ms: renew the registration */
 	uint64_t retry_at; /* monotonic ms: not before, after a failure */
 	uint64_t linger_until; /* monotonic ms: take it back then (0: not) */
+	bool retired; /* a route point a new version dropped: taken back */
 	osip_transaction_t *nict;
 };
 
@@ -101,6 +103,7 @@ struct sip {
 	struct sip_reap dead; /* killed in this run, freed after it */
 	struct sip_reg *regs;
 	size_t n_regs;
+	size_t cap_regs; /* osip holds pointers into regs: never moved */
 	struct prompt *prompts; /* per post (agent order); len 0: echo */
 	size_t n_prompts;
 	char reg_host[64];
@@ -867,7 +870,7 @@ reg_check(struct sip *s)
 
 		if (r->nict || now < r->retry_at)
 			continue;
-		own = agent_owns(s->agent, r->post, &epoch);
+		own = !r->retired && agent_owns(s->agent, r->post, &epoch);
 		if (own)
 			r->linger_until = 0;
 		else if (r->registered && r->linger_until == 0)
@@ -924,6 +927,80 @@ sip_registrations_json(const struct sip *s)
 	return arr;
 }
 
+static struct sip_reg *
+reg_add(struct sip *s, struct agent_post *p, const char *user)
+{
+	struct sip_reg *r;
+
+	if (s->n_regs >= s->cap_regs)
+		return NULL;
+	r = &s->regs[s->n_regs++];
+	memset(r, 0, sizeof(*r));
+	r->post = p;
+	str_copy(r->user, user, sizeof(r->user));
+	/* one Call-ID per route point and server, kept */
+	snprintf(r->callid, sizeof(r->callid), "reg-%s-%s-%s", user,
+	    s->self->name, s->cfg->cluster.name);
+	random_tag(r->fromtag, sizeof(r->fromtag));
+	return r;
+}
+
+/*
+ * The route points a new version names: ones it dropped are taken back
+ * (as a post that is not ours), new ones registered by their owner.
+ * 0, or -1 when there is no room for them (a restart applies them).
+ */
+static int
+reg_update(struct sip *s)
+{
+	struct agent_post *p;
+	size_t need = 0;
+
+	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
+		const char *rps[2] = {
+		    p->home->route_point, p->home->aa_route_point};
+
+		for (int k = 0; k < 2; k++) {
+			bool have = false;
+
+			for (size_t j = 0; rps[k] && j < s->n_regs; j++)
+				have = have ||
+				    (!s->regs[j].retired &&
+					s->regs[j].post == p &&
+					strcmp(s->regs[j].user, rps[k]) == 0);
+			need += rps[k] && !have;
+		}
+	}
+	if (s->n_regs + need > s->cap_regs)
+		return -1;
+	for (size_t j = 0; j < s->n_regs; j++) {
+		struct sip_reg *r = &s->regs[j];
+		const char *rp = r->post->home->route_point,
+			   *aa = r->post->home->aa_route_point;
+
+		if (!r->retired && !(rp && strcmp(rp, r->user) == 0) &&
+		    !(aa && strcmp(aa, r->user) == 0))
+			r->retired = true;
+	}
+	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
+		const char *rps[2] = {
+		    p->home->route_point, p->home->aa_route_point};
+
+		for (int k = 0; k < 2; k++) {
+			bool have = false;
+
+			for (size_t j = 0; rps[k] && j < s->n_regs; j++)
+				have = have ||
+				    (!s->regs[j].retired &&
+					s->regs[j].post == p &&
+					strcmp(s->regs[j].user, rps[k]) == 0);
+			if (rps[k] && !have)
+				reg_add(s, p, rps[k]);
+		}
+	}
+	return 0;
+}
+
 static int
 reg_setup(struct sip *s)
 {
@@ -950,25 +1027,18 @@ reg_setup(struct sip *s)
 	}
 	for (size_t i = 0; agent_post_at(s->agent, i); i++)
 		n += 2;
-	if ((s->regs = calloc(n ? n : 1, sizeof(*s->regs))) == NULL)
+	/* room for the route points of later versions (reg_update) */
+	s->cap_regs = n * SIP_REG_VERSIONS;
+	if ((s->regs = calloc(
+		 s->cap_regs ? s->cap_regs : 1, sizeof(*s->regs))) == NULL)
 		return -1;
 	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
 		const char *rps[2] = {
 		    p->home->route_point, p->home->aa_route_point};
 
-		for (int k = 0; k < 2; k++) {
-			struct sip_reg *r;
-
-			if (rps[k] == NULL)
-				continue;
-			r = &s->regs[s->n_regs++];
-			r->post = p;
-			str_copy(r->user, rps[k], sizeof(r->user));
-			/* one Call-ID per route point and server, kept */
-			snprintf(r->callid, sizeof(r->callid), "reg-%s-%s-%s",
-			    rps[k], s->self->name, s->cfg->cluster.name);
-			random_tag(r->fromtag, sizeof(r->fromtag));
-		}
+		for (int k = 0; k < 2; k++)
+			if (rps[k])
+				reg_add(s, p, rps[k]);
 	}
 	log_info(
 	    "sip: registering route points at %s:%d", s->reg_host, s->reg_port);
@@ -1199,13 +1269,19 @@ prompts_load(struct sip *s)
 	return 0;
 }
 
-void
+int
 sip_set_config(
     struct sip *s, const struct config *cfg, const struct config_server *self)
 {
-	/* media_timeout is read from it; prompts and registration are not */
+	/* media_timeout and interceptor patterns are read from it */
 	s->cfg = cfg;
 	s->self = self;
+	if (s->regs == NULL)
+		return 0;
+	if (reg_update(s) != 0)
+		return -1;
+	reg_check(s);
+	return 0;
 }
 
 struct sip *

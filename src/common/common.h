@@ -33,6 +33,9 @@ enum log_level {
  */
 void log_init(const char *who, enum log_level min);
 
+/* The lowest level printed from now on. */
+void log_set_level(enum log_level min);
+
 /* Parse "debug", "info", "warn" or "error"; -1 on anything else. */
 int log_level_parse(const char *s);
 

@@ -17,6 +17,12 @@ log_init(const char *who, enum log_level min)
 	log_min = min;
 }
 
+void
+log_set_level(enum log_level min)
+{
+	log_min = min;
+}
+
 int
 log_level_parse(const char *s)
 {

@@ -49,6 +49,7 @@ struct config_cluster {
 	long record_retention; /* seconds a record stays in etcd */
 	long licenses; /* concurrent desk sessions; 0: no limit */
 	int license_policy; /* enum config_license_policy */
+	int log_level; /* enum log_level */
 	long session_timeout; /* seconds idle before a session expires */
 	long login_failures; /* per user and per address a minute; 0: off */
 	struct strlist desk_versions; /* accepted at login */

@@ -24,6 +24,8 @@ static bool check_hostport(const char *v, char *err, size_t errlen);
 
 static const char *const failback_choices[] = {"auto", "manual", NULL};
 static const char *const license_choices[] = {"warn", "enforce", NULL};
+static const char *const log_choices[] = {
+    "debug", "info", "warn", "error", NULL};
 static bool check_nats(const char *v, char *err, size_t errlen);
 static bool check_version(const char *v, char *err, size_t errlen);
 static bool check_file(const char *v, char *err, size_t errlen);
@@ -54,6 +56,10 @@ const struct config_option config_options[] = {
 	"Seconds after its last lease renewal at which a silent server is "
 	"declared lost (hardware failover). 1 needs etcd with "
 	"--election-timeout of 500 ms or less, as understudy up starts it."},
+    {CONFIG_SEC_CLUSTER, "log_level", CONFIG_TYPE_ENUM, 0, 0, "info",
+	log_choices, CL(log_level), NULL, true,
+	"Lowest level the servers log: `debug`, `info`, `warn` or `error`. "
+	"`understudyd --log-level` wins over it on that server."},
     {CONFIG_SEC_CLUSTER, "failback", CONFIG_TYPE_ENUM, 0, 0, "auto",
 	failback_choices, CL(failback), NULL, true,
 	"`auto`: a returning server takes its post back after failback_delay; "
@@ -189,11 +195,11 @@ const struct config_option config_options[] = {
 	"and those of the posts it covers. Defaults to media_ports (no room "
 	"to cover anyone)."},
     {CONFIG_SEC_SERVER, "route_point", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
-	SV(route_point), check_extension, false,
+	SV(route_point), check_extension, true,
 	"The address callers dial for this post (`6000`). Required unless "
 	"spare = yes."},
     {CONFIG_SEC_SERVER, "aa_route_point", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
-	SV(aa_route_point), check_extension, false,
+	SV(aa_route_point), check_extension, true,
 	"A second route point of the post, for the auto attendant."},
     {CONFIG_SEC_SERVER, "media_port_base", CONFIG_TYPE_INT, 1, 999999999, NULL,
 	NULL, SV(media_port_base), NULL, false,
@@ -209,7 +215,7 @@ const struct config_option config_options[] = {
 	"First UDP port for RTP; one per media port. Required when "
 	"media_ports > 0."},
     {CONFIG_SEC_SERVER, "interceptor_ports", CONFIG_TYPE_LIST, 0, 0, "", NULL,
-	SV(interceptor_ports), check_pattern, false,
+	SV(interceptor_ports), check_pattern, true,
 	"Extension patterns whose calls the post intercepts: digits, X for any "
 	"digit, dots between groups (`2007`, `2XXX`, `3.2XXX`)."},
     {CONFIG_SEC_SERVER, "failover", CONFIG_TYPE_LIST, 0, 0, "", NULL,

@@ -17,7 +17,7 @@
 struct daemon_args {
 	const char *config_path;
 	const char *server;
-	const char *log_level;
+	const char *log_level; /* --log-level, or NULL: the config's */
 	const char *state_dir; /* the database's directory */
 	bool restarted; /* a worker the master started again after a death */
 	struct config *cfg;

@@ -68,7 +68,7 @@ main(int argc, char **argv)
 	    {"restarted", no_argument, NULL, 'R'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
-	struct daemon_args a = {.log_level = "info"};
+	struct daemon_args a = {0};
 	struct config_diags d = {0};
 	bool worker = false;
 	int c, level, rc;
@@ -114,7 +114,7 @@ main(int argc, char **argv)
 		    state, sizeof(state), "/var/lib/understudy/%s", a.server);
 		a.state_dir = state;
 	}
-	if ((level = log_level_parse(a.log_level)) < 0) {
+	if ((level = log_level_parse(a.log_level ? a.log_level : "info")) < 0) {
 		fprintf(stderr, "understudyd: unknown log level '%s'\n",
 		    a.log_level);
 		return 2;

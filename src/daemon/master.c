@@ -329,12 +329,18 @@ master_spawn(struct master *m)
 	args[3] = (char *)m->a->config_path;
 	args[4] = (char *)"--server";
 	args[5] = (char *)m->a->server;
-	args[6] = (char *)"--log-level";
-	args[7] = (char *)m->a->log_level;
-	args[8] = (char *)"--state-dir";
-	args[9] = (char *)m->a->state_dir;
-	args[10] = m->restarts ? (char *)"--restarted" : NULL;
-	args[11] = NULL;
+	args[6] = (char *)"--state-dir";
+	args[7] = (char *)m->a->state_dir;
+	args[8] = m->restarts ? (char *)"--restarted" : NULL;
+	args[9] = NULL;
+	/* a level given on the command line wins over the config's */
+	if (m->a->log_level) {
+		int k = m->restarts ? 9 : 8;
+
+		args[k] = (char *)"--log-level";
+		args[k + 1] = (char *)m->a->log_level;
+		args[k + 2] = NULL;
+	}
 	memset(&o, 0, sizeof(o));
 	memset(stdio, 0, sizeof(stdio));
 	stdio[0].flags = UV_IGNORE;

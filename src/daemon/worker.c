@@ -362,7 +362,11 @@ config_got(const struct versions_res *r, void *arg)
 	w->cfgs[w->n_cfgs++] = next;
 	desks_set_config(w->desks, next);
 	records_set_config(w->records, next);
-	sip_set_config(w->sip, next, self);
+	if (sip_set_config(w->sip, next, self) != 0)
+		log_error("config: the route points of version %" PRId64
+			  " are registered at the next restart (too many "
+			  "versions changed them since this one started)",
+		    n);
 	w->api.cfg = next;
 	w->api.self = self;
 	json_decref(w->api.config_restart);
@@ -371,6 +375,8 @@ config_got(const struct versions_res *r, void *arg)
 	    w, json_string_value(json_object_get(r->version, "sha256")));
 	log_info("config: running version %" PRId64 " from now on (%s)", n,
 	    json_string_value(json_object_get(diff, "summary")));
+	if (w->a->log_level == NULL)
+		log_set_level((enum log_level)next->cluster.log_level);
 	next = NULL; /* kept in w->cfgs */
 out:
 	config_free(next);
@@ -460,6 +466,8 @@ worker_main(const struct daemon_args *a)
 		return w.stopping ? 0 : 2;
 	}
 	eff.self = config_server_find(eff.cfg, a->server);
+	if (a->log_level == NULL)
+		log_set_level((enum log_level)eff.cfg->cluster.log_level);
 	a = w.a = &eff;
 	cl = &a->cfg->cluster;
 	if ((w.store = store_open(a->state_dir, err, sizeof(err))) == NULL) {

@@ -206,6 +206,7 @@ struct desks {
 	bool lic_view_strays; /* keys past licenses: a count says nothing */
 	struct sqlite3_stmt *lic_desk_st; /* a live session of a desk? */
 	struct licenses_claim *lic_claims; /* its claims out */
+	bool lic_again; /* a pass was asked for while one ran */
 	int64_t lic_lease; /* the lease the last pass ran on */
 	uint64_t lic_passes;
 	/* what desks need to reach NATS, in every session; NULL: nothing */

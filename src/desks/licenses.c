@@ -665,6 +665,8 @@ licenses_acquire(struct desks_pending *p)
 
 /* ---- the reconciler ---- */
 
+static void again_if_asked(struct desks *d);
+
 static void
 claim_free(struct licenses_claim *c)
 {
@@ -677,6 +679,7 @@ claim_free(struct licenses_claim *c)
 			break;
 		}
 	free(c);
+	again_if_asked(d);
 }
 
 int
@@ -947,6 +950,20 @@ check_sessions(
 	free(tokens);
 }
 
+/*
+ * A pass asked for while another ran (a slot event after its read
+ * began): the snapshot it read may not show that event; run another.
+ */
+static void
+again_if_asked(struct desks *d)
+{
+	if (d->lic_again && !d->freeing && d->lic_scan == NULL &&
+	    d->lic_claims == NULL) {
+		d->lic_again = false;
+		licenses_reconcile_soon(d, 0);
+	}
+}
+
 static void
 reconcile_page(struct licenses_scan *sc, long n, const struct slot_seen *s)
 {
@@ -975,6 +992,7 @@ reconcile_read(struct licenses_scan *sc, const struct etcd_res *res)
 		d->lic_passes++;
 	}
 	licenses_scan_free(sc);
+	again_if_asked(d);
 }
 
 static void
@@ -983,8 +1001,13 @@ reconcile(uv_timer_t *t)
 	struct desks *d = t->data;
 	struct slot_seen *seen;
 
+	if (d->lic_scan || d->lic_claims) {
+		/* one at a time; the next starts when this one is done */
+		d->lic_again = true;
+		return;
+	}
 	if (d->cfg->cluster.licenses == 0 || agent_lease_id(d->a) == 0 ||
-	    d->lic_scan || d->lic_claims || d->freeing)
+	    d->freeing)
 		return; /* the timer comes back */
 	seen = calloc((size_t)d->cfg->cluster.licenses, sizeof(*seen));
 	if (seen == NULL)
@@ -1010,6 +1033,8 @@ licenses_reconcile_soon(struct desks *d, uint64_t ms)
 
 	if (d->freeing || d->cfg->cluster.licenses == 0)
 		return;
+	if (d->lic_scan || d->lic_claims)
+		d->lic_again = true; /* after the pass that runs now */
 	if (due == 0 || ms < due)
 		uv_timer_start(&d->lic_timer, reconcile, ms, LICENSES_EVERY_MS);
 }

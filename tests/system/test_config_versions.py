@@ -245,3 +245,50 @@ def test_growing_media_ports_gives_the_new_ports_at_once(tmp_path, etcd1):
         assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 0, 5)
     finally:
         c.stop_all()
+
+
+def test_a_new_route_point_is_registered_live(kam_cluster, kam):
+    """A version that gives PA1 a new route point: its owner registers the
+    new one at Kamailio and takes the old one back, without a restart,
+    and a call through Kamailio to the new one is answered."""
+    from test_registrar import calls_via, registered
+    c = kam_cluster
+    old = c.rp["PA1"]
+    assert wait_for(lambda: old in registered(c, "PA1"), 5)
+    f2, _ = edited(c, "route_point = %s" % old, "route_point = 6050")
+    out = cli(c, "apply", f2, check=0)
+    assert "[server PA1] route_point: %s -> 6050" % old in out.stdout, out.stdout
+    assert "needs a restart of" not in out.stdout, out.stdout
+    assert wait_for(lambda: set(registered(c, "PA1")) == {"6050"}, 10), registered(c, "PA1")
+    assert "unregistered %s" % old in c.srv["PA1"].logtext()
+    c.rp["PA1"] = "6050"
+    assert calls_via(kam, c, "PA1", calls=2) == 0
+
+
+def test_the_log_level_changes_live(tmp_path, etcd1):
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1"}, {"name": "PA2"}]).start()
+    try:
+        with open(c.config) as f:
+            text = f.read()
+        path = os.path.join(c.tmp, "quiet.conf")
+        with open(path, "w") as f:
+            f.write(text.replace("[cluster]\n", "[cluster]\nlog_level = error\n", 1))
+        cli(c, "apply", path, check=0)
+        for n in c.spec:
+            assert wait_for(lambda: c.status(n)["config"]["version"] == 2, 5)
+        # an audited action logs an info line: not at level error
+        marks = {n: len(c.srv[n].logtext()) for n in c.spec}
+        assert c.control("stop", "PA2")[0] == 202
+        assert c.control("start", "PA2")[0] == 202
+        for n in c.spec:
+            new = c.srv[n].logtext()[marks[n]:]
+            assert " info " not in new and "audit:" not in new, new
+        # and back to info: the next action is audited again
+        cli(c, "rollback", "1", check=0)
+        for n in c.spec:
+            assert wait_for(lambda: c.status(n)["config"]["version"] == 3, 5)
+        assert c.control("stop", "PA2")[0] == 202
+        assert wait_for(lambda: "audit: POST /v1/servers/PA2/stop" in
+                        c.srv["PA1"].logtext() + c.srv["PA2"].logtext(), 5)
+    finally:
+        c.stop_all()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import AUTH, ROOT, Cluster, free_port, wait_for
+from conftest import AUTH, CLI, ROOT, Cluster, free_port, wait_for
 
 ECHO = os.path.join(ROOT, "tests", "sip", "echo_call.pl")
 
@@ -238,3 +238,22 @@ def test_bad_prompt_refused_at_start(tmp_path, etcd1):
                 if l.startswith("prompt"))
     assert "cluster.conf:%d: prompt of [server PA1]" % line in r.stderr
     assert "format 1" in r.stderr and "mu-law" in r.stderr
+
+
+def test_a_new_interceptor_pattern_runs_live(cluster, tmp_path):
+    """A configuration version that adds an interceptor pattern: calls to
+    it are answered from then on, without a restart."""
+    c = cluster
+    code, _, _ = echo_call(c, "3007", "PA1", tmp_path, size=160)
+    assert code == 404
+    with open(c.config) as f:
+        text = f.read()
+    path = tmp_path / "next.conf"
+    path.write_text(text.replace("interceptor_ports = 2XXX",
+                                 "interceptor_ports = 2XXX, 3XXX", 1))
+    out = subprocess.run([CLI, "config", "apply", str(path), "--config", c.config],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "needs a restart of" not in out.stdout, out
+    assert wait_for(lambda: c.status("PA1")["config"]["version"] == 2, 5)
+    code, sent, got = echo_call(c, "3007", "PA1", tmp_path, size=1600)
+    assert code == 200 and got == sent
