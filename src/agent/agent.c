@@ -125,7 +125,7 @@ agent_ports_held(const struct agent_post *p, const char *server)
 {
 	long n = 0;
 
-	for (long i = 0; i < p->home->media_ports; i++)
+	for (long i = 0; i < p->n_ports; i++)
 		if (p->ports[i].busy && strcmp(p->ports[i].server, server) == 0)
 			n++;
 	return n;
@@ -135,7 +135,7 @@ agent_ports_held(const struct agent_post *p, const char *server)
 static const char *
 returning_server(const struct agent_post *p)
 {
-	for (long i = 0; i < p->home->media_ports; i++)
+	for (long i = 0; i < p->n_ports; i++)
 		if (p->ports[i].busy &&
 		    (!p->owned || strcmp(p->ports[i].server, p->owner) != 0))
 			return p->ports[i].server;
@@ -618,14 +618,10 @@ agent_set_config(struct agent *a, const struct config *cfg)
 			return -1;
 	}
 	/*
-	 * Fewer ports: the view would stop tracking calls on the cut ones,
-	 * so that waits for a restart. More: room for them first, nothing
-	 * changes if there is none.
+	 * More ports: room for them first, nothing changes if there is none.
+	 * Fewer: the table keeps its size, and calls on the cut ports are
+	 * followed until they end; no new call takes them.
 	 */
-	for (size_t i = 0; i < a->n_posts; i++)
-		if (cfg->servers[a->posts[i].index].media_ports <
-		    a->posts[i].home->media_ports)
-			return -1;
 	for (size_t i = 0; i < a->n_posts; i++) {
 		struct agent_post *p = &a->posts[i];
 		long want = cfg->servers[p->index].media_ports;

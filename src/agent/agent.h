@@ -312,8 +312,9 @@ bool agent_is_admin(const struct agent *a);
  * Run cfg from now on (a new configuration version): the same servers,
  * in the same order, with the same spares, or -1 and nothing changes (a
  * restart applies it). Placement runs at once. A post's media ports grow
- * at once (the view reads every key again); fewer media ports wait for a
- * restart (-1). cfg must outlive the agent or the next call.
+ * at once (the view reads every key again); when they shrink, calls on
+ * the cut ports are followed until they end and no new call takes them.
+ * cfg must outlive the agent or the next call.
  */
 int agent_set_config(struct agent *a, const struct config *cfg);
 

@@ -27,8 +27,12 @@ post_json(const struct agent *a, const struct agent_post *p)
 	char since[32];
 	long busy = 0;
 
-	for (long i = 0; i < p->home->media_ports; i++) {
+	for (long i = 0; i < p->n_ports; i++) {
 		const struct agent_port *pt = &p->ports[i];
+
+		/* past the count a new version cut: shown while a call ends */
+		if (i >= p->home->media_ports && !pt->busy)
+			continue;
 		const char *state = !pt->busy ? "idle"
 		    : p->owned && strcmp(pt->server, p->owner) == 0
 		    ? "busy"

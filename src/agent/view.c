@@ -67,7 +67,7 @@ agent_port_set(struct agent_post *p, long number, const char *server,
 	struct agent_port *port;
 	bool reserved;
 
-	if (i < 0 || i >= p->home->media_ports)
+	if (i < 0 || i >= p->n_ports)
 		return;
 	port = &p->ports[i];
 	if (rev < port->rev)
@@ -109,8 +109,7 @@ port_event(struct agent_post *p, const char *num, const struct etcd_event *ev,
 		long i = number - p->home->media_port_base;
 
 		agent_port_set(p, number, server, call, since, epoch, rev);
-		if (i >= 0 && i < p->home->media_ports &&
-		    p->ports[i].rev == rev)
+		if (i >= 0 && i < p->n_ports && p->ports[i].rev == rev)
 			p->ports[i].lease = ev->kv.lease;
 	}
 	json_decref(o);
@@ -279,8 +278,7 @@ count_dropped(struct agent *a, const struct etcd_watch_update *u)
 			    str_to_long(slash + 1, 0, 2000000000L, &n) != 0)
 				continue;
 			n -= p->home->media_port_base;
-			if (n >= 0 && n < p->home->media_ports &&
-			    p->ports[n].busy &&
+			if (n >= 0 && n < p->n_ports && p->ports[n].busy &&
 			    strcmp(p->ports[n].server, kv->key + ml) == 0)
 				a->calls_dropped++;
 		}
@@ -302,7 +300,7 @@ agent_view_update(
 			p->failback_requested = false;
 			agent_journal_clear(p);
 			/* what the snapshot lacks is gone, unless newer */
-			for (long n = 0; n < p->home->media_ports; n++)
+			for (long n = 0; n < p->n_ports; n++)
 				agent_port_set(p, p->home->media_port_base + n,
 				    NULL, NULL, 0, 0, u->revision);
 		}

@@ -343,7 +343,7 @@ claim_done(const struct etcd_res *res, void *arg)
 
 		json_unpack(j, "{s:I}", "port", &port);
 		if (j == NULL || port < p->home->media_port_base ||
-		    port >= p->home->media_port_base + p->home->media_ports) {
+		    port >= p->home->media_port_base + p->n_ports) {
 			json_decref(j);
 			log_warn("call %s: its journal entry is unreadable; "
 				 "undoing the claim",
@@ -727,7 +727,7 @@ calls_end(struct calls *c, const char *id, bool transferred, const char *origin,
 
 		/* held by another server: say which */
 		for (size_t i = 0; (p = agent_post_at(c->a, i)) != NULL; i++)
-			for (long n = 0; n < p->home->media_ports; n++)
+			for (long n = 0; n < p->n_ports; n++)
 				if (p->ports[n].busy &&
 				    strcmp(p->ports[n].call, id) == 0) {
 					result_init(r, US_ENOTOWNER, NULL);
@@ -787,7 +787,7 @@ calls_reap(struct calls *c)
 	struct agent_post *p;
 
 	for (size_t i = 0; (p = agent_post_at(c->a, i)) != NULL; i++)
-		for (long n = 0; n < p->home->media_ports; n++) {
+		for (long n = 0; n < p->n_ports; n++) {
 			struct agent_port *pt = &p->ports[n];
 			bool out = false;
 

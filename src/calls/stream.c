@@ -704,9 +704,11 @@ stream_free(struct stream *s)
 	if (s->started) {
 		pthread_mutex_lock(&s->mu);
 		s->stop = true;
-		/* a call the thread waits in returns at once, closed */
-		if (s->nc)
-			natsConnection_Close(s->nc);
+		/*
+		 * The thread sees it between two calls (each bounded by
+		 * STREAM_WAIT_MS). Closing its connection from here would
+		 * race libnats' reader thread with the thread's own teardown.
+		 */
 		pthread_cond_signal(&s->cond);
 		pthread_mutex_unlock(&s->mu);
 		pthread_join(s->thread, NULL);

@@ -129,20 +129,14 @@ add_change(json_t *changes, const char *section, const char *key,
 
 /* Why a change needs a restart, and of whom; nothing when it is live. */
 static void
-add_restart(json_t *restart, const char *section, const char *key,
-    const char *from, const char *to)
+add_restart(json_t *restart, const char *section, const char *key)
 {
 	enum config_section k = kind_of(section);
 	char why[200];
 
-	/* media ports grow live; fewer wait for a restart */
-	if (strcmp(key, "media_ports") == 0 && from && to &&
-	    strtol(to, NULL, 10) < strtol(from, NULL, 10))
-		snprintf(why, sizeof(why), "media_ports shrank");
-	else if (config_option_runtime(k, key))
+	if (config_option_runtime(k, key))
 		return;
-	else
-		snprintf(why, sizeof(why), "%s changed", key);
+	snprintf(why, sizeof(why), "%s changed", key);
 	json_array_append_new(restart,
 	    json_pack("{s:s,s:s}", "server",
 		k == CONFIG_SEC_SERVER ? section + 7 : "every server",
@@ -162,8 +156,7 @@ diff_section(const struct printed *a, const struct printed *b,
 		if (to == NULL || strcmp(to, a->v[i].value) != 0) {
 			add_change(
 			    changes, section, a->v[i].key, a->v[i].value, to);
-			add_restart(
-			    restart, section, a->v[i].key, a->v[i].value, to);
+			add_restart(restart, section, a->v[i].key);
 		}
 	}
 	for (size_t i = 0; i < b->n; i++)
@@ -171,8 +164,7 @@ diff_section(const struct printed *a, const struct printed *b,
 		    value_of(a, section, b->v[i].key) == NULL) {
 			add_change(
 			    changes, section, b->v[i].key, NULL, b->v[i].value);
-			add_restart(
-			    restart, section, b->v[i].key, NULL, b->v[i].value);
+			add_restart(restart, section, b->v[i].key);
 		}
 }
 

@@ -209,7 +209,7 @@ const struct config_option config_options[] = {
 	SV(media_ports), NULL, true,
 	"Media ports of the post: one per simultaneous call. A new version "
 	"that grows it gives the new ports at once; one that shrinks it "
-	"waits for a restart of the servers."},
+	"lets calls on the cut ports end there, and no new call takes them."},
     {CONFIG_SEC_SERVER, "rtp_port_base", CONFIG_TYPE_INT, 1024, 65535, NULL,
 	NULL, SV(rtp_port_base), NULL, false,
 	"First UDP port for RTP; one per media port. Required when "

@@ -292,3 +292,37 @@ def test_the_log_level_changes_live(tmp_path, etcd1):
                         c.srv["PA1"].logtext() + c.srv["PA2"].logtext(), 5)
     finally:
         c.stop_all()
+
+
+def test_shrinking_media_ports_lets_calls_end_there(tmp_path, etcd1):
+    """Fewer media ports: the calls on the cut ports go on until they end,
+    their ends are seen, and no new call takes a cut port."""
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1", "ports": 4, "max": 8}]).start()
+    try:
+        c.wait_owner("PA1", "PA1")
+        held = [c.call("PA1") for _ in range(4)]
+        assert [st for st, _ in held] == [201] * 4, held
+        f2, _ = edited(c, "media_ports = 4", "media_ports = 2")
+        out = cli(c, "apply", f2, check=0)
+        assert "needs a restart of" not in out.stdout, out.stdout
+        assert wait_for(lambda: c.status("PA1")["config"]["version"] == 2, 5)
+        post = c.post("PA1")
+        assert post["media_ports"] == 2 and post["ports_in_use"] == 4, post
+        assert c.call("PA1")[0] != 201          # both remaining ports busy
+        base = c.spec["PA1"].get("port_base", 5001)
+        cut = [b for _, b in held if b["port"] >= base + 2]
+        kept = [b for _, b in held if b["port"] < base + 2]
+        for b in cut:
+            assert c.end(b)[0] == 200
+        assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 2, 5), c.post("PA1")
+        assert len(c.post("PA1")["ports"]) == 2
+        assert c.call("PA1")[0] != 201          # the cut ports are not taken
+        assert c.end(kept[0])[0] == 200
+        assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 1, 5)
+        st, again = c.call("PA1")
+        assert st == 201 and again["port"] < base + 2, again
+        for b in kept[1:] + [again]:
+            assert c.end(b)[0] == 200
+        assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 0, 5)
+    finally:
+        c.stop_all()

@@ -210,8 +210,11 @@ def test_logins_and_the_reconciler_page_through_many_slots(tmp_path, etcd1):
     ETOOBIG or fails to read them."""
     ghosts, desk = 32000, "x" * 64
     spec = [{"name": n, "ports": 1, "max": 2} for n in SERVERS]
-    c = Cluster(tmp_path, etcd1, spec, extra=["licenses = %d" % (ghosts + 2),
-                                              "license_policy = enforce"],
+    # a lease of 4 s (hang limit 1.75 s): the snapshot of 32,000 slots
+    # takes about 80 ms on the loop in a normal build, several times that
+    # under ASan on two shared cores
+    c = Cluster(tmp_path, etcd1, spec, ttl=4,
+                extra=["licenses = %d" % (ghosts + 2), "license_policy = enforce"],
                 sections=sections())
     pre = "/understudy/%s/licenses/" % c.cluster
     takeover = ghosts - 5       # carol's desk dC holds it, on a gone server
