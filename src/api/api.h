@@ -103,6 +103,7 @@ struct api_ctx {
 	struct records *records;
 	struct desks *desks;
 	struct sip *sip;
+	struct backups *backups; /* scheduled backups */
 	struct versions *versions; /* the configuration's, in etcd */
 	bool config_differs; /* the local file is not the version run */
 	int64_t config_in_effect; /* the cluster's version in effect */

@@ -11,6 +11,7 @@
 
 #include "agent/agent.h"
 #include "api.h"
+#include "backup/backup.h"
 #include "desks/desks.h"
 #include "calls/calls.h"
 
@@ -448,6 +449,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
 	uint64_t placed[2], ended[2], lost, active, failovers, dropped;
 	uint64_t rlost[2], copied, rwait;
+	int64_t last_ok;
 	bool synced;
 	struct agent_post *p;
 	json_t *regs = ctx->sip ? sip_registrations_json(ctx->sip) : NULL, *r;
@@ -583,6 +585,22 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    json_integer_value(json_object_get(r, "epoch")));
 	}
 	json_decref(regs);
+	if (ctx->backups && backups_last_ok(ctx->backups, &last_ok)) {
+		metric_head(&b, "understudy_backup_last_success_age_seconds",
+		    "gauge",
+		    "Seconds since the last backup of the cluster that was "
+		    "written and verified");
+		buf_printf(&b,
+		    "understudy_backup_last_success_age_seconds %" PRId64 "\n",
+		    (time_wall_ms() - last_ok) / 1000);
+		metric_head(&b,
+		    "understudy_backup_last_success_timestamp_seconds", "gauge",
+		    "When the last verified backup of the cluster finished");
+		buf_printf(&b,
+		    "understudy_backup_last_success_timestamp_seconds %" PRId64
+		    "\n",
+		    last_ok / 1000);
+	}
 	reply_page(req, &b, "/metrics", "text/plain; version=0.0.4");
 	buf_free(&b);
 }
@@ -659,6 +677,20 @@ get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		(json_int_t)json_array_size(arr), "records", arr));
 }
 
+/* ---- backups ---- */
+
+static void
+get_backups(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	(void)pa;
+	if (ctx->backups == NULL) {
+		http_reply_error(
+		    req, 503, US_EUNAVAIL, "this server is starting");
+		return;
+	}
+	http_reply_json(req, 200, backups_status(ctx->backups));
+}
+
 static const struct route routes[] = {
     {"/metrics", "GET", get_metrics, ACCESS_STATUS, false},
     {"/health", "GET", get_health, ACCESS_OPEN, false},
@@ -668,6 +700,7 @@ static const struct route routes[] = {
     {"/v1/calls/*", "DELETE", delete_call, ACCESS_ADMIN, false},
     {"/v1/calls/*/transfer", "POST", transfer_call, ACCESS_ADMIN, false},
     {"/v1/records", "GET", get_records, ACCESS_READ, false},
+    {"/v1/backups", "GET", get_backups, ACCESS_READ, false},
     {"/v1/desk/versions", "GET", desk_versions, ACCESS_OPEN, false},
     {"/v1/desk/login", "POST", desk_login, ACCESS_OPEN, false},
     {"/v1/desk/resume", "POST", desk_resume, ACCESS_OPEN, false},

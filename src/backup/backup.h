@@ -59,4 +59,40 @@ int backup_take(const struct backup_target *t, const char *path,
 int backup_verify(const char *path, const char *scratch, json_t **report,
     char *err, size_t errlen);
 
+/* schedule.c: scheduled backups, in the worker (on its loop) */
+
+struct agent;
+struct etcd;
+struct uv_loop_s;
+struct backups;
+
+/*
+ * Scheduled backups of cfg's cluster (backup_schedule, backup_dir,
+ * backup_keep): every server follows the slots in etcd; the one that is
+ * the admin primary (a) takes them. state_dir is where a relative
+ * backup_dir is. Returns NULL on ENOMEM.
+ */
+struct backups *backups_new(struct uv_loop_s *loop, struct etcd *e,
+    struct agent *a, const struct config *cfg, const char *self,
+    const char *state_dir);
+
+/* Run a new configuration version; cfg must outlive b or the next call. */
+void backups_set_config(struct backups *b, const struct config *cfg);
+
+/*
+ * The schedule, the kept archives, the last good and the last backup,
+ * what runs now (GET /v1/backups, docs/api.md); the caller's.
+ */
+json_t *backups_status(const struct backups *b);
+
+/* The end of the last good backup in *finished_ms; false: none. */
+bool backups_last_ok(const struct backups *b, int64_t *finished_ms);
+
+/*
+ * Stop; a backup in progress is waited for. done(arg) is called once
+ * the handles are closed (the loop must run). NULL is a no-op (done is
+ * still called).
+ */
+void backups_free(struct backups *b, void (*done)(void *arg), void *arg);
+
 #endif

@@ -136,6 +136,9 @@ int cli_records(int argc, char **argv);
 /* cli_control.c: stop, start, failback (argv[0] is which) */
 int cli_control(int argc, char **argv);
 
+/* cli_backup_status.c: backup status */
+int cli_backup_status(int argc, char **argv);
+
 /* cli_up.c: up */
 int cli_up(int argc, char **argv);
 

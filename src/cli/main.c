@@ -80,6 +80,9 @@ main(int argc, char **argv)
 		rc = cli_up(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "status") == 0)
 		rc = cli_status(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "backup") == 0 && argc > 2 &&
+	    strcmp(argv[2], "status") == 0)
+		rc = cli_backup_status(argc - 2, argv + 2);
 	else if (strcmp(argv[1], "records") == 0)
 		rc = cli_records(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "user") == 0)

@@ -57,6 +57,9 @@ struct config_cluster {
 	bool messaging_local; /* messaging = local: understudy up runs one */
 	long local_nats_port;
 	/* file names as written; config_file_path resolves them */
+	char *backup_schedule; /* NULL: no scheduled backups */
+	char *backup_dir; /* relative to a server's state directory */
+	long backup_keep; /* archives kept in backup_dir */
 	char *tls_cert; /* the API serves HTTPS where set (with tls_key) */
 	char *tls_key;
 	char *tls_ca; /* what clients verify the API with */
@@ -197,6 +200,39 @@ bool config_check_name(const char *v, char *err, size_t errlen);
 
 /* Print the option reference (Markdown) from the option table. */
 void config_doc(FILE *f);
+
+/* schedule.c: when the admin primary does scheduled work */
+
+enum config_schedule_kind {
+	CONFIG_SCHEDULE_NONE,
+	CONFIG_SCHEDULE_DAILY, /* at hour:minute, local time */
+	CONFIG_SCHEDULE_EVERY /* every interval_s, aligned on the epoch */
+};
+
+struct config_schedule {
+	int kind; /* enum config_schedule_kind */
+	int hour, minute;
+	int64_t interval_s; /* between two slots (daily: 86400) */
+};
+
+/*
+ * Parse `daily HH:MM` or `every N` (unit s, m, h or d; 10 s to 31 d)
+ * into out. Returns 0, or -1 with the reason in err.
+ */
+int config_schedule_parse(
+    const char *s, struct config_schedule *out, char *err, size_t errlen);
+
+/* The option check of a schedule (config_check_fn). */
+bool config_check_schedule(const char *v, char *err, size_t errlen);
+
+/*
+ * The start of the slot now_ms (Unix ms) is in: the latest scheduled
+ * time at or before it. 0 for CONFIG_SCHEDULE_NONE.
+ */
+int64_t config_schedule_slot(const struct config_schedule *s, int64_t now_ms);
+
+/* The start of the slot after the one now_ms is in. */
+int64_t config_schedule_next(const struct config_schedule *s, int64_t now_ms);
 
 /* load.c */
 

@@ -87,6 +87,24 @@ const struct config_option config_options[] = {
 	"JetStream, from which every server copies it into its own database "
 	"(kept there); a server down for longer, or on a blank disk, misses "
 	"the records closed meanwhile by the others."},
+    {CONFIG_SEC_CLUSTER, "backup_schedule", CONFIG_TYPE_STRING, 0, 0, NULL,
+	NULL, CL(backup_schedule), config_check_schedule, true,
+	"When the admin primary takes a backup of the whole cluster (etcd "
+	"and every server's database, verified as it is written): `daily "
+	"HH:MM` (the server's local time) or `every N` with a unit s, m, h or "
+	"d (`every 6h`, aligned on midnight UTC). One archive per scheduled "
+	"time across the cluster; a slot that began before the cluster did "
+	"is taken at once. Without it no backup is scheduled."},
+    {CONFIG_SEC_CLUSTER, "backup_dir", CONFIG_TYPE_STRING, 0, 0, "backups",
+	NULL, CL(backup_dir), NULL, true,
+	"Directory of the scheduled archives on the admin primary's "
+	"machine; a relative path is under the server's state directory. "
+	"Use shared storage for it where the servers are on several "
+	"machines."},
+    {CONFIG_SEC_CLUSTER, "backup_keep", CONFIG_TYPE_INT, 1, 1000, "7", NULL,
+	CL(backup_keep), NULL, true,
+	"Scheduled archives kept; older ones are removed once a newer one "
+	"is written and verified."},
     {CONFIG_SEC_CLUSTER, "licenses", CONFIG_TYPE_INT, 0, 1000000, "0", NULL,
 	CL(licenses), NULL, true,
 	"Concurrent desk sessions the cluster is licensed for, counted across "

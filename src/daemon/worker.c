@@ -16,6 +16,7 @@
 
 #include "agent/agent.h"
 #include "api/api.h"
+#include "backup/backup.h"
 #include "calls/calls.h"
 #include "coord/coord.h"
 #include "config/diff.h"
@@ -51,6 +52,7 @@ struct worker {
 	struct records *records;
 	struct desks *desks;
 	struct sip *sip;
+	struct backups *backups;
 	struct http *http;
 	struct api_ctx api;
 	uv_pipe_t ipc;
@@ -182,6 +184,8 @@ revoked(void *arg)
 	w->calls = NULL;
 	records_free(w->records);
 	w->records = NULL;
+	backups_free(w->backups, NULL, NULL);
+	w->backups = NULL;
 	desks_free(w->desks);
 	w->desks = NULL;
 	store_close(w->store);
@@ -362,6 +366,7 @@ config_got(const struct versions_res *r, void *arg)
 	w->cfgs[w->n_cfgs++] = next;
 	desks_set_config(w->desks, next);
 	records_set_config(w->records, next);
+	backups_set_config(w->backups, next);
 	if (sip_set_config(w->sip, next, self) != 0)
 		log_error("config: the route points of version %" PRId64
 			  " are registered at the next restart (too many "
@@ -530,6 +535,13 @@ worker_main(const struct daemon_args *a)
 	w.api.records = w.records;
 	w.api.desks = w.desks;
 	w.api.sip = w.sip;
+	w.backups = backups_new(
+	    w.loop, w.etcd, w.agent, a->cfg, a->self->name, a->state_dir);
+	if (w.backups == NULL) {
+		log_error("out of memory starting the worker");
+		return 1;
+	}
+	w.api.backups = w.backups;
 	uv_signal_init(w.loop, &w.sigterm);
 	uv_signal_init(w.loop, &w.sigint);
 	w.sigterm.data = w.sigint.data = &w;
