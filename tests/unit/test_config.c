@@ -1,5 +1,6 @@
 /* Unit tests of the config loader and checker (src/config/). */
 #include <stdbool.h>
+#include <time.h>
 
 #include "common/common.h"
 #include "config/config.h"
@@ -392,4 +393,57 @@ TEST(config_binary_garbage)
 	ASSERT(d.errors > 0);
 	config_free(cfg);
 	config_diags_free(&d);
+}
+
+TEST(config_schedules)
+{
+	struct config_schedule s;
+	char err[256];
+	int64_t now, slot, next;
+	struct tm tm;
+	time_t t;
+
+	ASSERT_INT(config_schedule_parse("every 6h", &s, err, sizeof(err)), 0);
+	ASSERT_INT(s.kind, CONFIG_SCHEDULE_EVERY);
+	ASSERT_INT(s.interval_s, 6 * 3600);
+	/* aligned on the epoch: 1795000000000 is 2026-11-18T11:06:40Z */
+	now = 1795000000000;
+	ASSERT_INT(config_schedule_slot(&s, now), 1794981600000);
+	ASSERT_INT(config_schedule_next(&s, now), 1794981600000 + 21600000);
+	ASSERT_INT(config_schedule_parse("every 10s", &s, err, sizeof(err)), 0);
+	ASSERT_INT(config_schedule_slot(&s, 1795000000999), 1795000000000);
+	ASSERT_INT(config_schedule_parse("every 2d", &s, err, sizeof(err)), 0);
+	ASSERT_INT(s.interval_s, 2 * 86400);
+
+	/* daily: the latest HH:MM local at or before now, then the next */
+	ASSERT_INT(
+	    config_schedule_parse("daily 02:00", &s, err, sizeof(err)), 0);
+	ASSERT_INT(s.interval_s, 86400);
+	slot = config_schedule_slot(&s, now);
+	next = config_schedule_next(&s, now);
+	ASSERT(slot <= now && now < next);
+	t = (time_t)(slot / 1000);
+	localtime_r(&t, &tm);
+	ASSERT_INT(tm.tm_hour, 2);
+	ASSERT_INT(tm.tm_min, 0);
+	ASSERT_INT(tm.tm_sec, 0);
+	ASSERT(next - slot >= 23 * 3600000LL && next - slot <= 25 * 3600000LL);
+	ASSERT_INT(config_schedule_slot(&s, slot), slot);
+	ASSERT_INT(config_schedule_slot(&s, slot - 1) < slot, 1);
+
+	/* what is refused says why */
+	ASSERT_INT(config_schedule_parse("every 5s", &s, err, sizeof(err)), -1);
+	ASSERT(strstr(err, "every 10s") != NULL);
+	ASSERT_INT(config_schedule_parse("every 6x", &s, err, sizeof(err)), -1);
+	ASSERT(strstr(err, "unit") != NULL);
+	ASSERT_INT(config_schedule_parse("every h", &s, err, sizeof(err)), -1);
+	ASSERT_INT(
+	    config_schedule_parse("daily 24:00", &s, err, sizeof(err)), -1);
+	ASSERT_INT(config_schedule_parse("daily 2:00", &s, err, sizeof(err)), -1);
+	ASSERT_INT(
+	    config_schedule_parse("every 99999999999d", &s, err, sizeof(err)),
+	    -1);
+	ASSERT_INT(config_schedule_parse("weekly", &s, err, sizeof(err)), -1);
+	ASSERT(strstr(err, "daily HH:MM") != NULL);
+	ASSERT_INT(config_schedule_parse("", &s, err, sizeof(err)), -1);
 }
