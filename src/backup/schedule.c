@@ -63,6 +63,7 @@ struct job {
 	size_t n_remove;
 	int64_t slot;
 	/* the result */
+	int64_t finished;
 	bool ok, verified;
 	int64_t size;
 	char sha256[65];
@@ -86,6 +87,8 @@ struct backups {
 	uv_async_t done;
 	struct etcd_req *req; /* a claim or a result in flight */
 	struct job *job; /* the thread's, while it runs */
+	struct job *finished; /* its result, until etcd has it */
+	bool run_done; /* the job of the last claim has finished */
 	int64_t job_rev; /* the revision the slot was claimed at */
 	char run[33]; /* the claim this server made last */
 	bool closing;
@@ -547,6 +550,7 @@ claim(struct backups *b, int64_t slot, const struct slot *old)
 	    ETCD_CMP_EQUAL, old ? old->mod_rev : 0, NULL, 0);
 	etcd_kv_txn_put(t, true, key, text, strlen(text), 0);
 	str_copy(b->run, c->s.run, sizeof(b->run));
+	b->run_done = false;
 	b->req = etcd_kv_txn_commit(b->etcd, t, claimed, c);
 	t = NULL;
 	if (b->req == NULL)
@@ -561,19 +565,28 @@ fail:
 	free(text);
 }
 
+static void record(struct backups *b);
+
 static void
 recorded(const struct etcd_res *res, void *arg)
 {
 	struct backups *b = arg;
 
 	b->req = NULL;
-	if (res->err)
-		log_warn("backup: recording the result: %s (read back at "
-			 "the next turn)",
+	if (res->err) {
+		/* unknown or not done: the next turn writes it again */
+		log_warn("backup: recording the result of slot %" PRId64
+			 ": %s; trying again",
+		    b->finished->slot,
 		    res->message ? res->message : us_strerror(res->err));
-	else if (!res->succeeded)
-		log_warn("backup: the slot was taken over meanwhile; its "
-			 "result is the new holder's");
+		return;
+	}
+	if (!res->succeeded)
+		log_warn("backup: slot %" PRId64 " was taken over meanwhile; "
+			 "its result is the new holder's",
+		    b->finished->slot);
+	job_free(b->finished);
+	b->finished = NULL;
 	backups_kick(b);
 }
 
@@ -602,29 +615,16 @@ prune(struct backups *b, struct etcd_txn *t, const struct job *j)
 	}
 }
 
+/* Write the result of the finished job, compared on its claim. */
 static void
-job_done(uv_async_t *h)
+record(struct backups *b)
 {
-	struct backups *b = h->data;
-	struct job *j = b->job;
+	struct job *j = b->finished;
 	struct etcd_txn *t;
 	struct slot s;
 	char *key = NULL, *text = NULL;
 	json_t *o;
 
-	if (j == NULL)
-		return;
-	uv_thread_join(&j->thread);
-	b->job = NULL;
-	if (j->ok)
-		log_info("backup: slot %" PRId64 " written and verified: %s, "
-			 "%" PRId64 " bytes",
-		    j->slot, j->path, j->size);
-	else
-		log_error(
-		    "backup: slot %" PRId64 " failed: %s", j->slot, j->error);
-	if (b->closing)
-		goto out;
 	memset(&s, 0, sizeof(s));
 	if (slot_find(b, j->slot))
 		s = *slot_find(b, j->slot);
@@ -633,7 +633,7 @@ job_done(uv_async_t *h)
 	str_copy(s.server, b->self, sizeof(s.server));
 	str_copy(s.run, b->run, sizeof(s.run));
 	str_copy(s.file, j->path, sizeof(s.file));
-	s.finished = time_wall_ms();
+	s.finished = j->finished;
 	s.size = j->size;
 	s.verified = j->verified;
 	str_copy(s.sha256, j->sha256, sizeof(s.sha256));
@@ -654,8 +654,33 @@ job_done(uv_async_t *h)
 out:
 	free(key);
 	free(text);
-	job_free(j);
-	backups_kick(b);
+}
+
+static void
+job_done(uv_async_t *h)
+{
+	struct backups *b = h->data;
+	struct job *j = b->job;
+
+	if (j == NULL)
+		return;
+	uv_thread_join(&j->thread);
+	b->job = NULL;
+	b->run_done = true;
+	j->finished = time_wall_ms();
+	if (j->ok)
+		log_info("backup: slot %" PRId64 " written and verified: %s, "
+			 "%" PRId64 " bytes",
+		    j->slot, j->path, j->size);
+	else
+		log_error(
+		    "backup: slot %" PRId64 " failed: %s", j->slot, j->error);
+	if (b->closing) {
+		job_free(j);
+		return;
+	}
+	b->finished = j;
+	record(b);
 }
 
 /* ---- the turn: is there a slot to take? ---- */
@@ -667,8 +692,14 @@ turn(uv_timer_t *tm)
 	int64_t now = time_wall_ms(), slot, retry;
 	struct slot *s;
 
-	if (b->closing || b->job || b->req || !b->synced ||
-	    b->sched.kind == CONFIG_SCHEDULE_NONE || !agent_is_admin(b->agent))
+	if (b->closing || b->job || b->req)
+		return;
+	if (b->finished) {
+		record(b);
+		return;
+	}
+	if (!b->synced || b->sched.kind == CONFIG_SCHEDULE_NONE ||
+	    !agent_is_admin(b->agent))
 		return;
 	slot = config_schedule_slot(&b->sched, now);
 	if ((s = slot_find(b, slot)) == NULL) {
@@ -684,7 +715,9 @@ turn(uv_timer_t *tm)
 		 */
 		if (strcmp(s->server, b->self) == 0 &&
 		    strcmp(s->run, b->run) == 0) {
-			job_start(b, s, s->mod_rev);
+			/* recorded, and the watch has not shown it yet */
+			if (!b->run_done)
+				job_start(b, s, s->mod_rev);
 			return;
 		}
 		claim(b, slot, s);
@@ -795,6 +828,8 @@ backups_free(struct backups *b, void (*done)(void *arg), void *arg)
 		job_free(b->job);
 		b->job = NULL;
 	}
+	job_free(b->finished);
+	b->finished = NULL;
 	uv_close((uv_handle_t *)&b->tick, closed);
 	uv_close((uv_handle_t *)&b->done, closed);
 }
