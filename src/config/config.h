@@ -69,6 +69,7 @@ struct config_cluster {
 	char *messaging_user;
 	char *messaging_password;
 	char *messaging_token;
+	char *check_schedule; /* the admin primary's daily check, or NULL */
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };
@@ -277,6 +278,40 @@ int config_cluster_line(const struct config *cfg, const char *key);
  * INVITE goes) both use it: it stays in this part, below calls.
  */
 bool config_pattern_match(const char *pattern, const char *extension);
+
+/* schedule.c */
+
+/*
+ * When the admin primary runs something by itself: every period_ms, at
+ * offset_ms past each multiple of period_ms since the epoch (UTC). `daily
+ * 02:30` is a period of one day at offset 02:30; `every 6h` a period of
+ * 6 h at offset 0.
+ */
+struct config_schedule {
+	int64_t period_ms; /* 0: none */
+	int64_t offset_ms;
+};
+
+#define CONFIG_SCHEDULE_MIN_MS 10000 /* every 10s at most */
+#define CONFIG_SCHEDULE_MAX_MS (30LL * 86400 * 1000)
+
+/*
+ * Parse "daily HH:MM" (UTC) or "every N[smhd]" (10 s to 30 days) into
+ * *out. Returns 0, or US_EINVAL with the reason in err (and *out zeroed).
+ */
+int config_schedule_parse(
+    const char *s, struct config_schedule *out, char *err, size_t errlen);
+
+/*
+ * The start (wall ms) of the slot now_ms falls in: the latest time of the
+ * schedule at or before now_ms. Work is due when that start is later than
+ * the slot it last ran for. Returns 0, or US_EINVAL for an empty schedule.
+ */
+int config_schedule_slot(
+    const struct config_schedule *sc, int64_t now_ms, int64_t *slot_start_ms);
+
+/* The option table's check of a schedule (config_check_fn). */
+bool config_check_schedule(const char *v, char *err, size_t errlen);
 
 /* print.c */
 

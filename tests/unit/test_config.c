@@ -393,3 +393,64 @@ TEST(config_binary_garbage)
 	config_free(cfg);
 	config_diags_free(&d);
 }
+
+TEST(config_schedule)
+{
+	static const char *const bad[] = {"", "daily", "daily 24:00",
+	    "daily 12:60", "daily 1200", "daily 12:00x", "every", "every 0m",
+	    "every 5", "every 5w", "every 5s", "every 31d", "every -1h",
+	    "every 1234567890s", "weekly 02:00", "every 6hh"};
+	struct config_schedule sc;
+	struct config_diags d;
+	struct config *cfg;
+	int64_t slot;
+	char err[200], text[sizeof(good) + 64];
+
+	ASSERT_INT(
+	    config_schedule_parse("daily 02:30", &sc, err, sizeof(err)), 0);
+	ASSERT_INT(sc.period_ms, 86400000);
+	ASSERT_INT(sc.offset_ms, (2 * 60 + 30) * 60000);
+	/* 2026-12-04T01:00Z: the slot is the day before's 02:30 */
+	ASSERT_INT(config_schedule_slot(&sc, 1796346000000LL, &slot), 0);
+	ASSERT_INT(slot, 1796265000000LL);
+	/* at 02:30 exactly, and after: today's */
+	ASSERT_INT(config_schedule_slot(&sc, 1796351400000LL, &slot), 0);
+	ASSERT_INT(slot, 1796351400000LL);
+	ASSERT_INT(config_schedule_slot(&sc, 1796351400001LL, &slot), 0);
+	ASSERT_INT(slot, 1796351400000LL);
+	ASSERT_INT(config_schedule_parse("every 6h", &sc, err, sizeof(err)), 0);
+	ASSERT_INT(sc.period_ms, 6 * 3600000);
+	ASSERT_INT(sc.offset_ms, 0);
+	ASSERT_INT(config_schedule_slot(&sc, 1796346000000LL, &slot), 0);
+	ASSERT_INT(slot, 1796342400000LL);
+	ASSERT_INT(
+	    config_schedule_parse("every 10s", &sc, err, sizeof(err)), 0);
+	ASSERT_INT(config_schedule_slot(&sc, -1, &slot), 0);
+	ASSERT_INT(slot, -10000);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		err[0] = '\0';
+		ASSERT(config_schedule_parse(bad[i], &sc, err, sizeof(err)) ==
+		    US_EINVAL);
+		ASSERT(err[0] != '\0');
+		ASSERT_INT(sc.period_ms, 0);
+		ASSERT(config_schedule_slot(&sc, 0, &slot) == US_EINVAL);
+	}
+	/* in a file: checked by the option table, kept as written */
+	snprintf(text, sizeof(text), "%s", good);
+	*strstr(text, "[server PA1]") = '\0';
+	strncat(text, "check_schedule = daily 03:00\n",
+	    sizeof(text) - strlen(text) - 1);
+	strncat(text, strstr(good, "[server PA1]"),
+	    sizeof(text) - strlen(text) - 1);
+	cfg = parse(text, &d);
+	ASSERT_INT(d.errors, 0);
+	ASSERT_STR(cfg->cluster.check_schedule, "daily 03:00");
+	config_free(cfg);
+	config_diags_free(&d);
+	*strstr(text, "03:00") = 'x';
+	cfg = parse(text, &d);
+	ASSERT_INT(d.errors, 1);
+	ASSERT(find(&d, 4, "is not a schedule") != NULL);
+	config_free(cfg);
+	config_diags_free(&d);
+}
