@@ -91,6 +91,7 @@ struct agent;
 struct calls;
 struct sip;
 struct versions;
+struct check_sched;
 
 /* What the routes read; owned by the worker. */
 struct api_ctx {
@@ -108,6 +109,8 @@ struct api_ctx {
 	bool config_differs; /* the local file is not the version run */
 	int64_t config_in_effect; /* the cluster's version in effect */
 	json_t *config_restart; /* why that one needs a restart, or NULL */
+	const char *state_dir; /* where the database is */
+	struct check_sched *check; /* the scheduled check's last result */
 	bool stopping;
 };
 
@@ -150,6 +153,21 @@ void config_diff_versions(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 void config_apply(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_check.c: the maintenance check and the log (docs/api.md) */
+void check_get(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void check_last(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void log_get(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/*
+ * The query parameter name as a time (ISO 8601, ms since the epoch, or
+ * an age such as 2h) in *out, 0 when absent: true; false when it is not
+ * one, and the request is answered 400.
+ */
+bool routes_time_arg(struct http_req *req, const char *name, int64_t *out);
 
 /*
  * forward.c: send an admin request to the admin primary and answer with

@@ -14,6 +14,7 @@
 #include "backup/backup.h"
 #include "desks/desks.h"
 #include "calls/calls.h"
+#include "check/check.h"
 
 /* Who may: the credential a route needs (docs/api.md). */
 enum access {
@@ -444,6 +445,37 @@ metric_head(struct buf *b, const char *name, const char *type, const char *help)
 	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The log's counters and the last scheduled check's result. */
+static void
+metrics_check(struct buf *b, const struct api_ctx *ctx)
+{
+	const json_t *last = check_sched_last(ctx->check);
+	uint64_t warns, errs;
+
+	log_counts(&warns, &errs);
+	metric_head(b, "understudy_log_messages_total", "counter",
+	    "Warnings and errors this worker logged since it started");
+	buf_printf(b,
+	    "understudy_log_messages_total{level=\"warn\"} %" PRIu64
+	    "\nunderstudy_log_messages_total{level=\"error\"} %" PRIu64 "\n",
+	    warns, errs);
+	if (last == NULL)
+		return;
+	metric_head(b, "understudy_check_ok", "gauge",
+	    "1 when every check of the last scheduled check passed, else 0");
+	buf_printf(b, "understudy_check_ok %d\n",
+	    json_is_true(json_object_get(last, "ok")) ? 1 : 0);
+	metric_head(b, "understudy_check_failures", "gauge",
+	    "Checks that failed in the last scheduled check");
+	buf_printf(b, "understudy_check_failures %" JSON_INTEGER_FORMAT "\n",
+	    json_integer_value(json_object_get(last, "failures")));
+	metric_head(b, "understudy_check_last_timestamp_seconds", "gauge",
+	    "When the last scheduled check ran (seconds since the epoch)");
+	buf_printf(b, "understudy_check_last_timestamp_seconds %.3f\n",
+	    (double)json_integer_value(json_object_get(last, "time_ms")) /
+		1000);
+}
+
 static void
 get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
@@ -539,6 +571,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		buf_printf(
 		    &b, "understudy_desk_requests_waiting %ld\n", waiting);
 	}
+	metrics_check(&b, ctx);
 	metric_head(&b, "understudy_post_owned", "gauge",
 	    "1 for the server that owns each post now (the epoch is a label)");
 	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {
@@ -610,8 +643,8 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 #define RECORDS_LIMIT_DEFAULT 1000
 #define RECORDS_LIMIT_MAX 100000
 
-static bool
-time_arg(struct http_req *req, const char *name, int64_t *out)
+bool
+routes_time_arg(struct http_req *req, const char *name, int64_t *out)
 {
 	const char *v = http_req_query(req, name);
 
@@ -640,8 +673,8 @@ get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	bool synced, ok;
 
 	(void)pa;
-	if (!time_arg(req, "since", &q.since_ms) ||
-	    !time_arg(req, "until", &q.until_ms))
+	if (!routes_time_arg(req, "since", &q.since_ms) ||
+	    !routes_time_arg(req, "until", &q.until_ms))
 		return;
 	if (lim && str_to_long(lim, 1, RECORDS_LIMIT_MAX, &q.limit) != 0) {
 		http_reply_error(req, 400, US_EINVAL,
@@ -701,6 +734,9 @@ static const struct route routes[] = {
     {"/v1/calls/*/transfer", "POST", transfer_call, ACCESS_ADMIN, false},
     {"/v1/records", "GET", get_records, ACCESS_READ, false},
     {"/v1/backups", "GET", get_backups, ACCESS_READ, false},
+    {"/v1/check", "GET", check_get, ACCESS_READ, false},
+    {"/v1/check/last", "GET", check_last, ACCESS_READ, false},
+    {"/v1/log", "GET", log_get, ACCESS_READ, false},
     {"/v1/desk/versions", "GET", desk_versions, ACCESS_OPEN, false},
     {"/v1/desk/login", "POST", desk_login, ACCESS_OPEN, false},
     {"/v1/desk/resume", "POST", desk_resume, ACCESS_OPEN, false},

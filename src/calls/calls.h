@@ -342,6 +342,13 @@ void sip_input(
 /* The route points this server has registered now, with their epochs. */
 json_t *sip_registrations_json(const struct sip *s);
 
+/*
+ * For the check: {"registrar": "HOST:PORT" or null, "route_points":
+ * [{route_point, post, registered (under the post's epoch now),
+ * expires_in_ms}]} for every route point of the posts this server owns.
+ */
+json_t *sip_check_json(const struct sip *s);
+
 /* The SIP calls in progress, as JSON. */
 json_t *sip_calls_json(const struct sip *s);
 

@@ -80,6 +80,7 @@ struct sip_reg {
 	char fromtag[32];
 	unsigned cseq;
 	bool registered; /* the registrar holds this server's contact */
+	uint64_t expires_at; /* monotonic ms: the registration lapses */
 	int64_t epoch; /* the epoch it was registered under */
 	int64_t want_epoch; /* of the REGISTER in flight */
 	bool want; /* what the REGISTER in flight asks */
@@ -899,6 +900,7 @@ cb_reg_answer(int type, osip_transaction_t *tr, osip_message_t *resp)
 		r->registered = r->want;
 		r->epoch = r->want ? r->want_epoch : 0;
 		r->refresh_at = now + SIP_REG_EXPIRES * 1000 / 2;
+		r->expires_at = now + SIP_REG_EXPIRES * 1000;
 		log_info("sip: %s %s at %s:%d%s",
 		    r->want ? "registered" : "unregistered", r->user,
 		    sip_one->reg_host, sip_one->reg_port,
@@ -925,6 +927,32 @@ sip_registrations_json(const struct sip *s)
 				s->regs[i].post->home->name, "registrar", at,
 				"epoch", (json_int_t)s->regs[i].epoch));
 	return arr;
+}
+
+json_t *
+sip_check_json(const struct sip *s)
+{
+	json_t *arr = json_array();
+	uint64_t now = time_mono_ms();
+	int64_t epoch;
+	char at[96];
+
+	for (size_t i = 0; i < s->n_regs; i++) {
+		const struct sip_reg *r = &s->regs[i];
+
+		if (r->retired || !agent_owns(s->agent, r->post, &epoch))
+			continue;
+		json_array_append_new(arr,
+		    json_pack("{s:s,s:s,s:b,s:I}", "route_point", r->user,
+			"post", r->post->home->name, "registered",
+			r->registered && r->epoch == epoch, "expires_in_ms",
+			(json_int_t)(r->registered && r->expires_at > now
+				? r->expires_at - now
+				: 0)));
+	}
+	snprintf(at, sizeof(at), "%s:%d", s->reg_host, s->reg_port);
+	return json_pack("{s:s?,s:o}", "registrar",
+	    s->cfg->cluster.registrar ? at : NULL, "route_points", arr);
 }
 
 static struct sip_reg *

@@ -130,6 +130,9 @@ int cli_http(const char *method, const char *url, const char *token,
 int cli_ask(const char *cmd, const char *server, const char *file,
     const char *path, const char *token, const char *ca, json_t **out);
 
+/* cli_check.c: check */
+int cli_check(int argc, char **argv);
+
 /* cli_records.c: records */
 int cli_records(int argc, char **argv);
 

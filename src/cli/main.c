@@ -31,6 +31,8 @@ usage(FILE *f)
 	    "  start NAME|--all    let a stopped server serve again\n"
 	    "  failback NAME       move a covered post back to its home now\n"
 	    "  records             call records: table, --json or --csv\n"
+	    "  check [--last]      the daily maintenance check of every "
+	    "server\n"
 	    "  user add NAME [--groups G] | passwd NAME | del NAME\n"
 	    "                      change the cluster's users: a new "
 	    "config\n"
@@ -85,6 +87,8 @@ main(int argc, char **argv)
 		rc = cli_backup_status(argc - 2, argv + 2);
 	else if (strcmp(argv[1], "records") == 0)
 		rc = cli_records(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "check") == 0)
+		rc = cli_check(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "user") == 0)
 		rc = cli_users(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "passwd") == 0)

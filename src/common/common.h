@@ -43,6 +43,40 @@ int log_level_parse(const char *s);
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* "debug", "info", "warn", "error". */
+const char *log_level_name(enum log_level level);
+
+/*
+ * Warnings and errors are counted and the latest LOG_RECENT_MAX kept
+ * (each cut to LOG_TEXT_MAX bytes), whatever the level printed.
+ */
+#define LOG_RECENT_MAX 256
+#define LOG_TEXT_MAX 300
+
+struct log_entry {
+	int64_t time_ms; /* wall */
+	enum log_level level;
+	uint64_t seq; /* 1 for the first warning or error of the process */
+	char text[LOG_TEXT_MAX]; /* the message, without time and level */
+};
+
+struct log_summary {
+	size_t warnings, errors; /* kept since since_ms */
+	size_t matched; /* of them, at the level asked or above */
+	bool truncated; /* the ring lost some that may be since since_ms */
+};
+
+/* Warnings and errors logged by this process since it started. */
+void log_counts(uint64_t *warnings, uint64_t *errors);
+
+/*
+ * The latest (at most max) kept entries of level min or above logged at
+ * or after since_ms (wall), oldest first, copied into out; *sum counts
+ * every kept one since since_ms. Returns how many were copied.
+ */
+size_t log_recent(enum log_level min, int64_t since_ms, struct log_entry *out,
+    size_t max, struct log_summary *sum);
+
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)

@@ -72,6 +72,7 @@ struct config_cluster {
 	char *messaging_user;
 	char *messaging_password;
 	char *messaging_token;
+	char *check_schedule; /* the admin primary's daily check, or NULL */
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };
@@ -313,6 +314,7 @@ int config_cluster_line(const struct config *cfg, const char *key);
  * INVITE goes) both use it: it stays in this part, below calls.
  */
 bool config_pattern_match(const char *pattern, const char *extension);
+
 
 /* print.c */
 

@@ -197,6 +197,14 @@ const struct config_option config_options[] = {
 	"Token that desks give NATS (authorization { token }), instead of a "
 	"user and password; handed to desks in their session. 16 to 200 "
 	"characters, no spaces, quotes or backslashes."},
+    {CONFIG_SEC_CLUSTER, "check_schedule", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	CL(check_schedule), config_check_schedule, true,
+	"When the admin primary runs the maintenance check of every server "
+	"by itself (`understudy check`) and keeps the result "
+	"(`understudy check --last`, `/metrics`): `daily HH:MM` (the server's "
+	"local time) or "
+	"`every N` with a unit s, m, h or d (10 s to 31 days, aligned on "
+	"midnight UTC). Unset: only when asked."},
 
     {CONFIG_SEC_SERVER, "address", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
 	SV(address), check_address, false,

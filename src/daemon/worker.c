@@ -18,6 +18,7 @@
 #include "api/api.h"
 #include "backup/backup.h"
 #include "calls/calls.h"
+#include "check/check.h"
 #include "coord/coord.h"
 #include "config/diff.h"
 #include "config/versions.h"
@@ -53,6 +54,7 @@ struct worker {
 	struct desks *desks;
 	struct sip *sip;
 	struct backups *backups;
+	struct check_sched *check;
 	struct http *http;
 	struct api_ctx api;
 	uv_pipe_t ipc;
@@ -178,6 +180,9 @@ revoked(void *arg)
 {
 	struct worker *w = arg;
 
+	check_sched_free(w->check);
+	w->check = NULL;
+	w->api.check = NULL;
 	sip_free(w->sip);
 	w->sip = NULL;
 	calls_free(w->calls);
@@ -367,6 +372,7 @@ config_got(const struct versions_res *r, void *arg)
 	desks_set_config(w->desks, next);
 	records_set_config(w->records, next);
 	backups_set_config(w->backups, next);
+	check_sched_set_config(w->check, next);
 	if (sip_set_config(w->sip, next, self) != 0)
 		log_error("config: the route points of version %" PRId64
 			  " are registered at the next restart (too many "
@@ -542,6 +548,18 @@ worker_main(const struct daemon_args *a)
 		return 1;
 	}
 	w.api.backups = w.backups;
+	w.api.state_dir = a->state_dir;
+	{
+		char *ca = config_file_path(a->cfg, cl->tls_ca);
+
+		w.check = check_sched_new(w.loop, w.agent, w.etcd, ca);
+		free(ca);
+	}
+	if (w.check == NULL) {
+		log_error("out of memory starting the worker");
+		return 1;
+	}
+	w.api.check = w.check;
 	uv_signal_init(w.loop, &w.sigterm);
 	uv_signal_init(w.loop, &w.sigint);
 	w.sigterm.data = w.sigint.data = &w;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "check/check.h"
 #include "test.h"
 
 /* routes_page_check on b, with what it logs (stderr) captured in log. */
@@ -79,4 +80,62 @@ TEST(metrics_page_cap)
 		ASSERT(strstr(log, cap) != NULL);
 	}
 	buf_free(&b);
+}
+
+/* The backups row against the shape of GET /v1/backups. */
+TEST(check_backups_row)
+{
+	const int64_t now = 1796346000000LL, day = 86400000LL;
+	struct {
+		long status;
+		const char *ans;
+		bool ok;
+		const char *says;
+	} cases[] = {
+	    {404, "{\"error\":\"ENOTFOUND\"}", false, "not available"},
+	    {200,
+		"{\"schedule\":null,\"interval_s\":0,\"last_ok\":null,"
+		"\"last\":null}",
+		false, "no backup_schedule"},
+	    {200,
+		"{\"schedule\":\"daily 02:00\",\"interval_s\":86400,"
+		"\"last_ok\":null,\"last\":{\"result\":\"failed\","
+		"\"error\":\"disk full\",\"finished\":1}}",
+		false, "failed: disk full"},
+	    {200,
+		"{\"schedule\":\"daily 02:00\",\"interval_s\":86400,"
+		"\"last_ok\":null,\"last\":null}",
+		false, "no backup has succeeded"},
+	};
+	char text[400];
+	json_t *ans, *row;
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		ans = json_loads(cases[i].ans, 0, NULL);
+		row = check_backups_row(cases[i].status, ans, now);
+		ASSERT(json_is_true(json_object_get(row, "ok")) == cases[i].ok);
+		ASSERT(strstr(json_string_value(json_object_get(row, "detail")),
+			   cases[i].says) != NULL);
+		json_decref(row);
+		json_decref(ans);
+	}
+	/* fresh and verified passes; 1.5 days old, or unverified, fails */
+	for (int k = 0; k < 3; k++) {
+		snprintf(text, sizeof(text),
+		    "{\"schedule\":\"daily 02:00\",\"interval_s\":86400,"
+		    "\"last_ok\":{\"slot\":1,\"finished\":%lld,\"size\":10,"
+		    "\"verified\":%s,\"file\":\"a.tar\"},\"last\":{\"result\":"
+		    "\"ok\",\"finished\":1}}",
+		    (long long)(now - (k == 1 ? day * 2 : day / 2)),
+		    k == 2 ? "false" : "true");
+		ans = json_loads(text, 0, NULL);
+		row = check_backups_row(200, ans, now);
+		ASSERT(json_is_true(json_object_get(row, "ok")) == (k == 0));
+		ASSERT(strstr(json_string_value(json_object_get(row, "detail")),
+			   k == 0       ? "verified"
+			       : k == 1 ? "48.0 h old"
+					: "not verified") != NULL);
+		json_decref(row);
+		json_decref(ans);
+	}
 }

@@ -173,3 +173,44 @@ TEST(time_parse)
 	ASSERT_INT(time_parse("-5", now, &t), US_EINVAL);
 	ASSERT_INT(time_parse("99999999999999999999h", now, &t), US_EINVAL);
 }
+
+TEST(log_ring)
+{
+	struct log_entry out[4];
+	struct log_summary sum;
+	uint64_t w, e;
+	int64_t t0 = time_wall_ms();
+	size_t n;
+
+	log_init("unit", LOG_LEVEL_ERROR);
+	log_info("not kept");
+	log_warn("warned %d", 1); /* below the level printed: still kept */
+	log_error("failed %s", "here");
+	log_counts(&w, &e);
+	ASSERT_INT(w, 1);
+	ASSERT_INT(e, 1);
+	n = log_recent(LOG_LEVEL_WARN, t0, out, 4, &sum);
+	ASSERT_INT(n, 2);
+	ASSERT_STR(out[0].text, "warned 1");
+	ASSERT_INT(out[0].level, LOG_LEVEL_WARN);
+	ASSERT_STR(out[1].text, "failed here");
+	ASSERT_INT(out[1].seq, 2);
+	ASSERT_INT(sum.warnings, 1);
+	ASSERT_INT(sum.errors, 1);
+	ASSERT(!sum.truncated);
+	n = log_recent(LOG_LEVEL_ERROR, t0, out, 4, &sum);
+	ASSERT_INT(n, 1);
+	ASSERT_INT(sum.matched, 1);
+	ASSERT(log_recent(
+		   LOG_LEVEL_WARN, time_wall_ms() + 1000, out, 4, &sum) == 0);
+	/* the ring keeps the latest; older ones are said to be lost */
+	for (int i = 0; i < LOG_RECENT_MAX + 10; i++)
+		log_warn("w%d", i);
+	n = log_recent(LOG_LEVEL_WARN, t0, out, 2, &sum);
+	ASSERT_INT(n, 2);
+	ASSERT_STR(out[1].text, "w265");
+	ASSERT_INT(sum.matched, LOG_RECENT_MAX);
+	ASSERT(sum.truncated);
+	log_counts(&w, &e);
+	ASSERT_INT(w, LOG_RECENT_MAX + 11);
+}

@@ -1,0 +1,214 @@
+"""understudy check, the daily maintenance check: it passes on a healthy
+cluster (every row but the backups', which another part of the work
+fills), and it names the broken thing, with exit status 1, when one etcd
+member of three is stopped, when Kamailio is stopped, when NATS is
+stopped, when a server logged an error, and when a server's record copy
+lags. check_schedule lets the admin primary run it by itself and keep
+the result (understudy check --last, /metrics)."""
+import json
+import re
+import subprocess
+import time
+
+from conftest import AUTH, CLI, Cluster, Etcd, Kamailio, b64, http, wait_for
+
+
+def check(c, *args):
+    """(exit status, result) of understudy check --json on c's config."""
+    r = subprocess.run([CLI, "check", "--config", c.config, "--json"] + list(args),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode in (0, 1), r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def failing(res, group=None):
+    return [(r["server"], r["name"], r["detail"]) for r in res["rows"]
+            if not r["ok"] and (group is None or r["group"] == group)]
+
+
+def row(res, server, name, detail=""):
+    return [r for r in res["rows"] if r["server"] == server and r["name"] == name
+            and detail in r["detail"]]
+
+
+def only_backups_fail(res):
+    return not [f for f in failing(res) if f[0] != "cluster"]
+
+
+def make_cluster(tmp_path, etcd, servers, **kw):
+    c = Cluster(tmp_path, etcd, servers, **kw)
+    c.start()
+    for s in servers:
+        if not s.get("spare"):
+            assert c.wait_owner(s["name"], s["name"])
+    return c
+
+
+def test_check_links(tmp_path):
+    """Healthy, then one etcd member of three down, then Kamailio down,
+    then NATS down: each named by its row, the exit status 1."""
+    etcd = Etcd(3, str(tmp_path))
+    kam = Kamailio(str(tmp_path))
+    c = None
+    try:
+        c = make_cluster(tmp_path, etcd, [
+            {"name": "PA1", "failover": ["PA3"]},
+            {"name": "PA3", "failover": ["PA1"]}], registrar=kam.address)
+
+        def registered():
+            rc, res = check(c)
+            return res if only_backups_fail(res) else None
+        res = wait_for(registered, 20, step=0.5)
+        assert res, failing(check(c)[1])
+        rc, res = check(c)
+        assert rc == (0 if not failing(res) else 1)
+        for srv in ("PA1", "PA3"):
+            assert row(res, srv, "etcd quorum", "3 of 3 members answer")[0]["ok"]
+            assert row(res, srv, "registrar", "answers OPTIONS")[0]["ok"]
+            assert row(res, srv, "route point")[0]["ok"]
+            assert row(res, srv, "nats", "JetStream")[0]["ok"]
+            assert row(res, srv, "records copy", "caught up")[0]["ok"]
+            assert row(res, srv, "api of peer", "answers")[0]["ok"]
+            assert row(res, srv, "state dir")[0]["ok"]
+            assert row(res, srv, "errors logged", "no error")[0]["ok"]
+            assert row(res, srv, "same version")[0]["ok"]
+        # the table: a row per check and server, a summary line
+        r = subprocess.run([CLI, "check", "--config", c.config], capture_output=True,
+                           text=True, timeout=60)
+        assert "✔  PA1" in r.stdout and "checks," in r.stdout, r.stdout
+
+        # one etcd member of three: that member fails, the quorum holds
+        etcd.kill(2)
+        rc, res = check(c)
+        assert rc == 1
+        down = etcd.endpoints[2]
+        assert [f for f in failing(res) if f[1] == "etcd member" and down in f[2]], \
+            failing(res)
+        assert row(res, "PA1", "etcd quorum", "2 of 3")[0]["ok"]
+
+        # Kamailio: the registrar does not answer OPTIONS
+        kam.stop()
+        rc, res = check(c)
+        assert rc == 1
+        assert [f for f in failing(res, "links") if f[1] == "registrar"
+                and kam.address in f[2]], failing(res)
+
+        # NATS: the servers' check says so
+        c.nats.stop()
+        rc, res = check(c)
+        assert rc == 1
+        assert {f[0] for f in failing(res) if f[1] == "nats"} == {"PA1", "PA3"}, \
+            failing(res)
+    finally:
+        if c:
+            c.stop_all()
+        kam.stop()
+        etcd.stop()
+
+
+def test_check_errors(tmp_path, etcd1):
+    """A server that logged an error fails the errors group, the others
+    not; GET /v1/log lists it; --since after it passes again. The error
+    is real: the server's etcd lease is revoked under it, as an operator
+    with etcdctl could, and it logs that it is not serving."""
+    c = make_cluster(tmp_path, etcd1, [
+        {"name": "PA1", "failover": ["PA3"]},
+        {"name": "PA3", "failover": ["PA1"]}])
+    try:
+        rc, res = check(c)
+        assert not failing(res, "errors"), failing(res)
+        st, members = etcd1.call("/v3/kv/range", {
+            "key": b64("/understudy/%s/members/PA3" % c.cluster)})
+        lease = members["kvs"][0]["lease"]
+        st, _ = etcd1.call("/v3/lease/revoke", {"ID": lease})
+        assert st == 200
+
+        def logged():
+            st, body = http("GET", c.url("PA3") + "/v1/log?level=error",
+                            headers=AUTH)
+            return body if st == 200 and body["entries"] else None
+        body = wait_for(logged, 10, step=0.1)
+        assert body and "not serving" in body["entries"][-1]["message"], body
+        assert body["counts"]["error"] >= 1
+        assert wait_for(lambda: c.healthy("PA3"), 15)
+        rc, res = check(c)
+        assert rc == 1
+        errs = failing(res, "errors")
+        assert [e[0] for e in errs] == ["PA3"], errs
+        assert "not serving" in errs[0][2]
+        # read access is needed for the log
+        assert http("GET", c.url("PA3") + "/v1/log")[0] == 401
+        metrics = http("GET", c.url("PA3") + "/metrics", headers=AUTH)[1]
+        assert re.search(r'^understudy_log_messages_total\{level="error"\} [1-9]',
+                         metrics, re.M), metrics
+        # errors before --since do not count
+        rc, res = check(c, "--since", str(int(time.time() * 1000)))
+        assert not failing(res, "errors"), failing(res)
+    finally:
+        c.stop_all()
+
+
+def test_check_record_copy_lags(tmp_path, etcd1):
+    """A server killed (master and worker) stops copying the records;
+    calls on the others add records; the check names that server's
+    record copy as lagging, from what its durable consumer shows, and
+    says its API does not answer."""
+    c = make_cluster(tmp_path, etcd1, [
+        {"name": "PA1", "failover": ["PA2"]},
+        {"name": "PA2", "spare": True},
+        {"name": "PA3", "failover": ["PA2"]}])
+    try:
+        c.kill("PA3")
+        for _ in range(5):
+            st, call = c.call("PA1")
+            assert st == 201, call
+            assert c.end(call)[0] == 200
+
+        def lagging():
+            rc, res = check(c)
+            rows = [f for f in failing(res, "archiving") if f[0] == "PA3"]
+            return (rc, res) if rows else None
+        got = wait_for(lagging, 40, step=1)
+        assert got, failing(check(c)[1])
+        rc, res = got
+        assert rc == 1
+        lag = row(res, "PA3", "records copy")[0]
+        assert "records behind" in lag["detail"], lag
+        assert lag["lag_records"] >= 5 and lag["lag_seconds"] > 10
+        assert lag["reported_by"] in ("PA1", "PA2")
+        assert not row(res, "PA3", "api")[0]["ok"]
+        assert row(res, "PA1", "records copy")[0]["ok"]
+    finally:
+        c.stop_all()
+
+
+def test_check_schedule(tmp_path, etcd1):
+    """check_schedule: the admin primary runs the check by itself at each
+    slot and keeps the result; understudy check --last prints it and
+    /metrics has it, on every server."""
+    c = make_cluster(tmp_path, etcd1, [
+        {"name": "PA1", "failover": ["PA3"]},
+        {"name": "PA3", "failover": ["PA1"]}],
+        extra=["check_schedule = every 10s"])
+    try:
+        def last():
+            r = subprocess.run([CLI, "check", "--config", c.config, "--last", "--json"],
+                               capture_output=True, text=True, timeout=30)
+            return (r.returncode, json.loads(r.stdout)) if r.stdout else None
+        got = wait_for(last, 30, step=0.5)
+        assert got, "no scheduled check ran"
+        rc, res = got
+        assert res["scheduled"] and res["by"] in ("PA1", "PA3")
+        assert rc == (0 if res["ok"] else 1)
+        assert only_backups_fail(res), failing(res)
+        for srv in ("PA1", "PA3"):
+            def metrics():
+                text = http("GET", c.url(srv) + "/metrics", headers=AUTH)[1]
+                return text if "understudy_check_ok" in text else None
+            text = wait_for(metrics, 10, step=0.2)
+            assert text, srv
+            assert re.search(r"^understudy_check_failures \d+$", text, re.M)
+            assert re.search(r"^understudy_check_last_timestamp_seconds \d+", text,
+                             re.M)
+    finally:
+        c.stop_all()
