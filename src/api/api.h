@@ -65,6 +65,14 @@ void http_reply_json(struct http_req *req, unsigned status, json_t *body);
 void http_reply_error(struct http_req *req, unsigned status, int err,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/*
+ * Answer with the size bytes of the open file fd (sent from the file,
+ * never held in memory); fd is the request's from here on, closed when
+ * the answer is gone, also when it could not be sent.
+ */
+void http_reply_file(struct http_req *req, unsigned status,
+    const char *content_type, int fd, uint64_t size);
+
 /* Answer with a text body of the given content type. */
 void http_reply_text(struct http_req *req, unsigned status,
     const char *content_type, const char *text, size_t len);
@@ -108,6 +116,8 @@ struct api_ctx {
 	int64_t config_in_effect; /* the cluster's version in effect */
 	json_t *config_restart; /* why that one needs a restart, or NULL */
 	bool stopping;
+	const char *state_dir; /* where backup parts are made */
+	const char *db_path; /* this server's database, for its backups */
 };
 
 #define ROUTE_PARAMS 3
@@ -148,6 +158,12 @@ void config_history(
 void config_diff_versions(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 void config_apply(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_backup.c: the parts of a backup (docs/api.md) */
+void backup_get_etcd(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void backup_get_db(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
 /*

@@ -136,6 +136,13 @@ int cli_records(int argc, char **argv);
 /* cli_control.c: stop, start, failback (argv[0] is which) */
 int cli_control(int argc, char **argv);
 
+/*
+ * cli_backup.c: backup [verify FILE], and restore. backup status (the
+ * scheduled backups) is not here: cli_backup routes the subcommands.
+ */
+int cli_backup(int argc, char **argv);
+int cli_restore(int argc, char **argv);
+
 /* cli_up.c: up */
 int cli_up(int argc, char **argv);
 

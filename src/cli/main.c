@@ -37,6 +37,11 @@ usage(FILE *f)
 	    "                      version, the password hashed here\n"
 	    "  passwd              print an argon2id hash for a [user] "
 	    "password\n"
+	    "  backup [--to FILE]  one archive of the whole cluster, taken "
+	    "while it\n"
+	    "                      serves\n"
+	    "  backup verify FILE  every checksum, then a restore test\n"
+	    "  restore FILE        put an archive back for understudy up\n"
 	    "\n"
 	    "Every command takes --help. Exit status: 0 done, 1 failed or\n"
 	    "problems found, 2 bad usage.\n");
@@ -84,6 +89,10 @@ main(int argc, char **argv)
 		rc = cli_records(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "user") == 0)
 		rc = cli_users(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "backup") == 0)
+		rc = cli_backup(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "restore") == 0)
+		rc = cli_restore(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "passwd") == 0)
 		rc = cli_passwd(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "stop") == 0 ||
