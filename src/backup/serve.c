@@ -300,7 +300,7 @@ stream_write(char *data, size_t size, size_t nmemb, void *userp)
 		s->failed = true;
 		return 0;
 	}
-	while (buf_take_line(&s->line, &line, &len) == 0) {
+	while (buf_take_line(&s->line, &line, &len) == 1) {
 		int rc = len ? stream_line(s, line, len) : 0;
 
 		free(line);
