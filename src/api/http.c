@@ -525,8 +525,8 @@ reply_resume(struct http_req *req)
 }
 
 void
-http_reply_file(struct http_req *req, unsigned status,
-    const char *content_type, int fd, uint64_t size)
+http_reply_file(struct http_req *req, unsigned status, const char *content_type,
+    int fd, uint64_t size)
 {
 	if (req->replied) {
 		close(fd);

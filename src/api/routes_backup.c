@@ -105,10 +105,10 @@ done(uv_work_t *w, int status)
 	} else {
 		header_i64(req, "X-Understudy-Etcd-Revision", p->revision);
 		header_i64(req, "X-Understudy-Keys", p->keys);
-		header_i64(req, "X-Understudy-Config-Versions",
-		    p->config_versions);
-		header_i64(req, "X-Understudy-Config-In-Effect",
-		    p->config_in_effect);
+		header_i64(
+		    req, "X-Understudy-Config-Versions", p->config_versions);
+		header_i64(
+		    req, "X-Understudy-Config-In-Effect", p->config_in_effect);
 	}
 	log_info("backup: sending the %s part: %" PRIu64 " bytes, sha256 %s",
 	    j->db ? "db" : "etcd", p->size, p->sha256);
@@ -123,7 +123,8 @@ start(struct http_req *req, struct api_ctx *ctx, bool db)
 	struct job *j;
 
 	if (in_flight >= BACKUP_PARTS_AT_ONCE) {
-		http_req_add_reply_header(req, "Retry-After", BACKUP_RETRY_AFTER);
+		http_req_add_reply_header(
+		    req, "Retry-After", BACKUP_RETRY_AFTER);
 		http_reply_error(req, 503, US_EBUSY,
 		    "%s is making or sending a backup part already: try again",
 		    ctx->self->name);
@@ -153,8 +154,8 @@ start(struct http_req *req, struct api_ctx *ctx, bool db)
 	if (uv_queue_work(uv_default_loop(), &j->work, run, done) != 0) {
 		j->worked = true;
 		job_free(j);
-		http_reply_error(req, 500, US_EINTERNAL,
-		    "cannot queue the backup work");
+		http_reply_error(
+		    req, 500, US_EINTERNAL, "cannot queue the backup work");
 		return;
 	}
 	http_req_on_gone(req, gone, j);

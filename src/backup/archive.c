@@ -283,8 +283,8 @@ all_zero(const unsigned char *b)
  * with the reason in err.
  */
 static int
-parse_header(const unsigned char *h, struct archive_entry *e, char *err,
-    size_t errlen)
+parse_header(
+    const unsigned char *h, struct archive_entry *e, char *err, size_t errlen)
 {
 	uint64_t sum, mine = 0;
 	size_t n;
@@ -308,7 +308,8 @@ parse_header(const unsigned char *h, struct archive_entry *e, char *err,
 		return -1;
 	}
 	if (h[156] != '0' && h[156] != '\0') {
-		snprintf(err, errlen, "an entry is not a regular file (type %c)",
+		snprintf(err, errlen,
+		    "an entry is not a regular file (type %c)",
 		    h[156] >= 32 && h[156] < 127 ? h[156] : '?');
 		return -1;
 	}
@@ -329,8 +330,9 @@ parse_header(const unsigned char *h, struct archive_entry *e, char *err,
 		return -1;
 	}
 	if (number(h + 124, 12, &e->size) != 0 || e->size > ARCHIVE_PART_MAX) {
-		snprintf(err, errlen, "%s: its size field is garbled or over "
-				      "the cap",
+		snprintf(err, errlen,
+		    "%s: its size field is garbled or over "
+		    "the cap",
 		    e->name);
 		return -1;
 	}
@@ -360,8 +362,8 @@ read_all(int fd, uint64_t off, void *data, size_t len)
 }
 
 int
-archive_index_read(int fd, uint64_t size, struct archive_index *ix, char *err,
-    size_t errlen)
+archive_index_read(
+    int fd, uint64_t size, struct archive_index *ix, char *err, size_t errlen)
 {
 	unsigned char h[BLOCK];
 	struct archive_entry e;
@@ -380,7 +382,8 @@ archive_index_read(int fd, uint64_t size, struct archive_index *ix, char *err,
 			return -1;
 		}
 		if (read_all(fd, off, h, BLOCK) != 0)
-			return fail(err, errlen, "%s: %s", "reading the archive");
+			return fail(
+			    err, errlen, "%s: %s", "reading the archive");
 		if ((rc = parse_header(h, &e, why, sizeof(why))) < 0) {
 			snprintf(err, errlen, "at byte %llu: %s",
 			    (unsigned long long)off, why);
@@ -396,8 +399,8 @@ archive_index_read(int fd, uint64_t size, struct archive_index *ix, char *err,
 			return -1;
 		}
 		if (archive_index_find(ix, e.name)) {
-			snprintf(err, errlen, "%s is in the archive twice",
-			    e.name);
+			snprintf(
+			    err, errlen, "%s is in the archive twice", e.name);
 			return -1;
 		}
 		if (ix->n >= ARCHIVE_PARTS_MAX) {
@@ -443,8 +446,8 @@ archive_index_find(const struct archive_index *ix, const char *name)
 }
 
 int
-archive_sha256(int fd, uint64_t off, uint64_t len, int copy,
-    unsigned char *sha, char *err, size_t errlen)
+archive_sha256(int fd, uint64_t off, uint64_t len, int copy, unsigned char *sha,
+    char *err, size_t errlen)
 {
 	crypto_hash_sha256_state st;
 	uint64_t done = 0;
@@ -457,8 +460,8 @@ archive_sha256(int fd, uint64_t off, uint64_t len, int copy,
 	}
 	crypto_hash_sha256_init(&st);
 	while (done < len) {
-		size_t n = len - done < COPY_CHUNK ? (size_t)(len - done)
-						   : COPY_CHUNK;
+		size_t n =
+		    len - done < COPY_CHUNK ? (size_t)(len - done) : COPY_CHUNK;
 
 		if (read_all(fd, off + done, chunk, n) != 0) {
 			fail(err, errlen, "%s: %s", "reading");

@@ -91,8 +91,8 @@ int archive_part_begin(
     struct archive_writer *w, const char *name, char *err, size_t errlen);
 
 /* Append to the open part, hashing as it goes. 0 or -1 (err). */
-int archive_part_write(struct archive_writer *w, const void *data,
-    size_t len, char *err, size_t errlen);
+int archive_part_write(struct archive_writer *w, const void *data, size_t len,
+    char *err, size_t errlen);
 
 /* The sha256 of the open part so far (it stays open), into sha. */
 void archive_part_sha256(const struct archive_writer *w, unsigned char *sha);
@@ -138,8 +138,8 @@ struct archive_index {
  * checksum right, every body inside the file. 0, or -1 with the first
  * problem in err (with its offset). Free ix with archive_index_free.
  */
-int archive_index_read(int fd, uint64_t size, struct archive_index *ix,
-    char *err, size_t errlen);
+int archive_index_read(
+    int fd, uint64_t size, struct archive_index *ix, char *err, size_t errlen);
 void archive_index_free(struct archive_index *ix);
 
 /* The entry called name, or NULL. */
@@ -175,8 +175,8 @@ int snapshot_revision(
  * bytes must be those 32 bytes. 1 when it is, 0 when not (both written
  * as hex into want and got, 65 bytes each), -1 when unreadable (err).
  */
-int snapshot_hash_check(int fd, uint64_t size, char *want, char *got,
-    char *err, size_t errlen);
+int snapshot_hash_check(
+    int fd, uint64_t size, char *want, char *got, char *err, size_t errlen);
 
 /* verify.c */
 
@@ -210,8 +210,8 @@ struct serve_part {
  * with its revision and the counts at that revision. Blocks: for a
  * thread. 0, or -1 with p->err and p->message.
  */
-int serve_etcd(const struct config *cfg, const char *tmpdir,
-    struct serve_part *p);
+int serve_etcd(
+    const struct config *cfg, const char *tmpdir, struct serve_part *p);
 
 /*
  * A consistent copy of the database at db_path (SQLite's online backup,

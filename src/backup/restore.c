@@ -87,20 +87,22 @@ running(struct restore *r, const json_t *manifest, struct buf *who)
 	size_t i;
 
 	json_array_foreach (servers, i, s) {
-		const char *name = json_string_value(json_object_get(s, "name"));
+		const char *name =
+		    json_string_value(json_object_get(s, "name"));
 		const char *api = json_string_value(json_object_get(s, "api"));
 
 		if (name == NULL || api == NULL)
 			continue;
 		snprintf(url, sizeof(url), "%s/health", api);
 		if (answers(url, r->o->ca, false))
-			buf_printf(who, "%s%s (%s)", who->len ? ", " : "", name,
-			    api);
+			buf_printf(
+			    who, "%s%s (%s)", who->len ? ", " : "", name, api);
 	}
 	for (i = 0; i < cfg->n_servers; i++) {
 		const struct config_server *cs = &cfg->servers[i];
 
-		config_api_url(cfg, cs->address, cs->api_port, base, sizeof(base));
+		config_api_url(
+		    cfg, cs->address, cs->api_port, base, sizeof(base));
 		if (who->data && strstr(who->data, base))
 			continue;
 		snprintf(url, sizeof(url), "%s/health", base);
@@ -187,8 +189,8 @@ aside(struct restore *r, const char *path, char *err, size_t errlen)
 		    strerror(errno));
 		return -1;
 	}
-	json_array_append_new(r->moved, json_pack("{s:s,s:s}", "from", path,
-					  "to", to));
+	json_array_append_new(
+	    r->moved, json_pack("{s:s,s:s}", "from", path, "to", to));
 	return 0;
 }
 
@@ -274,8 +276,8 @@ restore_db(struct restore *r, int fd, const struct archive_entry *e,
 	char dir[PATH_MAX], tmp[PATH_MAX + 32], db[PATH_MAX + 32];
 
 	if (server == NULL || !archive_name_ok(server) || strchr(server, '/')) {
-		snprintf(err, errlen, "%s: no server name in the manifest",
-		    e->name);
+		snprintf(
+		    err, errlen, "%s: no server name in the manifest", e->name);
 		return -1;
 	}
 	snprintf(dir, sizeof(dir), "%s/%s", r->o->state_dir, server);
@@ -294,8 +296,8 @@ restore_db(struct restore *r, int fd, const struct archive_entry *e,
 		return -1;
 	}
 	json_array_append_new(r->restored,
-	    json_pack("{s:s,s:s,s:s}", "part", e->name, "to", db, "server",
-		server));
+	    json_pack(
+		"{s:s,s:s,s:s}", "part", e->name, "to", db, "server", server));
 	return 0;
 }
 
@@ -318,8 +320,8 @@ in_the_way(struct restore *r, const json_t *parts, struct buf *paths,
 		    json_string_value(json_object_get(part, "server"));
 		const char *kind =
 		    json_string_value(json_object_get(part, "kind"));
-		static const char *const suffix[] = {"", "-wal", "-shm",
-		    "-journal"};
+		static const char *const suffix[] = {
+		    "", "-wal", "-shm", "-journal"};
 
 		if (server == NULL || kind == NULL || strcmp(kind, "db") != 0)
 			continue;
@@ -336,8 +338,8 @@ in_the_way(struct restore *r, const json_t *parts, struct buf *paths,
 }
 
 int
-backup_restore(const struct backup_restore_opts *o, json_t **report,
-    char *err, size_t errlen)
+backup_restore(const struct backup_restore_opts *o, json_t **report, char *err,
+    size_t errlen)
 {
 	struct restore r;
 	struct archive_index ix = {0};
@@ -359,9 +361,9 @@ backup_restore(const struct backup_restore_opts *o, json_t **report,
 	strftime(r.stamp, sizeof(r.stamp), "%Y%m%dT%H%M%SZ", &tm);
 	buf_init(&who, 4096);
 	buf_init(&paths, 8192);
-	*report = json_pack("{s:s,s:s,s:o,s:o}", "archive", o->path,
-	    "state_dir", o->state_dir, "restored", r.restored, "moved_aside",
-	    r.moved);
+	*report =
+	    json_pack("{s:s,s:s,s:o,s:o}", "archive", o->path, "state_dir",
+		o->state_dir, "restored", r.restored, "moved_aside", r.moved);
 	rc = backup_verify(o->path, NULL, &vr, err, errlen);
 	json_object_set(*report, "verify", vr ? vr : json_null());
 	if (rc != 0) {
@@ -410,8 +412,8 @@ backup_restore(const struct backup_restore_opts *o, json_t **report,
 	    fstat(fd, &st) != 0 ||
 	    archive_index_read(fd, (uint64_t)st.st_size, &ix, err, errlen)) {
 		if (fd < 0)
-			snprintf(err, errlen, "%s: %s", o->path,
-			    strerror(errno));
+			snprintf(
+			    err, errlen, "%s: %s", o->path, strerror(errno));
 		goto fail;
 	}
 	json_array_foreach (parts, i, part) {

@@ -27,8 +27,7 @@
 #define SERVE_ANSWER_MAX (64u * 1024)
 #define SERVE_DB_BUSY_MS 5000
 
-static int
-failed(struct serve_part *p, int err, const char *fmt, ...)
+static int failed(struct serve_part *p, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -170,8 +169,7 @@ range_body(const char *key, size_t klen, const char *end, size_t elen,
 		e = base64_encode(end, elen);
 	if (k && (end == NULL || e))
 		if (asprintf(&s,
-			"{\"key\":\"%s\"%s%s%s,\"revision\":\"%" PRId64
-			"\"%s}",
+			"{\"key\":\"%s\"%s%s%s,\"revision\":\"%" PRId64 "\"%s}",
 			k, e ? ",\"range_end\":\"" : "", e ? e : "",
 			e ? "\"" : "", rev,
 			count_only ? ",\"count_only\":true" : "") < 0)
@@ -183,8 +181,7 @@ range_body(const char *key, size_t klen, const char *end, size_t elen,
 
 static int
 count(const char *ep, const struct tls_files *t, const char *key, size_t klen,
-    const char *end, size_t elen, int64_t rev, int64_t *n,
-    struct serve_part *p)
+    const char *end, size_t elen, int64_t rev, int64_t *n, struct serve_part *p)
 {
 	char *body = range_body(key, klen, end, elen, rev, true);
 	json_t *out;
@@ -251,7 +248,8 @@ stream_line(struct stream *s, const char *line, size_t len)
 	r = json_object_get(o, "result");
 	e = json_object_get(o, "error");
 	if (o == NULL || (r == NULL && e == NULL)) {
-		failed(s->p, US_EPROTO, "the snapshot stream is not JSON lines");
+		failed(
+		    s->p, US_EPROTO, "the snapshot stream is not JSON lines");
 		goto out;
 	}
 	if (e) {
@@ -260,14 +258,13 @@ stream_line(struct stream *s, const char *line, size_t len)
 		goto out;
 	}
 	blob = json_string_value(json_object_get(r, "blob"));
-	if (blob && *blob &&
-	    base64_decode(blob, strlen(blob), &bin, &n) != 0) {
+	if (blob && *blob && base64_decode(blob, strlen(blob), &bin, &n) != 0) {
 		failed(s->p, US_EPROTO, "a snapshot blob is not base64");
 		goto out;
 	}
 	for (size_t done = 0; done < n;) {
-		ssize_t w = pwrite(s->fd, bin + done, n - done,
-		    (off_t)(s->size + done));
+		ssize_t w = pwrite(
+		    s->fd, bin + done, n - done, (off_t)(s->size + done));
 
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -294,8 +291,9 @@ stream_write(char *data, size_t size, size_t nmemb, void *userp)
 	size_t len;
 
 	if (buf_append(&s->line, data, size * nmemb) != 0) {
-		failed(s->p, US_ETOOBIG, "a line of the snapshot stream is "
-					 "over %u bytes",
+		failed(s->p, US_ETOOBIG,
+		    "a line of the snapshot stream is "
+		    "over %u bytes",
 		    SERVE_LINE_MAX);
 		s->failed = true;
 		return 0;
@@ -313,8 +311,8 @@ stream_write(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 static int
-snapshot(const char *ep, const struct tls_files *t, int fd,
-    struct serve_part *p)
+snapshot(
+    const char *ep, const struct tls_files *t, int fd, struct serve_part *p)
 {
 	struct stream s = {.fd = fd, .p = p};
 	struct curl_slist *h = NULL;
@@ -353,8 +351,9 @@ snapshot(const char *ep, const struct tls_files *t, int fd,
 		return failed(p, US_EUNAVAIL, "etcd at %s: %s", ep,
 		    why[0] ? why : curl_easy_strerror(rc));
 	if (status != 200)
-		return failed(p, US_EETCD, "etcd at %s answered %ld to the "
-					   "snapshot",
+		return failed(p, US_EETCD,
+		    "etcd at %s answered %ld to the "
+		    "snapshot",
 		    ep, status);
 	p->size = s.size;
 	return 0;
@@ -387,12 +386,13 @@ etcd_from(const char *ep, const struct tls_files *t, const char *cluster,
 	if (rc < 0)
 		return failed(p, US_EIO, "the snapshot: %s", err);
 	if (rc == 0)
-		return failed(p, US_EPROTO, "the snapshot from %s does not "
-					    "match its own sha256",
+		return failed(p, US_EPROTO,
+		    "the snapshot from %s does not "
+		    "match its own sha256",
 		    ep);
 	if (snapshot_revision(p->fd, p->size, &p->revision, err, sizeof(err)))
-		return failed(p, US_EPROTO, "the snapshot from %s: %s", ep,
-		    err);
+		return failed(
+		    p, US_EPROTO, "the snapshot from %s: %s", ep, err);
 	plen = (size_t)snprintf(
 	    prefix, sizeof(prefix), "/understudy-config/%s/v/", cluster);
 	memcpy(end, prefix, plen);
@@ -470,14 +470,16 @@ serve_db(const char *db_path, const char *tmpdir, struct serve_part *p)
 		    tmpdir, strerror(errno));
 	close(fd);
 	if (sqlite3_open_v2(db_path, &src,
-		SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+		NULL) != SQLITE_OK) {
 		failed(p, US_EIO, "%s: %s", db_path,
 		    src ? sqlite3_errmsg(src) : "out of memory");
 		goto out;
 	}
 	sqlite3_busy_timeout(src, SERVE_DB_BUSY_MS);
 	if (sqlite3_open_v2(path, &dst,
-		SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+		NULL) != SQLITE_OK) {
 		failed(p, US_EIO, "%s: %s", path,
 		    dst ? sqlite3_errmsg(dst) : "out of memory");
 		goto out;
@@ -494,8 +496,8 @@ serve_db(const char *db_path, const char *tmpdir, struct serve_part *p)
 	rc = sqlite3_backup_step(bk, -1);
 	sqlite3_backup_finish(bk);
 	if (rc != SQLITE_DONE) {
-		failed(p, US_EIO, "backup of %s: %s", db_path,
-		    sqlite3_errstr(rc));
+		failed(
+		    p, US_EIO, "backup of %s: %s", db_path, sqlite3_errstr(rc));
 		rc = -1;
 		goto out;
 	}

@@ -240,8 +240,9 @@ lookup(struct bolt *b, struct page *pg, const char *name, unsigned char **out,
 		}
 		if (!(fl_page & BOLT_BRANCH) || count == 0 ||
 		    ++depth > BOLT_DEPTH_MAX) {
-			bad(b, "a tree page is neither branch nor leaf, or "
-			       "too deep");
+			bad(b,
+			    "a tree page is neither branch nor leaf, or "
+			    "too deep");
 			break;
 		}
 		/* the last element whose key is not after name */
@@ -307,8 +308,8 @@ last_key(struct bolt *b, struct page *pg, unsigned char *key, size_t keymax,
 		count = le16(pg->p + 10);
 		if (count == 0)
 			break;
-		if (element(b, pg, count - 1u, &k, &kl, &v, &vl, &fl,
-			&child) != 0) {
+		if (element(b, pg, count - 1u, &k, &kl, &v, &vl, &fl, &child) !=
+		    0) {
 			page_free(pg);
 			return -1;
 		}
@@ -320,8 +321,9 @@ last_key(struct bolt *b, struct page *pg, unsigned char *key, size_t keymax,
 		if (!(le16(pg->p + 8) & BOLT_BRANCH) ||
 		    ++depth > BOLT_DEPTH_MAX) {
 			page_free(pg);
-			return bad(b, "a tree page is neither branch nor leaf, "
-				      "or too deep");
+			return bad(b,
+			    "a tree page is neither branch nor leaf, "
+			    "or too deep");
 		}
 		page_free(pg);
 		if (page_read(b, child, pg) != 0)
@@ -387,8 +389,7 @@ bucket(struct bolt *b, uint64_t root, const char *name, struct page *pg)
 }
 
 int
-snapshot_revision(
-    int fd, uint64_t size, int64_t *rev, char *err, size_t errlen)
+snapshot_revision(int fd, uint64_t size, int64_t *rev, char *err, size_t errlen)
 {
 	struct bolt b = {fd, size, 0, err, errlen};
 	unsigned char key[32], *val = NULL;
@@ -411,8 +412,9 @@ snapshot_revision(
 		return -1;
 	if (klen != 0) {
 		if ((klen != 17 && klen != 18) || key[8] != '_')
-			return bad(&b, "a key of the \"key\" bucket is not a "
-				       "revision");
+			return bad(&b,
+			    "a key of the \"key\" bucket is not a "
+			    "revision");
 		r = be64(key);
 	}
 	/* a compaction may have removed the newest revision's key */
@@ -433,8 +435,8 @@ snapshot_revision(
 }
 
 int
-snapshot_hash_check(int fd, uint64_t size, char *want, char *got, char *err,
-    size_t errlen)
+snapshot_hash_check(
+    int fd, uint64_t size, char *want, char *got, char *err, size_t errlen)
 {
 	unsigned char tail[SNAPSHOT_HASH_LEN], sha[32];
 
@@ -444,12 +446,12 @@ snapshot_hash_check(int fd, uint64_t size, char *want, char *got, char *err,
 		return -1;
 	}
 	if (read_at(fd, size - SNAPSHOT_HASH_LEN, tail, sizeof(tail)) != 0) {
-		snprintf(err, errlen, "cannot read its hash: %s",
-		    strerror(errno));
+		snprintf(
+		    err, errlen, "cannot read its hash: %s", strerror(errno));
 		return -1;
 	}
-	if (archive_sha256(fd, 0, size - SNAPSHOT_HASH_LEN, -1, sha, err,
-		errlen) != 0)
+	if (archive_sha256(
+		fd, 0, size - SNAPSHOT_HASH_LEN, -1, sha, err, errlen) != 0)
 		return -1;
 	archive_hex(tail, want);
 	archive_hex(sha, got);

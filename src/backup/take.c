@@ -191,7 +191,8 @@ fetch(const struct backup_target *t, const char *base, const char *path,
 	if (f->write_failed)
 		snprintf(why, wlen, "writing the archive: %s", f->err);
 	else if (rc != CURLE_OK)
-		snprintf(why, wlen, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+		snprintf(
+		    why, wlen, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
 	else if (f->status != 200) {
 		answer_why(f, why, wlen);
 		*busy = f->status == 503 && strstr(why, "EBUSY") != NULL;
@@ -226,8 +227,7 @@ fetch(const struct backup_target *t, const char *base, const char *path,
 /* fetch, waiting while the server says it is busy with another backup. */
 static int
 fetch_patiently(const struct backup_target *t, const char *base,
-    const char *path, const char *name, struct fetch *f, char *why,
-    size_t wlen)
+    const char *path, const char *name, struct fetch *f, char *why, size_t wlen)
 {
 	bool busy = false;
 
@@ -247,8 +247,8 @@ fetch_patiently(const struct backup_target *t, const char *base,
 }
 
 static json_t *
-part_json(const char *name, const char *kind, const char *server,
-    uint64_t size, const char *hex)
+part_json(const char *name, const char *kind, const char *server, uint64_t size,
+    const char *hex)
 {
 	return json_pack("{s:s,s:s,s:s,s:I,s:s}", "name", name, "kind", kind,
 	    "server", server, "size", (json_int_t)size, "sha256", hex);
@@ -285,8 +285,8 @@ write_manifest(struct archive_writer *w, json_t *m, char *err, size_t errlen)
 		    ARCHIVE_MANIFEST_MAX);
 		goto out;
 	}
-	if (archive_add(w, "manifest.json", text, strlen(text), sha, err,
-		errlen) != 0)
+	if (archive_add(
+		w, "manifest.json", text, strlen(text), sha, err, errlen) != 0)
 		goto out;
 	archive_hex(sha, hex);
 	/* as sha256sum writes it: `sha256sum -c manifest.sha256` checks */
@@ -302,7 +302,8 @@ out:
 static int
 temp_beside(const char *path, char *dir, size_t dlen, char *tmp, size_t tlen)
 {
-	const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+	const char *slash = strrchr(path, '/'),
+		   *base = slash ? slash + 1 : path;
 
 	if (*base == '\0')
 		return -1;
@@ -337,8 +338,8 @@ backup_take(const struct backup_target *t, const char *path,
 	memset(&f, 0, sizeof(f));
 	buf_init(&f.answer, TAKE_ERROR_MAX);
 	if (lstat(path, &st) == 0) {
-		snprintf(err, errlen, "%s exists; a backup never overwrites",
-		    path);
+		snprintf(
+		    err, errlen, "%s exists; a backup never overwrites", path);
 		errno = EEXIST;
 		goto out;
 	}
@@ -359,8 +360,7 @@ backup_take(const struct backup_target *t, const char *path,
 	missing = json_array();
 	m = json_pack("{s:i,s:s,s:s,s:s,s:o,s:o,s:o}", "format", 1, "cluster",
 	    cfg->cluster.name, "taken_at", now, "understudy_version",
-	    US_VERSION, "parts", parts, "servers", servers, "missing",
-	    missing);
+	    US_VERSION, "parts", parts, "servers", servers, "missing", missing);
 	if (m == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
@@ -376,7 +376,8 @@ backup_take(const struct backup_target *t, const char *path,
 		const struct config_server *s = &cfg->servers[i];
 		json_t *pj;
 
-		config_api_url(cfg, s->address, s->api_port, base, sizeof(base));
+		config_api_url(
+		    cfg, s->address, s->api_port, base, sizeof(base));
 		if (fetch_patiently(t, base, "/v1/backup/etcd", "etcd.snapshot",
 			&f, why, sizeof(why)) != 0) {
 			size_t n = strlen(etcd_why);
@@ -414,7 +415,8 @@ backup_take(const struct backup_target *t, const char *path,
 		const struct config_server *s = &cfg->servers[i];
 		char name[ARCHIVE_NAME_MAX + 1];
 
-		config_api_url(cfg, s->address, s->api_port, base, sizeof(base));
+		config_api_url(
+		    cfg, s->address, s->api_port, base, sizeof(base));
 		json_array_append_new(servers,
 		    json_pack("{s:s,s:s}", "name", s->name, "api", base));
 		snprintf(name, sizeof(name), "db/%s.sqlite", s->name);
@@ -422,11 +424,11 @@ backup_take(const struct backup_target *t, const char *path,
 		if (fetch_patiently(t, base, "/v1/backup/db", name, &f, why,
 			sizeof(why)) != 0) {
 			json_array_append_new(missing,
-			    json_pack("{s:s,s:s}", "server", s->name, "why",
-				why));
+			    json_pack(
+				"{s:s,s:s}", "server", s->name, "why", why));
 		} else {
-			json_t *pj = part_json(
-			    name, "db", s->name, f.length, f.sha256);
+			json_t *pj =
+			    part_json(name, "db", s->name, f.length, f.sha256);
 
 			json_object_set_new(pj, "counts",
 			    json_pack("{s:I,s:I}", "records",

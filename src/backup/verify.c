@@ -48,8 +48,7 @@ struct verify {
 	int failed;
 };
 
-static void
-check(struct verify *v, const char *part, const char *what, bool ok,
+static void check(struct verify *v, const char *part, const char *what, bool ok,
     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 static void
@@ -118,8 +117,8 @@ spawn(char *const argv[], const char *log)
 		return -1;
 	posix_spawn_file_actions_addopen(
 	    &fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log,
-	    O_WRONLY | O_CREAT | O_APPEND, 0600);
+	posix_spawn_file_actions_addopen(
+	    &fa, STDOUT_FILENO, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 	posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
 	if (posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) != 0)
 		pid = -1;
@@ -157,8 +156,7 @@ last_line(const char *log, char *out, size_t len)
 
 int
 verify_etcd_restore(const char *snapshot, const char *data_dir,
-    const char *name, const char *peer, const char *log, char *why,
-    size_t wlen)
+    const char *name, const char *peer, const char *log, char *why, size_t wlen)
 {
 	char initial[512];
 	char *argv[] = {(char *)"etcdctl", (char *)"snapshot",
@@ -328,8 +326,8 @@ restore_test(struct verify *v, const char *part, const char *snap)
 		    strerror(errno));
 		return;
 	}
-	snprintf(statusurl, sizeof(statusurl), "%s/v3/maintenance/status",
-	    client);
+	snprintf(
+	    statusurl, sizeof(statusurl), "%s/v3/maintenance/status", client);
 	for (t0 = time_mono_ms(); time_mono_ms() - t0 < VERIFY_ETCD_READY_MS;) {
 		if ((st = post(statusurl, "{}", 300)) != NULL)
 			break;
@@ -391,7 +389,8 @@ extract(struct verify *v, const struct archive_entry *e, const char *as,
 		    strerror(errno));
 		return -1;
 	}
-	rc = archive_sha256(v->fd, e->offset, e->size, fd, sha, err, sizeof(err));
+	rc = archive_sha256(
+	    v->fd, e->offset, e->size, fd, sha, err, sizeof(err));
 	close(fd);
 	if (rc != 0)
 		check(v, e->name, "extract", false, "%s", err);
@@ -485,8 +484,8 @@ verify_db(struct verify *v, const json_t *part, const struct archive_entry *e,
 		sqlite3_close(db);
 		return;
 	}
-	if (sqlite3_prepare_v2(db, "PRAGMA integrity_check(5)", -1, &st,
-		NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(
+		db, "PRAGMA integrity_check(5)", -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		res = (const char *)sqlite3_column_text(st, 0);
 	if (res && strcmp(res, "ok") == 0)
@@ -517,7 +516,8 @@ verify_db(struct verify *v, const json_t *part, const struct archive_entry *e,
 static void
 read_manifest(struct verify *v)
 {
-	const struct archive_entry *m = archive_index_find(&v->ix, "manifest.json");
+	const struct archive_entry *m =
+	    archive_index_find(&v->ix, "manifest.json");
 	const struct archive_entry *s =
 	    archive_index_find(&v->ix, "manifest.sha256");
 	char line[VERIFY_SHA_LINE_MAX + 1], hex[65], err[256];
@@ -540,7 +540,8 @@ read_manifest(struct verify *v)
 		return;
 	}
 	line[s->size] = '\0';
-	if (archive_sha256(v->fd, m->offset, m->size, -1, sha, err, sizeof(err))) {
+	if (archive_sha256(
+		v->fd, m->offset, m->size, -1, sha, err, sizeof(err))) {
 		check(v, m->name, "sha256", false, "%s", err);
 		return;
 	}
@@ -562,8 +563,8 @@ read_manifest(struct verify *v)
 	    i64_of(v->manifest, "format") != 1 ||
 	    !json_is_array(json_object_get(v->manifest, "parts")) ||
 	    !json_is_string(json_object_get(v->manifest, "cluster"))) {
-		check(v, m->name, "format", false,
-		    "not a manifest of format 1");
+		check(
+		    v, m->name, "format", false, "not a manifest of format 1");
 		json_decref(v->manifest);
 		v->manifest = NULL;
 	}
@@ -578,8 +579,10 @@ verify_parts(struct verify *v)
 	size_t i;
 
 	json_array_foreach (parts, i, p) {
-		const char *name = json_string_value(json_object_get(p, "name"));
-		const char *kind = json_string_value(json_object_get(p, "kind"));
+		const char *name =
+		    json_string_value(json_object_get(p, "name"));
+		const char *kind =
+		    json_string_value(json_object_get(p, "kind"));
 		const char *want =
 		    json_string_value(json_object_get(p, "sha256"));
 		const struct archive_entry *e;
@@ -645,8 +648,8 @@ verify_parts(struct verify *v)
 }
 
 int
-backup_verify(const char *path, const char *scratch, json_t **report,
-    char *err, size_t errlen)
+backup_verify(const char *path, const char *scratch, json_t **report, char *err,
+    size_t errlen)
 {
 	struct verify v;
 	struct stat st;
@@ -665,14 +668,15 @@ backup_verify(const char *path, const char *scratch, json_t **report,
 		scratch = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	snprintf(v.dir, sizeof(v.dir), "%s/understudy-verify-XXXXXX", scratch);
 	if (mkdtemp(v.dir) == NULL) {
-		snprintf(err, errlen, "cannot make a scratch directory in %s: %s",
-		    scratch, strerror(errno));
+		snprintf(err, errlen,
+		    "cannot make a scratch directory in %s: %s", scratch,
+		    strerror(errno));
 		v.dir[0] = '\0';
 		goto out;
 	}
 	v.checks = json_array();
-	if (archive_index_read(v.fd, (uint64_t)st.st_size, &v.ix, why,
-		sizeof(why)) != 0)
+	if (archive_index_read(
+		v.fd, (uint64_t)st.st_size, &v.ix, why, sizeof(why)) != 0)
 		check(&v, "archive", "format", false, "%s", why);
 	else
 		read_manifest(&v);

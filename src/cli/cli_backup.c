@@ -159,8 +159,7 @@ bar_draw(const struct backup_progress *p, void *arg)
 	fill[BAR_WIDTH] = '\0';
 	n = snprintf(line, sizeof(line),
 	    "[%s] %s of ~%s  %d/%d parts  %s/s%s  %s", fill, got, all,
-	    p->parts_done, p->parts_total, rate, left,
-	    p->part ? p->part : "");
+	    p->parts_done, p->parts_total, rate, left, p->part ? p->part : "");
 	fprintf(stderr, "\r%s%*s", line,
 	    (int)(b->width > (size_t)n ? b->width - (size_t)n : 0), "");
 	b->width = (size_t)n;
@@ -179,8 +178,8 @@ print_summary(const char *file, const json_t *m, double secs)
 	    json_string_value(json_object_get(m, "cluster")), file);
 	json_array_foreach (json_object_get(m, "parts"), i, p) {
 		const json_t *c = json_object_get(p, "counts");
-		uint64_t n = (uint64_t)json_integer_value(
-		    json_object_get(p, "size"));
+		uint64_t n =
+		    (uint64_t)json_integer_value(json_object_get(p, "size"));
 
 		total += n;
 		human(n, size, sizeof(size));
@@ -188,21 +187,19 @@ print_summary(const char *file, const json_t *m, double secs)
 			"etcd") == 0)
 			printf("  %-22s %10s  revision %lld, %lld keys, %lld "
 			       "config versions (in effect: %lld), from %s\n",
-			    json_string_value(json_object_get(p, "name")),
-			    size,
+			    json_string_value(json_object_get(p, "name")), size,
 			    (long long)json_integer_value(
 				json_object_get(e, "revision")),
 			    (long long)json_integer_value(
 				json_object_get(e, "keys")),
 			    (long long)json_integer_value(
 				json_object_get(e, "config_versions")),
-			    (long long)json_integer_value(json_object_get(
-				e, "config_version_in_effect")),
+			    (long long)json_integer_value(
+				json_object_get(e, "config_version_in_effect")),
 			    json_string_value(json_object_get(p, "server")));
 		else
 			printf("  %-22s %10s  %lld records, %lld sessions\n",
-			    json_string_value(json_object_get(p, "name")),
-			    size,
+			    json_string_value(json_object_get(p, "name")), size,
 			    (long long)json_integer_value(
 				json_object_get(c, "records")),
 			    (long long)json_integer_value(
@@ -313,7 +310,8 @@ print_checks(const char *cmd, const json_t *report, bool table)
 		printf("  %-24s %-16s %s\n", "PART", "CHECK", "RESULT");
 	json_array_foreach (json_object_get(report, "checks"), i, c) {
 		bool ok = json_is_true(json_object_get(c, "ok"));
-		const char *part = json_string_value(json_object_get(c, "part"));
+		const char *part =
+		    json_string_value(json_object_get(c, "part"));
 		const char *what =
 		    json_string_value(json_object_get(c, "check"));
 		const char *why = json_string_value(json_object_get(c, "why"));
@@ -433,8 +431,8 @@ cli_restore(int argc, char **argv)
 	if (o.json)
 		print_json(report);
 	else if (json_object_get(report, "verify"))
-		print_checks("restore", json_object_get(report, "verify"),
-		    false);
+		print_checks(
+		    "restore", json_object_get(report, "verify"), false);
 	if (rc < 0) {
 		fprintf(stderr, "understudy restore: %s%s\n", err,
 		    json_array_size(json_object_get(report, "restored")) == 0
@@ -451,8 +449,8 @@ cli_restore(int argc, char **argv)
 	}
 	if (!o.json) {
 		printf("restored %s into %s:\n", ro.path, ro.state_dir);
-		json_array_foreach (json_object_get(report, "moved_aside"), i,
-		    r)
+		json_array_foreach (
+		    json_object_get(report, "moved_aside"), i, r)
 			printf("  moved aside %s -> %s\n",
 			    json_string_value(json_object_get(r, "from")),
 			    json_string_value(json_object_get(r, "to")));
