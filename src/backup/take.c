@@ -36,6 +36,7 @@ struct fetch {
 	long status;
 	uint64_t length; /* Content-Length, 0: unknown; then the size */
 	uint64_t body; /* where the part's bytes are in the archive */
+	uint64_t before; /* bytes of the archive before this part */
 	long retry_after;
 	char sha256[65];
 	int64_t revision, keys, config_versions, in_effect, records, sessions;
@@ -102,7 +103,17 @@ on_body(char *data, size_t size, size_t nmemb, void *userp)
 		return 0;
 	}
 	if (f->prog) {
-		f->prog->bytes += n;
+		struct backup_progress *p = f->prog;
+		int left = p->parts_total - p->parts_done - 1;
+
+		p->bytes += n;
+		/* the parts still to come as large as those so far */
+		if (f->length)
+			p->bytes_expected = f->before + f->length +
+			    (uint64_t)(left > 0 ? left : 0) *
+				(p->parts_done
+					? f->before / (uint64_t)p->parts_done
+					: f->length);
 		if (f->fn)
 			f->fn(f->prog, f->arg);
 	}
@@ -157,6 +168,7 @@ fetch(const struct backup_target *t, const char *base, const char *path,
 	int ret = -1;
 
 	*busy = false;
+	f->before = before;
 	f->status = 0;
 	f->sha256[0] = '\0';
 	f->write_failed = false;
@@ -438,6 +450,8 @@ backup_take(const struct backup_target *t, const char *path,
 		}
 		prog.parts_done++;
 		prog.part = NULL;
+		if (prog.parts_done == prog.parts_total)
+			prog.bytes_expected = prog.bytes;
 		if (fn)
 			fn(&prog, arg);
 	}
