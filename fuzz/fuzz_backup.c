@@ -25,8 +25,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (fd < 0 && (fd = memfd_create("fuzz", 0)) < 0)
 		__builtin_trap();
-	if (ftruncate(fd, 0) != 0 ||
-	    pwrite(fd, data, size, 0) != (ssize_t)size)
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, data, size, 0) != (ssize_t)size)
 		__builtin_trap();
 	err[0] = '\0';
 	if (archive_index_read(fd, size, &ix, err, sizeof(err)) == 0) {
