@@ -65,6 +65,14 @@ void http_reply_json(struct http_req *req, unsigned status, json_t *body);
 void http_reply_error(struct http_req *req, unsigned status, int err,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/*
+ * Answer with the size bytes of the open file fd (sent from the file,
+ * never held in memory); fd is the request's from here on, closed when
+ * the answer is gone, also when it could not be sent.
+ */
+void http_reply_file(struct http_req *req, unsigned status,
+    const char *content_type, int fd, uint64_t size);
+
 /* Answer with a text body of the given content type. */
 void http_reply_text(struct http_req *req, unsigned status,
     const char *content_type, const char *text, size_t len);
@@ -109,9 +117,10 @@ struct api_ctx {
 	bool config_differs; /* the local file is not the version run */
 	int64_t config_in_effect; /* the cluster's version in effect */
 	json_t *config_restart; /* why that one needs a restart, or NULL */
-	const char *state_dir; /* where the database is */
+	const char *state_dir; /* where the database is, and backup parts */
 	struct check_sched *check; /* the scheduled check's last result */
 	bool stopping;
+	const char *db_path; /* this server's database, for its backups */
 };
 
 #define ROUTE_PARAMS 3
@@ -168,6 +177,12 @@ void log_get(
  * one, and the request is answered 400.
  */
 bool routes_time_arg(struct http_req *req, const char *name, int64_t *out);
+
+/* routes_backup.c: the parts of a backup (docs/api.md) */
+void backup_get_etcd(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void backup_get_db(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
 /*
  * forward.c: send an admin request to the admin primary and answer with

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -39,6 +40,8 @@ struct http_req {
 	char *content_type;
 	char *reply;
 	size_t reply_len;
+	int reply_fd; /* an answer sent from a file, or -1 */
+	uint64_t reply_fd_size;
 	struct reply_header *headers;
 	void (*gone)(struct http_req *, void *);
 	void *gone_arg;
@@ -120,6 +123,8 @@ req_free(struct http_req *req)
 	free(req->path);
 	free(req->content_type);
 	free(req->reply);
+	if (req->reply_fd >= 0)
+		close(req->reply_fd);
 	free(req);
 }
 
@@ -129,8 +134,16 @@ queue_reply(struct http_req *req)
 	struct MHD_Response *resp;
 	enum MHD_Result rc;
 
-	resp = MHD_create_response_from_buffer(
-	    req->reply_len, req->reply, MHD_RESPMEM_MUST_COPY);
+	if (req->reply_fd >= 0) {
+		/* the response owns the descriptor from here on */
+		resp = MHD_create_response_from_fd64(
+		    req->reply_fd_size, req->reply_fd);
+		if (resp != NULL)
+			req->reply_fd = -1;
+	} else {
+		resp = MHD_create_response_from_buffer(
+		    req->reply_len, req->reply, MHD_RESPMEM_MUST_COPY);
+	}
 	if (resp == NULL)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -161,6 +174,7 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 			return MHD_NO;
 		req->h = h;
 		req->conn = conn;
+		req->reply_fd = -1;
 		req->method = strdup(method);
 		req->path = strdup(url);
 		buf_init(&req->body, h->body_max);
@@ -499,6 +513,33 @@ http_req_add_reply_header(
 	req->headers = rh;
 }
 
+static void
+reply_resume(struct http_req *req)
+{
+	if (req->suspended) {
+		req->suspended = false;
+		MHD_resume_connection(req->conn);
+		/* resuming wakes nothing without MHD's own thread */
+		uv_timer_start(&req->h->timer, timer_cb, 0, 0);
+	}
+}
+
+void
+http_reply_file(struct http_req *req, unsigned status, const char *content_type,
+    int fd, uint64_t size)
+{
+	if (req->replied) {
+		close(fd);
+		return;
+	}
+	req->replied = true;
+	req->status = status;
+	req->content_type = strdup(content_type);
+	req->reply_fd = fd;
+	req->reply_fd_size = size;
+	reply_resume(req);
+}
+
 void
 http_reply_text(struct http_req *req, unsigned status, const char *content_type,
     const char *text, size_t len)
@@ -513,12 +554,7 @@ http_reply_text(struct http_req *req, unsigned status, const char *content_type,
 		memcpy(req->reply, text, len);
 		req->reply_len = len;
 	}
-	if (req->suspended) {
-		req->suspended = false;
-		MHD_resume_connection(req->conn);
-		/* resuming wakes nothing without MHD's own thread */
-		uv_timer_start(&req->h->timer, timer_cb, 0, 0);
-	}
+	reply_resume(req);
 }
 
 void

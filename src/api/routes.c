@@ -752,6 +752,9 @@ static const struct route routes[] = {
     {"/v1/config", "POST", config_apply, ACCESS_ADMIN, true},
     {"/v1/config/history", "GET", config_history, ACCESS_READ, false},
     {"/v1/config/diff", "GET", config_diff_versions, ACCESS_ADMIN, false},
+    /* each server's own parts: admin reads, not forwarded */
+    {"/v1/backup/etcd", "GET", backup_get_etcd, ACCESS_ADMIN, false},
+    {"/v1/backup/db", "GET", backup_get_db, ACCESS_ADMIN, false},
 };
 
 /* Match path against pattern; '*' takes one non-empty segment. */

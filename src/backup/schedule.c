@@ -308,7 +308,7 @@ mkdir_p(const char *path)
 
 /*
  * Remove what a holder of this slot that died left half-written: the
- * temporary files of path's archive (its name, then ".tmp").
+ * temporary files of path's archive (.NAME.partial-XXXXXX, take.c).
  */
 static void
 sweep(const char *dir, const char *path)
@@ -323,7 +323,7 @@ sweep(const char *dir, const char *path)
 		const char *name = de->d_name + (de->d_name[0] == '.');
 
 		if (strncmp(name, base, n) != 0 ||
-		    strstr(name + n, ".tmp") == NULL)
+		    strncmp(name + n, ".partial-", 9) != 0)
 			continue;
 		snprintf(old, sizeof(old), "%s/%s", dir, de->d_name);
 		if (unlink(old) == 0)

@@ -141,6 +141,12 @@ int cli_control(int argc, char **argv);
 
 /* cli_backup_status.c: backup status */
 int cli_backup_status(int argc, char **argv);
+/*
+ * cli_backup.c: backup [verify FILE], and restore. backup status (the
+ * scheduled backups) is not here: cli_backup routes the subcommands.
+ */
+int cli_backup(int argc, char **argv);
+int cli_restore(int argc, char **argv);
 
 /* cli_up.c: up */
 int cli_up(int argc, char **argv);

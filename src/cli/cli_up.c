@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backup/backup.h"
 #include "cli.h"
 
 #define UP_READY_MS 20000
@@ -233,12 +234,11 @@ start_etcd(struct up *u)
 	struct proc *p;
 	int i = 0;
 
-	snprintf(name, sizeof(name), "understudy-%s", cl->name);
+	/* the member a restore (src/backup/restore.c) puts back */
+	backup_etcd_member(u->cfg, name, sizeof(name), peer, sizeof(peer));
 	snprintf(data, sizeof(data), "%s/etcd", u->state_dir);
 	snprintf(client, sizeof(client), "http://127.0.0.1:%ld",
 	    cl->local_etcd_port);
-	snprintf(peer, sizeof(peer), "http://127.0.0.1:%ld",
-	    cl->local_etcd_port + 1);
 	snprintf(initial, sizeof(initial), "%s=%s", name, peer);
 	if ((p = proc_add(u, "etcd")) == NULL)
 		return -1;

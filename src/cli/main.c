@@ -39,6 +39,13 @@ usage(FILE *f)
 	    "                      version, the password hashed here\n"
 	    "  passwd              print an argon2id hash for a [user] "
 	    "password\n"
+	    "  backup [--to FILE]  one archive of the whole cluster, taken "
+	    "while it\n"
+	    "                      serves\n"
+	    "  backup verify FILE  every checksum, then a restore test\n"
+	    "  backup status       the scheduled backups: today's, the last, "
+	    "the kept\n"
+	    "  restore FILE        put an archive back for understudy up\n"
 	    "\n"
 	    "Every command takes --help. Exit status: 0 done, 1 failed or\n"
 	    "problems found, 2 bad usage.\n");
@@ -82,15 +89,16 @@ main(int argc, char **argv)
 		rc = cli_up(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "status") == 0)
 		rc = cli_status(argc - 1, argv + 1);
-	else if (strcmp(argv[1], "backup") == 0 && argc > 2 &&
-	    strcmp(argv[2], "status") == 0)
-		rc = cli_backup_status(argc - 2, argv + 2);
 	else if (strcmp(argv[1], "records") == 0)
 		rc = cli_records(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "check") == 0)
 		rc = cli_check(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "user") == 0)
 		rc = cli_users(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "backup") == 0)
+		rc = cli_backup(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "restore") == 0)
+		rc = cli_restore(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "passwd") == 0)
 		rc = cli_passwd(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "stop") == 0 ||

@@ -490,6 +490,8 @@ worker_main(const struct daemon_args *a)
 	w.members = members_new(w.etcd, a->cfg, a->self->name, NULL, &w);
 	w.api.cfg = a->cfg;
 	w.api.self = a->self;
+	w.api.state_dir = a->state_dir;
+	w.api.db_path = store_path(w.store);
 	if (worker_tls_read(&w) == 0)
 		w.http = http_new(w.loop, a->self->address,
 		    (unsigned)a->self->api_port, HTTP_BODY_MAX,
@@ -548,7 +550,6 @@ worker_main(const struct daemon_args *a)
 		return 1;
 	}
 	w.api.backups = w.backups;
-	w.api.state_dir = a->state_dir;
 	{
 		char *ca = config_file_path(a->cfg, cl->tls_ca);
 
