@@ -1,10 +1,11 @@
-"""understudy check, the daily maintenance check: it passes on a healthy
-cluster (every row but the backups', which another part of the work
-fills), and it names the broken thing, with exit status 1, when one etcd
-member of three is stopped, when Kamailio is stopped, when NATS is
-stopped, when a server logged an error, and when a server's record copy
-lags. check_schedule lets the admin primary run it by itself and keep
-the result (understudy check --last, /metrics)."""
+"""understudy check, the daily maintenance check: it passes (exit 0) on a
+healthy cluster, and it names the broken thing, with exit status 1, when
+one etcd member of three is stopped, when Kamailio is stopped, when NATS
+is stopped, when a server logged an error, when a server's record copy
+lags, and when the last backup is older than its schedule.
+check_schedule lets the admin primary run it by itself and keep the
+result (understudy check --last, /metrics)."""
+import os
 import json
 import re
 import subprocess
@@ -31,16 +32,22 @@ def row(res, server, name, detail=""):
             and detail in r["detail"]]
 
 
-def only_backups_fail(res):
-    return not [f for f in failing(res) if f[0] != "cluster"]
-
-
-def make_cluster(tmp_path, etcd, servers, **kw):
-    c = Cluster(tmp_path, etcd, servers, **kw)
+def make_cluster(tmp_path, etcd, servers, schedule="every 1h", extra=(), **kw):
+    """A cluster whose admin primary takes scheduled backups, as a healthy
+    site does; it is returned once the first one is written and verified."""
+    extra = list(extra) + ["backup_schedule = " + schedule,
+                           "backup_dir = " + os.path.join(str(tmp_path), "backups")]
+    c = Cluster(tmp_path, etcd, servers, extra=extra, **kw)
     c.start()
     for s in servers:
         if not s.get("spare"):
             assert c.wait_owner(s["name"], s["name"])
+
+    def backed_up():
+        st, b = http("GET", c.url(servers[0]["name"]) + "/v1/backups", headers=AUTH)
+        return st == 200 and b["last_ok"] is not None
+    assert wait_for(backed_up, 30, step=0.1), \
+        http("GET", c.url(servers[0]["name"]) + "/v1/backups", headers=AUTH)
     return c
 
 
@@ -55,13 +62,14 @@ def test_check_links(tmp_path):
             {"name": "PA1", "failover": ["PA3"]},
             {"name": "PA3", "failover": ["PA1"]}], registrar=kam.address)
 
-        def registered():
+        def healthy():
             rc, res = check(c)
-            return res if only_backups_fail(res) else None
-        res = wait_for(registered, 20, step=0.5)
-        assert res, failing(check(c)[1])
-        rc, res = check(c)
-        assert rc == (0 if not failing(res) else 1)
+            return (rc, res) if not failing(res) else None
+        got = wait_for(healthy, 20, step=0.5)
+        assert got, failing(check(c)[1])
+        rc, res = got
+        assert rc == 0
+        assert row(res, "cluster", "last backup", "verified")[0]["ok"]
         for srv in ("PA1", "PA3"):
             assert row(res, srv, "etcd quorum", "3 of 3 members answer")[0]["ok"]
             assert row(res, srv, "registrar", "answers OPTIONS")[0]["ok"]
@@ -195,12 +203,15 @@ def test_check_schedule(tmp_path, etcd1):
             r = subprocess.run([CLI, "check", "--config", c.config, "--last", "--json"],
                                capture_output=True, text=True, timeout=30)
             return (r.returncode, json.loads(r.stdout)) if r.stdout else None
-        got = wait_for(last, 30, step=0.5)
-        assert got, "no scheduled check ran"
+        assert wait_for(last, 30, step=0.5), "no scheduled check ran"
+        # a slot that ran before the first backup was written says so;
+        # the next one, 10 s later, passes
+        got = wait_for(lambda: (lambda r: r if r and not failing(r[1]) else None)(last()),
+                       30, step=0.5)
+        assert got, failing(last()[1])
         rc, res = got
         assert res["scheduled"] and res["by"] in ("PA1", "PA3")
-        assert rc == (0 if res["ok"] else 1)
-        assert only_backups_fail(res), failing(res)
+        assert rc == 0 and res["ok"]
         for srv in ("PA1", "PA3"):
             def metrics():
                 text = http("GET", c.url(srv) + "/metrics", headers=AUTH)[1]
@@ -210,5 +221,46 @@ def test_check_schedule(tmp_path, etcd1):
             assert re.search(r"^understudy_check_failures \d+$", text, re.M)
             assert re.search(r"^understudy_check_last_timestamp_seconds \d+", text,
                              re.M)
+    finally:
+        c.stop_all()
+
+
+def test_check_backup_too_old(tmp_path, etcd1):
+    """Backups every 10 s; then the archives cannot be written any more
+    (backup_dir is applied under a regular file): once the last good
+    backup is older than the schedule allows, the check's backups row
+    fails, says how old it is and why the attempts fail."""
+    c = make_cluster(tmp_path, etcd1, [
+        {"name": "PA1", "failover": ["PA3"]},
+        {"name": "PA3", "failover": ["PA1"]}], schedule="every 10s")
+    try:
+        rc, res = check(c)
+        assert row(res, "cluster", "last backup", "verified")[0]["ok"], failing(res)
+        blocker = os.path.join(str(tmp_path), "not-a-dir")
+        with open(blocker, "w") as f:
+            f.write("a file where backup_dir's parent should be\n")
+        with open(c.config) as f:
+            text = f.read()
+        new = os.path.join(str(tmp_path), "cluster2.conf")
+        with open(new, "w") as f:
+            f.write(text.replace("backup_dir = " + os.path.join(str(tmp_path), "backups"),
+                                 "backup_dir = " + os.path.join(blocker, "backups")))
+        r = subprocess.run([CLI, "config", "apply", new, "--config", c.config],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+
+        def stale():
+            rc, res = check(c)
+            bad = [f for f in failing(res, "backups") if " old; the schedule" in f[2]]
+            return (rc, bad) if bad else None
+        got = wait_for(stale, 60, step=1)
+        assert got, failing(check(c)[1])
+        rc, bad = got
+        assert rc == 1
+        assert "the schedule is every 10s" in bad[0][2], bad
+        assert "the last attempt failed" in bad[0][2] and "not-a-dir" in bad[0][2], bad
+        out = subprocess.run([CLI, "backup", "status", "--config", c.config],
+                             capture_output=True, text=True, timeout=10).stdout
+        assert "Last attempt FAILED" in out, out
     finally:
         c.stop_all()

@@ -101,7 +101,9 @@ TEST(check_backups_row)
 		"{\"schedule\":\"daily 02:00\",\"interval_s\":86400,"
 		"\"last_ok\":null,\"last\":{\"result\":\"failed\","
 		"\"error\":\"disk full\",\"finished\":1}}",
-		false, "failed: disk full"},
+		false,
+		"no backup has succeeded yet (schedule daily 02:00); "
+		"the last attempt failed: disk full"},
 	    {200,
 		"{\"schedule\":\"daily 02:00\",\"interval_s\":86400,"
 		"\"last_ok\":null,\"last\":null}",
@@ -131,10 +133,11 @@ TEST(check_backups_row)
 		ans = json_loads(text, 0, NULL);
 		row = check_backups_row(200, ans, now);
 		ASSERT(json_is_true(json_object_get(row, "ok")) == (k == 0));
-		ASSERT(strstr(json_string_value(json_object_get(row, "detail")),
-			   k == 0       ? "verified"
-			       : k == 1 ? "48.0 h old"
-					: "not verified") != NULL);
+		ASSERT(
+		    strstr(json_string_value(json_object_get(row, "detail")),
+			k == 0       ? "verified"
+			    : k == 1 ? "is 2.0 days old; the schedule is daily"
+				     : "not verified") != NULL);
 		json_decref(row);
 		json_decref(ans);
 	}
