@@ -315,7 +315,6 @@ int config_cluster_line(const struct config *cfg, const char *key);
  */
 bool config_pattern_match(const char *pattern, const char *extension);
 
-
 /* print.c */
 
 /*

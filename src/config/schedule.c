@@ -27,8 +27,8 @@ config_schedule_parse(
 		const char *t = s + 6;
 
 		if (strlen(t) != 5 || t[2] != ':' ||
-		    sscanf(t, "%2ld:%2ld%n", &h, &m, &used) != 2 ||
-		    used != 5 || h < 0 || h > 23 || m < 0 || m > 59) {
+		    sscanf(t, "%2ld:%2ld%n", &h, &m, &used) != 2 || used != 5 ||
+		    h < 0 || h > 23 || m < 0 || m > 59) {
 			snprintf(err, errlen,
 			    "'%s': the time of day is HH:MM, 00:00 to 23:59",
 			    s);

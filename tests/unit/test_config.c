@@ -439,7 +439,8 @@ TEST(config_schedules)
 	ASSERT_INT(config_schedule_parse("every h", &s, err, sizeof(err)), -1);
 	ASSERT_INT(
 	    config_schedule_parse("daily 24:00", &s, err, sizeof(err)), -1);
-	ASSERT_INT(config_schedule_parse("daily 2:00", &s, err, sizeof(err)), -1);
+	ASSERT_INT(
+	    config_schedule_parse("daily 2:00", &s, err, sizeof(err)), -1);
 	ASSERT_INT(
 	    config_schedule_parse("every 99999999999d", &s, err, sizeof(err)),
 	    -1);
