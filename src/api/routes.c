@@ -151,23 +151,29 @@ pending_new(struct http_req *req, struct api_ctx *ctx, unsigned ok_status)
 
 /* ---- health and status ---- */
 
+const char *
+routes_unhealthy(const struct api_ctx *ctx, bool operator_stop)
+{
+	if (ctx->stopping)
+		return "stopping";
+	if (!lease_valid(ctx->lease))
+		return lease_reason(ctx->lease);
+	if (!members_registered(ctx->members))
+		return "registering";
+	if (!agent_synced(ctx->agent) ||
+	    !members_is_up(ctx->members, ctx->self->name))
+		return "reading the cluster's state";
+	if (operator_stop && agent_stopped(ctx->agent, ctx->self->name))
+		return "stopped by an operator";
+	return NULL;
+}
+
 static void
 get_health(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
-	const char *why = NULL;
+	const char *why = routes_unhealthy(ctx, true);
 
 	(void)pa;
-	if (ctx->stopping)
-		why = "stopping";
-	else if (!lease_valid(ctx->lease))
-		why = lease_reason(ctx->lease);
-	else if (!members_registered(ctx->members))
-		why = "registering";
-	else if (!agent_synced(ctx->agent) ||
-	    !members_is_up(ctx->members, ctx->self->name))
-		why = "reading the cluster's state";
-	else if (agent_stopped(ctx->agent, ctx->self->name))
-		why = "stopped by an operator";
 	if (why) {
 		http_reply_json(req, 503,
 		    json_pack("{s:s,s:s,s:s}", "status", "unavailable",
