@@ -191,6 +191,13 @@ void backup_get_db(
 void forward_to_primary(
     struct http_req *req, struct api_ctx *ctx, const char *primary);
 
+/*
+ * Why the server cannot serve now (the reason /health gives with its
+ * 503), or NULL when it serves. With operator_stop false, a server an
+ * operator stopped counts as serving: it runs as it should.
+ */
+const char *routes_unhealthy(const struct api_ctx *ctx, bool operator_stop);
+
 /* The dispatcher for http_new; arg is a struct api_ctx. */
 void routes_dispatch(struct http_req *req, void *arg);
 

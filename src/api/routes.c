@@ -153,23 +153,29 @@ pending_new(struct http_req *req, struct api_ctx *ctx, unsigned ok_status)
 
 /* ---- health and status ---- */
 
+const char *
+routes_unhealthy(const struct api_ctx *ctx, bool operator_stop)
+{
+	if (ctx->stopping)
+		return "stopping";
+	if (!lease_valid(ctx->lease))
+		return lease_reason(ctx->lease);
+	if (!members_registered(ctx->members))
+		return "registering";
+	if (!agent_synced(ctx->agent) ||
+	    !members_is_up(ctx->members, ctx->self->name))
+		return "reading the cluster's state";
+	if (operator_stop && agent_stopped(ctx->agent, ctx->self->name))
+		return "stopped by an operator";
+	return NULL;
+}
+
 static void
 get_health(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
-	const char *why = NULL;
+	const char *why = routes_unhealthy(ctx, true);
 
 	(void)pa;
-	if (ctx->stopping)
-		why = "stopping";
-	else if (!lease_valid(ctx->lease))
-		why = lease_reason(ctx->lease);
-	else if (!members_registered(ctx->members))
-		why = "registering";
-	else if (!agent_synced(ctx->agent) ||
-	    !members_is_up(ctx->members, ctx->self->name))
-		why = "reading the cluster's state";
-	else if (agent_stopped(ctx->agent, ctx->self->name))
-		why = "stopped by an operator";
 	if (why) {
 		http_reply_json(req, 503,
 		    json_pack("{s:s,s:s,s:s}", "status", "unavailable",
@@ -476,6 +482,79 @@ metrics_check(struct buf *b, const struct api_ctx *ctx)
 		1000);
 }
 
+/*
+ * Posts: who owns each, and its epoch as a value: an epoch label would
+ * make a new series at every failover.
+ */
+static void
+metric_post_lines(struct buf *b, struct api_ctx *ctx)
+{
+	struct agent_post *p;
+	size_t i;
+
+	metric_head(b, "understudy_post_owned", "gauge",
+	    "1 when the post has an owner now; its state and owner");
+	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {
+		buf_printf(b, "understudy_post_owned{post=\"");
+		label(b, p->home->name);
+		buf_printf(
+		    b, "\",state=\"%s\",owner=\"", post_state_name(p->state));
+		label(b, p->owned ? p->owner : "");
+		buf_printf(b, "\"} %d\n", p->owned ? 1 : 0);
+	}
+	metric_head(b, "understudy_post_epoch", "gauge",
+	    "The post's epoch: the etcd revision its owner took it at (the "
+	    "fencing token)");
+	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {
+		buf_printf(b, "understudy_post_epoch{post=\"");
+		label(b, p->home->name);
+		buf_printf(b, "\"} %" PRId64 "\n", p->epoch);
+	}
+}
+
+/*
+ * Media ports: one series per port and state, never per call; when the
+ * call began is a value of its own.
+ */
+static void
+metric_port_lines(struct buf *b, struct api_ctx *ctx)
+{
+	struct agent_post *p;
+	size_t i;
+
+	metric_head(b, "understudy_port_busy", "gauge",
+	    "1 when the media port has a call; state idle, busy or returning, "
+	    "server the one holding the call");
+	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++)
+		for (long n = 0; n < p->home->media_ports; n++) {
+			const struct agent_port *pt = &p->ports[n];
+			const char *st = !pt->busy ? "idle"
+			    : p->owned && strcmp(pt->server, p->owner) == 0
+			    ? "busy"
+			    : "returning";
+
+			buf_printf(b, "understudy_port_busy{post=\"");
+			label(b, p->home->name);
+			buf_printf(b, "\",port=\"%ld\",state=\"%s\",server=\"",
+			    p->home->media_port_base + n, st);
+			label(b, pt->busy ? pt->server : "");
+			buf_printf(b, "\"} %d\n", pt->busy ? 1 : 0);
+		}
+	metric_head(b, "understudy_port_busy_since_seconds", "gauge",
+	    "When the media port's call began (unix time), 0 when idle");
+	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++)
+		for (long n = 0; n < p->home->media_ports; n++) {
+			const struct agent_port *pt = &p->ports[n];
+
+			buf_printf(
+			    b, "understudy_port_busy_since_seconds{post=\"");
+			label(b, p->home->name);
+			buf_printf(b, "\",port=\"%ld\"} %.3f\n",
+			    p->home->media_port_base + n,
+			    pt->busy ? (double)pt->since / 1000 : 0.0);
+		}
+}
+
 static void
 get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
@@ -483,7 +562,6 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	uint64_t rlost[2], copied, rwait;
 	int64_t last_ok;
 	bool synced;
-	struct agent_post *p;
 	json_t *regs = ctx->sip ? sip_registrations_json(ctx->sip) : NULL, *r;
 	struct buf b;
 	size_t i;
@@ -572,40 +650,10 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    &b, "understudy_desk_requests_waiting %ld\n", waiting);
 	}
 	metrics_check(&b, ctx);
-	metric_head(&b, "understudy_post_owned", "gauge",
-	    "1 for the server that owns each post now (the epoch is a label)");
-	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {
-		buf_printf(&b, "understudy_post_owned{post=\"");
-		label(&b, p->home->name);
-		buf_printf(
-		    &b, "\",state=\"%s\",owner=\"", post_state_name(p->state));
-		label(&b, p->owned ? p->owner : "");
-		buf_printf(&b, "\",epoch=\"%" PRId64 "\"} %d\n", p->epoch,
-		    p->owned ? 1 : 0);
-	}
-	metric_head(&b, "understudy_port_busy", "gauge",
-	    "1 when the media port has a call; state idle, busy or returning");
-	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++)
-		for (long n = 0; n < p->home->media_ports; n++) {
-			const struct agent_port *pt = &p->ports[n];
-			const char *st = !pt->busy ? "idle"
-			    : p->owned && strcmp(pt->server, p->owner) == 0
-			    ? "busy"
-			    : "returning";
-
-			buf_printf(&b, "understudy_port_busy{post=\"");
-			label(&b, p->home->name);
-			buf_printf(&b, "\",port=\"%ld\",state=\"%s\",server=\"",
-			    p->home->media_port_base + n, st);
-			label(&b, pt->busy ? pt->server : "");
-			buf_printf(&b, "\",call=\"");
-			label(&b, pt->busy ? pt->call : "");
-			buf_printf(&b, "\",since=\"%" PRId64 "\"} %d\n",
-			    pt->busy ? pt->since / 1000 : 0, pt->busy ? 1 : 0);
-		}
+	metric_post_lines(&b, ctx);
+	metric_port_lines(&b, ctx);
 	metric_head(&b, "understudy_route_point_registered", "gauge",
-	    "Route points this server has registered, where, under which "
-	    "epoch");
+	    "1 for each route point this server has registered, and where");
 	json_array_foreach (regs, i, r) {
 		buf_printf(
 		    &b, "understudy_route_point_registered{route_point=\"");
@@ -614,7 +662,17 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		label(&b, json_string_value(json_object_get(r, "post")));
 		buf_printf(&b, "\",registrar=\"");
 		label(&b, json_string_value(json_object_get(r, "registrar")));
-		buf_printf(&b, "\",epoch=\"%" JSON_INTEGER_FORMAT "\"} 1\n",
+		buf_printf(&b, "\"} 1\n");
+	}
+	metric_head(&b, "understudy_route_point_epoch", "gauge",
+	    "The epoch (fencing token) each route point this server has "
+	    "registered was registered under");
+	json_array_foreach (regs, i, r) {
+		buf_printf(&b, "understudy_route_point_epoch{route_point=\"");
+		label(&b, json_string_value(json_object_get(r, "route_point")));
+		buf_printf(&b, "\",post=\"");
+		label(&b, json_string_value(json_object_get(r, "post")));
+		buf_printf(&b, "\"} %" JSON_INTEGER_FORMAT "\n",
 		    json_integer_value(json_object_get(r, "epoch")));
 	}
 	json_decref(regs);

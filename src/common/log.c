@@ -1,12 +1,17 @@
 /*
- * One line per event on stderr, with time, level and who speaks. The
+ * One line per event on stderr, with time, level and who speaks. Where
+ * stderr is the journal (systemd), each line starts with its syslog
+ * priority instead of the time: journald stamps the time itself. The
  * warnings and errors are also counted and the latest LOG_RECENT_MAX of
  * them kept in a ring, for GET /v1/log and the daily check. Threads log
  * too (the thread pool, libnats' callbacks): the ring has a mutex.
  */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -15,6 +20,33 @@ static char log_who[64] = "understudy";
 static enum log_level log_min = LOG_LEVEL_INFO;
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
+/* "<7>" debug, "<6>" info, "<4>" warning, "<3>" error (sd-daemon.h) */
+static const char log_priorities[] = {'7', '6', '4', '3'};
+static bool log_journal;
+
+/*
+ * UNDERSTUDY_LOG_FORMAT=journal or plain decides; else the journal is
+ * stderr when JOURNAL_STREAM names stderr's device and inode, as systemd
+ * sets it for StandardError=journal (and not for a redirect of it).
+ */
+static bool
+log_to_journal(void)
+{
+	const char *f = getenv("UNDERSTUDY_LOG_FORMAT");
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (f && strcmp(f, "journal") == 0)
+		return true;
+	if (f && strcmp(f, "plain") == 0)
+		return false;
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 ||
+	    fstat(STDERR_FILENO, &st) != 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
+}
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct log_entry log_ring[LOG_RECENT_MAX];
@@ -94,6 +126,7 @@ log_init(const char *who, enum log_level min)
 {
 	str_copy(log_who, who, sizeof(log_who));
 	log_min = min;
+	log_journal = log_to_journal();
 }
 
 void
@@ -122,9 +155,14 @@ log_msg(enum log_level level, const char *fmt, ...)
 	if (level < log_min && level < LOG_LEVEL_WARN)
 		return;
 	now = time_wall_ms();
-	time_iso8601(now, ts, sizeof(ts));
-	n = snprintf(
-	    line, sizeof(line), "%s %s %s: ", ts, log_names[level], log_who);
+	if (log_journal)
+		n = snprintf(line, sizeof(line),
+		    "<%c>%s %s: ", log_priorities[level], log_names[level],
+		    log_who);
+	else
+		n = snprintf(line, sizeof(line),
+		    "%s %s %s: ", time_iso8601(now, ts, sizeof(ts)),
+		    log_names[level], log_who);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	va_start(ap, fmt);

@@ -4,7 +4,9 @@
  *
  * Master and worker talk over a pipe on the worker's fd 3, one line per
  * message: the master sends "ping", the worker answers "pong" from its
- * loop, and tells "lease ID" (hex, 0 for none) whenever it changes.
+ * loop, and tells "lease ID" (hex, 0 for none) whenever it changes,
+ * "ready" once it serves and "status TEXT" when what it is changes
+ * (notify.c).
  */
 #ifndef US_DAEMON_H
 #define US_DAEMON_H
@@ -34,6 +36,48 @@ int master_main(const struct daemon_args *a);
 
 /* How long a worker may leave a ping unanswered before it is killed. */
 unsigned master_hang_limit_ms(unsigned lease_ttl);
+
+/* notify.c */
+
+#define NOTIFY_STATUS_MAX 200 /* bytes of a STATUS= text */
+
+/*
+ * Read the watchdog interval systemd set (WATCHDOG_USEC); warn where it
+ * is too short for the master to handle a hung worker (hang_limit_ms)
+ * before systemd would.
+ */
+void notify_init(unsigned hang_limit_ms);
+
+/*
+ * Send WATCHDOG=1 when half the interval has passed since the last one
+ * and the worker's loop answered within that half (silent_ms: since its
+ * last line; UINT64_MAX with no worker). Call it often (every ping).
+ */
+void notify_watchdog(uint64_t silent_ms);
+
+/* STATUS=text (cut at NOTIFY_STATUS_MAX), when it differs from the last. */
+void notify_status(const char *text);
+
+/* STOPPING=1, once; "ready" and "status" lines are ignored afterwards. */
+void notify_stopping(void);
+
+/*
+ * A line from the worker: "ready" sends READY=1 (once), "status TEXT"
+ * sends STATUS=TEXT. Returns false for any other line.
+ */
+bool notify_worker_line(const char *line);
+
+struct api_ctx;
+
+/*
+ * The worker's side: what it is now (started: its parts are built;
+ * before, it waits for the configuration), as a status text compared
+ * with last (lastlen bytes, updated). When it changed, send(arg, line)
+ * gets "ready\n" where the server serves (or an operator stopped it),
+ * then "status TEXT\n".
+ */
+void notify_worker_report(const struct api_ctx *ctx, bool started, char *last,
+    size_t lastlen, void (*send)(void *arg, const char *line), void *arg);
 
 /* tls.c */
 

@@ -14,7 +14,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: understudyd --config FILE --server NAME [--state-dir DIR]\n"
-	    "                   [--log-level LEVEL]\n"
+	    "                   [--log-level LEVEL] [--log-format FORMAT]\n"
 	    "\n"
 	    "Runs one understudy server: a master process that starts the\n"
 	    "worker, restarts it when it dies and revokes its lease at once "
@@ -26,12 +26,21 @@ usage(FILE *f)
 	    "  -d, --state-dir DIR    where its database lives (default\n"
 	    "                         /var/lib/understudy/NAME)\n"
 	    "  -l, --log-level LEVEL  debug, info (default), warn or error\n"
+	    "  -f, --log-format FORMAT\n"
+	    "                         plain (time first), journal (syslog\n"
+	    "                         priority first: <3> error ... <7> "
+	    "debug)\n"
+	    "                         or auto (default): journal where stderr\n"
+	    "                         is systemd's journal (JOURNAL_STREAM)\n"
 	    "  -h, --help             this text\n"
 	    "  -V, --version          print the version\n"
 	    "\n"
 	    "Logs go to stderr, one line per event. SIGTERM or SIGINT stop "
 	    "the\n"
-	    "server cleanly (its lease is revoked) with exit status 0.\n");
+	    "server cleanly (its lease is revoked) with exit status 0. Under\n"
+	    "systemd (Type=notify) it sends READY=1 once it serves, "
+	    "WATCHDOG=1\n"
+	    "while its worker answers, and STATUS= lines.\n");
 }
 
 static int
@@ -56,6 +65,18 @@ check_prompts(const struct config *cfg)
 	return bad ? -1 : 0;
 }
 
+/* The worker inherits the choice through the environment. */
+static int
+log_format(const char *f)
+{
+	if (strcmp(f, "auto") == 0)
+		return unsetenv("UNDERSTUDY_LOG_FORMAT") == 0 ? 0 : -1;
+	if (strcmp(f, "plain") == 0 || strcmp(f, "journal") == 0)
+		return setenv("UNDERSTUDY_LOG_FORMAT", f, 1) == 0 ? 0 : -1;
+	fprintf(stderr, "understudyd: unknown log format '%s'\n", f);
+	return -1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -64,6 +85,7 @@ main(int argc, char **argv)
 	    {"server", required_argument, NULL, 's'},
 	    {"state-dir", required_argument, NULL, 'd'},
 	    {"log-level", required_argument, NULL, 'l'},
+	    {"log-format", required_argument, NULL, 'f'},
 	    {"worker", no_argument, NULL, 'W'},
 	    {"restarted", no_argument, NULL, 'R'},
 	    {"help", no_argument, NULL, 'h'},
@@ -74,7 +96,8 @@ main(int argc, char **argv)
 	int c, level, rc;
 	char who[64], state[512];
 
-	while ((c = getopt_long(argc, argv, "c:s:d:l:hV", opts, NULL)) != -1) {
+	while (
+	    (c = getopt_long(argc, argv, "c:s:d:l:f:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			a.config_path = optarg;
@@ -87,6 +110,10 @@ main(int argc, char **argv)
 			break;
 		case 'l':
 			a.log_level = optarg;
+			break;
+		case 'f':
+			if (log_format(optarg) != 0)
+				return 2;
 			break;
 		case 'W':
 			worker = true;

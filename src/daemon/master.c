@@ -229,6 +229,7 @@ exit_cb(uv_process_t *p, int64_t status, int sig)
 	}
 	log_info("restarting the worker in %" PRId64 " ms%s", delay,
 	    m->revocations ? ", once its lease is revoked" : "");
+	notify_status("the worker died; restarting it");
 	m->restart_delay = (uint64_t)delay;
 	m->restart_pending = true;
 	/* the cluster must see the death before the new worker appears */
@@ -242,6 +243,8 @@ ipc_line(struct child *c, const char *line)
 	/* any line shows the loop runs; the first one ends the start grace */
 	c->last_pong = c->m->awake;
 	c->answered = true;
+	if (notify_worker_line(line))
+		return;
 	if (strncmp(line, "lease ", 6) == 0) {
 		c->lease = (int64_t)strtoull(line + 6, NULL, 16);
 		log_debug("worker lease is now %" PRIx64, (uint64_t)c->lease);
@@ -270,6 +273,18 @@ ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	}
 }
 
+/* systemd hears the master vouch for its worker's loop, or nothing */
+static void
+master_watchdog(struct master *m)
+{
+	const struct child *c = m->child;
+
+	if (c && !c->exited && !c->hung && c->answered)
+		notify_watchdog(m->awake - c->last_pong);
+	else
+		notify_watchdog(UINT64_MAX);
+}
+
 static void
 ping_cb(uv_timer_t *t)
 {
@@ -288,6 +303,7 @@ ping_cb(uv_timer_t *t)
 	}
 	m->awake += dt;
 	m->last_tick = now;
+	master_watchdog(m);
 	if (c == NULL || c->exited || c->hung)
 		return;
 	since = c->answered ? c->last_pong : c->started;
@@ -385,6 +401,7 @@ close_quiet(uv_handle_t *h)
 static void
 master_finish(struct master *m)
 {
+	notify_stopping();
 	uv_timer_stop(&m->ping);
 	close_quiet((uv_handle_t *)&m->ping);
 	close_quiet((uv_handle_t *)&m->restart);
@@ -425,6 +442,7 @@ signal_cb(uv_signal_t *s, int signum)
 		return;
 	log_info("%s: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	m->stopping = true;
+	notify_stopping();
 	uv_timer_stop(&m->restart);
 	if (m->child && !m->child->exited) {
 		uv_process_kill(&m->child->proc, SIGTERM);
@@ -471,6 +489,7 @@ master_main(const struct daemon_args *a)
 	signal(SIGPIPE, SIG_IGN);
 	log_info("understudyd %s starting; hang limit %u ms", US_VERSION,
 	    m.hang_limit);
+	notify_init(m.hang_limit);
 	uv_timer_start(&m.ping, ping_cb, MASTER_PING_MS, MASTER_PING_MS);
 	master_spawn(&m);
 	uv_run(m.loop, UV_RUN_DEFAULT);

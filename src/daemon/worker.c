@@ -60,6 +60,7 @@ struct worker {
 	uv_pipe_t ipc;
 	bool ipc_open;
 	struct buf ipc_in;
+	char reported[NOTIFY_STATUS_MAX + 1]; /* the status the master has */
 	uv_signal_t sigterm, sigint;
 	bool stopping;
 	int status;
@@ -114,6 +115,12 @@ ipc_send(struct worker *w, const char *line)
 }
 
 static void
+report_send(void *arg, const char *line)
+{
+	ipc_send(arg, line);
+}
+
+static void
 on_acquired(struct lease *l, int64_t id, void *arg)
 {
 	struct worker *w = arg;
@@ -157,8 +164,13 @@ ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	while (buf_take_line(&w->ipc_in, &line, &len) == 1) {
-		if (strcmp(line, "ping") == 0)
+		if (strcmp(line, "ping") == 0) {
 			ipc_send(w, "pong\n");
+			/* checked each ping: a change reaches systemd at once
+			 */
+			notify_worker_report(&w->api, w->ready, w->reported,
+			    sizeof(w->reported), report_send, w);
+		}
 		free(line);
 	}
 }

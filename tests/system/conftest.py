@@ -297,6 +297,10 @@ def wait_for(pred, timeout, step=0.01):
     return pred()
 
 
+SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
+               "UNDERSTUDY_LOG_FORMAT")
+
+
 class Server:
     """One understudyd (master and worker) from a config file."""
 
@@ -306,11 +310,15 @@ class Server:
         self.state_dir = os.path.join(tmp, "state", name)
         self.proc = None
 
-    def start(self):
+    def start(self, env=None, args=()):
+        """env: variables set for it; systemd's (NOTIFY_SOCKET,
+        WATCHDOG_USEC, JOURNAL_STREAM...) only where env sets them."""
         self.log = open(self.logpath, "ab")
+        e = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
+        e.update(env or {})
         self.proc = subprocess.Popen([DAEMON, "--config", self.config, "--server",
-                                      self.name, "--state-dir", self.state_dir],
-                                     stdout=self.log, stderr=self.log)
+                                      self.name, "--state-dir", self.state_dir] +
+                                     list(args), stdout=self.log, stderr=self.log, env=e)
         return self
 
     @property

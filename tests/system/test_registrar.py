@@ -110,7 +110,10 @@ def test_metrics(cluster, kam):
     text = metrics(c, "PA1")
     assert metric(text, "understudy_serving") == 1
     assert metric(text, "understudy_route_point_registered", route_point=c.rp["PA1"],
-                  registrar=kam.address, epoch=str(epoch)) == 1
+                  registrar=kam.address) == 1
+    assert metric(text, "understudy_route_point_epoch", route_point=c.rp["PA1"],
+                  post="PA1") == epoch
+    assert metric(text, "understudy_post_epoch", post="PA1") == epoch
     holder = subprocess.Popen(["sipp", kam.address, "-sf", UAC, "-s", c.rp["PA1"],
                                "-m", "1", "-d", "8000", "-i", "127.0.0.1",
                                "-p", str(free_port()), "-nostdin", "-timeout", "20s"],
@@ -121,6 +124,8 @@ def test_metrics(cluster, kam):
                                        post="PA1", port="5001", state="busy",
                                        server="PA1") == 1, 10)
         text = metrics(c, "PA1")
+        since = metric(text, "understudy_port_busy_since_seconds", post="PA1", port="5001")
+        assert abs(since - time.time()) < 30, since
         assert metric(text, "understudy_calls_total", origin="sip") == 1
         assert metric(text, "understudy_calls_active") == 1
         c.kill_worker("PA1")               # the held call is lost with it

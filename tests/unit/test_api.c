@@ -35,7 +35,7 @@ port_lines(struct buf *b, int n)
 	for (int i = 0; i < n; i++)
 		buf_printf(b,
 		    "understudy_port_busy{post=\"PA1\",port=\"%d\","
-		    "state=\"idle\"} 0\n",
+		    "state=\"idle\",server=\"\"} 0\n",
 		    5001 + i);
 }
 
