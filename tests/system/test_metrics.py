@@ -42,7 +42,7 @@ def check_conventions(text, call_ids):
         assert re.match(r"^understudy_[a-z0-9_]+$", name), name
         assert (typ == "counter") == name.endswith("_total"), (name, typ)
         assert not re.search(r"_(ms|milliseconds|millis|usec|microseconds)$", name), name
-        if re.search(r"(since|time|remaining|duration|age|latency)", name):
+        if re.search(r"(^|_)(since|time|timestamp|remaining|duration|age|latency)(_|$)", name):
             assert name.endswith(("_seconds", "_seconds_total")), name
     for name, labels, _ in samples:
         assert name in types, "%s has no TYPE" % name
