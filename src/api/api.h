@@ -119,6 +119,7 @@ struct api_ctx {
 	json_t *config_restart; /* why that one needs a restart, or NULL */
 	const char *state_dir; /* where the database is, and backup parts */
 	struct check_sched *check; /* the scheduled check's last result */
+	struct links *links; /* the state of every link (routes_links.c) */
 	bool stopping;
 	const char *db_path; /* this server's database, for its backups */
 };
@@ -170,6 +171,38 @@ void check_last(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 void log_get(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+struct check_probe;
+
+/*
+ * Fill p (zeroed) on the loop with what this server's probes need in a
+ * thread; errors logged since since count. 0, or -1 on ENOMEM (clear p
+ * with check_probe_clear either way).
+ */
+int routes_check_fill(
+    struct check_probe *p, const struct api_ctx *ctx, int64_t since);
+
+/* routes_links.c: the state of every external link of this server */
+
+struct links;
+
+/* Probe the links of ctx's server every few seconds; NULL on ENOMEM. */
+struct links *links_new(uv_loop_t *loop, struct api_ctx *ctx);
+
+/* Stop; a round in flight finishes first. NULL is a no-op. */
+void links_free(struct links *l);
+
+/* Every link: link, target, state, since, latency_ms, last_error. */
+json_t *links_json(const struct links *l);
+
+/* understudy_link_up and understudy_link_latency_seconds into b. */
+void links_metrics(const struct links *l, struct buf *b);
+
+void links_get(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* A Prometheus label value into b: backslash, quote, newline escaped. */
+void routes_label(struct buf *b, const char *v);
 
 /*
  * The query parameter name as a time (ISO 8601, ms since the epoch, or

@@ -207,6 +207,7 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	json_object_set_new(o, "lease_remaining_ms",
 	    json_integer(lease_remaining_ms(ctx->lease)));
 	json_object_set_new(o, "members", members_json(ctx->members));
+	json_object_set_new(o, "links", links_json(ctx->links));
 	if (ctx->sip)
 		json_object_set_new(
 		    o, "registrations", sip_registrations_json(ctx->sip));
@@ -392,9 +393,8 @@ post_failback(
 
 /* ---- metrics (Prometheus text format 0.0.4) ---- */
 
-/* A label value: backslash, quote and newline escaped. */
-static void
-label(struct buf *b, const char *v)
+void
+routes_label(struct buf *b, const char *v)
 {
 	for (; *v; v++) {
 		if (*v == '\\' || *v == '"')
@@ -496,10 +496,10 @@ metric_post_lines(struct buf *b, struct api_ctx *ctx)
 	    "1 when the post has an owner now; its state and owner");
 	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {
 		buf_printf(b, "understudy_post_owned{post=\"");
-		label(b, p->home->name);
+		routes_label(b, p->home->name);
 		buf_printf(
 		    b, "\",state=\"%s\",owner=\"", post_state_name(p->state));
-		label(b, p->owned ? p->owner : "");
+		routes_label(b, p->owned ? p->owner : "");
 		buf_printf(b, "\"} %d\n", p->owned ? 1 : 0);
 	}
 	metric_head(b, "understudy_post_epoch", "gauge",
@@ -507,7 +507,7 @@ metric_post_lines(struct buf *b, struct api_ctx *ctx)
 	    "fencing token)");
 	for (i = 0; (p = agent_post_at(ctx->agent, i)) != NULL; i++) {
 		buf_printf(b, "understudy_post_epoch{post=\"");
-		label(b, p->home->name);
+		routes_label(b, p->home->name);
 		buf_printf(b, "\"} %" PRId64 "\n", p->epoch);
 	}
 }
@@ -534,10 +534,10 @@ metric_port_lines(struct buf *b, struct api_ctx *ctx)
 			    : "returning";
 
 			buf_printf(b, "understudy_port_busy{post=\"");
-			label(b, p->home->name);
+			routes_label(b, p->home->name);
 			buf_printf(b, "\",port=\"%ld\",state=\"%s\",server=\"",
 			    p->home->media_port_base + n, st);
-			label(b, pt->busy ? pt->server : "");
+			routes_label(b, pt->busy ? pt->server : "");
 			buf_printf(b, "\"} %d\n", pt->busy ? 1 : 0);
 		}
 	metric_head(b, "understudy_port_busy_since_seconds", "gauge",
@@ -548,7 +548,7 @@ metric_port_lines(struct buf *b, struct api_ctx *ctx)
 
 			buf_printf(
 			    b, "understudy_port_busy_since_seconds{post=\"");
-			label(b, p->home->name);
+			routes_label(b, p->home->name);
 			buf_printf(b, "\",port=\"%ld\"} %.3f\n",
 			    p->home->media_port_base + n,
 			    pt->busy ? (double)pt->since / 1000 : 0.0);
@@ -650,6 +650,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    &b, "understudy_desk_requests_waiting %ld\n", waiting);
 	}
 	metrics_check(&b, ctx);
+	links_metrics(ctx->links, &b);
 	metric_post_lines(&b, ctx);
 	metric_port_lines(&b, ctx);
 	metric_head(&b, "understudy_route_point_registered", "gauge",
@@ -657,11 +658,13 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	json_array_foreach (regs, i, r) {
 		buf_printf(
 		    &b, "understudy_route_point_registered{route_point=\"");
-		label(&b, json_string_value(json_object_get(r, "route_point")));
+		routes_label(
+		    &b, json_string_value(json_object_get(r, "route_point")));
 		buf_printf(&b, "\",post=\"");
-		label(&b, json_string_value(json_object_get(r, "post")));
+		routes_label(&b, json_string_value(json_object_get(r, "post")));
 		buf_printf(&b, "\",registrar=\"");
-		label(&b, json_string_value(json_object_get(r, "registrar")));
+		routes_label(
+		    &b, json_string_value(json_object_get(r, "registrar")));
 		buf_printf(&b, "\"} 1\n");
 	}
 	metric_head(&b, "understudy_route_point_epoch", "gauge",
@@ -669,9 +672,10 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	    "registered was registered under");
 	json_array_foreach (regs, i, r) {
 		buf_printf(&b, "understudy_route_point_epoch{route_point=\"");
-		label(&b, json_string_value(json_object_get(r, "route_point")));
+		routes_label(
+		    &b, json_string_value(json_object_get(r, "route_point")));
 		buf_printf(&b, "\",post=\"");
-		label(&b, json_string_value(json_object_get(r, "post")));
+		routes_label(&b, json_string_value(json_object_get(r, "post")));
 		buf_printf(&b, "\"} %" JSON_INTEGER_FORMAT "\n",
 		    json_integer_value(json_object_get(r, "epoch")));
 	}
@@ -795,6 +799,7 @@ static const struct route routes[] = {
     {"/v1/check", "GET", check_get, ACCESS_READ, false},
     {"/v1/check/last", "GET", check_last, ACCESS_READ, false},
     {"/v1/log", "GET", log_get, ACCESS_READ, false},
+    {"/v1/links", "GET", links_get, ACCESS_STATUS, false},
     {"/v1/desk/versions", "GET", desk_versions, ACCESS_OPEN, false},
     {"/v1/desk/login", "POST", desk_login, ACCESS_OPEN, false},
     {"/v1/desk/resume", "POST", desk_resume, ACCESS_OPEN, false},

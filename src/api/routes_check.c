@@ -109,9 +109,9 @@ config_rows(const struct api_ctx *ctx)
 	return rows;
 }
 
-/* Copy on the loop what the probes need in the thread. */
-static int
-probe_fill(struct check_probe *p, const struct api_ctx *ctx, int64_t since)
+int
+routes_check_fill(
+    struct check_probe *p, const struct api_ctx *ctx, int64_t since)
 {
 	const struct config *cfg = ctx->cfg;
 	const struct config_cluster *cl = &cfg->cluster;
@@ -257,7 +257,7 @@ check_get(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		return;
 	}
 	if ((r = calloc(1, sizeof(*r))) == NULL ||
-	    probe_fill(&r->p, ctx, since) != 0) {
+	    routes_check_fill(&r->p, ctx, since) != 0) {
 		if (r)
 			run_free(r);
 		http_reply_error(req, 500, US_ENOMEM, "out of memory");

@@ -76,6 +76,14 @@ void check_probe_clear(struct check_probe *p);
  */
 json_t *check_probe_run(struct check_probe *p);
 
+/*
+ * Only the probes of this server's links (each etcd member and the
+ * quorum, the registrar and the route points it registers, each NATS
+ * server, every peer's API), each row with its "target" and, where it
+ * is a request, "latency_ms" (the caller's). For GET /v1/links.
+ */
+json_t *check_links_run(struct check_probe *p);
+
 /* cluster.c */
 
 /* Whom the cluster check asks, and with what. */

@@ -69,6 +69,16 @@ check_probe_clear(struct check_probe *p)
 	memset(p, 0, sizeof(*p));
 }
 
+/* A row about one link: what it goes to, and how long the probe took. */
+static json_t *
+link_row(json_t *row, const char *target, uint64_t t0)
+{
+	json_object_set_new(row, "target", json_string(target));
+	json_object_set_new(
+	    row, "latency_ms", json_integer((json_int_t)(time_mono_ms() - t0)));
+	return row;
+}
+
 /* ---- etcd: every member's status, then the quorum ---- */
 
 static void
@@ -86,6 +96,9 @@ probe_etcd(struct check_probe *p, json_t *rows)
 		const char *lead, *member, *ver;
 		uint64_t l = 0, m = 0;
 
+		uint64_t t0 = time_mono_ms();
+		json_t *row;
+
 		snprintf(
 		    url, sizeof(url), "%s/v3/maintenance/status", p->etcd[i]);
 		if (check_http("POST", url, "{}", NULL, p->etcd_ca,
@@ -93,9 +106,11 @@ probe_etcd(struct check_probe *p, json_t *rows)
 			&ans, err, sizeof(err)) != 0 ||
 		    status != 200 || !json_is_object(ans)) {
 			json_array_append_new(rows,
-			    check_row("links", "etcd member", p->self, false,
-				"%s does not answer (%s)", p->etcd[i],
-				status ? "an HTTP error" : err));
+			    link_row(
+				check_row("links", "etcd member", p->self,
+				    false, "%s does not answer (%s)",
+				    p->etcd[i], status ? "an HTTP error" : err),
+				p->etcd[i], t0));
 			json_decref(ans);
 			continue;
 		}
@@ -113,11 +128,11 @@ probe_etcd(struct check_probe *p, json_t *rows)
 			split = true;
 		if (l)
 			leader = l;
-		json_array_append_new(rows,
-		    check_row("links", "etcd member", p->self, l != 0,
-			"%s answers (etcd %s)%s%s", p->etcd[i], ver ? ver : "?",
-			l == 0 ? "; it sees no leader" : "",
-			l != 0 && l == m ? "; the leader" : ""));
+		row = check_row("links", "etcd member", p->self, l != 0,
+		    "%s answers (etcd %s)%s%s", p->etcd[i], ver ? ver : "?",
+		    l == 0 ? "; it sees no leader" : "",
+		    l != 0 && l == m ? "; the leader" : "");
+		json_array_append_new(rows, link_row(row, p->etcd[i], t0));
 		json_decref(ans);
 	}
 	json_array_append_new(rows,
@@ -226,7 +241,7 @@ out:
 static void
 probe_registrar(struct check_probe *p, json_t *rows)
 {
-	char err[256];
+	char err[256], target[300];
 	int code;
 	uint64_t t0 = time_mono_ms();
 	size_t i;
@@ -238,16 +253,19 @@ probe_registrar(struct check_probe *p, json_t *rows)
 			"no registrar in the config: nothing registers"));
 		return;
 	}
+	snprintf(target, sizeof(target), "%s:%d", p->registrar_host,
+	    p->registrar_port);
 	if (sip_options(p, err, sizeof(err), &code) != 0)
 		json_array_append_new(rows,
-		    check_row("links", "registrar", p->self, false, "%s:%d: %s",
-			p->registrar_host, p->registrar_port, err));
+		    link_row(check_row("links", "registrar", p->self, false,
+				 "%s: %s", target, err),
+			target, t0));
 	else
 		json_array_append_new(rows,
-		    check_row("links", "registrar", p->self, true,
-			"%s:%d answers OPTIONS (%d) in %" PRIu64 " ms",
-			p->registrar_host, p->registrar_port, code,
-			time_mono_ms() - t0));
+		    link_row(check_row("links", "registrar", p->self, true,
+				 "%s answers OPTIONS (%d) in %" PRIu64 " ms",
+				 target, code, time_mono_ms() - t0),
+			target, t0));
 	json_array_foreach (p->route_points, i, rp) {
 		const char *name =
 		    json_string_value(json_object_get(rp, "route_point"));
@@ -270,21 +288,22 @@ probe_registrar(struct check_probe *p, json_t *rows)
 			  reg ? "its registration expired"
 			      : "not registered at the registrar");
 		json_object_set_new(row, "route_point", json_string(name));
+		json_object_set_new(row, "target", json_string(name));
 		json_array_append_new(rows, row);
 	}
 }
 
 /* ---- NATS: JetStream, the streams, every record copy ---- */
 
+/* Connect to one of urls (n of them), without reconnecting. */
 static natsStatus
-nats_connect(struct check_probe *p, natsConnection **nc)
+nats_connect(struct check_probe *p, char **urls, size_t n, natsConnection **nc)
 {
 	natsOptions *o = NULL;
 	natsStatus st = natsOptions_Create(&o);
 
 	if (st == NATS_OK)
-		st = natsOptions_SetServers(
-		    o, (const char **)p->nats, (int)p->n_nats);
+		st = natsOptions_SetServers(o, (const char **)urls, (int)n);
 	if (st == NATS_OK)
 		st = natsOptions_SetName(o, "understudy-check");
 	if (st == NATS_OK)
@@ -392,7 +411,7 @@ probe_nats(struct check_probe *p, json_t *rows, int64_t now_ms)
 			"no messaging URL in the config"));
 		return;
 	}
-	if ((st = nats_connect(p, &nc)) != NATS_OK) {
+	if ((st = nats_connect(p, p->nats, p->n_nats, &nc)) != NATS_OK) {
 		json_array_append_new(rows,
 		    check_row("links", "nats", p->self, false,
 			"%s does not answer: %s", p->nats[0], nats_why(st)));
@@ -458,6 +477,46 @@ out:
 	}
 }
 
+/* Each NATS server of the config on its own: it answers, with JetStream. */
+static void
+probe_nats_servers(struct check_probe *p, json_t *rows)
+{
+	for (size_t i = 0; i < p->n_nats; i++) {
+		natsConnection *nc = NULL;
+		jsCtx *js = NULL;
+		jsOptions jo;
+		jsAccountInfo *ai = NULL;
+		jsErrCode jerr = 0;
+		uint64_t t0 = time_mono_ms();
+		natsStatus st = nats_connect(p, &p->nats[i], 1, &nc);
+		json_t *row;
+
+		if (st == NATS_OK) {
+			jsOptions_Init(&jo);
+			jo.Wait = CHECK_PROBE_MS;
+			if ((st = natsConnection_JetStream(&js, nc, &jo)) ==
+			    NATS_OK)
+				st = js_GetAccountInfo(&ai, js, NULL, &jerr);
+			row = st == NATS_OK
+			    ? check_row("links", "nats server", p->self, true,
+				  "%s answers with JetStream", p->nats[i])
+			    : check_row("links", "nats server", p->self, false,
+				  "%s answers, but not JetStream: %s",
+				  p->nats[i], nats_why(st));
+		} else {
+			row = check_row("links", "nats server", p->self, false,
+			    "%s does not answer: %s", p->nats[i], nats_why(st));
+		}
+		json_array_append_new(rows, link_row(row, p->nats[i], t0));
+		jsAccountInfo_Destroy(ai);
+		jsCtx_Destroy(js);
+		if (nc) {
+			natsConnection_Close(nc);
+			natsConnection_Destroy(nc);
+		}
+	}
+}
+
 /* ---- every other server's API ---- */
 
 static void
@@ -468,6 +527,8 @@ probe_peers(struct check_probe *p, json_t *rows)
 		long status = 0;
 		json_t *ans = NULL, *row;
 		const char *why;
+
+		uint64_t t0 = time_mono_ms();
 
 		snprintf(url, sizeof(url), "%s/health", p->peer_urls[i]);
 		if (check_http("GET", url, NULL, NULL, p->api_ca, NULL, NULL,
@@ -482,7 +543,7 @@ probe_peers(struct check_probe *p, json_t *rows)
 			    why ? ": " : "", why ? why : "");
 		}
 		json_object_set_new(row, "peer", json_string(p->peers[i]));
-		json_array_append_new(rows, row);
+		json_array_append_new(rows, link_row(row, p->peers[i], t0));
 		json_decref(ans);
 	}
 }
@@ -516,6 +577,20 @@ probe_disk(struct check_probe *p, json_t *rows)
 	json_object_set_new(row, "free_bytes", json_integer((json_int_t)avail));
 	json_object_set_new(row, "free_percent", json_real(pct));
 	json_array_append_new(rows, row);
+}
+
+json_t *
+check_links_run(struct check_probe *p)
+{
+	json_t *rows = json_array();
+
+	if (rows == NULL)
+		return NULL;
+	probe_etcd(p, rows);
+	probe_registrar(p, rows);
+	probe_nats_servers(p, rows);
+	probe_peers(p, rows);
+	return rows;
 }
 
 json_t *

@@ -269,6 +269,24 @@ print_table(json_t *st)
 		printf("route point %s registered at %s, epoch %lld\n",
 		    str_of(v, "route_point"), str_of(v, "registrar"),
 		    (long long)json_integer_value(json_object_get(v, "epoch")));
+	if (json_array_size(json_object_get(st, "links")) == 0)
+		return;
+	printf("\nlinks of %s:\n%-4s %-14s %-34s %-8s %s\n",
+	    str_of(st, "server"), "", "LINK", "TARGET", "LATENCY",
+	    "SINCE / WHY");
+	json_array_foreach (json_object_get(st, "links"), i, v) {
+		bool up = strcmp(str_of(v, "state"), "up") == 0;
+		json_t *lat = json_object_get(v, "latency_ms");
+		char ms[24] = "-";
+
+		if (json_is_integer(lat))
+			snprintf(ms, sizeof(ms), "%lld ms",
+			    (long long)json_integer_value(lat));
+		printf("%-4s %-14s %-34s %-8s %s%s%s\n", up ? "up" : "DOWN",
+		    str_of(v, "link"), str_of(v, "target"), ms,
+		    str_of(v, "since"), up ? "" : ": ",
+		    up ? "" : str_of(v, "detail"));
+	}
 }
 
 static json_t *

@@ -192,6 +192,8 @@ revoked(void *arg)
 {
 	struct worker *w = arg;
 
+	links_free(w->api.links);
+	w->api.links = NULL;
 	check_sched_free(w->check);
 	w->check = NULL;
 	w->api.check = NULL;
@@ -573,6 +575,10 @@ worker_main(const struct daemon_args *a)
 		return 1;
 	}
 	w.api.check = w.check;
+	if ((w.api.links = links_new(w.loop, &w.api)) == NULL) {
+		log_error("out of memory starting the worker");
+		return 1;
+	}
 	uv_signal_init(w.loop, &w.sigterm);
 	uv_signal_init(w.loop, &w.sigint);
 	w.sigterm.data = w.sigint.data = &w;
