@@ -155,6 +155,7 @@ static void
 get_health(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
 	const char *why = NULL;
+	char buf[128];
 
 	(void)pa;
 	if (ctx->stopping)
@@ -168,6 +169,8 @@ get_health(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		why = "reading the cluster's state";
 	else if (agent_stopped(ctx->agent, ctx->self->name))
 		why = "stopped by an operator";
+	else
+		why = routes_services_unhealthy(ctx, buf, sizeof(buf));
 	if (why) {
 		http_reply_json(req, 503,
 		    json_pack("{s:s,s:s,s:s}", "status", "unavailable",
@@ -199,6 +202,7 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	json_object_set_new(o, "lease_remaining_ms",
 	    json_integer(lease_remaining_ms(ctx->lease)));
 	json_object_set_new(o, "members", members_json(ctx->members));
+	json_object_set_new(o, "services", routes_services_json(ctx));
 	if (ctx->sip)
 		json_object_set_new(
 		    o, "registrations", sip_registrations_json(ctx->sip));
@@ -583,6 +587,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    json_integer_value(json_object_get(r, "epoch")));
 	}
 	json_decref(regs);
+	routes_services_metrics(ctx, &b);
 	reply_page(req, &b, "/metrics", "text/plain; version=0.0.4");
 	buf_free(&b);
 }
@@ -663,6 +668,8 @@ static const struct route routes[] = {
     {"/metrics", "GET", get_metrics, ACCESS_STATUS, false},
     {"/health", "GET", get_health, ACCESS_OPEN, false},
     {"/v1/status", "GET", get_status, ACCESS_STATUS, false},
+    {"/v1/services", "GET", get_services, ACCESS_STATUS, false},
+    {"/v1/services/*/*", "POST", post_service_action, ACCESS_ADMIN, false},
     {"/v1/calls", "GET", get_calls, ACCESS_READ, false},
     {"/v1/route-points/*/calls", "POST", post_call, ACCESS_ADMIN, false},
     {"/v1/calls/*", "DELETE", delete_call, ACCESS_ADMIN, false},

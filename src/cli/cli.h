@@ -130,6 +130,12 @@ int cli_http(const char *method, const char *url, const char *token,
 int cli_ask(const char *cmd, const char *server, const char *file,
     const char *path, const char *token, const char *ca, json_t **out);
 
+/* The services' table of status and service list. */
+void cli_services_print(json_t *services);
+
+/* cli_services.c: service list|restart|stop|start|reset */
+int cli_services(int argc, char **argv);
+
 /* cli_records.c: records */
 int cli_records(int argc, char **argv);
 

@@ -31,6 +31,8 @@ usage(FILE *f)
 	    "  start NAME|--all    let a stopped server serve again\n"
 	    "  failback NAME       move a covered post back to its home now\n"
 	    "  records             call records: table, --json or --csv\n"
+	    "  service list | restart|stop|start|reset NAME [--server S]\n"
+	    "                      the services of [service] sections\n"
 	    "  user add NAME [--groups G] | passwd NAME | del NAME\n"
 	    "                      change the cluster's users: a new "
 	    "config\n"
@@ -80,6 +82,8 @@ main(int argc, char **argv)
 		rc = cli_up(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "status") == 0)
 		rc = cli_status(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "service") == 0)
+		rc = cli_services(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "records") == 0)
 		rc = cli_records(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "user") == 0)
