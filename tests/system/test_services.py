@@ -102,7 +102,9 @@ def test_killed_service_restarts_with_backoff(tmp_path, etcd1):
         worker, b_pid = c.srv["PA1"].worker(), services(c, "PA1")[("PA1", "b")]["pid"]
         gaps = []
         for n in (1, 2):
+            assert wait_for(lambda: len(events(c, "a.log")) == n, 5)
             pid = services(c, "PA1")[("PA1", "a")]["pid"]
+            assert events(c, "a.log")[-1]["pid"] == pid
             t0 = time.time()
             os.kill(pid, signal.SIGKILL)
             assert wait_for(lambda: services(c, "PA1")[("PA1", "a")]["pid"] not in (0, pid)
