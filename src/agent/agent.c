@@ -365,6 +365,21 @@ hand_over(struct agent *a, struct agent_post *p, const char *to)
 	/* stop serving first: from here this server never acts for it */
 	p->relinquishing = true;
 	str_copy(p->handing_to, to ? to : "", sizeof(p->handing_to));
+	/* its services stop first, so two copies never run (DESIGN 9) */
+	if (a->release && p->released != p->epoch) {
+		if (p->release_asked != p->epoch) {
+			p->release_asked = p->epoch;
+			log_info(
+			    "post %s: stopping its services before handing "
+			    "it %s%s",
+			    p->home->name, to ? "to " : "back to nobody",
+			    to ? to : "");
+			a->release(p, a->release_arg);
+		}
+		etcd_kv_txn_free(t);
+		free(key);
+		return;
+	}
 	time_iso8601(time_wall_ms(), now, sizeof(now));
 	if (key && t &&
 	    etcd_kv_txn_compare(
@@ -540,6 +555,31 @@ agent_on_reconciled(struct agent *a, void (*cb)(void *arg), void *arg)
 }
 
 void
+agent_on_release(struct agent *a,
+    void (*release)(struct agent_post *p, void *arg), void *arg)
+{
+	a->release = release;
+	a->release_arg = arg;
+}
+
+void
+agent_post_released(struct agent *a, const char *post)
+{
+	struct agent_post *p = agent_post_find(a, post);
+
+	if (p == NULL)
+		return;
+	p->released = p->release_asked;
+	agent_kick(a);
+}
+
+json_t *
+agent_services(const struct agent *a)
+{
+	return a->services;
+}
+
+void
 agent_on_license(struct agent *a,
     void (*cb)(const struct etcd_event *ev, bool reset, void *arg), void *arg)
 {
@@ -600,6 +640,7 @@ agent_destroy(struct agent *a)
 	free(a->stopped);
 	free(a->gone);
 	free(a->prefix);
+	json_decref(a->services);
 	free(a);
 }
 
@@ -679,6 +720,8 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 	if (asprintf(&a->prefix, "/understudy/%s/", cfg->cluster.name) < 0)
 		goto fail;
 	a->prefix_len = strlen(a->prefix);
+	if ((a->services = json_object()) == NULL)
+		goto fail;
 	a->stopped = calloc(cfg->n_servers, sizeof(bool));
 	a->gone = calloc(cfg->n_servers ? cfg->n_servers : 1, sizeof(*a->gone));
 	for (size_t i = 0; i < cfg->n_servers; i++)

@@ -192,6 +192,8 @@ struct agent_post {
 	int64_t owner_rev; /* etcd revision of the last owner change seen */
 	struct etcd_req *pending;
 	struct agent_journal *journal; /* open calls of the post */
+	int64_t release_asked; /* epoch whose services were asked to stop */
+	int64_t released; /* epoch whose services have stopped */
 };
 
 /* The name of a state: "HOME", "COVERED", ... */
@@ -331,6 +333,24 @@ const char *agent_self(const struct agent *a);
 void agent_port_set(struct agent_post *p, long number, const char *server,
     const char *call, int64_t since, int64_t epoch, int64_t rev);
 
+/*
+ * Before a post this server owns is handed over (or given up), its post
+ * services must stop: release(p, arg) asks for that once per epoch, and
+ * the hand-over waits (the post is not served meanwhile) until
+ * agent_post_released() says they have stopped.
+ */
+void agent_on_release(struct agent *a,
+    void (*release)(struct agent_post *p, void *arg), void *arg);
+
+/* The services of the post named have stopped: the hand-over may go. */
+void agent_post_released(struct agent *a, const char *post);
+
+/*
+ * Every service on every server, as the masters published them
+ * (services/<server>/<name>): {"SERVER/NAME": {...}}; borrowed.
+ */
+json_t *agent_services(const struct agent *a);
+
 /* control.c */
 
 enum agent_control_outcome {
@@ -400,6 +420,9 @@ struct agent {
 	struct etcd_req *admin_req; /* this server's bid */
 	bool resetting; /* the events applied now are a reset's */
 	struct agent_control *controls; /* control actions out */
+	void (*release)(struct agent_post *p, void *arg);
+	void *release_arg;
+	json_t *services; /* services/<server>/<name> as the watch shows */
 	uint64_t control_seq;
 	bool freeing;
 	unsigned open_handles;

@@ -209,6 +209,20 @@ apply(
 			admin_event(a, ev);
 		return;
 	}
+	if (strcmp(kind, "services") == 0) {
+		/* services/<server>/<name>: what each master runs */
+		json_t *o = NULL;
+
+		if (ev->type != ETCD_EVENT_DELETE)
+			o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
+		if (o && json_is_object(o))
+			json_object_set_new(a->services, rel, o);
+		else {
+			json_decref(o);
+			json_object_del(a->services, rel);
+		}
+		return;
+	}
 	if (strcmp(kind, "licenses") == 0) {
 		if (a->license)
 			a->license(ev, a->resetting, a->license_arg);
@@ -305,6 +319,7 @@ agent_view_update(
 				    NULL, NULL, 0, 0, u->revision);
 		}
 		memset(a->stopped, 0, a->cfg->n_servers * sizeof(bool));
+		json_object_clear(a->services);
 		admin_reset(a);
 		memset(a->gone, 0, a->cfg->n_servers * sizeof(*a->gone));
 		members_reset(a->members, u->events, u->n_events);

@@ -120,6 +120,10 @@ struct api_ctx {
 	const char *state_dir; /* where the database is, and backup parts */
 	struct check_sched *check; /* the scheduled check's last result */
 	struct links *links; /* the state of every link (routes_links.c) */
+	json_t *services; /* this server's, from its master: name -> {} */
+	/* ask the master (a line: "service ACTION NAME\n") */
+	void (*services_say)(const char *line, void *arg);
+	void *services_arg;
 	bool stopping;
 	const char *db_path; /* this server's database, for its backups */
 };
@@ -135,6 +139,19 @@ struct params {
 
 typedef void (*route_fn)(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_services.c: the services (docs/api.md) */
+void get_services(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void post_service_action(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+/* Every service on every server, for /v1/services and /v1/status. */
+json_t *routes_services_json(struct api_ctx *ctx);
+/* Why /health must say 503 for health_requires (into buf), or NULL. */
+const char *routes_services_unhealthy(
+    struct api_ctx *ctx, char *buf, size_t len);
+/* The services' lines of /metrics. */
+void routes_services_metrics(struct api_ctx *ctx, struct buf *b);
 
 /* routes_desk.c: the desk API under /v1/desk/ (docs/api.md) */
 void desk_versions(

@@ -174,8 +174,11 @@ static void
 get_health(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
 	const char *why = routes_unhealthy(ctx, true);
+	char buf[128];
 
 	(void)pa;
+	if (why == NULL)
+		why = routes_services_unhealthy(ctx, buf, sizeof(buf));
 	if (why) {
 		http_reply_json(req, 503,
 		    json_pack("{s:s,s:s,s:s}", "status", "unavailable",
@@ -208,6 +211,7 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	    json_integer(lease_remaining_ms(ctx->lease)));
 	json_object_set_new(o, "members", members_json(ctx->members));
 	json_object_set_new(o, "links", links_json(ctx->links));
+	json_object_set_new(o, "services", routes_services_json(ctx));
 	if (ctx->sip)
 		json_object_set_new(
 		    o, "registrations", sip_registrations_json(ctx->sip));
@@ -696,6 +700,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    "\n",
 		    last_ok / 1000);
 	}
+	routes_services_metrics(ctx, &b);
 	reply_page(req, &b, "/metrics", "text/plain; version=0.0.4");
 	buf_free(&b);
 }
@@ -790,6 +795,8 @@ static const struct route routes[] = {
     {"/metrics", "GET", get_metrics, ACCESS_STATUS, false},
     {"/health", "GET", get_health, ACCESS_OPEN, false},
     {"/v1/status", "GET", get_status, ACCESS_STATUS, false},
+    {"/v1/services", "GET", get_services, ACCESS_STATUS, false},
+    {"/v1/services/*/*", "POST", post_service_action, ACCESS_ADMIN, false},
     {"/v1/calls", "GET", get_calls, ACCESS_READ, false},
     {"/v1/route-points/*/calls", "POST", post_call, ACCESS_ADMIN, false},
     {"/v1/calls/*", "DELETE", delete_call, ACCESS_ADMIN, false},

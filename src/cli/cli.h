@@ -132,6 +132,11 @@ int cli_ask(const char *cmd, const char *server, const char *file,
 
 /* cli_check.c: check */
 int cli_check(int argc, char **argv);
+/* The services' table of status and service list. */
+void cli_services_print(json_t *services);
+
+/* cli_services.c: service list|restart|stop|start|reset */
+int cli_services(int argc, char **argv);
 
 /* cli_records.c: records */
 int cli_records(int argc, char **argv);

@@ -269,11 +269,10 @@ print_table(json_t *st)
 		printf("route point %s registered at %s, epoch %lld\n",
 		    str_of(v, "route_point"), str_of(v, "registrar"),
 		    (long long)json_integer_value(json_object_get(v, "epoch")));
-	if (json_array_size(json_object_get(st, "links")) == 0)
-		return;
-	printf("\nlinks of %s:\n%-4s %-14s %-34s %-8s %s\n",
-	    str_of(st, "server"), "", "LINK", "TARGET", "LATENCY",
-	    "SINCE / WHY");
+	if (json_array_size(json_object_get(st, "links")) > 0)
+		printf("\nlinks of %s:\n%-4s %-14s %-34s %-8s %s\n",
+		    str_of(st, "server"), "", "LINK", "TARGET", "LATENCY",
+		    "SINCE / WHY");
 	json_array_foreach (json_object_get(st, "links"), i, v) {
 		bool up = strcmp(str_of(v, "state"), "up") == 0;
 		json_t *lat = json_object_get(v, "latency_ms");
@@ -286,6 +285,39 @@ print_table(json_t *st)
 		    str_of(v, "link"), str_of(v, "target"), ms,
 		    str_of(v, "since"), up ? "" : ": ",
 		    up ? "" : str_of(v, "detail"));
+	}
+	if (json_array_size(json_object_get(st, "services")))
+		cli_services_print(json_object_get(st, "services"));
+}
+
+void
+cli_services_print(json_t *services)
+{
+	json_t *v;
+	size_t i;
+
+	printf("\n%-14s %-6s %-11s %-8s %-8s %-12s %s\n", "SERVICE", "ON",
+	    "STATE", "PID", "RESTARTS", "POST", "LAST EXIT / WHY");
+	json_array_foreach (services, i, v) {
+		char post[64] = "-", pid[16] = "-";
+		const char *st = str_of(v, "state");
+
+		if (json_is_string(json_object_get(v, "post")))
+			snprintf(post, sizeof(post), "%s@%s", str_of(v, "post"),
+			    json_is_string(json_object_get(v, "post_owner"))
+				? str_of(v, "post_owner")
+				: "-");
+		if (json_integer_value(json_object_get(v, "pid")))
+			snprintf(pid, sizeof(pid), "%lld",
+			    (long long)json_integer_value(
+				json_object_get(v, "pid")));
+		printf("%-14s %-6s %s%-10s %-8s %-8lld %-12s %s%s%s\n",
+		    str_of(v, "name"), str_of(v, "server"),
+		    strcmp(st, "failed") == 0 ? "!" : " ", st, pid,
+		    (long long)json_integer_value(
+			json_object_get(v, "restarts")),
+		    post, str_of(v, "last_exit"),
+		    str_of(v, "last_exit")[0] ? "; " : "", str_of(v, "why"));
 	}
 }
 

@@ -33,6 +33,8 @@ usage(FILE *f)
 	    "  records             call records: table, --json or --csv\n"
 	    "  check [--last]      the daily maintenance check of every "
 	    "server\n"
+	    "  service list | restart|stop|start|reset NAME [--server S]\n"
+	    "                      the services of [service] sections\n"
 	    "  user add NAME [--groups G] | passwd NAME | del NAME\n"
 	    "                      change the cluster's users: a new "
 	    "config\n"
@@ -89,6 +91,8 @@ main(int argc, char **argv)
 		rc = cli_up(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "status") == 0)
 		rc = cli_status(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "service") == 0)
+		rc = cli_services(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "records") == 0)
 		rc = cli_records(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "check") == 0)

@@ -638,6 +638,120 @@ check_users_channels(const struct config *cfg, struct config_diags *d)
 	strlist_free(&groups);
 }
 
+#define VLINE(v, key) line_of((v)->lines, CONFIG_SEC_SERVICE, key, (v)->line)
+
+/* Depth-first search from service i for a path back to it through after. */
+static bool
+after_cycle(const struct config *cfg, size_t i, size_t at, unsigned char *seen)
+{
+	const struct config_service *v = &cfg->services[at];
+
+	for (size_t j = 0; j < v->after.n; j++) {
+		const struct config_service *w =
+		    config_service_find(cfg, v->after.v[j]);
+		size_t k;
+
+		if (w == NULL)
+			continue;
+		k = (size_t)(w - cfg->services);
+		if (k == i)
+			return true;
+		if (seen[k])
+			continue;
+		seen[k] = 1;
+		if (after_cycle(cfg, i, k, seen))
+			return true;
+	}
+	return false;
+}
+
+static void
+check_services(const struct config *cfg, struct config_diags *d)
+{
+	const char **names = server_names(cfg);
+	unsigned char *seen = calloc(cfg->n_services + 1, 1);
+
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		const struct config_service *v = &cfg->services[i];
+		const struct config_server *home;
+
+		if (v->command == NULL &&
+		    line_raw(v->lines, CONFIG_SEC_SERVICE, "command") == 0)
+			ERR(d, v->line, "service %s needs a command", v->name);
+		if (v->scope == CONFIG_SCOPE_POST) {
+			if (v->post == NULL) {
+				ERR(d, VLINE(v, "scope"),
+				    "service %s: scope = post needs post = "
+				    "NAME",
+				    v->name);
+			} else if ((home = config_server_find(cfg, v->post)) ==
+			    NULL) {
+				const char *sug = names
+				    ? str_suggest(
+					  v->post, names, cfg->n_servers)
+				    : NULL;
+
+				ERR(d, VLINE(v, "post"),
+				    "post: no post '%s'%s%s%s", v->post,
+				    sug ? "; did you mean '" : "",
+				    sug ? sug : "", sug ? "'?" : "");
+			} else if (home->spare) {
+				ERR(d, VLINE(v, "post"),
+				    "post: %s is a spare: it has no post",
+				    v->post);
+			}
+			if (v->servers.n)
+				ERR(d, VLINE(v, "servers"),
+				    "servers: a post service runs where its "
+				    "post is; servers is for scope = server");
+		} else if (v->post) {
+			ERR(d, VLINE(v, "post"), "post: only for scope = post");
+		}
+		for (size_t j = 0; j < v->servers.n; j++)
+			if (config_server_find(cfg, v->servers.v[j]) == NULL)
+				ERR(d, VLINE(v, "servers"),
+				    "servers: unknown server '%s'",
+				    v->servers.v[j]);
+		for (size_t j = 0; j < v->after.n; j++) {
+			const struct config_service *w =
+			    config_service_find(cfg, v->after.v[j]);
+
+			if (w == NULL)
+				ERR(d, VLINE(v, "after"),
+				    "after: unknown service '%s'",
+				    v->after.v[j]);
+			else if (w == v)
+				ERR(d, VLINE(v, "after"),
+				    "after: service %s cannot wait for itself",
+				    v->name);
+			else if (w->scope == CONFIG_SCOPE_POST &&
+			    (v->scope != CONFIG_SCOPE_POST || v->post == NULL ||
+				w->post == NULL ||
+				strcmp(v->post, w->post) != 0))
+				WARN(d, VLINE(v, "after"),
+				    "after: %s runs only where post %s is "
+				    "owned; %s waits for it elsewhere",
+				    w->name, w->post ? w->post : "?", v->name);
+		}
+		if (seen) {
+			memset(seen, 0, cfg->n_services + 1);
+			if (after_cycle(cfg, i, i, seen))
+				ERR(d, VLINE(v, "after"),
+				    "after: service %s waits for itself "
+				    "through a cycle",
+				    v->name);
+		}
+	}
+	for (size_t j = 0; j < cfg->cluster.health_requires.n; j++)
+		if (config_service_find(
+			cfg, cfg->cluster.health_requires.v[j]) == NULL)
+			ERR(d, CLINE(&cfg->cluster, "health_requires"),
+			    "health_requires: unknown service '%s'",
+			    cfg->cluster.health_requires.v[j]);
+	free(seen);
+	free(names);
+}
+
 void
 config_check(struct config *cfg, struct config_diags *d)
 {
@@ -653,6 +767,7 @@ config_check(struct config *cfg, struct config_diags *d)
 	check_numbers(cfg, d);
 	check_capacity(cfg, d);
 	check_users_channels(cfg, d);
+	check_services(cfg, d);
 	if (d->n > 1)
 		qsort(d->v, d->n, sizeof(*d->v), diag_cmp);
 }

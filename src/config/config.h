@@ -24,14 +24,21 @@ enum config_section {
 	CONFIG_SEC_SERVER,
 	CONFIG_SEC_USER,
 	CONFIG_SEC_CHANNEL,
+	CONFIG_SEC_SERVICE,
 	CONFIG_SEC_COUNT
 };
 
 enum config_failback { CONFIG_FAILBACK_AUTO, CONFIG_FAILBACK_MANUAL };
 enum config_license_policy { CONFIG_LICENSE_WARN, CONFIG_LICENSE_ENFORCE };
+enum config_scope { CONFIG_SCOPE_SERVER, CONFIG_SCOPE_POST };
+enum config_restart {
+	CONFIG_RESTART_ALWAYS,
+	CONFIG_RESTART_ON_FAILURE,
+	CONFIG_RESTART_NO
+};
 
 /* Every option of every section; the table in options.c defines them. */
-#define CONFIG_MAX_OPTIONS 64
+#define CONFIG_MAX_OPTIONS 96
 
 struct config_cluster {
 	char *name;
@@ -73,6 +80,7 @@ struct config_cluster {
 	char *messaging_password;
 	char *messaging_token;
 	char *check_schedule; /* the admin primary's daily check, or NULL */
+	struct strlist health_requires; /* services /health needs here */
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];
 };
@@ -111,6 +119,31 @@ struct config_channel {
 	int lines[CONFIG_MAX_OPTIONS];
 };
 
+/* [service NAME]: a process the master supervises (src/daemon/services.c) */
+struct config_service {
+	char *name;
+	char *command; /* run by /bin/sh -c */
+	int scope; /* enum config_scope */
+	struct strlist servers; /* scope = server: where; empty: every server */
+	char *post; /* scope = post: the post it follows */
+	struct strlist after; /* services that must be ready first */
+	char *ready; /* probe: http://, tcp:, exec:, notify; NULL: started */
+	char *health; /* probe run every health_interval, or NULL */
+	long health_interval; /* ms */
+	long health_failures; /* in a row: a crash */
+	int restart; /* enum config_restart */
+	long restart_delay; /* ms, the first backoff, doubled each time */
+	long restart_delay_max; /* ms, the backoff's cap */
+	long crash_limit; /* crashes within crash_window: failed */
+	long crash_window; /* s */
+	long stop_timeout; /* ms from SIGTERM to SIGKILL */
+	struct strlist env; /* KEY=VALUE */
+	char *user;
+	char *working_dir;
+	int line;
+	int lines[CONFIG_MAX_OPTIONS];
+};
+
 struct config {
 	char *path;
 	int64_t version; /* the cluster's version this is (0: a file) */
@@ -121,6 +154,8 @@ struct config {
 	size_t n_users;
 	struct config_channel *channels;
 	size_t n_channels;
+	struct config_service *services;
+	size_t n_services;
 };
 
 enum config_severity { CONFIG_ERROR, CONFIG_WARNING };
@@ -180,7 +215,10 @@ struct config_option {
 extern const struct config_option config_options[];
 extern const size_t config_n_options;
 
-/* "cluster", "server", "user", "channel", indexed by enum config_section. */
+/*
+ * "cluster", "server", "user", "channel", "service", indexed by enum
+ * config_section.
+ */
 extern const char *const config_section_names[CONFIG_SEC_COUNT];
 
 /*
@@ -261,6 +299,23 @@ const struct config_user *config_user_find(
     const struct config *cfg, const char *name);
 const struct config_channel *config_channel_find(
     const struct config *cfg, const char *name);
+const struct config_service *config_service_find(
+    const struct config *cfg, const char *name);
+
+/*
+ * True when the service may run on server: a server-scope service
+ * listed for it (or for every server), or any post-scope service (it
+ * runs wherever its post is owned).
+ */
+bool config_service_here(const struct config_service *sv, const char *server);
+
+/*
+ * A probe ("http://HOST:PORT/PATH", "tcp:HOST:PORT", "exec:COMMAND",
+ * "notify") is well formed; else false with the reason in err. notify
+ * is allowed only where allow_notify.
+ */
+bool config_check_probe(
+    const char *v, bool allow_notify, char *err, size_t errlen);
 
 /*
  * A file option's value as a path: relative to the config file's

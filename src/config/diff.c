@@ -101,6 +101,8 @@ kind_of(const char *section)
 		return CONFIG_SEC_USER;
 	if (strncmp(section, "channel ", 8) == 0)
 		return CONFIG_SEC_CHANNEL;
+	if (strncmp(section, "service ", 8) == 0)
+		return CONFIG_SEC_SERVICE;
 	return CONFIG_SEC_CLUSTER;
 }
 
@@ -184,6 +186,12 @@ whole_section(json_t *changes, json_t *restart, const char *section, bool added)
 			added ? "it is new: start it"
 			      : "it left the cluster: "
 				"stop it"));
+	/* the master reads its services when it starts */
+	else if (kind_of(section) == CONFIG_SEC_SERVICE)
+		json_array_append_new(restart,
+		    json_pack("{s:s,s:s}", "server", "every server", "because",
+			added ? "a service was added"
+			      : "a service was removed"));
 }
 
 json_t *

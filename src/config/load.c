@@ -283,8 +283,7 @@ section_begin(struct parse_state *ps, const char *header)
 		else
 			ERR(ps->d, line,
 			    "unknown section [%s] (known: cluster, server, "
-			    "user, "
-			    "channel)",
+			    "user, channel, service)",
 			    word);
 		return 1;
 	}
@@ -379,6 +378,27 @@ section_begin(struct parse_state *ps, const char *header)
 		defaults_apply(ps->d, CONFIG_SEC_CHANNEL, c);
 		ps->obj = c;
 		ps->lines = c->lines;
+		break;
+	}
+	case CONFIG_SEC_SERVICE: {
+		struct config_service *v;
+
+		for (size_t i = 0; i < cfg->n_services; i++)
+			if (strcmp(cfg->services[i].name, name) == 0) {
+				ERR(ps->d, line,
+				    "duplicate service %s (first at line %d)",
+				    name, cfg->services[i].line);
+				return 1;
+			}
+		v = array_push(
+		    (void **)&cfg->services, &cfg->n_services, sizeof(*v));
+		if (v == NULL)
+			return 0;
+		v->name = strdup(name);
+		v->line = line;
+		defaults_apply(ps->d, CONFIG_SEC_SERVICE, v);
+		ps->obj = v;
+		ps->lines = v->lines;
 		break;
 	}
 	}
@@ -564,9 +584,14 @@ config_free(struct config *cfg)
 		section_free(CONFIG_SEC_CHANNEL, &cfg->channels[i]);
 		free(cfg->channels[i].name);
 	}
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		section_free(CONFIG_SEC_SERVICE, &cfg->services[i]);
+		free(cfg->services[i].name);
+	}
 	free(cfg->servers);
 	free(cfg->users);
 	free(cfg->channels);
+	free(cfg->services);
 	free(cfg->path);
 	free(cfg);
 }
@@ -606,6 +631,21 @@ config_channel_find(const struct config *cfg, const char *name)
 	return find_named(cfg->channels, cfg->n_channels,
 	    sizeof(*cfg->channels), offsetof(struct config_channel, name),
 	    name);
+}
+
+const struct config_service *
+config_service_find(const struct config *cfg, const char *name)
+{
+	return find_named(cfg->services, cfg->n_services,
+	    sizeof(*cfg->services), offsetof(struct config_service, name),
+	    name);
+}
+
+bool
+config_service_here(const struct config_service *sv, const char *server)
+{
+	return sv->scope == CONFIG_SCOPE_POST || sv->servers.n == 0 ||
+	    strlist_find(&sv->servers, server) >= 0;
 }
 
 bool

@@ -30,11 +30,19 @@ static bool check_nats(const char *v, char *err, size_t errlen);
 static bool check_version(const char *v, char *err, size_t errlen);
 static bool check_file(const char *v, char *err, size_t errlen);
 static bool check_nats_secret(const char *v, char *err, size_t errlen);
+static bool check_ready(const char *v, char *err, size_t errlen);
+static bool check_health(const char *v, char *err, size_t errlen);
+static bool check_env(const char *v, char *err, size_t errlen);
+
+static const char *const scope_choices[] = {"server", "post", NULL};
+static const char *const restart_choices[] = {
+    "always", "on-failure", "no", NULL};
 
 #define CL(f) offsetof(struct config_cluster, f)
 #define SV(f) offsetof(struct config_server, f)
 #define US(f) offsetof(struct config_user, f)
 #define CH(f) offsetof(struct config_channel, f)
+#define SC(f) offsetof(struct config_service, f)
 
 const struct config_option config_options[] = {
     {CONFIG_SEC_CLUSTER, "name", CONFIG_TYPE_STRING, 0, 0, NULL, NULL, CL(name),
@@ -205,6 +213,12 @@ const struct config_option config_options[] = {
 	"local time) or "
 	"`every N` with a unit s, m, h or d (10 s to 31 days, aligned on "
 	"midnight UTC). Unset: only when asked."},
+    {CONFIG_SEC_CLUSTER, "health_requires", CONFIG_TYPE_LIST, 0, 0, "", NULL,
+	CL(health_requires), config_check_name, false,
+	"Services without which a server's /health answers 503, so that a "
+	"load balancer takes it out: each one that should run on that "
+	"server now (a server-scope service of it, a post service of a post "
+	"it owns) must be ready."},
 
     {CONFIG_SEC_SERVER, "address", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
 	SV(address), check_address, false,
@@ -270,6 +284,79 @@ const struct config_option config_options[] = {
     {CONFIG_SEC_CHANNEL, "allow", CONFIG_TYPE_LIST, 0, 0, "", NULL, CH(allow),
 	check_allow, true,
 	"Users (`alice`) and groups (`@dispatch`) who may join the channel."},
+
+    {CONFIG_SEC_SERVICE, "command", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	SC(command), NULL, false,
+	"What runs, given to `/bin/sh -c` (use `exec` so that the service is "
+	"the shell's process). It gets UNDERSTUDY_SERVICE, UNDERSTUDY_SERVER, "
+	"NOTIFY_SOCKET and, for a post service, UNDERSTUDY_POST and "
+	"UNDERSTUDY_EPOCH in its environment. Required."},
+    {CONFIG_SEC_SERVICE, "scope", CONFIG_TYPE_ENUM, 0, 0, "server",
+	scope_choices, SC(scope), NULL, false,
+	"`server`: runs on the servers listed in `servers` (all when empty) "
+	"and keeps running across worker crashes; `post`: runs only on the "
+	"server that owns `post` now, fenced like the post "
+	"(docs/protocol.md)."},
+    {CONFIG_SEC_SERVICE, "servers", CONFIG_TYPE_LIST, 0, 0, "", NULL,
+	SC(servers), config_check_name, false,
+	"scope = server: the servers it runs on; empty: every server."},
+    {CONFIG_SEC_SERVICE, "post", CONFIG_TYPE_STRING, 0, 0, NULL, NULL, SC(post),
+	config_check_name, false,
+	"scope = post: the post (its home server's name) it follows."},
+    {CONFIG_SEC_SERVICE, "after", CONFIG_TYPE_LIST, 0, 0, "", NULL, SC(after),
+	config_check_name, false,
+	"Services that must be ready (on this server) before this one "
+	"starts."},
+    {CONFIG_SEC_SERVICE, "ready", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	SC(ready), check_ready, false,
+	"How readiness is known: `http://HOST:PORT/PATH` answering 2xx, "
+	"`tcp:HOST:PORT` accepting, `exec:COMMAND` exiting 0 (tried every "
+	"200 ms), or `notify` (the service sends READY=1 to NOTIFY_SOCKET, "
+	"as under systemd). Without it, ready once started."},
+    {CONFIG_SEC_SERVICE, "health", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	SC(health), check_health, false,
+	"A probe of the same kinds but notify, run every health_interval "
+	"once ready; health_failures failures in a row count as a crash."},
+    {CONFIG_SEC_SERVICE, "health_interval", CONFIG_TYPE_INT, 100, 3600000,
+	"5000", NULL, SC(health_interval), NULL, false,
+	"Milliseconds between health probes (each probe may take as long)."},
+    {CONFIG_SEC_SERVICE, "health_failures", CONFIG_TYPE_INT, 1, 1000, "3", NULL,
+	SC(health_failures), NULL, false,
+	"Failed health probes in a row that count as a crash."},
+    {CONFIG_SEC_SERVICE, "restart", CONFIG_TYPE_ENUM, 0, 0, "always",
+	restart_choices, SC(restart), NULL, false,
+	"After the service exits: `always` start it again, `on-failure` only "
+	"after a non-zero exit, a signal or failed health, `no` never."},
+    {CONFIG_SEC_SERVICE, "restart_delay", CONFIG_TYPE_INT, 0, 3600000, "500",
+	NULL, SC(restart_delay), NULL, false,
+	"Milliseconds before the first restart; each crash within "
+	"crash_window doubles it, up to restart_delay_max."},
+    {CONFIG_SEC_SERVICE, "restart_delay_max", CONFIG_TYPE_INT, 0, 3600000,
+	"30000", NULL, SC(restart_delay_max), NULL, false,
+	"Cap of the restart backoff, in milliseconds."},
+    {CONFIG_SEC_SERVICE, "crash_limit", CONFIG_TYPE_INT, 1, 1000, "5", NULL,
+	SC(crash_limit), NULL, false,
+	"Crashes within crash_window after which the service is marked "
+	"`failed` (in status, metrics, the log and /health) and not started "
+	"again until `understudy service reset NAME`."},
+    {CONFIG_SEC_SERVICE, "crash_window", CONFIG_TYPE_INT, 1, 86400, "60", NULL,
+	SC(crash_window), NULL, false,
+	"Seconds over which crashes are counted against crash_limit."},
+    {CONFIG_SEC_SERVICE, "stop_timeout", CONFIG_TYPE_INT, 0, 600000, "10000",
+	NULL, SC(stop_timeout), NULL, false,
+	"Milliseconds from SIGTERM to SIGKILL of the service's process group. "
+	"A post service losing its fence gets at most lease_ttl/4."},
+    {CONFIG_SEC_SERVICE, "env", CONFIG_TYPE_LIST, 0, 0, "", NULL, SC(env),
+	check_env, false,
+	"Extra environment, `KEY=VALUE` items (no spaces or commas in them)."},
+    {CONFIG_SEC_SERVICE, "user", CONFIG_TYPE_STRING, 0, 0, NULL, NULL, SC(user),
+	config_check_name, false,
+	"User (and its group) the service runs as; understudyd must run as "
+	"root to use it."},
+    {CONFIG_SEC_SERVICE, "working_dir", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
+	SC(working_dir), NULL, false,
+	"Directory the service starts in (relative to the config file); "
+	"default: the state directory."},
 };
 
 const size_t config_n_options = ARRAY_SIZE(config_options);
@@ -278,7 +365,7 @@ _Static_assert(ARRAY_SIZE(config_options) <= CONFIG_MAX_OPTIONS,
     "raise CONFIG_MAX_OPTIONS");
 
 const char *const config_section_names[CONFIG_SEC_COUNT] = {
-    "cluster", "server", "user", "channel"};
+    "cluster", "server", "user", "channel", "service"};
 
 /* ---- syntax checks of single values ---- */
 
@@ -563,6 +650,85 @@ check_file(const char *v, char *err, size_t errlen)
 		return true;
 	snprintf(err, errlen, "'%s' is not a file name", v);
 	return false;
+}
+
+static bool
+check_env(const char *v, char *err, size_t errlen)
+{
+	const char *eq = strchr(v, '=');
+
+	if (eq && eq != v) {
+		for (const char *c = v; c < eq; c++)
+			if (!isalnum((unsigned char)*c) && *c != '_')
+				goto bad;
+		return true;
+	}
+bad:
+	snprintf(err, errlen, "'%s' is not KEY=VALUE", v);
+	return false;
+}
+
+static bool
+probe_hostport(const char *v, const char *end)
+{
+	const char *colon = NULL;
+	char host[256];
+	long port;
+	char num[8];
+
+	for (const char *c = v; c < end; c++)
+		if (*c == ':')
+			colon = c;
+	if (colon == NULL || colon == v ||
+	    (size_t)(colon - v) >= sizeof(host) ||
+	    (size_t)(end - colon - 1) >= sizeof(num) || end == colon + 1)
+		return false;
+	memcpy(host, v, (size_t)(colon - v));
+	host[colon - v] = '\0';
+	memcpy(num, colon + 1, (size_t)(end - colon - 1));
+	num[end - colon - 1] = '\0';
+	return (str_is_ip(host) || str_is_hostname(host)) &&
+	    str_to_long(num, 1, 65535, &port) == 0;
+}
+
+bool
+config_check_probe(const char *v, bool allow_notify, char *err, size_t errlen)
+{
+	if (strcmp(v, "notify") == 0) {
+		if (allow_notify)
+			return true;
+		snprintf(err, errlen,
+		    "notify tells readiness only; a health probe is http://, "
+		    "tcp: or exec:");
+		return false;
+	}
+	if (strncmp(v, "exec:", 5) == 0 && v[5])
+		return true;
+	if (strncmp(v, "tcp:", 4) == 0 && probe_hostport(v + 4, v + strlen(v)))
+		return true;
+	if (strncmp(v, "http://", 7) == 0) {
+		const char *slash = strchr(v + 7, '/');
+
+		if (probe_hostport(v + 7, slash ? slash : v + strlen(v)))
+			return true;
+	}
+	snprintf(err, errlen,
+	    "'%s' is not a probe (http://HOST:PORT/PATH, tcp:HOST:PORT, "
+	    "exec:COMMAND%s)",
+	    v, allow_notify ? " or notify" : "");
+	return false;
+}
+
+static bool
+check_ready(const char *v, char *err, size_t errlen)
+{
+	return config_check_probe(v, true, err, errlen);
+}
+
+static bool
+check_health(const char *v, char *err, size_t errlen)
+{
+	return config_check_probe(v, false, err, errlen);
 }
 
 static bool

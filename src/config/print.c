@@ -109,6 +109,11 @@ print_all(const struct config *cfg, FILE *f, bool marks)
 		section_print(
 		    cfg, CONFIG_SEC_CHANNEL, &cfg->channels[i], f, marks);
 	}
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		fprintf(f, "\n[service %s]\n", cfg->services[i].name);
+		section_print(
+		    cfg, CONFIG_SEC_SERVICE, &cfg->services[i], f, marks);
+	}
 }
 
 void

@@ -14,6 +14,8 @@
 #include "common/common.h"
 #include "config/config.h"
 
+#include <uv.h>
+
 #define DAEMON_IPC_FD 3
 
 struct daemon_args {
@@ -125,6 +127,46 @@ struct etcd_opts;
  */
 struct etcd *tls_etcd_new(
     uv_loop_t *loop, const struct config *cfg, struct etcd_opts *eo);
+
+/* fence.c */
+
+/* Run a service's command and fence it (see fence.c). */
+int fence_main(const char *command, const char *user, long stop_ms);
+
+/* CLOCK_BOOTTIME in ms: the fence's clock, which runs through a suspend. */
+uint64_t fence_boot_ms(void);
+
+/* services.c: the supervisor of [service] sections, in the master */
+
+struct services;
+
+/* A line for the worker ("svc NAME {json}\n", "stopped POST\n"). */
+typedef void (*services_say_fn)(const char *line, void *arg);
+
+struct services *services_new(uv_loop_t *loop, const struct daemon_args *a,
+    const char *exe, services_say_fn say, void *arg);
+
+/* Start what may run now (server services). */
+void services_start(struct services *ss);
+
+/*
+ * A line from the worker: "grant POST EPOCH UNTIL_MONO_MS",
+ * "release POST", "service ACTION NAME". True when it was one.
+ */
+bool services_line(struct services *ss, const char *line);
+
+/* Send every service's state to the worker (a new worker). */
+void services_push_all(struct services *ss);
+
+/*
+ * The worker died: every post service lost its fence. done(arg) runs
+ * once every one of them has stopped (at once when none runs).
+ */
+void services_revoke_posts(
+    struct services *ss, void (*done)(void *arg), void *arg);
+
+/* Stop everything, then free; done(arg) when the last process ended. */
+void services_free(struct services *ss, void (*done)(void *arg), void *arg);
 
 /* worker.c */
 

@@ -96,6 +96,15 @@ main(int argc, char **argv)
 	int c, level, rc;
 	char who[64], state[512];
 
+	/* understudyd --fence STOP_MS USER|- COMMAND: see fence.c */
+	if (argc == 5 && strcmp(argv[1], "--fence") == 0) {
+		long stop_ms;
+
+		if (str_to_long(argv[2], 0, 86400000, &stop_ms) != 0)
+			return 2;
+		return fence_main(argv[4],
+		    strcmp(argv[3], "-") == 0 ? NULL : argv[3], stop_ms);
+	}
 	while (
 	    (c = getopt_long(argc, argv, "c:s:d:l:f:hV", opts, NULL)) != -1) {
 		switch (c) {

@@ -65,6 +65,7 @@ struct master {
 	bool stopping;
 	bool finishing;
 	unsigned revocations; /* lease revocations still out */
+	struct services *services;
 	int status;
 	char exe[4096];
 };
@@ -115,7 +116,7 @@ revoke_cb(const struct etcd_res *res, void *arg)
 		    time_mono_ms() - r->t0);
 	free(r);
 	if (--m->revocations == 0 && m->finishing)
-		etcd_free(m->etcd);
+		master_finish(m);
 	else if (m->revocations == 0 && m->restart_pending && !m->stopping)
 		kick_restart(m);
 }
@@ -173,34 +174,65 @@ crash_backoff(struct master *m)
 	return recent <= 1 ? 0 : (int64_t)(100u << (recent - 2));
 }
 
+struct dead_worker {
+	struct master *m;
+	int64_t lease;
+	const char *why;
+	uint64_t t0;
+};
+
+/*
+ * The post services are stopped (they lost their fence with the
+ * worker): now the cluster may see the worker gone, and a cover may
+ * claim its posts.
+ */
+static void
+posts_released(void *arg)
+{
+	struct dead_worker *dw = arg;
+	struct master *m = dw->m;
+	struct revocation *r = malloc(sizeof(*r));
+
+	m->revocations--; /* the stop counted as one */
+	if (r && dw->lease) {
+		r->m = m;
+		r->t0 = dw->t0;
+		r->lease = dw->lease;
+		/*
+		 * first the death notice, so that whoever closes the
+		 * records of its calls knows the software failed
+		 */
+		if (agent_write_gone(m->etcd, m->a->cfg->cluster.name,
+			m->a->self->name, dw->lease, dw->why, gone_written, r))
+			m->revocations++;
+		else
+			free(r);
+	} else {
+		free(r);
+	}
+	free(dw);
+	if (m->revocations == 0 && m->finishing)
+		master_finish(m);
+	else if (m->revocations == 0 && m->restart_pending && !m->stopping)
+		kick_restart(m);
+}
+
 static void
 exit_cb(uv_process_t *p, int64_t status, int sig)
 {
 	struct child *c = p->data;
 	struct master *m = c->m;
+	struct dead_worker *dw = calloc(1, sizeof(*dw));
 	int64_t delay;
 
 	c->exited = true;
-	if (c->lease) {
-		struct revocation *r = malloc(sizeof(*r));
-
-		/* first: the cluster must see this server gone, now */
-		if (r) {
-			r->m = m;
-			r->t0 = time_mono_ms();
-			r->lease = c->lease;
-			/*
-			 * first the death notice, so that whoever closes the
-			 * records of its calls knows the software failed
-			 */
-			if (agent_write_gone(m->etcd, m->a->cfg->cluster.name,
-				m->a->self->name, c->lease,
-				sig || status ? "crashed" : "exited",
-				gone_written, r))
-				m->revocations++;
-			else
-				free(r);
-		}
+	if (dw) {
+		/* first: stop its post services, then revoke its lease */
+		dw->m = m;
+		dw->lease = c->lease;
+		dw->why = sig || status ? "crashed" : "exited";
+		dw->t0 = time_mono_ms();
+		m->revocations++;
 	}
 	if (sig)
 		log_msg(m->stopping ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
@@ -216,7 +248,11 @@ exit_cb(uv_process_t *p, int64_t status, int sig)
 	if (m->stopping) {
 		if (status != 0 || sig)
 			m->status = 1;
-		master_finish(m);
+		m->finishing = true;
+		if (dw)
+			services_revoke_posts(m->services, posts_released, dw);
+		else
+			master_finish(m);
 		return;
 	}
 	if ((delay = crash_backoff(m)) < 0) {
@@ -224,16 +260,24 @@ exit_cb(uv_process_t *p, int64_t status, int sig)
 		    MASTER_MAX_CRASHES + 1, MASTER_CRASH_WINDOW_MS / 1000);
 		m->status = 1;
 		m->stopping = true;
-		master_finish(m);
+		m->finishing = true;
+		if (dw)
+			services_revoke_posts(m->services, posts_released, dw);
+		else
+			master_finish(m);
 		return;
 	}
 	log_info("restarting the worker in %" PRId64 " ms%s", delay,
-	    m->revocations ? ", once its lease is revoked" : "");
+	    m->revocations ? ", once its post services stopped and its lease "
+			     "is revoked"
+			   : "");
 	notify_status("the worker died; restarting it");
 	m->restart_delay = (uint64_t)delay;
 	m->restart_pending = true;
+	if (dw)
+		services_revoke_posts(m->services, posts_released, dw);
 	/* the cluster must see the death before the new worker appears */
-	if (m->revocations == 0)
+	else if (m->revocations == 0)
 		kick_restart(m);
 }
 
@@ -248,6 +292,8 @@ ipc_line(struct child *c, const char *line)
 	if (strncmp(line, "lease ", 6) == 0) {
 		c->lease = (int64_t)strtoull(line + 6, NULL, 16);
 		log_debug("worker lease is now %" PRIx64, (uint64_t)c->lease);
+	} else if (c->m->services) {
+		services_line(c->m->services, line);
 	}
 }
 
@@ -320,6 +366,17 @@ ping_cb(uv_timer_t *t)
 	uv_try_write((uv_stream_t *)&c->ipc, &b, 1);
 }
 
+/* A line for the worker, from the services. */
+static void
+master_say(const char *line, void *arg)
+{
+	struct master *m = arg;
+	uv_buf_t b = uv_buf_init((char *)line, (unsigned)strlen(line));
+
+	if (m->child && !m->child->exited)
+		uv_try_write((uv_stream_t *)&m->child->ipc, &b, 1);
+}
+
 static void
 master_spawn(struct master *m)
 {
@@ -389,6 +446,8 @@ master_spawn(struct master *m)
 	m->restarts++;
 	uv_read_start((uv_stream_t *)&c->ipc, loop_read_buffer, ipc_read);
 	log_info("worker pid %d started", c->proc.pid);
+	/* what runs here, for its /v1/services and /health */
+	services_push_all(m->services);
 }
 
 static void
@@ -399,8 +458,26 @@ close_quiet(uv_handle_t *h)
 }
 
 static void
+services_done(void *arg)
+{
+	struct master *m = arg;
+
+	m->services = NULL;
+	etcd_free(m->etcd);
+}
+
+/*
+ * The worker is gone and its lease revoked (or being revoked): close
+ * everything once the last revocation landed, the services last.
+ */
+static void
 master_finish(struct master *m)
 {
+	m->finishing = true;
+	if (m->revocations)
+		return; /* the last one calls again */
+	if (uv_is_closing((uv_handle_t *)&m->ping))
+		return;
 	notify_stopping();
 	uv_timer_stop(&m->ping);
 	close_quiet((uv_handle_t *)&m->ping);
@@ -409,10 +486,7 @@ master_finish(struct master *m)
 	close_quiet((uv_handle_t *)&m->sigterm);
 	close_quiet((uv_handle_t *)&m->sigint);
 	close_quiet((uv_handle_t *)&m->sighup);
-	/* a revocation still out must land before the client goes */
-	m->finishing = true;
-	if (m->revocations == 0)
-		etcd_free(m->etcd);
+	services_free(m->services, services_done, m);
 }
 
 static void
@@ -425,6 +499,21 @@ stop_grace_cb(uv_timer_t *t)
 		    m->child->proc.pid, MASTER_STOP_GRACE_MS);
 		uv_process_kill(&m->child->proc, SIGKILL);
 	}
+}
+
+/* Stopping: the post services are down; now the worker. */
+static void
+posts_stopped(void *arg)
+{
+	struct master *m = arg;
+
+	if (m->child && !m->child->exited) {
+		uv_process_kill(&m->child->proc, SIGTERM);
+		uv_timer_start(
+		    &m->stop_grace, stop_grace_cb, MASTER_STOP_GRACE_MS, 0);
+		return;
+	}
+	master_finish(m);
 }
 
 static void
@@ -444,13 +533,8 @@ signal_cb(uv_signal_t *s, int signum)
 	m->stopping = true;
 	notify_stopping();
 	uv_timer_stop(&m->restart);
-	if (m->child && !m->child->exited) {
-		uv_process_kill(&m->child->proc, SIGTERM);
-		uv_timer_start(
-		    &m->stop_grace, stop_grace_cb, MASTER_STOP_GRACE_MS, 0);
-		return;
-	}
-	master_finish(m);
+	/* post services stop before the worker revokes its lease */
+	services_revoke_posts(m->services, posts_stopped, m);
 }
 
 int
@@ -491,7 +575,13 @@ master_main(const struct daemon_args *a)
 	    m.hang_limit);
 	notify_init(m.hang_limit);
 	uv_timer_start(&m.ping, ping_cb, MASTER_PING_MS, MASTER_PING_MS);
+	if ((m.services = services_new(m.loop, a, m.exe, master_say, &m)) ==
+	    NULL) {
+		log_error("out of memory");
+		return 1;
+	}
 	master_spawn(&m);
+	services_start(m.services);
 	uv_run(m.loop, UV_RUN_DEFAULT);
 	uv_loop_close(m.loop);
 	log_info("stopped");

@@ -62,6 +62,8 @@ struct worker {
 	struct buf ipc_in;
 	char reported[NOTIFY_STATUS_MAX + 1]; /* the status the master has */
 	uv_signal_t sigterm, sigint;
+	uv_timer_t grants; /* tells the master which posts it may run */
+	json_t *services; /* this server's, as the master tells: name -> {} */
 	bool stopping;
 	int status;
 	char *tls[TLS_FILES]; /* PEM text while the worker starts */
@@ -114,6 +116,109 @@ ipc_send(struct worker *w, const char *line)
 		uv_try_write((uv_stream_t *)&w->ipc, &b, 1);
 }
 
+/* ---- services (run by the master; src/daemon/services.c) ---- */
+
+/* services/<server>/<name> on the lease: every server shows it */
+static void
+service_publish(struct worker *w, const char *name, json_t *o)
+{
+	int64_t lease = w->lease ? lease_id(w->lease) : 0;
+	char *key, *value;
+
+	if (lease == 0 || w->agent == NULL || w->stopping)
+		return;
+	key = agent_key(w->agent, "services/%s/%s", w->a->self->name, name);
+	value = json_dumps(o, JSON_COMPACT);
+	if (key && value)
+		etcd_kv_put(
+		    w->etcd, key, value, strlen(value), lease, NULL, NULL);
+	free(key);
+	free(value);
+}
+
+static void
+services_publish_all(struct worker *w)
+{
+	const char *name;
+	json_t *o;
+
+	json_object_foreach (w->services, name, o)
+		service_publish(w, name, o);
+}
+
+/*
+ * Every 100 ms, and so at every lease renewal: each post owned here
+ * with its epoch and this server's fencing deadline (monotonic ms), for
+ * the post services. A post not in the list is not granted any more; its
+ * services stop by the last deadline told.
+ */
+static void
+grants_cb(uv_timer_t *t)
+{
+	struct worker *w = t->data;
+	const struct config *cfg = w->cfgs[w->n_cfgs - 1];
+	struct agent_post *p;
+	int64_t epoch;
+	char line[128];
+
+	if (w->stopping || w->agent == NULL)
+		return;
+	for (size_t i = 0; (p = agent_post_at(w->agent, i)) != NULL; i++) {
+		bool followed = false;
+
+		for (size_t j = 0; j < cfg->n_services; j++)
+			if (cfg->services[j].scope == CONFIG_SCOPE_POST &&
+			    strcmp(cfg->services[j].post, p->home->name) == 0)
+				followed = true;
+		if (!followed || !agent_owns(w->agent, p, &epoch))
+			continue;
+		snprintf(line, sizeof(line),
+		    "grant %s %" PRId64 " %" PRIu64 "\n", p->home->name, epoch,
+		    time_mono_ms() + (uint64_t)lease_remaining_ms(w->lease));
+		ipc_send(w, line);
+	}
+}
+
+static void
+api_services_say(const char *line, void *arg)
+{
+	ipc_send(arg, line);
+}
+
+/* The agent is about to hand a post over: its services stop first. */
+static void
+post_release(struct agent_post *p, void *arg)
+{
+	struct worker *w = arg;
+	char line[64];
+
+	snprintf(line, sizeof(line), "release %s\n", p->home->name);
+	ipc_send(w, line);
+}
+
+/* A line from the master about the services. */
+static void
+services_ipc(struct worker *w, const char *line)
+{
+	if (strncmp(line, "stopped ", 8) == 0) {
+		if (w->agent)
+			agent_post_released(w->agent, line + 8);
+	} else if (strncmp(line, "svc ", 4) == 0) {
+		const char *sp = strchr(line + 4, ' ');
+		char name[CONFIG_NAME_MAX + 1];
+		json_t *o;
+
+		if (sp == NULL || (size_t)(sp - line - 4) >= sizeof(name))
+			return;
+		str_copy(name, line + 4, (size_t)(sp - line - 4) + 1);
+		if ((o = json_loads(sp + 1, 0, NULL)) == NULL)
+			return;
+		json_object_set(w->services, name, o);
+		service_publish(w, name, o);
+		json_decref(o);
+	}
+}
+
 static void
 report_send(void *arg, const char *line)
 {
@@ -133,6 +238,7 @@ on_acquired(struct lease *l, int64_t id, void *arg)
 	members_register(w->members, id);
 	agent_lease_changed(w->agent);
 	desks_lease_changed(w->desks);
+	services_publish_all(w);
 }
 
 static void
@@ -170,6 +276,8 @@ ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 			 */
 			notify_worker_report(&w->api, w->ready, w->reported,
 			    sizeof(w->reported), report_send, w);
+		} else {
+			services_ipc(w, line);
 		}
 		free(line);
 	}
@@ -251,6 +359,7 @@ worker_stop(struct worker *w, const char *why)
 	uv_close((uv_handle_t *)&w->sigint, NULL);
 	uv_close((uv_handle_t *)&w->sighup, NULL);
 	uv_close((uv_handle_t *)&w->config_retry, NULL);
+	uv_close((uv_handle_t *)&w->grants, NULL);
 	versions_cancel(w->following);
 	w->following = NULL;
 	if (w->ipc_open) {
@@ -460,6 +569,10 @@ worker_main(const struct daemon_args *a)
 	if (eo.request_timeout_ms < 200)
 		eo.request_timeout_ms = 200;
 	buf_init(&w.ipc_in, 4096);
+	w.services = json_object();
+	w.api.services = w.services;
+	w.api.services_say = api_services_say;
+	w.api.services_arg = &w;
 	if (uv_pipe_init(w.loop, &w.ipc, 0) == 0 &&
 	    uv_pipe_open(&w.ipc, DAEMON_IPC_FD) == 0) {
 		w.ipc_open = true;
@@ -597,6 +710,10 @@ worker_main(const struct daemon_args *a)
 		return 1;
 	}
 	w.cfgs[w.n_cfgs++] = eff.cfg;
+	agent_on_release(w.agent, post_release, &w);
+	uv_timer_init(w.loop, &w.grants);
+	w.grants.data = &w;
+	uv_timer_start(&w.grants, grants_cb, 0, 100);
 	w.ready = true;
 	log_info("serving HTTP on %s:%ld; etcd %s", a->self->address,
 	    a->self->api_port, etcd_endpoint(w.etcd));
@@ -605,6 +722,7 @@ worker_main(const struct daemon_args *a)
 	buf_free(&w.ipc_in);
 	log_info("stopped");
 	json_decref(w.api.config_restart);
+	json_decref(w.services);
 	for (size_t i = 0; i < w.n_cfgs; i++)
 		config_free(w.cfgs[i]);
 	if (w.n_cfgs == 0)
