@@ -221,6 +221,12 @@ int serve_etcd(
  */
 int serve_db(const char *db_path, const char *tmpdir, struct serve_part *p);
 
+/*
+ * Remove the temporary part files (.backup-*) a worker that stopped
+ * while it made one left in dir; at the worker's start, before it serves.
+ */
+void serve_sweep(const char *dir);
+
 /* restore.c: put an archive back on this machine */
 
 struct backup_restore_opts {
@@ -253,6 +259,7 @@ int backup_restore(const struct backup_restore_opts *o, json_t **report,
 
 struct agent;
 struct etcd;
+struct members;
 struct uv_loop_s;
 struct backups;
 
@@ -263,8 +270,8 @@ struct backups;
  * backup_dir is. Returns NULL on ENOMEM.
  */
 struct backups *backups_new(struct uv_loop_s *loop, struct etcd *e,
-    struct agent *a, const struct config *cfg, const char *self,
-    const char *state_dir);
+    struct agent *a, struct members *m, const struct config *cfg,
+    const char *self, const char *state_dir);
 
 /* Run a new configuration version; cfg must outlive b or the next call. */
 void backups_set_config(struct backups *b, const struct config *cfg);

@@ -53,15 +53,19 @@ discard(char *data, size_t size, size_t nmemb, void *userp)
 	return size * nmemb;
 }
 
-/* Does anything answer HTTP at url? */
+/*
+ * Does anything run at url? Only a refused or unreachable connection
+ * says no: a timeout (a frozen server) or a TLS failure (a CA that does
+ * not fit) is something there, and a restore must not run under it.
+ */
 static bool
 answers(const char *url, const char *ca, bool post)
 {
-	long status = 0;
+	CURLcode rc;
 	CURL *c = curl_easy_init();
 
 	if (c == NULL)
-		return false;
+		return true;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -71,10 +75,9 @@ answers(const char *url, const char *ca, bool post)
 		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
 	if (post)
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "{}");
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	rc = curl_easy_perform(c);
 	curl_easy_cleanup(c);
-	return status != 0;
+	return rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST;
 }
 
 /* The servers (and local etcd) that answer: a text naming them, or "". */

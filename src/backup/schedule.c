@@ -47,6 +47,7 @@ struct slot {
 	long attempt;
 	int64_t started, finished, size;
 	bool verified;
+	long missing; /* servers whose database the archive lacks */
 	char file[PATH_MAX];
 	char sha256[65];
 	char error[ERR_MAX];
@@ -59,12 +60,11 @@ struct job {
 	struct backup_target target;
 	char path[PATH_MAX];
 	char *ca;
-	char **remove; /* archives to remove once this one is verified */
-	size_t n_remove;
 	int64_t slot;
 	/* the result */
 	int64_t finished;
 	bool ok, verified;
+	long missing;
 	int64_t size;
 	char sha256[65];
 	char error[ERR_MAX];
@@ -74,6 +74,9 @@ struct backups {
 	uv_loop_t *loop;
 	struct etcd *etcd;
 	struct agent *agent;
+	struct members *members;
+	uv_fs_t unlink_req;
+	bool unlinking;
 	const struct config *cfg;
 	struct config_schedule sched;
 	char *self;
@@ -129,16 +132,17 @@ slot_parse(struct slot *s, const struct etcd_kv *kv)
 {
 	const char *state = NULL, *server = "", *run = "", *file = "",
 		   *sha = "", *error = "";
-	json_int_t attempt = 1, started = 0, finished = 0, size = 0;
+	json_int_t attempt = 1, started = 0, finished = 0, size = 0,
+		   missing = 0;
 	int verified = 0;
 	json_t *o = json_loadb(kv->value, kv->value_len, 0, NULL);
 	int rc = -1;
 
-	if (json_unpack(o, "{s:s,s?s,s?s,s?I,s?I,s?I,s?s,s?I,s?s,s?b,s?s}",
+	if (json_unpack(o, "{s:s,s?s,s?s,s?I,s?I,s?I,s?s,s?I,s?s,s?b,s?s,s?I}",
 		"state", &state, "server", &server, "run", &run, "attempt",
 		&attempt, "started", &started, "finished", &finished, "file",
 		&file, "size", &size, "sha256", &sha, "verified", &verified,
-		"error", &error) != 0)
+		"error", &error, "missing", &missing) != 0)
 		goto out;
 	for (int i = 0; i <= SLOT_FAILED; i++)
 		if (strcmp(state, slot_states[i]) == 0)
@@ -153,6 +157,7 @@ slot_parse(struct slot *s, const struct etcd_kv *kv)
 	s->finished = finished;
 	s->size = size;
 	s->verified = verified;
+	s->missing = (long)missing;
 	s->mod_rev = kv->mod_revision;
 out:
 	json_decref(o);
@@ -227,9 +232,6 @@ job_free(struct job *j)
 {
 	if (j == NULL)
 		return;
-	for (size_t i = 0; i < j->n_remove; i++)
-		free(j->remove[i]);
-	free(j->remove);
 	free(j->ca);
 	free(j);
 }
@@ -307,8 +309,9 @@ mkdir_p(const char *path)
 }
 
 /*
- * Remove what a holder of this slot that died left half-written: the
- * temporary files of path's archive (.NAME.partial-XXXXXX, take.c).
+ * Remove what a backup that died left half-written: the temporary files
+ * (.NAME.partial-XXXXXX, take.c) of the archives whose names start as
+ * path's base name does.
  */
 static void
 sweep(const char *dir, const char *path)
@@ -323,7 +326,7 @@ sweep(const char *dir, const char *path)
 		const char *name = de->d_name + (de->d_name[0] == '.');
 
 		if (strncmp(name, base, n) != 0 ||
-		    strncmp(name + n, ".partial-", 9) != 0)
+		    strstr(name + n, ".partial-") == NULL)
 			continue;
 		snprintf(old, sizeof(old), "%s/%s", dir, de->d_name);
 		if (unlink(old) == 0)
@@ -347,6 +350,7 @@ job_run(void *arg)
 	str_copy(dir, j->path, sizeof(dir));
 	if ((slash = strrchr(dir, '/')) != NULL)
 		*slash = '\0';
+	snprintf(aside, sizeof(aside), "%s.failed", j->path);
 	if (mkdir_p(dir) != 0) {
 		snprintf(j->error, sizeof(j->error), "backup_dir %.200s: %s",
 		    dir, strerror(errno));
@@ -365,19 +369,25 @@ job_run(void *arg)
 		 */
 		if (job_verify(j))
 			goto verified;
-		snprintf(aside, sizeof(aside), "%s.failed-%" PRId64, j->path,
-		    time_wall_ms());
 		log_warn("backup %s: %s; moved aside to %s", j->path, j->error,
 		    aside);
-		if (rename(j->path, aside) != 0 ||
-		    backup_take(&j->target, j->path, NULL, NULL, &manifest, err,
+		if (rename(j->path, aside) != 0) {
+			snprintf(j->error, sizeof(j->error), "%.200s: %s",
+			    aside, strerror(errno));
+			goto out;
+		}
+		if (backup_take(&j->target, j->path, NULL, NULL, &manifest, err,
 			sizeof(err)) != 0) {
 			snprintf(j->error, sizeof(j->error), "%s", err);
 			goto out;
 		}
 	}
-	if (!job_verify(j))
+	if (!job_verify(j)) {
+		/* one bad archive per slot is kept to look at, no more */
+		if (rename(j->path, aside) != 0)
+			unlink(j->path);
 		goto out;
+	}
 verified:
 	j->verified = true;
 	j->ok = true;
@@ -385,10 +395,9 @@ verified:
 	if (stat(j->path, &st) == 0)
 		j->size = (int64_t)st.st_size;
 	job_sha256(j);
-	for (size_t i = 0; i < j->n_remove; i++)
-		if (unlink(j->remove[i]) != 0 && errno != ENOENT)
-			log_warn("backup: removing %s: %s", j->remove[i],
-			    strerror(errno));
+	j->missing =
+	    (long)json_array_size(json_object_get(manifest, "missing"));
+	unlink(aside);
 out:
 	json_decref(manifest);
 	uv_async_send(&j->b->done);
@@ -421,6 +430,7 @@ slot_json(const struct slot *s)
 	json_object_set_new(o, "finished", json_integer(s->finished));
 	json_object_set_new(o, "verified", json_boolean(s->verified));
 	if (s->state == SLOT_DONE) {
+		json_object_set_new(o, "missing", json_integer(s->missing));
 		json_object_set_new(o, "size", json_integer(s->size));
 		json_object_set_new(o, "sha256", json_string(s->sha256));
 	} else {
@@ -456,8 +466,6 @@ static void
 job_start(struct backups *b, const struct slot *s, int64_t rev)
 {
 	struct job *j = calloc(1, sizeof(*j));
-	long keep = b->cfg->cluster.backup_keep;
-	long kept = 0;
 
 	if (j == NULL)
 		return;
@@ -468,19 +476,6 @@ job_start(struct backups *b, const struct slot *s, int64_t rev)
 	j->target.token = b->cfg->cluster.admin_token;
 	j->ca = config_file_path(b->cfg, b->cfg->cluster.tls_ca);
 	j->target.ca = j->ca;
-	/* the newest keep - 1 others stay, with the new one */
-	j->remove = calloc(b->n_slots + 1, sizeof(*j->remove));
-	for (size_t i = b->n_slots; j->remove && i-- > 0;) {
-		const struct slot *o = &b->slots[i];
-
-		if (o->slot == s->slot || o->state != SLOT_DONE || !o->file[0])
-			continue;
-		if (++kept < keep)
-			continue;
-		j->remove[j->n_remove] = strdup(o->file);
-		if (j->remove[j->n_remove])
-			j->n_remove++;
-	}
 	b->job_rev = rev;
 	log_info("backup: slot %" PRId64 " (attempt %ld) into %s", s->slot,
 	    s->attempt, j->path);
@@ -590,7 +585,7 @@ recorded(const struct etcd_res *res, void *arg)
 	backups_kick(b);
 }
 
-/* Deletes of the slots that go: archives removed, old failures. */
+/* Deletes of the failed slots past FAILED_KEEP. */
 static void
 prune(struct backups *b, struct etcd_txn *t, const struct job *j)
 {
@@ -605,8 +600,6 @@ prune(struct backups *b, struct etcd_txn *t, const struct job *j)
 			continue;
 		if (s->state == SLOT_FAILED)
 			go = ++failed > FAILED_KEEP;
-		for (size_t k = 0; !go && j->ok && k < j->n_remove; k++)
-			go = strcmp(s->file, j->remove[k]) == 0;
 		if (!go || (key = slot_key(b, s->slot)) == NULL)
 			continue;
 		etcd_kv_txn_delete(t, true, key, false);
@@ -636,6 +629,7 @@ record(struct backups *b)
 	s.finished = j->finished;
 	s.size = j->size;
 	s.verified = j->verified;
+	s.missing = j->missing;
 	str_copy(s.sha256, j->sha256, sizeof(s.sha256));
 	str_copy(s.error, j->error, sizeof(s.error));
 	if ((o = slot_json(&s)) == NULL ||
@@ -683,7 +677,147 @@ job_done(uv_async_t *h)
 	record(b);
 }
 
+/* ---- retention: each server removes its own archives past keep ---- */
+
+static void
+forgotten(const struct etcd_res *res, void *arg)
+{
+	struct backups *b = arg;
+
+	b->req = NULL;
+	if (res->err)
+		log_warn("backup: forgetting a removed archive: %s",
+		    res->message ? res->message : us_strerror(res->err));
+	backups_kick(b);
+}
+
+static void
+unlinked(uv_fs_t *req)
+{
+	struct backups *b = req->data;
+	int64_t slot = 0;
+	struct etcd_txn *t;
+	struct slot *s;
+	char *key;
+
+	b->unlinking = false;
+	for (size_t i = 0; i < b->n_slots; i++)
+		if (strcmp(b->slots[i].file, req->path) == 0 &&
+		    strcmp(b->slots[i].server, b->self) == 0)
+			slot = b->slots[i].slot;
+	if (req->result < 0 && req->result != UV_ENOENT)
+		log_warn("backup: removing %s: %s", req->path,
+		    uv_strerror((int)req->result));
+	else if (req->result == 0)
+		log_info("backup: removed %s (backup_keep %ld)", req->path,
+		    b->cfg->cluster.backup_keep);
+	uv_fs_req_cleanup(req);
+	if (b->closing || slot == 0 || b->req ||
+	    (s = slot_find(b, slot)) == NULL ||
+	    (key = slot_key(b, slot)) == NULL)
+		return;
+	if ((t = etcd_kv_txn_new()) == NULL) {
+		free(key);
+		return;
+	}
+	etcd_kv_txn_compare(
+	    t, key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, s->mod_rev, NULL, 0);
+	etcd_kv_txn_delete(t, true, key, false);
+	b->req = etcd_kv_txn_commit(b->etcd, t, forgotten, b);
+	free(key);
+}
+
+/*
+ * The newest backup_keep complete archives stay (and partial ones newer
+ * than the oldest of them); of the others, this server removes the ones
+ * it wrote, one per turn, then forgets their slots. An archive on
+ * another machine is removed by the server that wrote it.
+ */
+static bool
+retain(struct backups *b)
+{
+	long complete = 0;
+
+	if (b->unlinking)
+		return true;
+	for (size_t i = b->n_slots; i-- > 0;) {
+		struct slot *s = &b->slots[i];
+
+		if (s->state != SLOT_DONE)
+			continue;
+		if (complete < b->cfg->cluster.backup_keep) {
+			complete += s->missing == 0;
+			continue;
+		}
+		if (strcmp(s->server, b->self) != 0 || !s->file[0])
+			continue;
+		b->unlink_req.data = b;
+		if (uv_fs_unlink(b->loop, &b->unlink_req, s->file, unlinked) !=
+		    0)
+			return false;
+		b->unlinking = true;
+		return true;
+	}
+	return false;
+}
+
 /* ---- the turn: is there a slot to take? ---- */
+
+/*
+ * Has the worker that claimed s gone? Its server is down, or came back
+ * (its membership is newer than the claim): nothing finishes the slot
+ * then. A holder that lives (it lost the admin key for a moment) is
+ * left to finish: its result is compared on its claim.
+ */
+static bool
+holder_gone(const struct backups *b, const struct slot *s)
+{
+	if (strcmp(s->server, b->self) == 0 && strcmp(s->run, b->run) != 0)
+		return true;
+	return !members_is_up(b->members, s->server) ||
+	    members_since(b->members, s->server) > s->started;
+}
+
+static void
+abandoned(const struct etcd_res *res, void *arg)
+{
+	struct backups *b = arg;
+
+	b->req = NULL;
+	(void)res;
+	backups_kick(b);
+}
+
+/* A slot of a past time whose holder went: failed, for the record. */
+static void
+abandon(struct backups *b, const struct slot *old)
+{
+	struct slot s = *old;
+	struct etcd_txn *t = NULL;
+	char *key = slot_key(b, old->slot), *text = NULL;
+	json_t *o;
+
+	s.state = SLOT_FAILED;
+	s.finished = time_wall_ms();
+	snprintf(s.error, sizeof(s.error),
+	    "abandoned: %s stopped during the backup, and its time had "
+	    "passed",
+	    old->server);
+	if (key == NULL || (o = slot_json(&s)) == NULL)
+		goto out;
+	text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (text == NULL || (t = etcd_kv_txn_new()) == NULL)
+		goto out;
+	log_warn("backup: slot %" PRId64 ": %s", old->slot, s.error);
+	etcd_kv_txn_compare(
+	    t, key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, old->mod_rev, NULL, 0);
+	etcd_kv_txn_put(t, true, key, text, strlen(text), 0);
+	b->req = etcd_kv_txn_commit(b->etcd, t, abandoned, b);
+out:
+	free(key);
+	free(text);
+}
 
 static void
 turn(uv_timer_t *tm)
@@ -698,21 +832,25 @@ turn(uv_timer_t *tm)
 		record(b);
 		return;
 	}
-	if (!b->synced || b->sched.kind == CONFIG_SCHEDULE_NONE ||
-	    !agent_is_admin(b->agent))
+	if (!b->synced || retain(b))
+		return;
+	if (b->sched.kind == CONFIG_SCHEDULE_NONE || !agent_is_admin(b->agent))
 		return;
 	slot = config_schedule_slot(&b->sched, now);
+	for (size_t i = 0; i < b->n_slots; i++)
+		if (b->slots[i].slot != slot &&
+		    b->slots[i].state == SLOT_RUNNING &&
+		    holder_gone(b, &b->slots[i])) {
+			abandon(b, &b->slots[i]);
+			return;
+		}
 	if ((s = slot_find(b, slot)) == NULL) {
 		claim(b, slot, NULL);
 		return;
 	}
 	switch (s->state) {
 	case SLOT_RUNNING:
-		/*
-		 * its holder is no longer the primary, or was this server's
-		 * worker before it restarted; a claim of ours whose answer
-		 * was lost shows here with our run id
-		 */
+		/* a claim of ours whose answer was lost shows with our run */
 		if (strcmp(s->server, b->self) == 0 &&
 		    strcmp(s->run, b->run) == 0) {
 			/* recorded, and the watch has not shown it yet */
@@ -720,7 +858,8 @@ turn(uv_timer_t *tm)
 				job_start(b, s, s->mod_rev);
 			return;
 		}
-		claim(b, slot, s);
+		if (holder_gone(b, s))
+			claim(b, slot, s);
 		return;
 	case SLOT_FAILED:
 		retry = b->sched.interval_s * 1000 / 4;
@@ -758,7 +897,7 @@ backups_set_config(struct backups *b, const struct config *cfg)
 }
 
 struct backups *
-backups_new(uv_loop_t *loop, struct etcd *e, struct agent *a,
+backups_new(uv_loop_t *loop, struct etcd *e, struct agent *a, struct members *m,
     const struct config *cfg, const char *self, const char *state_dir)
 {
 	struct backups *b = calloc(1, sizeof(*b));
@@ -768,6 +907,7 @@ backups_new(uv_loop_t *loop, struct etcd *e, struct agent *a,
 	b->loop = loop;
 	b->etcd = e;
 	b->agent = a;
+	b->members = m;
 	b->self = strdup(self);
 	b->state_dir = strdup(state_dir);
 	b->slots = calloc(SLOTS_MAX, sizeof(*b->slots));
@@ -782,6 +922,26 @@ backups_new(uv_loop_t *loop, struct etcd *e, struct agent *a,
 	b->done.data = b;
 	b->watch = etcd_watch_new(e, b->prefix, true, 0, watched, b);
 	backups_set_config(b, cfg);
+	if (cfg->cluster.backup_dir == NULL ||
+	    cfg->cluster.backup_dir[0] != '/') {
+		/*
+		 * this server's own directory: what its worker before this one
+		 * left half-written goes (a shared one may hold a live
+		 * backup of another server's)
+		 */
+		char dir[PATH_MAX], *slash;
+
+		archive_path(b, 0, dir, sizeof(dir));
+		if ((slash = strrchr(dir, '/')) != NULL) {
+			*slash = '\0';
+			snprintf(slash + 1,
+			    sizeof(dir) - (size_t)(slash + 1 - dir),
+			    "understudy-%s-", cfg->cluster.name);
+			*slash = '\0';
+			sweep(dir, slash + 1);
+		}
+	}
+
 	return b;
 fail:
 	free(b->self);
@@ -823,7 +983,12 @@ backups_free(struct backups *b, void (*done)(void *arg), void *arg)
 	if (b->req)
 		etcd_req_cancel(b->req);
 	if (b->job) {
-		/* a backup in progress is not cut: its temporary file goes */
+		/*
+		 * a backup in progress is waited for; a worker stopped for
+		 * too long is killed by its master, and then its throwaway
+		 * etcd dies with it (verify.c) and the next worker sweeps the
+		 * half-written file
+		 */
 		uv_thread_join(&b->job->thread);
 		job_free(b->job);
 		b->job = NULL;

@@ -7,7 +7,9 @@
  * as it is open, so nothing is left behind by a crash; the API serves it
  * from the descriptor.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -52,6 +54,26 @@ temp_file(const char *dir, const char *what, char *path, size_t len)
 	if ((fd = mkostemp(path, O_CLOEXEC)) < 0)
 		return -1;
 	return fd;
+}
+
+void
+serve_sweep(const char *dir)
+{
+	struct dirent *de;
+	char path[PATH_MAX];
+	DIR *d = opendir(dir);
+
+	while (d && (de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, ".backup-", 8) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (unlink(path) == 0)
+			log_warn("backup: removed %s, left by a worker that "
+				 "stopped while it made a backup part",
+			    path);
+	}
+	if (d)
+		closedir(d);
 }
 
 /* ---- etcd ---- */

@@ -212,8 +212,10 @@ lookup(struct bolt *b, struct page *pg, const char *name, unsigned char **out,
 	for (;;) {
 		uint16_t fl_page, count;
 
-		if (pg->len < BOLT_PAGE_HEADER)
+		if (pg->len < BOLT_PAGE_HEADER) {
+			bad(b, "a page is shorter than its header");
 			break;
+		}
 		fl_page = le16(pg->p + 8);
 		count = le16(pg->p + 10);
 		if (fl_page & BOLT_LEAF) {

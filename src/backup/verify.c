@@ -17,9 +17,9 @@
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -106,24 +106,33 @@ free_port(void)
 	return port;
 }
 
-/* Start argv with its output into log; its PID, or -1. */
+/*
+ * Start argv with its output into log; its PID, or -1. It dies with the
+ * thread that started it (PR_SET_PDEATHSIG), so a worker that stops or
+ * crashes during a verify leaves no throwaway etcd behind. Between fork
+ * and exec only async-signal-safe calls: the process has other threads.
+ */
 static pid_t
 spawn(char *const argv[], const char *log)
 {
-	posix_spawn_file_actions_t fa;
-	pid_t pid = -1;
+	pid_t pid = fork();
+	int fd;
 
-	if (posix_spawn_file_actions_init(&fa) != 0)
-		return -1;
-	posix_spawn_file_actions_addopen(
-	    &fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(
-	    &fa, STDOUT_FILENO, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-	posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-	if (posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) != 0)
-		pid = -1;
-	posix_spawn_file_actions_destroy(&fa);
-	return pid;
+	if (pid != 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if ((fd = open("/dev/null", O_RDONLY)) >= 0) {
+		dup2(fd, STDIN_FILENO);
+		close(fd);
+	}
+	if ((fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600)) >= 0) {
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		close(fd);
+	}
+	/* etcdctl 3.4 speaks the v3 API by default */
+	execvp(argv[0], argv);
+	_exit(127);
 }
 
 /* The last line of a log, for a why. */
@@ -168,7 +177,6 @@ verify_etcd_restore(const char *snapshot, const char *data_dir,
 	pid_t pid;
 
 	snprintf(initial, sizeof(initial), "%s=%s", name, peer);
-	setenv("ETCDCTL_API", "3", 0);
 	if ((pid = spawn(argv, log)) < 0) {
 		snprintf(why, wlen, "cannot run etcdctl: %s", strerror(errno));
 		return -1;
@@ -349,6 +357,12 @@ restore_test(struct verify *v, const char *part, const char *snap)
 	json_decref(st);
 	plen = (size_t)snprintf(prefix, sizeof(prefix),
 	    "/understudy-config/%s/v/", cluster ? cluster : "");
+	if (plen >= sizeof(prefix)) {
+		stop(pid);
+		check(v, part, "restore test", false,
+		    "the manifest's cluster name is too long");
+		return;
+	}
 	memcpy(pend, prefix, plen);
 	pend[plen - 1]++;
 	/* at the manifest's revision: leases restored with it expire soon */
@@ -379,7 +393,7 @@ static int
 extract(struct verify *v, const struct archive_entry *e, const char *as,
     char *out, size_t len, unsigned char *sha)
 {
-	char err[256];
+	char err[256] = "";
 	int fd, rc;
 
 	snprintf(out, len, "%s/%s", v->dir, as);
@@ -562,7 +576,12 @@ read_manifest(struct verify *v)
 	if (v->manifest == NULL || !json_is_object(v->manifest) ||
 	    i64_of(v->manifest, "format") != 1 ||
 	    !json_is_array(json_object_get(v->manifest, "parts")) ||
-	    !json_is_string(json_object_get(v->manifest, "cluster"))) {
+	    !json_is_string(json_object_get(v->manifest, "cluster")) ||
+	    strlen(json_string_value(json_object_get(v->manifest, "cluster"))) >
+		CONFIG_NAME_MAX ||
+	    !config_check_name(
+		json_string_value(json_object_get(v->manifest, "cluster")), err,
+		sizeof(err))) {
 		check(
 		    v, m->name, "format", false, "not a manifest of format 1");
 		json_decref(v->manifest);

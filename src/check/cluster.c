@@ -168,6 +168,11 @@ check_backups_row(long status, const json_t *ans, int64_t now_ms)
 		n += (size_t)snprintf(why + n, sizeof(why) - n,
 		    "the last good backup is %s old; the schedule is %s", age,
 		    sched);
+	else if (json_integer_value(json_object_get(ok, "missing")) > 0)
+		n += (size_t)snprintf(why + n, sizeof(why) - n,
+		    "the last backup lacks the database of "
+		    "%" JSON_INTEGER_FORMAT " server(s) that did not answer",
+		    json_integer_value(json_object_get(ok, "missing")));
 	else if (!json_is_true(json_object_get(ok, "verified")))
 		n += (size_t)snprintf(why + n, sizeof(why) - n,
 		    "the last backup (%.200s) was not verified",

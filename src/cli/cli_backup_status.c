@@ -33,7 +33,10 @@ usage(FILE *f)
 	    "  --token T      the read_token or admin_token (default\n"
 	    "                 $UNDERSTUDY_TOKEN, then the config's)\n"
 	    "  --ca FILE      verify an https:// server with this CA\n"
-	    "  --json         the server's answer, as JSON\n");
+	    "  --json         the server's answer, as JSON\n"
+	    "\n"
+	    "Exit status: 0, or 1 when the last attempt failed or no server "
+	    "answered.\n");
 }
 
 static const char *
@@ -91,12 +94,15 @@ print_status(const json_t *b)
 	printf("Backups completed today: %lld\n",
 	    (long long)num(b, "completed_today"));
 	if (json_is_object(ok))
-		printf("Status: Last backup finished at %s, %s, %s\n",
+		printf("Status: Last backup finished at %s, %s, %s%s\n",
 		    local_time(num(ok, "finished"), t, sizeof(t)),
 		    size_text(num(ok, "size"), sz, sizeof(sz)),
 		    json_is_true(json_object_get(ok, "verified"))
 			? "verified"
-			: "NOT verified");
+			: "NOT verified",
+		    num(ok, "missing") > 0 ? ", WITHOUT the database of a "
+					     "server that did not answer"
+					   : "");
 	else
 		printf("Status: no backup has finished\n");
 	if (json_is_object(last) && strcmp(str(last, "result"), "failed") == 0)
@@ -135,6 +141,7 @@ cli_backup_status(int argc, char **argv)
 	const char *token = getenv("UNDERSTUDY_TOKEN"), *ca = NULL;
 	bool as_json = false;
 	json_t *ans = NULL;
+	int rc;
 
 	if (cli_wants_help(argc, argv)) {
 		usage(stdout);
@@ -171,6 +178,8 @@ cli_backup_status(int argc, char **argv)
 	} else {
 		print_status(ans);
 	}
+	/* for cron: the last attempt failed */
+	rc = strcmp(str(json_object_get(ans, "last"), "result"), "failed") == 0;
 	json_decref(ans);
-	return 0;
+	return rc;
 }

@@ -151,6 +151,7 @@ log_msg(enum log_level level, const char *fmt, ...)
 	int64_t now;
 	va_list ap;
 	int n, m;
+	size_t head;
 
 	if (level < log_min && level < LOG_LEVEL_WARN)
 		return;
@@ -165,6 +166,7 @@ log_msg(enum log_level level, const char *fmt, ...)
 		    log_names[level], log_who);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
+	head = (size_t)n; /* the ring keeps what follows the prefix */
 	va_start(ap, fmt);
 	m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);
@@ -178,9 +180,6 @@ log_msg(enum log_level level, const char *fmt, ...)
 		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
 			line[i] = '?';
 	if (level >= LOG_LEVEL_WARN) {
-		size_t head =
-		    strlen(ts) + strlen(log_names[level]) + strlen(log_who) + 4;
-
 		line[n] = '\0';
 		log_keep(level, now, line + head);
 		if (level < log_min)

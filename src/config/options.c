@@ -100,7 +100,8 @@ const struct config_option config_options[] = {
 	"When the admin primary takes a backup of the whole cluster (etcd "
 	"and every server's database, verified as it is written): `daily "
 	"HH:MM` (the server's local time) or `every N` with a unit s, m, h or "
-	"d (`every 6h`, aligned on midnight UTC). One archive per scheduled "
+	"d (`every 6h`, counted from the Unix epoch). One archive per "
+	"scheduled "
 	"time across the cluster; a slot that began before the cluster did "
 	"is taken at once. Without it no backup is scheduled."},
     {CONFIG_SEC_CLUSTER, "backup_dir", CONFIG_TYPE_STRING, 0, 0, "backups",
@@ -109,7 +110,7 @@ const struct config_option config_options[] = {
 	"machine; a relative path is under the server's state directory. "
 	"Use shared storage for it where the servers are on several "
 	"machines."},
-    {CONFIG_SEC_CLUSTER, "backup_keep", CONFIG_TYPE_INT, 1, 1000, "7", NULL,
+    {CONFIG_SEC_CLUSTER, "backup_keep", CONFIG_TYPE_INT, 1, 200, "7", NULL,
 	CL(backup_keep), NULL, true,
 	"Scheduled archives kept; older ones are removed once a newer one "
 	"is written and verified."},
@@ -211,8 +212,8 @@ const struct config_option config_options[] = {
 	"by itself (`understudy check`) and keeps the result "
 	"(`understudy check --last`, `/metrics`): `daily HH:MM` (the server's "
 	"local time) or "
-	"`every N` with a unit s, m, h or d (10 s to 31 days, aligned on "
-	"midnight UTC). Unset: only when asked."},
+	"`every N` with a unit s, m, h or d (10 s to 31 days, counted from the "
+	"Unix epoch). Unset: only when asked."},
     {CONFIG_SEC_CLUSTER, "health_requires", CONFIG_TYPE_LIST, 0, 0, "", NULL,
 	CL(health_requires), config_check_name, false,
 	"Services without which a server's /health answers 503, so that a "

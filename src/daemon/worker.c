@@ -6,6 +6,7 @@
  * lease first, so the cluster sees the server go at once, then closes
  * the HTTP server and the etcd client and lets the loop run dry.
  */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -568,6 +569,13 @@ worker_main(const struct daemon_args *a)
 	eo.request_timeout_ms = (unsigned)cl->lease_ttl * 1000 / 4;
 	if (eo.request_timeout_ms < 200)
 		eo.request_timeout_ms = 200;
+	/*
+	 * backups, checks, link probes, logins and forwards share the
+	 * thread pool: more than libuv's 4, so that one slow backup part
+	 * does not hold logins up. The master's pipe is not for children.
+	 */
+	setenv("UV_THREADPOOL_SIZE", "8", 0);
+	fcntl(DAEMON_IPC_FD, F_SETFD, FD_CLOEXEC);
 	buf_init(&w.ipc_in, 4096);
 	w.services = json_object();
 	w.api.services = w.services;
@@ -608,6 +616,7 @@ worker_main(const struct daemon_args *a)
 		log_set_level((enum log_level)eff.cfg->cluster.log_level);
 	a = w.a = &eff;
 	cl = &a->cfg->cluster;
+	serve_sweep(a->state_dir);
 	if ((w.store = store_open(a->state_dir, err, sizeof(err))) == NULL) {
 		log_error("cannot open the database: %s", err);
 		etcd_free(w.etcd);
@@ -670,8 +679,8 @@ worker_main(const struct daemon_args *a)
 	w.api.records = w.records;
 	w.api.desks = w.desks;
 	w.api.sip = w.sip;
-	w.backups = backups_new(
-	    w.loop, w.etcd, w.agent, a->cfg, a->self->name, a->state_dir);
+	w.backups = backups_new(w.loop, w.etcd, w.agent, w.members, a->cfg,
+	    a->self->name, a->state_dir);
 	if (w.backups == NULL) {
 		log_error("out of memory starting the worker");
 		return 1;

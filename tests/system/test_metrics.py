@@ -9,9 +9,10 @@ from conftest import AUTH, Cluster, http, wait_for
 
 # every label of the page, and what bounds it: posts, ports, servers,
 # the states of a post or port, call origins and termination statuses,
-# route points and registrars of the config, log levels
+# route points and registrars of the config, log levels, the kinds of
+# links and their targets (endpoints and peers of the config), services
 BOUNDED = {"post", "port", "state", "server", "owner", "origin", "status",
-           "route_point", "registrar", "level"}
+           "route_point", "registrar", "level", "link", "target", "service"}
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
