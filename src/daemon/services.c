@@ -943,7 +943,13 @@ svc_consider_all(struct services *ss)
 		void (*cb)(void *) = ss->revoked;
 
 		ss->revoked = NULL;
+		/*
+		 * the callback may free the services (the master stops: it
+		 * calls services_free, which comes back here): ss is not
+		 * touched after it
+		 */
 		cb(ss->revoked_arg);
+		return;
 	}
 	if (ss->freeing && ss->freed) {
 		for (size_t j = 0; j < ss->n; j++)
