@@ -163,6 +163,7 @@ routes_check_fill(
 	}
 	p->api_ca = config_file_path(cfg, cl->tls_ca);
 	p->state_dir = strdup(ctx->state_dir ? ctx->state_dir : ".");
+	p->min_free_bytes = (int64_t)cl->check_disk_min_free * 1024 * 1024;
 	p->errors_row = errors_row(ctx->self->name, since);
 	p->config_rows = config_rows(ctx);
 	for (size_t i = 0; i < p->n_etcd; i++)

@@ -21,8 +21,6 @@
 
 #define CHECK_PROBE_MS 1500 /* each probe's own bound */
 #define CHECK_LAG_MAX_MS 10000 /* a record copy this far behind fails */
-#define CHECK_DISK_MIN_FREE_PCT 10 /* a state dir fails under both... */
-#define CHECK_DISK_MIN_FREE_BYTES (1024LL * 1024 * 1024) /* ...or this */
 #define CHECK_SINCE_DEFAULT_MS (24LL * 3600 * 1000)
 #define CHECK_ANSWER_MAX (4u * 1024 * 1024)
 
@@ -62,6 +60,7 @@ struct check_probe {
 	size_t n_servers;
 	char *api_ca; /* the cluster's tls_ca, for https:// peers */
 	char *state_dir;
+	int64_t min_free_bytes; /* check_disk_min_free */
 	json_t *config_rows; /* made on the loop */
 	json_t *errors_row; /* made on the loop */
 };

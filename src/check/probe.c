@@ -568,12 +568,11 @@ probe_disk(struct check_probe *p, json_t *rows)
 	avail = (unsigned long long)vf.f_bavail * vf.f_frsize;
 	pct = total ? 100.0 * (double)avail / (double)total : 0;
 	row = check_row("disk", "state dir", p->self,
-	    pct >= CHECK_DISK_MIN_FREE_PCT &&
-		avail >= (unsigned long long)CHECK_DISK_MIN_FREE_BYTES,
-	    "%s: %.1f GiB free of %.1f GiB (%.0f%%; it fails under %d%% or "
-	    "1 GiB)",
+	    avail >= (unsigned long long)p->min_free_bytes,
+	    "%s: %.1f GiB free of %.1f GiB (%.0f%%; it fails under %.1f GiB, "
+	    "check_disk_min_free)",
 	    p->state_dir, (double)avail / (1 << 30), (double)total / (1 << 30),
-	    pct, CHECK_DISK_MIN_FREE_PCT);
+	    pct, (double)p->min_free_bytes / (1 << 30));
 	json_object_set_new(row, "free_bytes", json_integer((json_int_t)avail));
 	json_object_set_new(row, "free_percent", json_real(pct));
 	json_array_append_new(rows, row);

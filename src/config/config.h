@@ -80,6 +80,7 @@ struct config_cluster {
 	char *messaging_password;
 	char *messaging_token;
 	char *check_schedule; /* the admin primary's daily check, or NULL */
+	long check_disk_min_free; /* MiB a state dir must have free */
 	struct strlist health_requires; /* services /health needs here */
 	int line; /* of the [cluster] header, 0 when absent */
 	int lines[CONFIG_MAX_OPTIONS];

@@ -214,6 +214,11 @@ const struct config_option config_options[] = {
 	"local time) or "
 	"`every N` with a unit s, m, h or d (10 s to 31 days, counted from the "
 	"Unix epoch). Unset: only when asked."},
+    {CONFIG_SEC_CLUSTER, "check_disk_min_free", CONFIG_TYPE_INT, 0, 10485760,
+	"1024", NULL, CL(check_disk_min_free), NULL, true,
+	"MiB of free space each server's state directory must have for the "
+	"daily check's disk row to pass (its database, backup parts and "
+	"scheduled archives grow there)."},
     {CONFIG_SEC_CLUSTER, "health_requires", CONFIG_TYPE_LIST, 0, 0, "", NULL,
 	CL(health_requires), config_check_name, false,
 	"Services without which a server's /health answers 503, so that a "

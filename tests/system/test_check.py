@@ -152,6 +152,24 @@ def test_check_errors(tmp_path, etcd1):
         # errors before --since do not count
         rc, res = check(c, "--since", str(int(time.time() * 1000)))
         assert not failing(res, "errors"), failing(res)
+
+        # a state directory with less room than check_disk_min_free
+        with open(c.config) as f:
+            text = f.read()
+        new = str(tmp_path / "disk.conf")
+        with open(new, "w") as f:
+            f.write(text.replace("[cluster]", "[cluster]\ncheck_disk_min_free = 10485760", 1))
+        r = subprocess.run([CLI, "config", "apply", new, "--config", c.config],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+
+        def full():
+            rc, res = check(c)
+            return res if len(failing(res, "disk")) == 2 else None
+        res = wait_for(full, 10, step=0.5)
+        assert res, failing(check(c)[1])
+        assert all("fails under 10240.0 GiB" in f[2] for f in failing(res, "disk")), \
+            failing(res, "disk")
     finally:
         c.stop_all()
 
