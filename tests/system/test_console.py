@@ -316,6 +316,8 @@ def test_console_stop_and_failback(cluster, browser, tmp_path):
           cell(d, "posts", "PA1", "post", "owner") == "PA1", 10)
     assert d.execute_script("return sessionStorage.length") == 1
     assert "token" not in d.current_url and not d.get_cookies()
+    d.find_element(By.ID, "nav-control").click()
+    until(d, lambda: cell(d, "control", "PA1", "server", "post") == "HOME on PA1")
     shot(d, tmp_path, "control", docs=True)
 
 
@@ -356,3 +358,26 @@ def test_console_cluster_text_is_not_html(cluster, browser, tmp_path):
     assert not d.find_elements(By.CSS_SELECTOR, "main img, header img")
     assert d.execute_script("return window.pwned === undefined")
     shot(d, tmp_path, "text-not-html")
+
+
+def test_console_pauses_when_hidden(cluster, browser, tmp_path):
+    """A hidden tab closes its stream and says so; shown again, it
+    reconnects and catches up with what changed meanwhile."""
+    c, d = cluster, browser
+    open_console(d, c, "PA3")
+    until(d, lambda: d.find_element(By.ID, "conn").text.startswith("Live through"))
+    # headless Chromium never hides a tab: make the page believe it is
+    d.execute_script("""
+        window.vis = 'hidden';
+        Object.defineProperty(document, 'visibilityState',
+                              {configurable: true, get: () => window.vis});
+        document.dispatchEvent(new Event('visibilitychange'));""")
+    until(d, lambda: d.find_element(By.ID, "conn").text ==
+          "Paused while this tab is hidden.")
+    c.kill_worker("PA1")
+    assert c.wait_state("PA1", "COVERED", 5, via="PA3")
+    assert cell(d, "posts", "PA1", "post", "state") == "HOME"    # not following
+    d.execute_script("""window.vis = 'visible';
+        document.dispatchEvent(new Event('visibilitychange'));""")
+    until(d, lambda: cell(d, "posts", "PA1", "post", "state") == "COVERED", 3)
+    assert d.find_element(By.ID, "conn").text.startswith("Live through")
