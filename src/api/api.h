@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 #include <uv.h>
@@ -73,6 +74,25 @@ void http_reply_error(struct http_req *req, unsigned status, int err,
 void http_reply_file(struct http_req *req, unsigned status,
     const char *content_type, int fd, uint64_t size);
 
+/*
+ * A stream's next bytes into out (at most max): how many; 0 when there
+ * is nothing to send now (the connection waits, suspended, until
+ * http_stream_wake); -1 to end the stream (its connection is closed).
+ */
+typedef ssize_t (*http_stream_fn)(void *arg, char *out, size_t max);
+
+/*
+ * Answer with a body of unknown length (chunked) read from fn(arg, ...)
+ * on the loop as the connection can take it. The stream ends when fn
+ * says so, when the connection closes (http_req_on_gone tells) or when
+ * the server stops.
+ */
+void http_reply_stream(struct http_req *req, unsigned status,
+    const char *content_type, http_stream_fn fn, void *arg);
+
+/* Call the stream's fn again soon: it has something to send. */
+void http_stream_wake(struct http_req *req);
+
 /* Answer with a text body of the given content type. */
 void http_reply_text(struct http_req *req, unsigned status,
     const char *content_type, const char *text, size_t len);
@@ -120,6 +140,7 @@ struct api_ctx {
 	const char *state_dir; /* where the database is, and backup parts */
 	struct check_sched *check; /* the scheduled check's last result */
 	struct links *links; /* the state of every link (routes_links.c) */
+	struct events *events; /* the streams of GET /v1/events */
 	json_t *services; /* this server's, from its master: name -> {} */
 	/* ask the master (a line: "service ACTION NAME\n") */
 	void (*services_say)(const char *line, void *arg);
@@ -247,6 +268,51 @@ void forward_to_primary(
  * operator stopped counts as serving: it runs as it should.
  */
 const char *routes_unhealthy(const struct api_ctx *ctx, bool operator_stop);
+
+/* The whole of GET /v1/status (new reference), or NULL on ENOMEM. */
+json_t *routes_status_json(struct api_ctx *ctx);
+
+/* events.c: GET /v1/events, server-sent events (docs/api.md) */
+
+#define EVENTS_STREAMS_MAX 32 /* per server; past it 503 EBUSY */
+#define EVENTS_QUEUE_MAX (256u * 1024) /* bytes waiting for one stream */
+#define EVENTS_TICK_MS 200 /* the status is compared this often */
+#define EVENTS_PING_MS 15000 /* a comment line this often */
+
+struct events;
+
+/* The event streams of ctx's server, on loop; NULL on ENOMEM. */
+struct events *events_new(uv_loop_t *loop, struct api_ctx *ctx);
+
+/*
+ * Stop computing; open streams end once what they hold is sent, and
+ * forget the events. Before ctx's agent goes. NULL is a no-op.
+ */
+void events_free(struct events *ev);
+
+void events_get(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_console.c: the web console's files, built in (docs/console.md) */
+void console_get(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/*
+ * Cross-origin requests from the console loaded from another server of
+ * the cluster: adds the CORS headers for such an Origin; answers a
+ * preflight (OPTIONS) and returns true, then the request is done.
+ */
+bool console_cors(struct http_req *req, struct api_ctx *ctx);
+
+/* The console's files, generated at build time (scripts/embed-console). */
+struct console_asset {
+	const char *name;
+	const char *type;
+	const unsigned char *data;
+	size_t len;
+};
+extern const struct console_asset console_assets[];
+extern const size_t console_assets_n;
 
 /* The dispatcher for http_new; arg is a struct api_ctx. */
 void routes_dispatch(struct http_req *req, void *arg);

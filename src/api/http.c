@@ -43,6 +43,8 @@ struct http_req {
 	int reply_fd; /* an answer sent from a file, or -1 */
 	uint64_t reply_fd_size;
 	struct reply_header *headers;
+	http_stream_fn stream; /* an answer of unknown length, or NULL */
+	void *stream_arg;
 	void (*gone)(struct http_req *, void *);
 	void *gone_arg;
 	char peer[64]; /* "address:port", filled on first use */
@@ -128,13 +130,42 @@ req_free(struct http_req *req)
 	free(req);
 }
 
+/*
+ * MHD asks for the next piece of a stream: with nothing to send, the
+ * connection is suspended (MHD would call again at once, busy) until
+ * http_stream_wake resumes it.
+ */
+static ssize_t
+stream_cb(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct http_req *req = cls;
+	ssize_t n;
+
+	(void)pos;
+	if (req->h->closing || req->stream == NULL)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	n = req->stream(req->stream_arg, out, max);
+	if (n > 0)
+		return n;
+	if (n < 0)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	if (!req->suspended) {
+		req->suspended = true;
+		MHD_suspend_connection(req->conn);
+	}
+	return 0;
+}
+
 static enum MHD_Result
 queue_reply(struct http_req *req)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result rc;
 
-	if (req->reply_fd >= 0) {
+	if (req->stream) {
+		resp = MHD_create_response_from_callback(
+		    MHD_SIZE_UNKNOWN, 16 * 1024, stream_cb, req, NULL);
+	} else if (req->reply_fd >= 0) {
 		/* the response owns the descriptor from here on */
 		resp = MHD_create_response_from_fd64(
 		    req->reply_fd_size, req->reply_fd);
@@ -421,6 +452,8 @@ http_free(struct http *h, void (*done)(void *arg), void *arg)
 		if (req->dispatched && !req->replied)
 			http_reply_error(
 			    req, 503, US_EUNAVAIL, "the server is stopping");
+		else if (req->stream)
+			http_stream_wake(req); /* to end it */
 	uv_timer_start(&h->drain, drain_cb, 0, 10);
 }
 
@@ -537,6 +570,26 @@ http_reply_file(struct http_req *req, unsigned status, const char *content_type,
 	req->content_type = strdup(content_type);
 	req->reply_fd = fd;
 	req->reply_fd_size = size;
+	reply_resume(req);
+}
+
+void
+http_reply_stream(struct http_req *req, unsigned status,
+    const char *content_type, http_stream_fn fn, void *arg)
+{
+	if (req->replied)
+		return;
+	req->replied = true;
+	req->status = status;
+	req->content_type = strdup(content_type);
+	req->stream = fn;
+	req->stream_arg = arg;
+	reply_resume(req);
+}
+
+void
+http_stream_wake(struct http_req *req)
+{
 	reply_resume(req);
 }
 

@@ -189,14 +189,15 @@ get_health(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	    json_pack("{s:s,s:s}", "status", "ok", "server", ctx->self->name));
 }
 
-static void
-get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+json_t *
+routes_status_json(struct api_ctx *ctx)
 {
 	json_t *o = agent_status_json(ctx->agent);
 	char now[32];
 	uint64_t placed[2], ended[2], lost, active, failovers, dropped;
 
-	(void)pa;
+	if (o == NULL)
+		return NULL;
 	time_iso8601(time_wall_ms(), now, sizeof(now));
 	json_object_set_new(o, "cluster", json_string(ctx->cfg->cluster.name));
 	json_object_set_new(o, "server", json_string(ctx->self->name));
@@ -225,7 +226,14 @@ get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		(json_int_t)calls_busy(ctx->calls), "failovers",
 		(json_int_t)failovers, "calls_dropped_by_failover",
 		(json_int_t)dropped));
-	http_reply_json(req, 200, o);
+	return o;
+}
+
+static void
+get_status(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	(void)pa;
+	http_reply_json(req, 200, routes_status_json(ctx));
 }
 
 /* ---- calls ---- */
@@ -807,6 +815,9 @@ static const struct route routes[] = {
     {"/v1/check/last", "GET", check_last, ACCESS_READ, false},
     {"/v1/log", "GET", log_get, ACCESS_READ, false},
     {"/v1/links", "GET", links_get, ACCESS_STATUS, false},
+    {"/v1/events", "GET", events_get, ACCESS_STATUS, false},
+    {"/", "GET", console_get, ACCESS_OPEN, false},
+    {"/console/*", "GET", console_get, ACCESS_OPEN, false},
     {"/v1/desk/versions", "GET", desk_versions, ACCESS_OPEN, false},
     {"/v1/desk/login", "POST", desk_login, ACCESS_OPEN, false},
     {"/v1/desk/resume", "POST", desk_resume, ACCESS_OPEN, false},
@@ -938,6 +949,8 @@ routes_dispatch(struct http_req *req, void *arg)
 	struct params pa;
 	bool known = false;
 
+	if (console_cors(req, ctx))
+		return; /* a preflight, answered */
 	for (size_t i = 0; i < ARRAY_SIZE(routes); i++) {
 		if (!match(routes[i].pattern, path, &pa))
 			continue;

@@ -503,6 +503,26 @@ config_notice(struct up *u)
 	json_decref(st);
 }
 
+/* Where the web console is: every server serves it at / */
+static void
+print_console(const struct up *u)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < u->n; i++) {
+		const char *h = u->procs[i].health_url;
+		size_t n = strlen(h);
+
+		if (n < 7 || strcmp(h + n - 7, "/health") != 0)
+			continue;
+		printf(
+		    "%s%.*s/", any ? "  " : "\nweb console: ", (int)(n - 7), h);
+		any = true;
+	}
+	if (any)
+		printf("  (any server's; docs/console.md)\n");
+}
+
 static void
 print_table(struct up *u)
 {
@@ -531,6 +551,7 @@ print_table(struct up *u)
 			printf("%-8s %-8d %-36s %-8s %s\n", u->procs[i].name,
 			    (int)u->procs[i].pid, u->procs[i].listens,
 			    u->procs[i].ready ? "ok" : "-", u->procs[i].log);
+		print_console(u);
 		config_notice(u);
 		printf("\nPress Ctrl-C to stop.\n");
 	}

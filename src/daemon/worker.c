@@ -301,6 +301,8 @@ revoked(void *arg)
 {
 	struct worker *w = arg;
 
+	events_free(w->api.events);
+	w->api.events = NULL;
 	links_free(w->api.links);
 	w->api.links = NULL;
 	check_sched_free(w->check);
@@ -697,7 +699,8 @@ worker_main(const struct daemon_args *a)
 		return 1;
 	}
 	w.api.check = w.check;
-	if ((w.api.links = links_new(w.loop, &w.api)) == NULL) {
+	if ((w.api.links = links_new(w.loop, &w.api)) == NULL ||
+	    (w.api.events = events_new(w.loop, &w.api)) == NULL) {
 		log_error("out of memory starting the worker");
 		return 1;
 	}
