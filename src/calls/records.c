@@ -324,6 +324,13 @@ outbox_done(struct records *r, struct outbox *e)
 {
 	struct etcd_txn *t = etcd_kv_txn_new();
 
+	/*
+	 * a delete of an older value may still be out (the key was written
+	 * again meanwhile): its answer no longer matters, and only one
+	 * request may point at e
+	 */
+	etcd_req_cancel(e->del);
+	e->del = NULL;
 	e->state = OUTBOX_DELETING;
 	if (t &&
 	    etcd_kv_txn_compare(t, e->key, ETCD_CMP_MOD, ETCD_CMP_EQUAL,
