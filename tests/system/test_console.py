@@ -61,9 +61,12 @@ def browser(tmp_path):
 
 
 def shot(d, tmp_path, name, docs=False):
+    """A screenshot in the test's directory; with US_DOCS_SHOTS=1 the
+    ones docs/console.md shows are written there too (make test leaves
+    the tree as it was)."""
     path = str(tmp_path / (name + ".png"))
     d.save_screenshot(path)
-    if docs:
+    if docs and os.environ.get("US_DOCS_SHOTS") == "1":
         os.makedirs(DOCS_SHOTS, exist_ok=True)
         shutil.copy(path, os.path.join(DOCS_SHOTS, name + ".png"))
 
