@@ -161,6 +161,37 @@ struct params {
 typedef void (*route_fn)(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
+/* routes.c: this server serves (valid lease, registered, not stopping) */
+bool routes_serving(const struct api_ctx *ctx);
+
+/* routes_calls.c: calls and control (docs/api.md) */
+void post_call(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void delete_call(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void transfer_call(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void get_calls(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void post_stop(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void post_start(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+void post_failback(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_metrics.c: GET /metrics */
+void get_metrics(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_records.c: GET /v1/records */
+void get_records(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
+/* routes_backup.c: GET /v1/backups */
+void get_backups(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
 /* routes_services.c: the services (docs/api.md) */
 void get_services(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);

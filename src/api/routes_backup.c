@@ -176,3 +176,16 @@ backup_get_db(
 	(void)pa;
 	start(req, ctx, true);
 }
+
+/* GET /v1/backups: the scheduled backups and their archives. */
+void
+get_backups(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	(void)pa;
+	if (ctx->backups == NULL) {
+		http_reply_error(
+		    req, 503, US_EUNAVAIL, "this server is starting");
+		return;
+	}
+	http_reply_json(req, 200, backups_status(ctx->backups));
+}
