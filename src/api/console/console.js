@@ -144,6 +144,7 @@
 		renderPosts(status);
 		renderControl(status);
 		learnOrigins(status);
+		for (const f of statusHooks) f(status);
 	}
 
 	/* The other servers' APIs, in the order of the status, to go on through. */
@@ -368,14 +369,73 @@
 		say(out.join(" "), ok ? "ok" : "bad");
 	}
 
+	/* ---- pages: each a <section id="page-NAME"> with a nav-NAME button ---- */
+
+	const shown = {}, statusHooks = [];
+	let current = "status";
+
 	function show(page) {
-		for (const p of ["status", "control"]) {
-			$("page-" + p).hidden = p !== page;
-			if (p === page)
-				$("nav-" + p).setAttribute("aria-current", "page");
-			else
-				$("nav-" + p).removeAttribute("aria-current");
+		current = page;
+		for (const sec of document.querySelectorAll("main > section")) {
+			const p = sec.id.replace(/^page-/, "");
+			const nav = $("nav-" + p);
+			sec.hidden = p !== page;
+			if (!nav) continue;
+			if (p === page) nav.setAttribute("aria-current", "page");
+			else nav.removeAttribute("aria-current");
 		}
+		if (shown[page]) shown[page]();
+	}
+
+	/*
+	 * A page of its own file: onShow runs when it is shown (and may
+	 * fetch), onStatus with every status the stream brings.
+	 */
+	function addPage(name, onShow, onStatus) {
+		if (onShow) shown[name] = onShow;
+		if (onStatus) statusHooks.push(onStatus);
+		const nav = $("nav-" + name);
+		if (nav) nav.addEventListener("click", () => show(name));
+	}
+
+	/*
+	 * A request through the first server of the cluster that answers,
+	 * starting with the one the stream uses: the parsed JSON body (or
+	 * the text, with opts.text). Throws an Error whose message is the
+	 * words to show; err.status is the HTTP status where there was one.
+	 */
+	async function api(path, opts = {}) {
+		const n = st.origins.length;
+		let last = null;
+		for (let i = 0; i < n; i++) {
+			const origin = st.origins[(st.idx + i) % n];
+			const headers = {};
+			if (token()) headers.Authorization = "Bearer " + token();
+			let r;
+			try {
+				r = await fetch(origin + path, { method:
+				    opts.method || "GET", headers, cache:
+				    "no-store", referrerPolicy: "no-referrer" });
+			} catch (e) {
+				last = new Error(origin + " did not answer (" +
+				    (e.message || e) + ")");
+				continue;
+			}
+			if (r.ok)
+				return opts.text ? r.text() : r.json();
+			let body = {};
+			try { body = await r.json(); } catch (e) {}
+			const err = new Error(path + ": " + r.status +
+			    (body.error ? " " + body.error : "") +
+			    (body.message ? ": " + body.message : ""));
+			err.status = r.status;
+			if (r.status === 401 || r.status === 403)
+				err.message += " (enter the token with the " +
+				    "Control center's buttons)";
+			if (r.status < 500) throw err;
+			last = err;
+		}
+		throw last || new Error("no server of the cluster answered");
 	}
 
 	function all(action) {
@@ -385,8 +445,8 @@
 	}
 
 	document.addEventListener("DOMContentLoaded", () => {
-		$("nav-status").addEventListener("click", () => show("status"));
-		$("nav-control").addEventListener("click", () => show("control"));
+		addPage("status");
+		addPage("control");
 		$("confirm-yes").addEventListener("click", runPending);
 		$("confirm-no").addEventListener("click", () => {
 			pending = null;
@@ -406,5 +466,12 @@
 	});
 
 	/* for tests and tools: the renderer, fed a status object */
-	window.understudyConsole = { render, pause: stopStream };
+	/*
+	 * For the pages in their own files, tests and tools: el() builds text
+	 * only elements; api() asks the cluster; addPage() adds a page; the
+	 * renderer is fed a status object.
+	 */
+	window.understudyConsole = { render, pause: stopStream, el, api, token,
+		addPage, show, status: () => st.status,
+		current: () => current };
 })();
