@@ -326,8 +326,16 @@ class Server:
         return self.proc.pid
 
     def worker(self):
-        kids = children(self.proc.pid)
-        return kids[0] if kids else None
+        """The worker's pid: the master's child run with --worker (its
+        other children are services and their fence processes)."""
+        for kid in children(self.proc.pid):
+            try:
+                with open("/proc/%d/cmdline" % kid, "rb") as f:
+                    if b"\0--worker\0" in f.read():
+                        return kid
+            except OSError:
+                pass
+        return None
 
     def logtext(self):
         with open(self.logpath, "rb") as f:
