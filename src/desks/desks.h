@@ -146,6 +146,7 @@ struct desks_pending {
 	struct desks *d;
 	uv_work_t work;
 	bool working; /* on the thread pool */
+	bool queued; /* its password check waits for a turn */
 	bool resume;
 	char token[DESKS_TOKEN_LEN + 1];
 	char user[CONFIG_NAME_MAX + 1];
@@ -186,7 +187,8 @@ struct desks {
 	long waiting;
 	bool freeing;
 	unsigned open_handles;
-	unsigned verifying; /* password checks on the thread pool */
+	unsigned verifying; /* password checks waiting or running */
+	unsigned verify_running; /* of them, on the thread pool */
 	struct limits *limits;
 	/* events.c: events not yet written, [token, type, data, at] */
 	json_t *ev_queue;

@@ -9,7 +9,14 @@
 
 #include "desks.h"
 
-#define DESKS_VERIFY_MAX 32 /* password checks waiting for the pool */
+#define DESKS_VERIFY_MAX 32 /* password checks waiting or running */
+/*
+ * Password checks running at once. argon2id is bound by CPU and memory
+ * (64 MiB each) by design: more at once than the cores only starve the
+ * loop and the rest of the pool, and a login storm must not make the
+ * master take the worker for hung.
+ */
+#define DESKS_VERIFY_RUN 2
 #define DESKS_PARK_MS 20000 /* a login waits this long for a locked db */
 
 /* ---- the end of a login or resume ---- */
@@ -185,6 +192,40 @@ verify_work(uv_work_t *w)
 	    !p->unknown;
 }
 
+static void verify_done(uv_work_t *w, int status);
+
+/* Start the oldest waiting password checks while there is a turn. */
+static void
+verify_next(struct desks *d)
+{
+	while (!d->freeing && d->verify_running < DESKS_VERIFY_RUN) {
+		struct desks_pending *p = NULL;
+		struct desks_res r;
+
+		/* d->pending is newest first: the last queued waited longest */
+		for (struct desks_pending *q = d->pending; q; q = q->next)
+			if (q->queued)
+				p = q;
+		if (p == NULL)
+			return;
+		p->queued = false;
+		p->working = true;
+		p->work.data = p;
+		d->open_handles++;
+		d->verify_running++;
+		if (uv_queue_work(
+			d->loop, &p->work, verify_work, verify_done) != 0) {
+			p->working = false;
+			d->open_handles--;
+			d->verify_running--;
+			d->verifying--;
+			desks_res_error(
+			    &r, 500, US_EINTERNAL, "cannot check the password");
+			desks_pending_done(p, &r);
+		}
+	}
+}
+
 static void
 verify_done(uv_work_t *w, int status)
 {
@@ -194,6 +235,8 @@ verify_done(uv_work_t *w, int status)
 
 	p->working = false;
 	d->open_handles--;
+	d->verify_running--;
+	verify_next(d);
 	if (d->freeing) {
 		pending_free(p); /* its cb was dropped by desks_free */
 		d->verifying--;
@@ -402,19 +445,10 @@ desks_login(struct desks *d, const char *body, size_t len, const char *peer,
 	str_copy(p->version, version, sizeof(p->version));
 	randombytes_buf(raw, sizeof(raw));
 	sodium_bin2hex(p->token, sizeof(p->token), raw, sizeof(raw));
-	p->work.data = p;
-	p->working = true;
-	d->open_handles++;
+	p->queued = true;
 	d->verifying++;
 	sodium_memzero(in.password, sizeof(in.password));
-	if (uv_queue_work(d->loop, &p->work, verify_work, verify_done) != 0) {
-		p->working = false;
-		d->open_handles--;
-		d->verifying--;
-		desks_res_error(
-		    &r, 500, US_EINTERNAL, "cannot check the password");
-		desks_pending_done(p, &r);
-	}
+	verify_next(d);
 }
 
 void
