@@ -179,6 +179,8 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	uint64_t placed[2], ended[2], lost, active, failovers, dropped;
 	uint64_t rlost[2], copied, rwait;
 	uint64_t txns[2], carried[2], hist[2][CALLS_TXN_BUCKETS];
+	uint64_t overload[2], lag;
+	size_t busy_waiting;
 	int64_t last_ok;
 	bool synced;
 	json_t *regs = ctx->sip ? sip_registrations_json(ctx->sip) : NULL, *r;
@@ -261,6 +263,21 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	    "understudy_calls_waiting{kind=\"claim\"} %zu\n"
 	    "understudy_calls_waiting{kind=\"end\"} %zu\n",
 	    calls_waiting(ctx->calls, false), calls_waiting(ctx->calls, true));
+	calls_overload_counters(ctx->calls, overload, &lag, &busy_waiting);
+	metric_head(&b, "understudy_calls_overload_total", "counter",
+	    "Calls refused at once, the server being overloaded (each has a "
+	    "BUSY record)");
+	buf_printf(&b,
+	    "understudy_calls_overload_total{reason=\"backlog\"} %" PRIu64
+	    "\nunderstudy_calls_overload_total{reason=\"lag\"} %" PRIu64 "\n",
+	    overload[0], overload[1]);
+	metric_head(&b, "understudy_loop_lag_seconds", "gauge",
+	    "How late the worker's loop runs (a 100 ms timer's lateness)");
+	buf_printf(
+	    &b, "understudy_loop_lag_seconds %.3f\n", (double)lag / 1000);
+	metric_head(&b, "understudy_busy_records_waiting", "gauge",
+	    "BUSY records waiting for their etcd txn");
+	buf_printf(&b, "understudy_busy_records_waiting %zu\n", busy_waiting);
 	metric_head(&b, "understudy_records_closed_lost_total", "counter",
 	    "Records this server closed for calls lost with their server");
 	buf_printf(&b,

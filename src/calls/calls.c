@@ -18,6 +18,7 @@
  */
 #define CALLS_BATCH_MAX 64
 #define CALLS_BUSY_QUEUE_MAX 10000 /* BUSY records waiting for etcd */
+#define CALLS_LAG_TICK_MS 100
 
 struct call {
 	char id[64];
@@ -98,6 +99,10 @@ struct calls {
 	uint64_t txn_calls[2]; /* calls they carried */
 	uint64_t txn_hist[2][CALLS_TXN_BUCKETS]; /* txns by calls carried */
 	uv_timer_t *flush_timer; /* its own: freed once closed */
+	uv_timer_t *lag_timer; /* due every CALLS_LAG_TICK_MS */
+	uint64_t lag_due; /* monotonic ms it is due next */
+	uint64_t lag; /* ms it fired late last */
+	uint64_t overload[2]; /* calls refused: backlog, loop lag */
 	struct busyrec *busyq, **busyq_tail; /* BUSY records to write */
 	size_t n_busyq;
 	struct busyrec *busy_out; /* in the txn out */
@@ -937,6 +942,43 @@ undo_claim(struct calls *c, struct agent_post *p, const char *id)
 	free(jkey);
 }
 
+/* How late the loop runs now, in ms: the lag timer's last lateness. */
+static uint64_t
+lag_ms(const struct calls *c)
+{
+	uint64_t now = time_mono_ms(),
+		 late = now > c->lag_due ? now - c->lag_due : 0;
+
+	return late > c->lag ? late : c->lag;
+}
+
+/*
+ * Why a new call is refused at once (counted), or NULL: too many calls
+ * wait for etcd, or the loop runs too late to answer in time.
+ */
+static const char *
+overloaded(struct calls *c)
+{
+	const struct config_cluster *cl = &agent_config(c->a)->cluster;
+	static char why[96];
+	uint64_t lag;
+
+	if (c->waiting[0] >= (size_t)cl->calls_backlog_max) {
+		c->overload[0]++;
+		snprintf(
+		    why, sizeof(why), "%zu calls wait for etcd", c->waiting[0]);
+		return why;
+	}
+	if (cl->loop_lag_max > 0 &&
+	    (lag = lag_ms(c)) > (uint64_t)cl->loop_lag_max) {
+		c->overload[1]++;
+		snprintf(
+		    why, sizeof(why), "its loop runs %" PRIu64 " ms late", lag);
+		return why;
+	}
+	return NULL;
+}
+
 int
 calls_place(struct calls *c, const char *rp, const char *caller,
     struct calls_result *r, calls_cb cb, void *arg)
@@ -958,6 +1000,7 @@ calls_place_post(struct calls *c, struct agent_post *p,
     const struct calls_info *info, struct calls_result *r, calls_cb cb,
     void *arg)
 {
+	const char *why;
 	int64_t epoch;
 	struct op *op;
 
@@ -976,6 +1019,16 @@ calls_place_post(struct calls *c, struct agent_post *p,
 	    op->caller, info->caller ? info->caller : "", sizeof(op->caller));
 	snprintf(op->id, sizeof(op->id), "%s-%" PRIx64 "-%u", agent_self(c->a),
 	    (uint64_t)time_wall_ms(), ++c->seq);
+	if ((why = overloaded(c)) != NULL) {
+		busy_record(c, p, op, "overload");
+		op_free(op);
+		result_init(r, US_EBUSY, NULL);
+		r->overload = true;
+		snprintf(r->message, sizeof(r->message),
+		    "%s is overloaded (%s): try again later", agent_self(c->a),
+		    why);
+		return r->err;
+	}
 	if (free_port(p, 0) < 0 && other_port(p, agent_self(c->a), 0) < 0) {
 		busy_record(c, p, op, "busy");
 		op_free(op);
@@ -1288,18 +1341,36 @@ timer_closed(uv_handle_t *h)
 	free(h);
 }
 
+static void
+lag_tick(uv_timer_t *t)
+{
+	struct calls *c = t->data;
+	uint64_t now = time_mono_ms();
+
+	c->lag = now > c->lag_due ? now - c->lag_due : 0;
+	c->lag_due = now + CALLS_LAG_TICK_MS;
+}
+
 struct calls *
 calls_new(uv_loop_t *loop, struct agent *a, struct records *rec)
 {
 	struct calls *c = calloc(1, sizeof(*c));
 
-	if (c && (c->flush_timer = malloc(sizeof(*c->flush_timer))) == NULL) {
+	if (c &&
+	    ((c->flush_timer = malloc(sizeof(*c->flush_timer))) == NULL ||
+		(c->lag_timer = malloc(sizeof(*c->lag_timer))) == NULL)) {
+		free(c->flush_timer);
 		free(c);
 		c = NULL;
 	}
 	if (c) {
 		uv_timer_init(loop, c->flush_timer);
 		c->flush_timer->data = c;
+		uv_timer_init(loop, c->lag_timer);
+		c->lag_timer->data = c;
+		c->lag_due = time_mono_ms() + CALLS_LAG_TICK_MS;
+		uv_timer_start(c->lag_timer, lag_tick, CALLS_LAG_TICK_MS,
+		    CALLS_LAG_TICK_MS);
 		c->busyq_tail = &c->busyq;
 		c->a = a;
 		c->rec = rec;
@@ -1338,6 +1409,7 @@ calls_free(struct calls *c)
 		busyrec_free(b);
 	}
 	uv_close((uv_handle_t *)c->flush_timer, timer_closed);
+	uv_close((uv_handle_t *)c->lag_timer, timer_closed);
 	while (c->calls)
 		call_remove(c, c->calls);
 	free(c);
@@ -1420,4 +1492,14 @@ size_t
 calls_waiting(const struct calls *c, bool ends)
 {
 	return c->waiting[ends];
+}
+
+void
+calls_overload_counters(const struct calls *c, uint64_t refused[2],
+    uint64_t *lag_ms_now, size_t *records_waiting)
+{
+	refused[0] = c->overload[0];
+	refused[1] = c->overload[1];
+	*lag_ms_now = lag_ms(c);
+	*records_waiting = c->n_busyq;
 }

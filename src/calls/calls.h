@@ -39,6 +39,7 @@ struct calls_result {
 	char server[CONFIG_NAME_MAX + 1]; /* who took it, or who owns it */
 	const char *status; /* at the end: NORMAL, TRANSFERRED, BUSY */
 	int64_t duration_ms;
+	bool overload; /* US_EBUSY: refused at once, the server is loaded */
 };
 
 typedef void (*calls_cb)(const struct calls_result *r, void *arg);
@@ -133,6 +134,15 @@ void calls_txn_counters(const struct calls *c, uint64_t txns[2],
  * (or, ends: their end not answered yet).
  */
 size_t calls_waiting(const struct calls *c, bool ends);
+
+/*
+ * Calls refused at once because this server was overloaded, since this
+ * worker started (refused[0]: too many waited for etcd, see
+ * calls_backlog_max; refused[1]: the loop ran late, loop_lag_max); how
+ * late the loop runs now (ms); BUSY records waiting for their txn.
+ */
+void calls_overload_counters(const struct calls *c, uint64_t refused[2],
+    uint64_t *lag_ms_now, size_t *records_waiting);
 
 /* Calls refused for want of a free port since this worker started. */
 uint64_t calls_busy(const struct calls *c);

@@ -7,7 +7,8 @@
  * An INVITE to a route point, AA route point or interceptor pattern of a
  * post this server owns takes a free media port through the call model
  * (calls.c), then is answered 200 with SDP offering that port's RTP port,
- * where everything the caller sends is echoed back. No free port: 486.
+ * where everything the caller sends is echoed back. No free port: 486;
+ * the server overloaded (calls.c): 503, Retry-After: 1.
  * A post owned elsewhere: 302 to its owner; owned by nobody: 480; still
  * this server's but fenced or being handed over: 503, Retry-After: 0. BYE
  * ends the call and frees the port; CANCEL before the answer gets 487.
@@ -255,6 +256,19 @@ answer_200(struct sip_call *c, osip_message_t *req)
 	sip_respond(c->ist, r);
 }
 
+/* 503 with Retry-After: s seconds (this server cannot take it now). */
+static void
+retry_later(
+    osip_transaction_t *tr, osip_message_t *req, const char *tag, const char *s)
+{
+	osip_message_t *r;
+
+	if (tr == NULL || sip_response_new(req, 503, tag, &r) != 0)
+		return;
+	osip_message_set_header(r, "Retry-After", s);
+	sip_respond(tr, r);
+}
+
 static void
 placed(const struct calls_result *r, void *arg)
 {
@@ -292,7 +306,10 @@ placed(const struct calls_result *r, void *arg)
 		    c->callid, c->user, c->port, c->call);
 		break;
 	case US_EBUSY:
-		sip_answer(c->ist, req, 486, c->totag, NULL);
+		if (r->overload)
+			retry_later(c->ist, req, c->totag, SIP_OVERLOAD_RETRY);
+		else
+			sip_answer(c->ist, req, 486, c->totag, NULL);
 		c->state = SC_DONE;
 		break;
 	case US_ENOTOWNER:
@@ -337,14 +354,9 @@ static void
 unavailable(osip_transaction_t *tr, osip_message_t *req,
     const struct agent_post *p, const char *tag)
 {
-	osip_message_t *r;
-
 	log_debug("sip: post %s is %s: 503 to a new call", p->home->name,
 	    p->relinquishing ? "being handed over" : "fenced");
-	if (sip_response_new(req, 503, tag, &r) != 0)
-		return;
-	osip_message_set_header(r, "Retry-After", "0");
-	sip_respond(tr, r);
+	retry_later(tr, req, tag, "0");
 }
 
 static void

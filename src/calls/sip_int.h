@@ -17,6 +17,7 @@
 #define SIP_REG_EXPIRES 60
 #define SIP_REG_RETRY_MS 1000
 #define SIP_REG_LINGER_MS 2000
+#define SIP_OVERLOAD_RETRY "1" /* s: Retry-After of a 503 when loaded */
 
 enum sip_call_state { SC_PENDING, SC_ANSWERED, SC_DONE };
 
