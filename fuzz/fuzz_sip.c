@@ -70,7 +70,7 @@ setup(void)
 		return;
 	atexit(cleanup);
 	r = records_new(loop, a, st, &sc);
-	stack = sip_new(loop, a, calls_new(a, r), cfg, &cfg->servers[0]);
+	stack = sip_new(loop, a, calls_new(loop, a, r), cfg, &cfg->servers[0]);
 }
 
 int

@@ -63,6 +63,8 @@ reply_result(struct http_req *req, struct api_ctx *ctx,
 		return;
 	}
 	if (r->err) {
+		if (r->overload) /* loaded now: the client may try again */
+			http_req_add_reply_header(req, "Retry-After", "1");
 		http_reply_error(
 		    req, status_of(r->err), r->err, "%s", r->message);
 		return;

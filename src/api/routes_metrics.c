@@ -178,6 +178,9 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
 	uint64_t placed[2], ended[2], lost, active, failovers, dropped;
 	uint64_t rlost[2], copied, rwait;
+	uint64_t txns[2], carried[2], hist[2][CALLS_TXN_BUCKETS];
+	uint64_t overload[2], lag;
+	size_t busy_waiting;
 	int64_t last_ok;
 	bool synced;
 	json_t *regs = ctx->sip ? sip_registrations_json(ctx->sip) : NULL, *r;
@@ -227,6 +230,54 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	    "Calls refused with no media port free (each has a BUSY record)");
 	buf_printf(&b, "understudy_calls_busy_total %" PRIu64 "\n",
 	    calls_busy(ctx->calls));
+	calls_txn_counters(ctx->calls, txns, carried, hist);
+	metric_head(&b, "understudy_call_txns_total", "counter",
+	    "etcd txns of calls sent (group commit: many calls a txn)");
+	buf_printf(&b,
+	    "understudy_call_txns_total{kind=\"claim\"} %" PRIu64
+	    "\nunderstudy_call_txns_total{kind=\"end\"} %" PRIu64 "\n",
+	    txns[0], txns[1]);
+	metric_head(&b, "understudy_call_txn_calls", "histogram",
+	    "Calls carried by each etcd txn of calls");
+	for (int k = 0; k < 2; k++) {
+		const char *kind = k ? "end" : "claim";
+		uint64_t cum = 0;
+
+		for (int j = 0; j < CALLS_TXN_BUCKETS; j++) {
+			cum += hist[k][j];
+			buf_printf(&b,
+			    "understudy_call_txn_calls_bucket{kind=\"%s\","
+			    "le=\"%d\"} %" PRIu64 "\n",
+			    kind, 1 << j, cum);
+		}
+		buf_printf(&b,
+		    "understudy_call_txn_calls_bucket{kind=\"%s\",le=\"+Inf\"} "
+		    "%" PRIu64 "\nunderstudy_call_txn_calls_sum{kind=\"%s\"} "
+		    "%" PRIu64 "\nunderstudy_call_txn_calls_count{kind=\"%s\"} "
+		    "%" PRIu64 "\n",
+		    kind, cum, kind, carried[k], kind, txns[k]);
+	}
+	metric_head(&b, "understudy_calls_waiting", "gauge",
+	    "Calls whose claim (or end) etcd has not answered yet");
+	buf_printf(&b,
+	    "understudy_calls_waiting{kind=\"claim\"} %zu\n"
+	    "understudy_calls_waiting{kind=\"end\"} %zu\n",
+	    calls_waiting(ctx->calls, false), calls_waiting(ctx->calls, true));
+	calls_overload_counters(ctx->calls, overload, &lag, &busy_waiting);
+	metric_head(&b, "understudy_calls_overload_total", "counter",
+	    "Calls refused at once, the server being overloaded (each has a "
+	    "BUSY record)");
+	buf_printf(&b,
+	    "understudy_calls_overload_total{reason=\"backlog\"} %" PRIu64
+	    "\nunderstudy_calls_overload_total{reason=\"lag\"} %" PRIu64 "\n",
+	    overload[0], overload[1]);
+	metric_head(&b, "understudy_loop_lag_seconds", "gauge",
+	    "How late the worker's loop runs (a 100 ms timer's lateness)");
+	buf_printf(
+	    &b, "understudy_loop_lag_seconds %.3f\n", (double)lag / 1000);
+	metric_head(&b, "understudy_busy_records_waiting", "gauge",
+	    "BUSY records waiting for their etcd txn");
+	buf_printf(&b, "understudy_busy_records_waiting %zu\n", busy_waiting);
 	metric_head(&b, "understudy_records_closed_lost_total", "counter",
 	    "Records this server closed for calls lost with their server");
 	buf_printf(&b,

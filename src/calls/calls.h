@@ -39,6 +39,7 @@ struct calls_result {
 	char server[CONFIG_NAME_MAX + 1]; /* who took it, or who owns it */
 	const char *status; /* at the end: NORMAL, TRANSFERRED, BUSY */
 	int64_t duration_ms;
+	bool overload; /* US_EBUSY: refused at once, the server is loaded */
 };
 
 typedef void (*calls_cb)(const struct calls_result *r, void *arg);
@@ -49,7 +50,7 @@ typedef void (*calls_cb)(const struct calls_result *r, void *arg);
  * The calls of this server, on the agent's view of the cluster; their
  * records go through rec.
  */
-struct calls *calls_new(struct agent *a, struct records *rec);
+struct calls *calls_new(uv_loop_t *loop, struct agent *a, struct records *rec);
 
 /* Forget every call (their ports go with the lease). NULL is a no-op. */
 void calls_free(struct calls *c);
@@ -117,6 +118,31 @@ void calls_set_hangup(
 
 /* Calls taken per second on this server, over the last 10 s. */
 double calls_per_second(const struct calls *c);
+
+#define CALLS_TXN_BUCKETS 7 /* calls per txn: <= 1, 2, 4, .. 64 */
+
+/*
+ * The etcd txns of calls since this worker started, [0] the claims,
+ * [1] the ends: txns sent (resends too), calls they carried, and how
+ * many txns carried at most 1, 2, 4, .. 64 calls (hist, not cumulative).
+ */
+void calls_txn_counters(const struct calls *c, uint64_t txns[2],
+    uint64_t carried[2], uint64_t hist[2][CALLS_TXN_BUCKETS]);
+
+/*
+ * Calls waiting for etcd now: taken in, their claim not answered yet
+ * (or, ends: their end not answered yet).
+ */
+size_t calls_waiting(const struct calls *c, bool ends);
+
+/*
+ * Calls refused at once because this server was overloaded, since this
+ * worker started (refused[0]: too many waited for etcd, see
+ * calls_backlog_max; refused[1]: the loop ran late, loop_lag_max); how
+ * late the loop runs now (ms); BUSY records waiting for their txn.
+ */
+void calls_overload_counters(const struct calls *c, uint64_t refused[2],
+    uint64_t *lag_ms_now, size_t *records_waiting);
 
 /* Calls refused for want of a free port since this worker started. */
 uint64_t calls_busy(const struct calls *c);

@@ -2,11 +2,13 @@
  * SIP on the worker's loop, with osip2: it parses, and runs the
  * transaction state machines; this file is its transport (one UDP
  * socket), its clock (a uv timer), and the user agent server behind it.
+ * The media side is in sip_media.c, REGISTER in sip_register.c.
  *
  * An INVITE to a route point, AA route point or interceptor pattern of a
  * post this server owns takes a free media port through the call model
  * (calls.c), then is answered 200 with SDP offering that port's RTP port,
- * where everything the caller sends is echoed back. No free port: 486.
+ * where everything the caller sends is echoed back. No free port: 486;
+ * the server overloaded (calls.c): 503, Retry-After: 1.
  * A post owned elsewhere: 302 to its owner; owned by nobody: 480; still
  * this server's but fenced or being handed over: 503, Retry-After: 0. BYE
  * ends the call and frees the port; CANCEL before the answer gets 487.
@@ -19,104 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <osip2/osip.h>
-#include <osip2/osip_dialog.h>
-#include <osipparser2/sdp_message.h>
-#include <sodium.h>
+#include "sip_int.h"
 
-#include "calls.h"
-
-#define SIP_DATAGRAM_MAX 4096
-#define SIP_RTP_MAX 2048
-#define SIP_TICK_MS 20
-#define SIP_REG_VERSIONS 4 /* route point sets of later versions, room */
-#define SIP_REG_EXPIRES 60
-#define SIP_REG_RETRY_MS 1000
-#define SIP_REG_LINGER_MS 2000
-
-enum sip_call_state { SC_PENDING, SC_ANSWERED, SC_DONE };
-
-struct sip_call {
-	struct sip *s;
-	char callid[256];
-	char totag[32];
-	char user[64];
-	struct agent_post *post;
-	char call[64]; /* the call model's id, once a port is taken */
-	long port;
-	int rtp_port;
-	uv_udp_t rtp;
-	bool rtp_open;
-	osip_transaction_t *ist; /* the INVITE, until its final answer */
-	osip_dialog_t *dialog;
-	enum sip_call_state state;
-	bool canceled;
-	/* for a BYE of our own: the caller's From, our To, its Contact */
-	char *their_from;
-	char *our_to;
-	char *their_contact;
-	unsigned bye_cseq;
-	uint64_t last_media; /* monotonic ms of the last RTP packet */
-	/* the prompt, when the post plays one instead of the echo */
-	const struct prompt *prompt;
-	struct sockaddr_in peer; /* where the caller's SDP wants RTP */
-	bool has_peer;
-	uint64_t play_t0; /* monotonic ms the playing began */
-	uint64_t frames; /* sent so far */
-	size_t play_pos;
-	uint16_t seq;
-	uint32_t ts, ssrc;
-	struct sip_call *next;
-};
-
-/*
- * One registration: a route point (or AA route point) of a post, at the
- * registrar, while this server owns the post and only then.
- */
-struct sip_reg {
-	struct agent_post *post;
-	char user[64];
-	char callid[96];
-	char fromtag[32];
-	unsigned cseq;
-	bool registered; /* the registrar holds this server's contact */
-	uint64_t expires_at; /* monotonic ms: the registration lapses */
-	int64_t epoch; /* the epoch it was registered under */
-	int64_t want_epoch; /* of the REGISTER in flight */
-	bool want; /* what the REGISTER in flight asks */
-	uint64_t refresh_at; /* monotonic ms: renew the registration */
-	uint64_t retry_at; /* monotonic ms: not before, after a failure */
-	uint64_t linger_until; /* monotonic ms: take it back then (0: not) */
-	bool retired; /* a route point a new version dropped: taken back */
-	osip_transaction_t *nict;
-};
-
-struct sip {
-	uv_loop_t *loop;
-	struct agent *agent;
-	struct calls *calls;
-	const struct config *cfg;
-	const struct config_server *self;
-	uv_udp_t sock;
-	uv_timer_t tick;
-	osip_t *osip;
-	struct sip_call *calls_list;
-	struct sip_reap dead; /* killed in this run, freed after it */
-	struct sip_reg *regs;
-	size_t n_regs;
-	size_t cap_regs; /* osip holds pointers into regs: never moved */
-	struct prompt *prompts; /* per post (agent order); len 0: echo */
-	size_t n_prompts;
-	char reg_host[64];
-	int reg_port;
-	unsigned open_handles;
-	bool running; /* inside sip_run */
-	unsigned ticks;
-	bool closing;
-};
-
-/* osip2's callbacks carry no user pointer: one SIP stack per process */
-static struct sip *sip_one;
+struct sip *sip_one;
 
 static void sip_run(struct sip *s);
 
@@ -177,8 +84,8 @@ cb_kill(int type, osip_transaction_t *tr)
 
 /* ---- answers ---- */
 
-static int
-response_new(
+int
+sip_response_new(
     osip_message_t *req, int code, const char *totag, osip_message_t **out)
 {
 	osip_generic_param_t *tp = NULL;
@@ -205,8 +112,8 @@ response_new(
 	return 0;
 }
 
-static void
-respond(osip_transaction_t *tr, osip_message_t *r)
+void
+sip_respond(osip_transaction_t *tr, osip_message_t *r)
 {
 	osip_event_t *evt = osip_new_outgoing_sipmessage(r);
 
@@ -215,157 +122,25 @@ respond(osip_transaction_t *tr, osip_message_t *r)
 }
 
 /* Answer req on tr with a bare status. */
-static void
-answer(osip_transaction_t *tr, osip_message_t *req, int code, const char *totag,
-    const char *contact)
+void
+sip_answer(osip_transaction_t *tr, osip_message_t *req, int code,
+    const char *totag, const char *contact)
 {
 	osip_message_t *r;
 
-	if (tr == NULL || response_new(req, code, totag, &r) != 0)
+	if (tr == NULL || sip_response_new(req, code, totag, &r) != 0)
 		return;
 	if (contact)
 		osip_message_set_contact(r, contact);
-	respond(tr, r);
+	sip_respond(tr, r);
 }
 
-static void
-random_tag(char *buf, size_t len)
+void
+sip_random_tag(char *buf, size_t len)
 {
 	static unsigned seq;
 
 	snprintf(buf, len, "us%" PRIx64 "%x", (uint64_t)time_wall_ms(), ++seq);
-}
-
-/* ---- media ---- */
-
-static void
-rtp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
-    unsigned flags)
-{
-	uv_buf_t out;
-
-	(void)flags;
-	if (n <= 0 || from == NULL || (size_t)n > SIP_RTP_MAX)
-		return;
-	((struct sip_call *)u->data)->last_media = time_mono_ms();
-	if (((struct sip_call *)u->data)->prompt)
-		return; /* it plays its prompt, not the echo */
-	/* the echo: every packet goes back to where it came from */
-	out = uv_buf_init(b->base, (unsigned)n);
-	uv_udp_try_send(u, &out, 1, from);
-}
-
-static int
-rtp_open(struct sip_call *c)
-{
-	struct sockaddr_in a;
-	int rc;
-
-	if (uv_ip4_addr(c->s->self->address, c->rtp_port, &a) != 0)
-		return -1;
-	uv_udp_init(c->s->loop, &c->rtp);
-	c->rtp.data = c;
-	c->rtp_open = true;
-	c->s->open_handles++;
-	if ((rc = uv_udp_bind(&c->rtp, (const struct sockaddr *)&a, 0)) ==
-	    UV_EADDRINUSE) {
-		struct sockaddr_storage got;
-		int len = sizeof(got);
-
-		/*
-		 * held by another process (a frozen server that ran the post
-		 * on this host): any port will do, the SDP names it
-		 */
-		a.sin_port = 0;
-		if ((rc = uv_udp_bind(
-			 &c->rtp, (const struct sockaddr *)&a, 0)) == 0 &&
-		    (rc = uv_udp_getsockname(
-			 &c->rtp, (struct sockaddr *)&got, &len)) == 0) {
-			log_warn("sip: RTP port %d is in use; call %s uses %d",
-			    c->rtp_port, c->callid,
-			    ntohs(((struct sockaddr_in *)&got)->sin_port));
-			c->rtp_port =
-			    ntohs(((struct sockaddr_in *)&got)->sin_port);
-		}
-	}
-	if (rc != 0 ||
-	    (rc = uv_udp_recv_start(&c->rtp, loop_read_buffer, rtp_recv)) !=
-		0) {
-		log_warn("sip: RTP port %d: %s", c->rtp_port, uv_strerror(rc));
-		return -1;
-	}
-	return 0;
-}
-
-/* Where the caller wants its RTP: the c= and m=audio of its offer. */
-static void
-sdp_peer(struct sip_call *c, osip_message_t *req)
-{
-	osip_body_t *body = NULL;
-	sdp_message_t *sdp = NULL;
-	const char *addr, *port;
-	long p;
-
-	if (osip_message_get_body(req, 0, &body) < 0 || body == NULL ||
-	    body->body == NULL || sdp_message_init(&sdp) != 0)
-		return;
-	if (sdp_message_parse(sdp, body->body) == 0) {
-		addr = sdp_message_c_addr_get(sdp, 0, 0);
-		if (addr == NULL)
-			addr = sdp_message_c_addr_get(sdp, -1, 0);
-		port = sdp_message_m_port_get(sdp, 0);
-		if (addr && port && str_to_long(port, 1, 65535, &p) == 0 &&
-		    uv_ip4_addr(addr, (int)p, &c->peer) == 0)
-			c->has_peer = true;
-	}
-	sdp_message_free(sdp);
-	if (!c->has_peer)
-		log_warn("sip: call %s: no IPv4 audio address in the offer; "
-			 "its prompt waits for the caller's first packet",
-		    c->callid);
-}
-
-/* Send the prompt's frames that are due (20 ms each, looped). */
-static void
-play(struct sip_call *c, uint64_t now)
-{
-	const struct prompt *pr = c->prompt;
-	uint8_t pkt[12 + PROMPT_FRAME];
-	uint64_t due;
-	uv_buf_t b;
-
-	if (!c->has_peer)
-		return;
-	if (c->play_t0 == 0) {
-		c->play_t0 = now;
-		randombytes_buf(&c->seq, sizeof(c->seq));
-		randombytes_buf(&c->ts, sizeof(c->ts));
-		randombytes_buf(&c->ssrc, sizeof(c->ssrc));
-	}
-	due = (now - c->play_t0) / 20 + 1;
-	/* after a stall, catch up a little, never in a burst */
-	if (due > c->frames + 5)
-		c->frames = due - 5;
-	for (; c->frames < due; c->frames++) {
-		pkt[0] = 0x80; /* version 2 */
-		pkt[1] = (uint8_t)(c->frames == 0 ? 0x80 : 0); /* M, PCMU */
-		pkt[2] = (uint8_t)(c->seq >> 8);
-		pkt[3] = (uint8_t)c->seq;
-		for (int i = 0; i < 4; i++) {
-			pkt[4 + i] = (uint8_t)(c->ts >> (24 - 8 * i));
-			pkt[8 + i] = (uint8_t)(c->ssrc >> (24 - 8 * i));
-		}
-		for (size_t i = 0; i < PROMPT_FRAME; i++) {
-			pkt[12 + i] = pr->pcmu[c->play_pos++];
-			if (c->play_pos == pr->len)
-				c->play_pos = 0;
-		}
-		c->seq++;
-		c->ts += PROMPT_FRAME;
-		b = uv_buf_init((char *)pkt, sizeof(pkt));
-		uv_udp_try_send(
-		    &c->rtp, &b, 1, (const struct sockaddr *)&c->peer);
-	}
 }
 
 static void sip_release(struct sip *s);
@@ -380,8 +155,8 @@ call_closed(uv_handle_t *h)
 	sip_release(s);
 }
 
-static void
-call_free(struct sip_call *c)
+void
+sip_call_free(struct sip_call *c)
 {
 	struct sip *s = c->s;
 
@@ -416,8 +191,8 @@ call_find(struct sip *s, const char *callid)
 }
 
 /* The call model's side of the end: port, journal entry and record. */
-static void
-call_end_model(struct sip_call *c, const char *ended_by)
+void
+sip_call_end_model(struct sip_call *c, const char *ended_by)
 {
 	struct calls_result r;
 
@@ -448,39 +223,20 @@ post_for(struct sip *s, const char *user)
 }
 
 static void
-sdp_answer(struct sip_call *c, char *buf, size_t len)
-{
-	const char *addr = c->s->self->address;
-	int64_t id = time_wall_ms();
-
-	snprintf(buf, len,
-	    "v=0\r\n"
-	    "o=understudy %" PRId64 " %" PRId64 " IN IP4 %s\r\n"
-	    "s=understudy\r\n"
-	    "c=IN IP4 %s\r\n"
-	    "t=0 0\r\n"
-	    "m=audio %d RTP/AVP 0\r\n"
-	    "a=rtpmap:0 PCMU/8000\r\n"
-	    "a=sendrecv\r\n",
-	    id, id, addr, addr, c->rtp_port);
-}
-
-/* 200 OK with SDP on the pending INVITE; the dialog resends it until ACK */
-static void
 answer_200(struct sip_call *c, osip_message_t *req)
 {
 	struct sip *s = c->s;
 	osip_message_t *r;
 	char sdp[512], contact[160];
 
-	if (response_new(req, 200, c->totag, &r) != 0)
+	if (sip_response_new(req, 200, c->totag, &r) != 0)
 		return;
 	snprintf(contact, sizeof(contact), "<sip:%s@%s:%ld>", c->user,
 	    s->self->address, s->self->sip_port);
 	osip_message_set_contact(r, contact);
 	osip_list_clone(&req->record_routes, &r->record_routes,
 	    (int (*)(void *, void **))osip_from_clone);
-	sdp_answer(c, sdp, sizeof(sdp));
+	sip_media_sdp(c, sdp, sizeof(sdp));
 	osip_message_set_content_type(r, "application/sdp");
 	osip_message_set_body(r, sdp, strlen(sdp));
 	if (c->dialog == NULL) {
@@ -493,11 +249,24 @@ answer_200(struct sip_call *c, osip_message_t *req)
 			osip_uri_to_str(ct->url, &c->their_contact);
 		c->bye_cseq = 1;
 		c->last_media = time_mono_ms();
-		sdp_peer(c, req);
+		sip_media_peer(c, req);
 	}
 	/* osip keeps its own copy for the resends until the ACK */
 	osip_start_200ok_retransmissions(s->osip, c->dialog, r, -1);
-	respond(c->ist, r);
+	sip_respond(c->ist, r);
+}
+
+/* 503 with Retry-After: s seconds (this server cannot take it now). */
+static void
+retry_later(
+    osip_transaction_t *tr, osip_message_t *req, const char *tag, const char *s)
+{
+	osip_message_t *r;
+
+	if (tr == NULL || sip_response_new(req, 503, tag, &r) != 0)
+		return;
+	osip_message_set_header(r, "Retry-After", s);
+	sip_respond(tr, r);
 }
 
 static void
@@ -511,8 +280,8 @@ placed(const struct calls_result *r, void *arg)
 		str_copy(c->call, r->call, sizeof(c->call));
 	if (c->canceled || req == NULL) {
 		/* answered 487 meanwhile: give the port back */
-		call_end_model(c, "canceled");
-		call_free(c);
+		sip_call_end_model(c, "canceled");
+		sip_call_free(c);
 		sip_run(s);
 		return;
 	}
@@ -525,9 +294,9 @@ placed(const struct calls_result *r, void *arg)
 			if (agent_post_at(s->agent, i) == c->post &&
 			    s->prompts[i].len)
 				c->prompt = &s->prompts[i];
-		if (rtp_open(c) != 0) {
-			call_end_model(c, "server");
-			answer(c->ist, req, 500, c->totag, NULL);
+		if (sip_media_open(c) != 0) {
+			sip_call_end_model(c, "server");
+			sip_answer(c->ist, req, 500, c->totag, NULL);
 			c->state = SC_DONE;
 			break;
 		}
@@ -537,19 +306,22 @@ placed(const struct calls_result *r, void *arg)
 		    c->callid, c->user, c->port, c->call);
 		break;
 	case US_EBUSY:
-		answer(c->ist, req, 486, c->totag, NULL);
+		if (r->overload)
+			retry_later(c->ist, req, c->totag, SIP_OVERLOAD_RETRY);
+		else
+			sip_answer(c->ist, req, 486, c->totag, NULL);
 		c->state = SC_DONE;
 		break;
 	case US_ENOTOWNER:
-		answer(c->ist, req, 480, c->totag, NULL);
+		sip_answer(c->ist, req, 480, c->totag, NULL);
 		c->state = SC_DONE;
 		break;
 	default:
-		answer(c->ist, req, 503, c->totag, NULL);
+		sip_answer(c->ist, req, 503, c->totag, NULL);
 		c->state = SC_DONE;
 	}
 	if (c->state == SC_DONE)
-		call_free(c);
+		sip_call_free(c);
 	sip_run(s);
 }
 
@@ -561,14 +333,14 @@ redirect(struct sip *s, osip_transaction_t *tr, osip_message_t *req,
 	    config_server_find(s->cfg, p->owner);
 	char contact[200], tag[32];
 
-	random_tag(tag, sizeof(tag));
+	sip_random_tag(tag, sizeof(tag));
 	if (owner == NULL) {
-		answer(tr, req, 480, tag, NULL);
+		sip_answer(tr, req, 480, tag, NULL);
 		return;
 	}
 	snprintf(contact, sizeof(contact), "<sip:%s@%s:%ld>", user,
 	    owner->address, owner->sip_port);
-	answer(tr, req, 302, tag, contact);
+	sip_answer(tr, req, 302, tag, contact);
 }
 
 /*
@@ -582,14 +354,9 @@ static void
 unavailable(osip_transaction_t *tr, osip_message_t *req,
     const struct agent_post *p, const char *tag)
 {
-	osip_message_t *r;
-
 	log_debug("sip: post %s is %s: 503 to a new call", p->home->name,
 	    p->relinquishing ? "being handed over" : "fenced");
-	if (response_new(req, 503, tag, &r) != 0)
-		return;
-	osip_message_set_header(r, "Retry-After", "0");
-	respond(tr, r);
+	retry_later(tr, req, tag, "0");
 }
 
 static void
@@ -608,7 +375,7 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 	if (req->req_uri == NULL || req->req_uri->username == NULL ||
 	    req->call_id == NULL ||
 	    osip_call_id_to_str(req->call_id, &callid) != 0) {
-		answer(tr, req, 400, "x", NULL);
+		sip_answer(tr, req, 400, "x", NULL);
 		return;
 	}
 	osip_to_get_tag(req->to, &totag);
@@ -618,12 +385,12 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 		if (c->state == SC_ANSWERED)
 			answer_200(c, req);
 		else
-			answer(tr, req, 491, c->totag, NULL);
+			sip_answer(tr, req, 491, c->totag, NULL);
 		osip_free(callid);
 		return;
 	}
 	if (totag) {
-		answer(tr, req, 481, NULL, NULL);
+		sip_answer(tr, req, 481, NULL, NULL);
 		osip_free(callid);
 		return;
 	}
@@ -637,15 +404,15 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 		 */
 		log_debug(
 		    "sip: call %s came again in another branch: 482", callid);
-		random_tag(tag, sizeof(tag));
-		answer(tr, req, 482, tag, NULL);
+		sip_random_tag(tag, sizeof(tag));
+		sip_answer(tr, req, 482, tag, NULL);
 		osip_free(callid);
 		return;
 	}
 	user = req->req_uri->username;
-	random_tag(tag, sizeof(tag));
+	sip_random_tag(tag, sizeof(tag));
 	if ((p = post_for(s, user)) == NULL) {
-		answer(tr, req, 404, tag, NULL);
+		sip_answer(tr, req, 404, tag, NULL);
 		osip_free(callid);
 		return;
 	}
@@ -655,12 +422,12 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 		else if (p->owned)
 			unavailable(tr, req, p, tag);
 		else
-			answer(tr, req, 480, tag, NULL);
+			sip_answer(tr, req, 480, tag, NULL);
 		osip_free(callid);
 		return;
 	}
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
-		answer(tr, req, 500, tag, NULL);
+		sip_answer(tr, req, 500, tag, NULL);
 		osip_free(callid);
 		return;
 	}
@@ -674,7 +441,7 @@ cb_invite(int type, osip_transaction_t *tr, osip_message_t *req)
 	c->state = SC_PENDING;
 	c->next = s->calls_list;
 	s->calls_list = c;
-	answer(tr, req, 100, NULL, NULL);
+	sip_answer(tr, req, 100, NULL, NULL);
 	info.route_point = user;
 	info.caller = req->from && req->from->url && req->from->url->username
 	    ? req->from->url->username
@@ -704,14 +471,14 @@ cb_bye(int type, osip_transaction_t *tr, osip_message_t *req)
 	(void)type;
 	if (c == NULL || c->dialog == NULL ||
 	    osip_dialog_match_as_uas(c->dialog, req) != 0) {
-		answer(tr, req, 481, NULL, NULL);
+		sip_answer(tr, req, 481, NULL, NULL);
 		return;
 	}
-	answer(tr, req, 200, NULL, NULL);
+	sip_answer(tr, req, 200, NULL, NULL);
 	log_info(
 	    "sip: call %s ended by the caller (call %s)", c->callid, c->call);
-	call_end_model(c, "caller");
-	call_free(c);
+	sip_call_end_model(c, "caller");
+	sip_call_free(c);
 }
 
 static const char *
@@ -752,11 +519,11 @@ cb_cancel(int type, osip_transaction_t *tr, osip_message_t *req)
 
 	(void)type;
 	if (c == NULL || c->state != SC_PENDING || c->ist == NULL) {
-		answer(tr, req, 481, NULL, NULL);
+		sip_answer(tr, req, 481, NULL, NULL);
 		return;
 	}
-	answer(tr, req, 200, NULL, NULL);
-	answer(c->ist, c->ist->orig_request, 487, c->totag, NULL);
+	sip_answer(tr, req, 200, NULL, NULL);
+	sip_answer(c->ist, c->ist->orig_request, 487, c->totag, NULL);
 	/* the port claim may still be out: placed() gives it back */
 	c->canceled = true;
 	c->ist = NULL;
@@ -768,8 +535,8 @@ cb_options(int type, osip_transaction_t *tr, osip_message_t *req)
 	char tag[32];
 
 	(void)type;
-	random_tag(tag, sizeof(tag));
-	answer(tr, req, 200, tag, NULL);
+	sip_random_tag(tag, sizeof(tag));
+	sip_answer(tr, req, 200, tag, NULL);
 }
 
 static void
@@ -778,15 +545,15 @@ cb_other(int type, osip_transaction_t *tr, osip_message_t *req)
 	char tag[32];
 
 	(void)type;
-	random_tag(tag, sizeof(tag));
+	sip_random_tag(tag, sizeof(tag));
 	/* not a registrar, not a presence server: say which methods work */
 	if (MSG_IS_REQUEST(req)) {
 		osip_message_t *r;
 
-		if (response_new(req, 405, tag, &r) == 0) {
+		if (sip_response_new(req, 405, tag, &r) == 0) {
 			osip_message_set_header(
 			    r, "Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS");
-			respond(tr, r);
+			sip_respond(tr, r);
 		}
 	}
 }
@@ -798,8 +565,8 @@ cb_other(int type, osip_transaction_t *tr, osip_message_t *req)
  * transaction of its own; instance is what its answers are for. Returns
  * the transaction, or NULL when the text is not a request osip takes.
  */
-static osip_transaction_t *
-send_request(struct sip *s, const char *buf, int n, void *instance)
+osip_transaction_t *
+sip_send_request(struct sip *s, const char *buf, int n, void *instance)
 {
 	osip_transaction_t *tr = NULL;
 	osip_message_t *m = NULL;
@@ -819,260 +586,6 @@ send_request(struct sip *s, const char *buf, int n, void *instance)
 	return tr;
 }
 
-static void
-reg_send(struct sip *s, struct sip_reg *r, bool want, int64_t epoch)
-{
-	char buf[1024], branch[40];
-	int n;
-
-	random_tag(branch, sizeof(branch));
-	n = snprintf(buf, sizeof(buf),
-	    "REGISTER sip:%s:%d SIP/2.0\r\n"
-	    "Via: SIP/2.0/UDP %s:%ld;rport;branch=z9hG4bK%s\r\n"
-	    "Max-Forwards: 70\r\n"
-	    "From: <sip:%s@%s>;tag=%s\r\n"
-	    "To: <sip:%s@%s>\r\n"
-	    "Call-ID: %s\r\n"
-	    "CSeq: %u REGISTER\r\n"
-	    "Contact: <sip:%s@%s:%ld>\r\n"
-	    "Expires: %d\r\n"
-	    "User-Agent: understudy/" US_VERSION "\r\n"
-	    "Content-Length: 0\r\n\r\n",
-	    s->reg_host, s->reg_port, s->self->address, s->self->sip_port,
-	    branch, r->user, s->reg_host, r->fromtag, r->user, s->reg_host,
-	    r->callid, ++r->cseq, r->user, s->self->address, s->self->sip_port,
-	    want ? SIP_REG_EXPIRES : 0);
-	if (n < 0 || (size_t)n >= sizeof(buf) ||
-	    (r->nict = send_request(s, buf, n, r)) == NULL)
-		return;
-	r->want = want;
-	r->want_epoch = epoch;
-}
-
-/*
- * Register what this server owns, and nothing else: a route point is
- * registered only under a valid epoch, never refreshed once the post is
- * not this server's to answer for, and taken back (Expires: 0, which
- * removes only this server's contact) SIP_REG_LINGER_MS later. Not at
- * once: until the next owner's REGISTER replaces it, this contact is
- * the route point's only one, and it answers (302 to the new owner, or
- * 503 while fenced), which a call manager retries; no contact at all
- * would be a 404 to the caller.
- */
-static void
-reg_check(struct sip *s)
-{
-	uint64_t now = time_mono_ms();
-
-	for (size_t i = 0; i < s->n_regs; i++) {
-		struct sip_reg *r = &s->regs[i];
-		int64_t epoch;
-		bool own;
-
-		if (r->nict || now < r->retry_at)
-			continue;
-		own = !r->retired && agent_owns(s->agent, r->post, &epoch);
-		if (own)
-			r->linger_until = 0;
-		else if (r->registered && r->linger_until == 0)
-			r->linger_until = now + SIP_REG_LINGER_MS;
-		if (own &&
-		    (!r->registered || r->epoch != epoch ||
-			now >= r->refresh_at))
-			reg_send(s, r, true, epoch);
-		else if (!own && r->registered && now >= r->linger_until)
-			reg_send(s, r, false, 0);
-	}
-}
-
-static void
-cb_reg_answer(int type, osip_transaction_t *tr, osip_message_t *resp)
-{
-	struct sip_reg *r = osip_transaction_get_your_instance(tr);
-	uint64_t now = time_mono_ms();
-
-	if (r == NULL || resp == NULL)
-		return;
-	/* osip keeps the transaction a while (Timer K); it is done for us */
-	osip_transaction_set_your_instance(tr, NULL);
-	r->nict = NULL;
-	if (type == OSIP_NICT_STATUS_2XX_RECEIVED) {
-		r->registered = r->want;
-		r->epoch = r->want ? r->want_epoch : 0;
-		r->refresh_at = now + SIP_REG_EXPIRES * 1000 / 2;
-		r->expires_at = now + SIP_REG_EXPIRES * 1000;
-		log_info("sip: %s %s at %s:%d%s",
-		    r->want ? "registered" : "unregistered", r->user,
-		    sip_one->reg_host, sip_one->reg_port,
-		    r->want ? "" : " (the post is not ours now)");
-		return;
-	}
-	log_warn("sip: registering %s: %d %s", r->user, resp->status_code,
-	    resp->reason_phrase ? resp->reason_phrase : "");
-	r->retry_at = now + SIP_REG_RETRY_MS;
-}
-
-json_t *
-sip_registrations_json(const struct sip *s)
-{
-	json_t *arr = json_array();
-	char at[96];
-
-	snprintf(at, sizeof(at), "%s:%d", s->reg_host, s->reg_port);
-	for (size_t i = 0; i < s->n_regs; i++)
-		if (s->regs[i].registered)
-			json_array_append_new(arr,
-			    json_pack("{s:s,s:s,s:s,s:I}", "route_point",
-				s->regs[i].user, "post",
-				s->regs[i].post->home->name, "registrar", at,
-				"epoch", (json_int_t)s->regs[i].epoch));
-	return arr;
-}
-
-json_t *
-sip_check_json(const struct sip *s)
-{
-	json_t *arr = json_array();
-	uint64_t now = time_mono_ms();
-	int64_t epoch;
-	char at[96];
-
-	for (size_t i = 0; i < s->n_regs; i++) {
-		const struct sip_reg *r = &s->regs[i];
-
-		if (r->retired || !agent_owns(s->agent, r->post, &epoch))
-			continue;
-		json_array_append_new(arr,
-		    json_pack("{s:s,s:s,s:b,s:I}", "route_point", r->user,
-			"post", r->post->home->name, "registered",
-			r->registered && r->epoch == epoch, "expires_in_ms",
-			(json_int_t)(r->registered && r->expires_at > now
-				? r->expires_at - now
-				: 0)));
-	}
-	snprintf(at, sizeof(at), "%s:%d", s->reg_host, s->reg_port);
-	return json_pack("{s:s?,s:o}", "registrar",
-	    s->cfg->cluster.registrar ? at : NULL, "route_points", arr);
-}
-
-static struct sip_reg *
-reg_add(struct sip *s, struct agent_post *p, const char *user)
-{
-	struct sip_reg *r;
-
-	if (s->n_regs >= s->cap_regs)
-		return NULL;
-	r = &s->regs[s->n_regs++];
-	memset(r, 0, sizeof(*r));
-	r->post = p;
-	str_copy(r->user, user, sizeof(r->user));
-	/* one Call-ID per route point and server, kept */
-	snprintf(r->callid, sizeof(r->callid), "reg-%s-%s-%s", user,
-	    s->self->name, s->cfg->cluster.name);
-	random_tag(r->fromtag, sizeof(r->fromtag));
-	return r;
-}
-
-/*
- * The route points a new version names: ones it dropped are taken back
- * (as a post that is not ours), new ones registered by their owner.
- * 0, or -1 when there is no room for them (a restart applies them).
- */
-static int
-reg_update(struct sip *s)
-{
-	struct agent_post *p;
-	size_t need = 0;
-
-	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
-		const char *rps[2] = {
-		    p->home->route_point, p->home->aa_route_point};
-
-		for (int k = 0; k < 2; k++) {
-			bool have = false;
-
-			for (size_t j = 0; rps[k] && j < s->n_regs; j++)
-				have = have ||
-				    (!s->regs[j].retired &&
-					s->regs[j].post == p &&
-					strcmp(s->regs[j].user, rps[k]) == 0);
-			need += rps[k] && !have;
-		}
-	}
-	if (s->n_regs + need > s->cap_regs)
-		return -1;
-	for (size_t j = 0; j < s->n_regs; j++) {
-		struct sip_reg *r = &s->regs[j];
-		const char *rp = r->post->home->route_point,
-			   *aa = r->post->home->aa_route_point;
-
-		if (!r->retired && !(rp && strcmp(rp, r->user) == 0) &&
-		    !(aa && strcmp(aa, r->user) == 0))
-			r->retired = true;
-	}
-	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
-		const char *rps[2] = {
-		    p->home->route_point, p->home->aa_route_point};
-
-		for (int k = 0; k < 2; k++) {
-			bool have = false;
-
-			for (size_t j = 0; rps[k] && j < s->n_regs; j++)
-				have = have ||
-				    (!s->regs[j].retired &&
-					s->regs[j].post == p &&
-					strcmp(s->regs[j].user, rps[k]) == 0);
-			if (rps[k] && !have)
-				reg_add(s, p, rps[k]);
-		}
-	}
-	return 0;
-}
-
-static int
-reg_setup(struct sip *s)
-{
-	const struct config_cluster *cl = &s->cfg->cluster;
-	struct agent_post *p;
-	size_t n = 0;
-
-	if (cl->registrar == NULL)
-		return 0;
-	if (strcmp(cl->registrar, "local") == 0) {
-		str_copy(s->reg_host, "127.0.0.1", sizeof(s->reg_host));
-		s->reg_port = (int)cl->local_registrar_port;
-	} else {
-		/* the config checker made sure it is IP:PORT */
-		const char *colon = strrchr(cl->registrar, ':');
-		size_t hl = (size_t)(colon - cl->registrar);
-		long port = 5060;
-
-		str_copy(s->reg_host, cl->registrar,
-		    hl + 1 < sizeof(s->reg_host) ? hl + 1
-						 : sizeof(s->reg_host));
-		str_to_long(colon + 1, 1, 65535, &port);
-		s->reg_port = (int)port;
-	}
-	for (size_t i = 0; agent_post_at(s->agent, i); i++)
-		n += 2;
-	/* room for the route points of later versions (reg_update) */
-	s->cap_regs = n * SIP_REG_VERSIONS;
-	if ((s->regs = calloc(
-		 s->cap_regs ? s->cap_regs : 1, sizeof(*s->regs))) == NULL)
-		return -1;
-	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
-		const char *rps[2] = {
-		    p->home->route_point, p->home->aa_route_point};
-
-		for (int k = 0; k < 2; k++)
-			if (rps[k])
-				reg_add(s, p, rps[k]);
-	}
-	log_info(
-	    "sip: registering route points at %s:%d", s->reg_host, s->reg_port);
-	return 0;
-}
-
 /* ---- silent calls ---- */
 
 /*
@@ -1081,15 +594,15 @@ reg_setup(struct sip *s)
  * nothing waits for it. ended_by NULL: the call model is ended by whoever
  * asked.
  */
-static void
-hang_up(
+void
+sip_hang_up(
     struct sip *s, struct sip_call *c, const char *reason, const char *ended_by)
 {
 	char buf[2048], branch[40];
 	int n;
 
 	if (c->their_contact && c->their_from && c->our_to) {
-		random_tag(branch, sizeof(branch));
+		sip_random_tag(branch, sizeof(branch));
 		n = snprintf(buf, sizeof(buf),
 		    "BYE %s SIP/2.0\r\n"
 		    "Via: SIP/2.0/UDP %s:%ld;rport;branch=z9hG4bK%s\r\n"
@@ -1104,12 +617,12 @@ hang_up(
 		    branch, c->our_to, c->their_from, c->callid, c->bye_cseq++,
 		    reason);
 		if (n > 0 && (size_t)n < sizeof(buf))
-			send_request(s, buf, n, NULL);
+			sip_send_request(s, buf, n, NULL);
 	}
 	if (ended_by)
-		call_end_model(c, ended_by);
+		sip_call_end_model(c, ended_by);
 	c->call[0] = '\0';
-	call_free(c);
+	sip_call_free(c);
 }
 
 /* The call model ends a SIP call from elsewhere: hang up its caller. */
@@ -1122,31 +635,11 @@ hangup_cb(const char *call, void *arg)
 		if (strcmp(c->call, call) == 0) {
 			log_info("sip: call %s ended by the API (call %s)",
 			    c->callid, call);
-			hang_up(s, c,
+			sip_hang_up(s, c,
 			    "Q.850;cause=16;text=\"ended by an operator\"",
 			    NULL);
 			return;
 		}
-}
-
-static void
-media_check(struct sip *s)
-{
-	uint64_t now = time_mono_ms(), limit;
-	struct sip_call *c, *next;
-
-	if (s->cfg->cluster.media_timeout <= 0)
-		return;
-	limit = (uint64_t)s->cfg->cluster.media_timeout * 1000;
-	for (c = s->calls_list; c; c = next) {
-		next = c->next;
-		if (c->state != SC_ANSWERED || now - c->last_media < limit)
-			continue;
-		log_warn("sip: call %s had no media for %" PRIu64
-			 " s; hanging up (call %s)",
-		    c->callid, (now - c->last_media) / 1000, c->call);
-		hang_up(s, c, "Q.850;cause=102;text=\"no media\"", "no media");
-	}
 }
 
 /* ---- the loop ---- */
@@ -1179,12 +672,12 @@ tick_cb(uv_timer_t *t)
 	osip_timers_ist_execute(s->osip);
 	osip_timers_nist_execute(s->osip);
 	osip_timers_nict_execute(s->osip);
-	reg_check(s);
+	sip_register_check(s);
 	for (struct sip_call *c = s->calls_list; c; c = c->next)
 		if (c->prompt && c->state == SC_ANSWERED && c->rtp_open)
-			play(c, time_mono_ms());
+			sip_media_play(c, time_mono_ms());
 	if (++s->ticks % (1000 / SIP_TICK_MS) == 0)
-		media_check(s);
+		sip_media_check(s);
 	osip_retransmissions_execute(s->osip);
 	sip_run(s);
 }
@@ -1267,36 +760,6 @@ sock_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *b,
 	sip_input(u->data, b->base, (size_t)n, from);
 }
 
-/* Every post's prompt: any post may come to this server. */
-static int
-prompts_load(struct sip *s)
-{
-	struct agent_post *p;
-	size_t n = 0;
-
-	while (agent_post_at(s->agent, n))
-		n++;
-	if ((s->prompts = calloc(n ? n : 1, sizeof(*s->prompts))) == NULL)
-		return -1;
-	s->n_prompts = n;
-	for (size_t i = 0; (p = agent_post_at(s->agent, i)) != NULL; i++) {
-		char *path = prompt_path(s->cfg, p->home), err[512];
-
-		if (path &&
-		    prompt_load(path, &s->prompts[i], err, sizeof(err)) != 0) {
-			log_error(
-			    "sip: prompt of post %s: %s", p->home->name, err);
-			free(path);
-			return -1;
-		}
-		if (path)
-			log_info("sip: post %s plays %s (%zu ms)",
-			    p->home->name, path, s->prompts[i].len / 8);
-		free(path);
-	}
-	return 0;
-}
-
 int
 sip_set_config(
     struct sip *s, const struct config *cfg, const struct config_server *self)
@@ -1306,9 +769,9 @@ sip_set_config(
 	s->self = self;
 	if (s->regs == NULL)
 		return 0;
-	if (reg_update(s) != 0)
+	if (sip_register_update(s) != 0)
 		return -1;
-	reg_check(s);
+	sip_register_check(s);
 	return 0;
 }
 
@@ -1349,7 +812,7 @@ sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
 	    s->osip, OSIP_NIST_UNKNOWN_REQUEST_RECEIVED, cb_other);
 	for (int t = OSIP_NICT_STATUS_2XX_RECEIVED;
 	     t <= OSIP_NICT_STATUS_6XX_RECEIVED; t++)
-		osip_set_message_callback(s->osip, t, cb_reg_answer);
+		osip_set_message_callback(s->osip, t, sip_register_answer);
 	osip_set_kill_transaction_callback(
 	    s->osip, OSIP_NICT_KILL_TRANSACTION, cb_kill);
 	osip_set_kill_transaction_callback(
@@ -1369,7 +832,7 @@ sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
 		sip_free(s);
 		return NULL;
 	}
-	if (reg_setup(s) != 0 || prompts_load(s) != 0) {
+	if (sip_register_setup(s) != 0 || sip_media_prompts_load(s) != 0) {
 		sip_free(s);
 		return NULL;
 	}
@@ -1403,7 +866,7 @@ sip_free(struct sip *s)
 	s->closing = true;
 	calls_set_hangup(s->calls, NULL, NULL);
 	while (s->calls_list)
-		call_free(s->calls_list);
+		sip_call_free(s->calls_list);
 	sip_reap_free(&s->dead);
 	/* osip_release leaves live transactions to their owner */
 	while (osip_list_size(&s->osip->osip_ist_transactions) > 0)

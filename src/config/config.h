@@ -53,6 +53,8 @@ struct config_cluster {
 	char *registrar; /* "local", "IP:PORT", or NULL: no registration */
 	long local_registrar_port;
 	long media_timeout; /* seconds without RTP before a call is ended */
+	long calls_backlog_max; /* calls waiting for etcd, then refused */
+	long loop_lag_max; /* ms the loop may run late, then refused; 0: off */
 	long record_retention; /* seconds a record stays in etcd */
 	long licenses; /* concurrent desk sessions; 0: no limit */
 	int license_policy; /* enum config_license_policy */

@@ -89,6 +89,17 @@ const struct config_option config_options[] = {
 	CL(media_timeout), NULL, true,
 	"Seconds without RTP from the caller after which a call is ended "
 	"(the server sends BYE and frees the port); 0: never."},
+    {CONFIG_SEC_CLUSTER, "calls_backlog_max", CONFIG_TYPE_INT, 1, 100000, "500",
+	NULL, CL(calls_backlog_max), NULL, true,
+	"Calls a server may hold waiting for etcd (their port claim sent or "
+	"queued, not answered yet); past it new calls are refused at once, "
+	"SIP 503 and HTTP 503 `EBUSY` with Retry-After, each with a BUSY "
+	"record, instead of being answered late."},
+    {CONFIG_SEC_CLUSTER, "loop_lag_max", CONFIG_TYPE_INT, 0, 60000, "500", NULL,
+	CL(loop_lag_max), NULL, true,
+	"Milliseconds a server's event loop may run late (a timer due every "
+	"100 ms fires that much after its time) before new calls are "
+	"refused at once, as past calls_backlog_max; 0: never for lag."},
     {CONFIG_SEC_CLUSTER, "record_retention", CONFIG_TYPE_INT, 60, 31536000,
 	"86400", NULL, CL(record_retention), NULL, true,
 	"Seconds a call record stays in the records stream on NATS "

@@ -22,6 +22,7 @@
 
 #define ETCD_RESPONSE_MAX (8u * 1024 * 1024)
 #define ETCD_KEY_MAX (1536)
+#define ETCD_TXN_DEPTH 3 /* nested txns in answers, at most */
 
 struct etcd;
 struct etcd_req;
@@ -54,6 +55,9 @@ struct etcd_res {
 	int64_t id; /* lease */
 	int64_t ttl; /* lease: seconds left (keepalive, timetolive) */
 	int64_t granted_ttl;
+	/* txn: the answers of its nested txns, in order (see txn_nest) */
+	struct etcd_res *subs;
+	size_t n_subs;
 };
 
 typedef void (*etcd_cb)(const struct etcd_res *res, void *arg);
@@ -161,6 +165,20 @@ int etcd_kv_txn_delete(
     struct etcd_txn *t, bool success, const char *key, bool prefix);
 int etcd_kv_txn_get(
     struct etcd_txn *t, bool success, const char *key, bool prefix);
+
+/*
+ * Add sub as a nested txn to the success (or failure) branch: it has
+ * compares and branches of its own and succeeds or fails alone, in the
+ * same revision as t. sub is consumed (freed) whatever happens; its
+ * answer is in res->subs, in the order added (only those of the branch
+ * that ran). A nested txn may hold nested txns, ETCD_TXN_DEPTH deep.
+ * Returns 0, US_ENOMEM, or US_ETOOBIG when etcd would refuse the size
+ * (its --max-txn-ops counts t's ops and each nested txn's together).
+ */
+int etcd_kv_txn_nest(struct etcd_txn *t, bool success, struct etcd_txn *sub);
+
+/* How many operations t holds now (compares and both branches). */
+unsigned etcd_kv_txn_ops(const struct etcd_txn *t);
 
 /*
  * Send the transaction; it is consumed (freed) whatever happens. res has

@@ -13,6 +13,7 @@ struct etcd_txn {
 	json_t *success;
 	json_t *failure;
 	unsigned ops;
+	unsigned sub_ops; /* of the largest nested txn */
 };
 
 /* Add a base64 string field; a NULL or failed string fails the object. */
@@ -314,6 +315,35 @@ etcd_kv_txn_get(struct etcd_txn *t, bool success, const char *key, bool prefix)
 {
 	return txn_add(t, success ? t->success : t->failure,
 	    wrap("request_range", etcd_kv_key_json(key, prefix)));
+}
+
+int
+etcd_kv_txn_nest(struct etcd_txn *t, bool success, struct etcd_txn *sub)
+{
+	unsigned need;
+	int rc;
+
+	if (sub == NULL)
+		return US_ENOMEM;
+	/* etcd checks a nested txn against what the outer one leaves */
+	need = sub->ops > sub->sub_ops ? sub->ops : sub->sub_ops;
+	if (t->ops + 1 + (need > t->sub_ops ? need : t->sub_ops) >
+	    TXN_MAX_OPS) {
+		etcd_kv_txn_free(sub);
+		return US_ETOOBIG;
+	}
+	rc = txn_add(t, success ? t->success : t->failure,
+	    wrap("request_txn", json_incref(sub->root)));
+	if (rc == 0 && need > t->sub_ops)
+		t->sub_ops = need;
+	etcd_kv_txn_free(sub);
+	return rc;
+}
+
+unsigned
+etcd_kv_txn_ops(const struct etcd_txn *t)
+{
+	return t->ops;
 }
 
 struct etcd_req *

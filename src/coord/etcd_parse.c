@@ -133,10 +133,10 @@ parse_header(json_t *root, struct etcd_res *res)
 }
 
 static int
-parse_txn(json_t *root, struct etcd_res *res)
+parse_txn(json_t *root, struct etcd_res *res, unsigned depth)
 {
 	json_t *arr = json_object_get(root, "responses"), *r;
-	size_t i;
+	size_t i, n_subs = 0;
 	int rc;
 
 	res->succeeded = get_bool(root, "succeeded");
@@ -152,6 +152,26 @@ parse_txn(json_t *root, struct etcd_res *res)
 		if (rr && !json_is_object(rr))
 			return US_EPROTO;
 		if (rr && (rc = add_kvs(res, json_object_get(rr, "kvs"))) != 0)
+			return rc;
+		n_subs += json_object_get(r, "response_txn") != NULL;
+	}
+	if (n_subs == 0)
+		return 0;
+	if (depth >= ETCD_TXN_DEPTH)
+		return US_EPROTO;
+	if ((res->subs = calloc(n_subs, sizeof(*res->subs))) == NULL)
+		return US_ENOMEM;
+	json_array_foreach (arr, i, r) {
+		json_t *rt = json_object_get(r, "response_txn");
+
+		if (rt == NULL)
+			continue;
+		if (!json_is_object(rt))
+			return US_EPROTO;
+		/* counted before parsing: a failed one is cleared too */
+		res->subs[res->n_subs].revision = res->revision;
+		if ((rc = parse_txn(
+			 rt, &res->subs[res->n_subs++], depth + 1)) != 0)
 			return rc;
 	}
 	return 0;
@@ -198,7 +218,7 @@ etcd_parse_response(
 			rc = get_i64(obj, "deleted", &res->deleted);
 		break;
 	case ETCD_OP_TXN:
-		rc = parse_txn(obj, res);
+		rc = parse_txn(obj, res, 0);
 		break;
 	case ETCD_OP_GRANT:
 		if ((rc = get_i64(obj, "ID", &res->id)) == 0)
@@ -294,6 +314,9 @@ etcd_parse_res_clear(struct etcd_res *res)
 {
 	for (size_t i = 0; i < res->n_kvs; i++)
 		kv_clear(&res->kvs[i]);
+	for (size_t i = 0; i < res->n_subs; i++)
+		etcd_parse_res_clear(&res->subs[i]);
+	free(res->subs);
 	free(res->kvs);
 	free(res->message);
 	memset(res, 0, sizeof(*res));

@@ -661,7 +661,7 @@ worker_main(const struct daemon_args *a)
 	sc.password = cl->messaging_password;
 	sc.retention_s = cl->record_retention;
 	w.records = w.agent ? records_new(w.loop, w.agent, w.store, &sc) : NULL;
-	w.calls = w.records ? calls_new(w.agent, w.records) : NULL;
+	w.calls = w.records ? calls_new(w.loop, w.agent, w.records) : NULL;
 	w.desks = w.agent ? desks_new(w.loop, w.agent, w.store) : NULL;
 	if (w.lease == NULL || w.agent == NULL || w.calls == NULL ||
 	    w.desks == NULL ||

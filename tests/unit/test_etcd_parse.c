@@ -52,6 +52,66 @@ TEST(etcd_parse_txn)
 	etcd_parse_res_clear(&r);
 }
 
+TEST(etcd_parse_txn_nested)
+{
+	struct etcd_res r;
+
+	/* one nested txn held, one failed with what it read back */
+	ASSERT_INT(etcd_parse_response(ETCD_OP_TXN,
+		       S("{\"header\":{\"revision\":\"7\"},\"succeeded\":true,"
+			 "\"responses\":[{\"response_txn\":{\"succeeded\":"
+			 "true,\"responses\":[{\"response_put\":{}}]}},{"
+			 "\"response_txn\":{\"responses\":[{\"response_"
+			 "range\":{\"kvs\":[{\"key\":\"YQ==\",\"value\":"
+			 "\"Yg==\",\"create_revision\":\"3\"}]}}]}}]}"),
+		       &r),
+	    0);
+	ASSERT(r.succeeded);
+	ASSERT_INT(r.n_kvs, 0);
+	ASSERT_INT(r.n_subs, 2);
+	ASSERT(r.subs[0].succeeded);
+	ASSERT(!r.subs[1].succeeded);
+	ASSERT_INT(r.subs[1].n_kvs, 1);
+	ASSERT_INT(r.subs[1].kvs[0].create_revision, 3);
+	ASSERT_INT(r.subs[1].revision, 7);
+	etcd_parse_res_clear(&r);
+	/* a nested answer that is not an object, or nested too deep */
+	ASSERT_INT(etcd_parse_response(ETCD_OP_TXN,
+		       S("{\"responses\":[{\"response_txn\":[]}]}"), &r),
+	    US_EPROTO);
+	ASSERT_INT(etcd_parse_response(ETCD_OP_TXN,
+		       S("{\"responses\":[{\"response_txn\":{\"responses\":[{"
+			 "\"response_txn\":{\"responses\":[{\"response_txn\":"
+			 "{\"responses\":[{\"response_txn\":{}}]}}]}}]}}]}"),
+		       &r),
+	    US_EPROTO);
+}
+
+TEST(etcd_txn_nest_limits)
+{
+	struct etcd_txn *t = etcd_kv_txn_new(), *sub;
+	int n = 0, rc;
+
+	ASSERT(t != NULL);
+	ASSERT_INT(etcd_kv_txn_compare(
+		       t, "o", ETCD_CMP_MOD, ETCD_CMP_EQUAL, 5, NULL, 0),
+	    0);
+	/* nested txns of 2 ops each: the outer's count plus 2 fit in 128 */
+	do {
+		sub = etcd_kv_txn_new();
+		ASSERT(sub != NULL);
+		etcd_kv_txn_compare(
+		    sub, "k", ETCD_CMP_CREATE, ETCD_CMP_EQUAL, 0, NULL, 0);
+		etcd_kv_txn_put(sub, true, "k", "v", 1, 0);
+		if ((rc = etcd_kv_txn_nest(t, true, sub)) == 0)
+			n++;
+	} while (rc == 0);
+	ASSERT_INT(rc, US_ETOOBIG);
+	ASSERT_INT(n, 125);
+	ASSERT_INT(etcd_kv_txn_ops(t), 126);
+	etcd_kv_txn_free(t);
+}
+
 TEST(etcd_parse_lease)
 {
 	struct etcd_res r;
