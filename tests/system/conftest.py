@@ -4,6 +4,7 @@ import base64
 import datetime
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -801,6 +802,19 @@ class Nats:
                 if line.startswith(b"PONG"):
                     return
                 assert not line.startswith(b"-ERR"), line
+
+
+@pytest.fixture(autouse=True)
+def drop_etcd_logs(tmp_path):
+    """After each test, the write-ahead logs and snapshots of the etcd
+    members it ran are removed (each member preallocates 128 MB of WAL;
+    a full run would fill the disk). The logs of every process stay."""
+    yield
+    for root, dirs, _ in os.walk(str(tmp_path)):
+        if os.path.basename(root) == "member" and "wal" in dirs:
+            for d in ("wal", "snap"):
+                shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+            dirs[:] = []
 
 
 RUNNING_NATS = []
