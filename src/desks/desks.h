@@ -125,6 +125,16 @@ void desks_notice_all(struct desks *d, const char *text);
 /* This server's lease changed: reclaim the slots of its sessions. */
 void desks_lease_changed(struct desks *d);
 
+/* What the desks module did so far (counters, for /metrics). */
+struct desks_stats {
+	uint64_t event_requests; /* GET /v1/desk/events taken */
+	uint64_t resumes; /* resumes answered 200 */
+	uint64_t commits; /* transactions of batched session writes */
+	uint64_t commits_failed; /* of those, failed (their requests too) */
+};
+
+void desks_stats_get(const struct desks *d, struct desks_stats *out);
+
 /* Passes of the license reconciler that read every slot, so far. */
 uint64_t licenses_checks(const struct desks *d);
 
@@ -169,6 +179,7 @@ struct desks_pending {
 	struct desks_pending *next;
 };
 
+struct desks_held;
 struct desks_waiter;
 struct licenses_claim;
 struct licenses_scan;
@@ -188,8 +199,10 @@ struct desks {
 	unsigned open_handles;
 	unsigned verifying; /* password checks on the thread pool */
 	struct limits *limits;
-	/* events.c: events not yet written, [token, type, data, at] */
-	json_t *ev_queue;
+	/* batch.c: session writes of this loop turn, and their answers */
+	json_t *ev_queue; /* the writes, in order (batch.c says which) */
+	json_t *touched; /* tokens marked active in this batch: true */
+	struct desks_held *held, **held_tail;
 	uv_timer_t ev_timer;
 	bool ev_retrying; /* the last flush met a locked database */
 	/* login.c: logins, logouts and joins waiting for a locked database */
@@ -211,6 +224,7 @@ struct desks {
 	uint64_t lic_passes;
 	/* what desks need to reach NATS, in every session; NULL: nothing */
 	json_t *messaging_auth;
+	struct desks_stats stats;
 };
 
 struct desks_session {
@@ -284,16 +298,42 @@ void desks_forget_parked(struct desks *d, void *arg);
 /* events.c: a session's events and the requests waiting for them */
 
 /*
- * Add an event to a session: queued, written with the others of this
- * loop turn in one transaction, then its waiting requests are woken.
- * 0, or -1 (out of memory, or the queue is full: logged).
+ * Add an event to a session (data taken): written with the other session
+ * writes of this loop turn in one transaction, then its waiting requests
+ * are woken. 0, or -1 (out of memory, or the queue is full: logged).
  */
 int desks_event_add(
     struct desks *d, const char *token, const char *type, json_t *data);
 
+/* batch.c: the session writes of a loop turn, in one transaction */
+
 /* The queue and its timer; at the end, a last write and the close. */
-void desks_events_init(struct desks *d);
-void desks_events_close(struct desks *d, uv_close_cb closed);
+void desks_batch_init(struct desks *d);
+void desks_batch_close(struct desks *d, uv_close_cb closed);
+
+/*
+ * Queue a write for the next commit (on the next loop turn): an event
+ * (text: its data as JSON), the session marked active now (once a
+ * batch), a channel left. 0, or -1 (logged).
+ */
+int desks_batch_event(
+    struct desks *d, const char *token, const char *type, const char *text);
+int desks_batch_touch(struct desks *d, const char *token);
+int desks_batch_unjoin(struct desks *d, const char *token, const char *channel);
+
+/*
+ * Answer with r (its body taken) once every write queued so far is
+ * committed; when that commit fails, 503 EUNAVAIL instead (the write
+ * stays queued; the request may try again).
+ */
+void desks_batch_answer(
+    struct desks *d, desks_cb cb, void *arg, struct desks_res *r);
+
+/* The request behind arg went away: its held answer is dropped. */
+void desks_batch_forget(struct desks *d, void *arg);
+
+/* Flush on the next loop turn. */
+void desks_batch_soon(struct desks *d);
 
 /* Answer the requests of token waiting for events (new ones, or none). */
 void desks_events_wake(struct desks *d, const char *token);

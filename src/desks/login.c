@@ -119,6 +119,15 @@ desks_finish(struct desks_pending *p, int64_t slot, int64_t rev, bool over)
 		return;
 	}
 	desks_res_ok(&r, desks_session_json(d, p->token, &s, over));
+	if (p->resume && p->cb) {
+		struct desks_res none = {0};
+
+		/* a resume's writes are batched: it is answered after them */
+		desks_batch_answer(d, p->cb, p->arg, &r);
+		p->cb = NULL;
+		desks_pending_done(p, &none);
+		return;
+	}
 	desks_pending_done(p, &r);
 	return;
 failed:
@@ -446,18 +455,10 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 		}
 		sqlite3_finalize(st);
 	}
-	for (size_t i = 0; i < json_array_size(left); i++) {
-		if ((st = desks_prep(d,
-			 "DELETE FROM joined WHERE token = ? AND "
-			 "channel = ?")) == NULL)
-			continue;
-		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2,
-		    json_string_value(json_array_get(left, i)), -1,
-		    SQLITE_STATIC);
-		sqlite3_step(st);
-		sqlite3_finalize(st);
-	}
+	/* written with the rest of this turn's, before the answer */
+	for (size_t i = 0; i < json_array_size(left); i++)
+		desks_batch_unjoin(
+		    d, token, json_string_value(json_array_get(left, i)));
 	desks_event_add(d, token, "channels_refreshed",
 	    json_pack("{s:o,s:o}", "left", left, "channels",
 		desks_channels_json(d, token, s.user)));
