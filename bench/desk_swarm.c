@@ -18,7 +18,8 @@
  * held HOLD_S more seconds (default 2), then "requests N refused N
  * failed N polls N out N" (resumes sent, refused connections, other
  * failures: an answer not 200 or a timeout; events requests; desks
- * logged out) and "done N".
+ * logged out; resumes of desks that were online and lost their server)
+ * and "done N".
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -54,7 +55,7 @@ struct desk {
 static long backoff_max = 10000;
 static const char *server;
 static CURLM *multi;
-static long n_requests, n_failed, n_refused, n_polls, n_out;
+static long n_requests, n_failed, n_refused, n_polls, n_out, n_again;
 
 static double
 mono_ms(void)
@@ -158,10 +159,15 @@ finished(struct desk *k, CURLcode cc, long *done)
 	k->tried = true;
 	if (k->state == DESK_RESUMING) {
 		if (cc == CURLE_OK && status == 200) {
-			k->online = true;
-			(*done)++;
-			printf("online %ld %lld %.3f\n", k->id, wall_ms(),
-			    now - k->sent_at);
+			/* the first time counts; again after a loss, counted */
+			if (!k->online) {
+				k->online = true;
+				(*done)++;
+				printf("online %ld %lld %.3f\n", k->id,
+				    wall_ms(), now - k->sent_at);
+			} else {
+				n_again++;
+			}
 			k->last_event = 0;
 			send_request(k, false);
 			return;
@@ -328,8 +334,9 @@ main(int argc, char **argv)
 			break;
 		curl_multi_poll(multi, NULL, 0, wait_ms, NULL);
 	}
-	printf("requests %ld refused %ld failed %ld polls %ld out %ld\n",
-	    n_requests, n_refused, n_failed, n_polls, n_out);
+	printf("requests %ld refused %ld failed %ld polls %ld out %ld again "
+	       "%ld\n",
+	    n_requests, n_refused, n_failed, n_polls, n_out, n_again);
 	printf("done %ld\n", done);
 	for (long k = 0; k < count; k++) {
 		curl_multi_remove_handle(multi, desks[k].h);

@@ -15,11 +15,14 @@
 #define DESKS_EVENTS_KEEP 1000 /* per session */
 #define DESKS_BATCH_RETRY_MS 50
 #define DESKS_BATCH_MAX 100000 /* writes waiting */
+/* writes in one transaction: a burst is spread over loop turns */
+#define DESKS_BATCH_TURN 1024
 
 /* An answer held until the writes queued before it are committed. */
 struct desks_held {
 	desks_cb cb; /* NULL: the request went away */
 	void *arg;
+	uint64_t need; /* the writes queued before it, ever */
 	struct desks_res r;
 	struct desks_held *next;
 };
@@ -116,13 +119,19 @@ op_write(struct desks *d, json_t *op)
 	}
 }
 
-/* Hand every held answer its outcome: ok, or the commit failed. */
+/*
+ * Hand the held answers whose writes are done (need <= upto) their
+ * outcome: ok, or the commit that carried them failed.
+ */
 static void
-held_answer(struct desks *d, struct desks_held *h, bool ok)
+held_answer(struct desks *d, uint64_t upto, bool ok)
 {
-	while (h) {
-		struct desks_held *next = h->next;
+	while (d->held && d->held->need <= upto) {
+		struct desks_held *h = d->held;
 
+		/* what comes in while answers are handed over waits its turn */
+		if ((d->held = h->next) == NULL)
+			d->held_tail = &d->held;
 		if (!ok) {
 			json_decref(h->r.body);
 			desks_res_error(&h->r, 503, US_EUNAVAIL,
@@ -136,15 +145,15 @@ held_answer(struct desks *d, struct desks_held *h, bool ok)
 		else
 			json_decref(h->r.body);
 		free(h);
-		h = next;
 	}
 }
 
 /*
- * Everything queued since the last flush in one transaction (one sync
- * for many), then the answers that waited for it, then the waiting
- * event requests woken. A transaction that fails answers its own
- * requests 503 (they may try again) and keeps the writes for the next
+ * The writes queued since the last flush in one transaction (one sync
+ * for many; at most DESKS_BATCH_TURN, the rest on the next loop turn),
+ * then the answers that waited for them, then the waiting event
+ * requests woken. A transaction that fails answers the requests it
+ * carried 503 (they may try again) and keeps the writes for the next
  * try, after DESKS_BATCH_RETRY_MS: the loop never waits for a locked
  * database.
  */
@@ -152,16 +161,14 @@ static void
 batch_flush(uv_timer_t *t)
 {
 	struct desks *d = t->data;
-	json_t *q = d->ev_queue, *e;
-	struct desks_held *held = d->held;
-	size_t i;
+	json_t *q = d->ev_queue, *rest, *e;
+	size_t n = json_array_size(q), i;
 	int rc = 0;
 
-	/* what comes in while the answers are handed over waits its turn */
-	d->held = NULL;
-	d->held_tail = &d->held;
-	if (json_array_size(q) == 0) {
-		held_answer(d, held, true);
+	if (n > DESKS_BATCH_TURN)
+		n = DESKS_BATCH_TURN;
+	if (n == 0) {
+		held_answer(d, d->batch_done, true);
 		return;
 	}
 	if ((d->ev_retrying && !store_writable(d->st)) ||
@@ -170,31 +177,39 @@ batch_flush(uv_timer_t *t)
 		d->stats.commits_failed++;
 		uv_timer_start(
 		    &d->ev_timer, batch_flush, DESKS_BATCH_RETRY_MS, 0);
-		held_answer(d, held, false);
+		held_answer(d, d->batch_done + n, false);
 		return;
 	}
-	json_array_foreach (q, i, e) {
-		if (rc == 0)
-			rc = op_write(d, e);
-	}
+	for (i = 0; i < n && rc == 0; i++)
+		rc = op_write(d, json_array_get(q, i));
 	if (rc != 0 || store_exec(d->st, "COMMIT") != 0) {
 		store_exec(d->st, "ROLLBACK");
 		d->ev_retrying = true;
 		d->stats.commits_failed++;
 		uv_timer_start(
 		    &d->ev_timer, batch_flush, DESKS_BATCH_RETRY_MS, 0);
-		held_answer(d, held, false);
+		held_answer(d, d->batch_done + n, false);
 		return;
 	}
 	d->stats.commits++;
 	d->ev_retrying = false;
-	d->ev_queue = json_array();
-	json_object_clear(d->touched);
-	held_answer(d, held, true);
-	json_array_foreach (q, i, e)
+	d->batch_done += n;
+	rest = json_array();
+	for (i = n; i < json_array_size(q); i++)
+		json_array_append(rest, json_array_get(q, i));
+	d->ev_queue = rest;
+	/* on the next turn (a timer for now would run in this one) */
+	if (json_array_size(rest))
+		uv_timer_start(&d->ev_timer, batch_flush, 1, 0);
+	else
+		json_object_clear(d->touched);
+	held_answer(d, d->batch_done, true);
+	for (i = 0; i < n; i++) {
+		e = json_array_get(q, i);
 		if (json_string_value(json_array_get(e, 0))[0] == 'e')
 			desks_events_wake(
 			    d, json_string_value(json_array_get(e, 1)));
+	}
 	json_decref(q);
 }
 
@@ -215,6 +230,7 @@ batch_add(struct desks *d, json_t *op)
 	}
 	if (json_array_append_new(d->ev_queue, op) != 0)
 		return -1;
+	d->batch_queued++;
 	desks_batch_soon(d);
 	return 0;
 }
@@ -264,6 +280,7 @@ desks_batch_answer(struct desks *d, desks_cb cb, void *arg, struct desks_res *r)
 	}
 	h->cb = cb;
 	h->arg = arg;
+	h->need = d->batch_queued;
 	h->r = *r; /* the body is the held answer's now */
 	r->body = NULL;
 	*d->held_tail = h;
@@ -293,8 +310,15 @@ desks_batch_init(struct desks *d)
 void
 desks_batch_close(struct desks *d, uv_close_cb closed)
 {
-	/* what could not be written yet is tried once more */
-	batch_flush(&d->ev_timer);
+	size_t left;
+
+	/* what could not be written yet is tried once more, all of it */
+	do {
+		left = json_array_size(d->ev_queue);
+		batch_flush(&d->ev_timer);
+	} while (json_array_size(d->ev_queue) &&
+	    json_array_size(d->ev_queue) < left);
+	held_answer(d, UINT64_MAX, false);
 	if (json_array_size(d->ev_queue))
 		log_warn("desks: %zu session write(s) not done: the database "
 			 "was locked",

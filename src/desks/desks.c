@@ -701,11 +701,12 @@ desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 	}
 	uv_timer_init(loop, &d->sweep);
 	d->sweep.data = d;
-	/* the sweep, the licenses', the events' and the parked timers */
-	d->open_handles = 4;
+	/* the sweep, the licenses', the events', the parked and resumes' */
+	d->open_handles = 5;
 	uv_timer_init(loop, &d->park_timer);
 	d->park_timer.data = d;
 	desks_batch_init(d);
+	desks_resumes_init(d);
 	uv_timer_start(&d->sweep, sweep_cb, DESKS_SWEEP_MS, DESKS_SWEEP_MS);
 	licenses_init(d);
 	desks_counters(d, &n, &lic, &w);
@@ -762,6 +763,7 @@ desks_free(struct desks *d)
 	}
 	uv_close((uv_handle_t *)&d->sweep, sweep_closed);
 	uv_close((uv_handle_t *)&d->park_timer, sweep_closed);
+	desks_resumes_close(d, sweep_closed);
 	desks_batch_close(d, sweep_closed);
 	licenses_close(d, sweep_closed);
 }

@@ -93,7 +93,8 @@ void desks_login(struct desks *d, const char *body, size_t len,
 
 /*
  * A desk comes back with its token: the session goes on (licenses
- * checked, channels refreshed), or 401 EEXPIRED.
+ * checked, channels refreshed), or 401 EEXPIRED. Taken in turn, a few
+ * a loop turn; answered once its writes are committed.
  */
 void desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg);
 
@@ -180,6 +181,7 @@ struct desks_pending {
 };
 
 struct desks_held;
+struct desks_resuming;
 struct desks_waiter;
 struct licenses_claim;
 struct licenses_scan;
@@ -203,6 +205,10 @@ struct desks {
 	json_t *ev_queue; /* the writes, in order (batch.c says which) */
 	json_t *touched; /* tokens marked active in this batch: true */
 	struct desks_held *held, **held_tail;
+	/* login.c: resumes waiting for their turn (a few a loop turn) */
+	struct desks_resuming *resuming, **resuming_tail;
+	uv_timer_t resume_timer;
+	uint64_t batch_queued, batch_done; /* writes ever queued, committed */
 	uv_timer_t ev_timer;
 	bool ev_retrying; /* the last flush met a locked database */
 	/* login.c: logins, logouts and joins waiting for a locked database */
@@ -288,6 +294,16 @@ void desks_finish(
 
 /* Answer p and free it. */
 void desks_pending_done(struct desks_pending *p, struct desks_res *r);
+
+/*
+ * The resumes' queue: desks_resume takes a request in, a few are run
+ * each loop turn; at the end, the waiting ones are answered 503.
+ */
+void desks_resumes_init(struct desks *d);
+void desks_resumes_close(struct desks *d, uv_close_cb closed);
+
+/* The request behind arg went away (desks_forget). */
+void desks_resumes_forget(struct desks *d, void *arg);
 
 /* desks.c: try the parked requests and logins again soon. */
 void desks_park(struct desks *d);

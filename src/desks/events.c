@@ -204,6 +204,7 @@ desks_forget(struct desks *d, void *arg)
 			p->cb = NULL;
 	desks_forget_parked(d, arg);
 	desks_batch_forget(d, arg);
+	desks_resumes_forget(d, arg);
 }
 
 void

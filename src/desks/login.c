@@ -11,6 +11,16 @@
 
 #define DESKS_VERIFY_MAX 32 /* password checks waiting for the pool */
 #define DESKS_PARK_MS 20000 /* a login waits this long for a locked db */
+/* resumes taken a loop turn: a storm of desks never stalls the loop */
+#define DESKS_RESUMES_TURN 128
+
+/* A resume waiting for its turn. */
+struct desks_resuming {
+	char token[DESKS_TOKEN_LEN + 1]; /* empty: none, or not a token */
+	desks_cb cb; /* NULL: the request went away */
+	void *arg;
+	struct desks_resuming *next;
+};
 
 /* ---- the end of a login or resume ---- */
 
@@ -426,8 +436,8 @@ desks_login(struct desks *d, const char *body, size_t len, const char *peer,
 	}
 }
 
-void
-desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
+static void
+resume_now(struct desks *d, const char *token, desks_cb cb, void *arg)
 {
 	struct desks_res r;
 	struct desks_session s;
@@ -472,4 +482,85 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 	str_copy(p->user, s.user, sizeof(p->user));
 	str_copy(p->desk, s.desk, sizeof(p->desk));
 	licenses_acquire(p);
+}
+
+/* Up to DESKS_RESUMES_TURN resumes now, the rest on the next turn. */
+static void
+resumes_run(uv_timer_t *t)
+{
+	struct desks *d = t->data;
+
+	for (int i = 0; i < DESKS_RESUMES_TURN && d->resuming; i++) {
+		struct desks_resuming *r = d->resuming;
+
+		if ((d->resuming = r->next) == NULL)
+			d->resuming_tail = &d->resuming;
+		if (r->cb)
+			resume_now(d, r->token, r->cb, r->arg);
+		free(r);
+	}
+	/*
+	 * 1 ms, not 0: libuv 1.44 runs a timer that a timer callback
+	 * started for now in the same turn, and the rest would too
+	 */
+	if (d->resuming)
+		uv_timer_start(&d->resume_timer, resumes_run, 1, 0);
+}
+
+void
+desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
+{
+	struct desks_resuming *r = calloc(1, sizeof(*r));
+	struct desks_res res;
+
+	if (r == NULL) {
+		desks_res_error(&res, 500, US_ENOMEM, "out of memory");
+		cb(&res, arg);
+		return;
+	}
+	/* a token of another length is refused when its turn comes */
+	if (token && strlen(token) == DESKS_TOKEN_LEN)
+		str_copy(r->token, token, sizeof(r->token));
+	r->cb = cb;
+	r->arg = arg;
+	*d->resuming_tail = r;
+	d->resuming_tail = &r->next;
+	if (!uv_is_active((uv_handle_t *)&d->resume_timer))
+		uv_timer_start(&d->resume_timer, resumes_run, 0, 0);
+}
+
+void
+desks_resumes_init(struct desks *d)
+{
+	d->resuming = NULL;
+	d->resuming_tail = &d->resuming;
+	uv_timer_init(d->loop, &d->resume_timer);
+	d->resume_timer.data = d;
+}
+
+void
+desks_resumes_close(struct desks *d, uv_close_cb closed)
+{
+	struct desks_res r;
+
+	while (d->resuming) {
+		struct desks_resuming *k = d->resuming;
+
+		d->resuming = k->next;
+		desks_res_error(
+		    &r, 503, US_ECANCELED, "the server is stopping");
+		if (k->cb)
+			k->cb(&r, k->arg);
+		free(k);
+	}
+	d->resuming_tail = &d->resuming;
+	uv_close((uv_handle_t *)&d->resume_timer, closed);
+}
+
+void
+desks_resumes_forget(struct desks *d, void *arg)
+{
+	for (struct desks_resuming *k = d->resuming; k; k = k->next)
+		if (k->arg == arg)
+			k->cb = NULL;
 }
