@@ -5,8 +5,8 @@
  * capped exponential backoff and full jitter while the server does not
  * answer, then holds the events long poll (GET /v1/desk/events?wait=)
  * as the library does. Event-driven: every desk's request is out at
- * once in one libcurl multi handle, so the figures are the server's,
- * not the swarm's.
+ * once in one libcurl multi handle driven by socket events (epoll), so
+ * the figures are the server's, not the swarm's.
  *
  * usage: desk-swarm SERVER_URL TOKENS_FILE FIRST COUNT TIMEOUT_S
  *                   [BACKOFF_MAX_MS [HOLD_S]]
@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +54,8 @@ struct desk {
 };
 
 static long backoff_max = 10000;
+static int epfd = -1;
+static double curl_due = -1; /* when curl wants its timeout; -1: never */
 static const char *server;
 static CURLM *multi;
 static long n_requests, n_failed, n_refused, n_polls, n_out, n_again;
@@ -208,6 +211,41 @@ finished(struct desk *k, CURLcode cc, long *done)
 	k->next_at = now + backoff_ms(k->fails);
 }
 
+/* curl's sockets into the epoll set, with the events it asks for. */
+static int
+sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev = {0};
+
+	(void)e;
+	(void)userp;
+	if (what == CURL_POLL_REMOVE) {
+		epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+		curl_multi_assign(multi, fd, NULL);
+		return 0;
+	}
+	ev.data.fd = fd;
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) |
+	    ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+	if (socketp == NULL) {
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+			epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
+		curl_multi_assign(multi, fd, &epfd);
+	} else {
+		epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
+	}
+	return 0;
+}
+
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	(void)m;
+	(void)userp;
+	curl_due = timeout_ms < 0 ? -1 : mono_ms() + (double)timeout_ms;
+	return 0;
+}
+
 /* A whole non-negative decimal number, or -1. */
 static long
 number(const char *s)
@@ -264,6 +302,12 @@ main(int argc, char **argv)
 		return 1;
 	}
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, count + 16);
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	if ((epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+		perror("epoll_create1");
+		return 1;
+	}
 	if ((f = fopen(argv[2], "r")) == NULL) {
 		perror(argv[2]);
 		return 1;
@@ -297,12 +341,33 @@ main(int argc, char **argv)
 		send_request(&desks[k], true);
 	t_end = mono_ms() + (double)timeout * 1000;
 	while (mono_ms() < t_end) {
+		struct epoll_event evs[256];
 		double now = mono_ms();
-		int running, left, wait_ms = 20;
+		int running, left, wait_ms = 10, n;
 		CURLMsg *m;
 		long tried = 0;
 
-		curl_multi_perform(multi, &running);
+		if (curl_due >= 0 && curl_due - now < wait_ms)
+			wait_ms =
+			    curl_due <= now ? 0 : (int)(curl_due - now) + 1;
+		n = epoll_wait(epfd, evs, 256, wait_ms);
+		for (int i = 0; i < n; i++) {
+			int flags = 0;
+
+			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				flags |= CURL_CSELECT_IN;
+			if (evs[i].events & EPOLLOUT)
+				flags |= CURL_CSELECT_OUT;
+			if (evs[i].events & EPOLLERR)
+				flags |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(
+			    multi, evs[i].data.fd, flags, &running);
+		}
+		if (curl_due >= 0 && mono_ms() >= curl_due) {
+			curl_due = -1;
+			curl_multi_socket_action(
+			    multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		}
 		while ((m = curl_multi_info_read(multi, &left)))
 			if (m->msg == CURLMSG_DONE) {
 				struct desk *k = NULL;
@@ -320,8 +385,6 @@ main(int argc, char **argv)
 				continue;
 			if (now >= d->next_at)
 				send_request(d, true);
-			else if (d->next_at - now < wait_ms)
-				wait_ms = (int)(d->next_at - now) + 1;
 		}
 		if (!ready && tried == count) {
 			ready = true;
@@ -332,7 +395,6 @@ main(int argc, char **argv)
 			hold_end = now + (double)hold * 1000;
 		if (hold_end > 0 && now >= hold_end)
 			break;
-		curl_multi_poll(multi, NULL, 0, wait_ms, NULL);
 	}
 	printf("requests %ld refused %ld failed %ld polls %ld out %ld again "
 	       "%ld\n",
