@@ -48,7 +48,8 @@ struct http_req {
 	void (*gone)(struct http_req *, void *);
 	void *gone_arg;
 	char peer[64]; /* "address:port", filled on first use */
-	struct http_req *next;
+	/* both ways: a server holding 10,000 long polls frees in O(1) */
+	struct http_req *next, **prevp;
 };
 
 struct http {
@@ -107,11 +108,11 @@ req_free(struct http_req *req)
 
 	if (req->gone)
 		req->gone(req, req->gone_arg);
-	for (pp = &req->h->reqs; *pp; pp = &(*pp)->next)
-		if (*pp == req) {
-			*pp = req->next;
-			break;
-		}
+	if ((pp = req->prevp) != NULL) {
+		*pp = req->next;
+		if (req->next)
+			req->next->prevp = pp;
+	}
 	while (req->headers) {
 		struct reply_header *rh = req->headers;
 
@@ -210,6 +211,9 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		req->path = strdup(url);
 		buf_init(&req->body, h->body_max);
 		req->next = h->reqs;
+		if (h->reqs)
+			h->reqs->prevp = &req->next;
+		req->prevp = &h->reqs;
 		h->reqs = req;
 		*con_cls = req;
 		if (req->method == NULL || req->path == NULL)

@@ -23,6 +23,7 @@ desks_gone(struct desks *d)
 {
 	limits_free(d->limits);
 	json_decref(d->messaging_auth);
+	json_decref(d->waiting_tokens);
 	free(d);
 }
 

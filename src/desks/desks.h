@@ -195,6 +195,7 @@ struct desks {
 	const struct config *cfg;
 	uv_timer_t sweep;
 	struct desks_waiter *waiters;
+	json_t *waiting_tokens; /* token: how many of its requests wait */
 	struct desks_pending *pending;
 	long waiting;
 	bool freeing;

@@ -88,6 +88,22 @@ waiter_closed(uv_handle_t *h)
 		desks_gone(d);
 }
 
+/* How many requests of token wait: a wake looks only where some do. */
+static void
+waiting_count(struct desks *d, const char *token, int by)
+{
+	json_int_t n;
+
+	if (d->waiting_tokens == NULL &&
+	    (d->waiting_tokens = json_object()) == NULL)
+		return;
+	n = json_integer_value(json_object_get(d->waiting_tokens, token)) + by;
+	if (n > 0)
+		json_object_set_new(d->waiting_tokens, token, json_integer(n));
+	else
+		json_object_del(d->waiting_tokens, token);
+}
+
 /* Answer a waiter (its events, or an error) and remove it. */
 void
 desks_waiter_answer(struct desks_waiter *w, struct desks_res *r)
@@ -100,6 +116,7 @@ desks_waiter_answer(struct desks_waiter *w, struct desks_res *r)
 			break;
 		}
 	d->waiting--;
+	waiting_count(d, w->token, -1);
 	if (w->cb)
 		w->cb(r, w->arg);
 	else
@@ -135,6 +152,8 @@ desks_events_wake(struct desks *d, const char *token)
 {
 	struct desks_waiter *w = d->waiters, *next;
 
+	if (json_object_get(d->waiting_tokens, token) == NULL)
+		return; /* no request of it waits: no walk through them all */
 	for (; w; w = next) {
 		next = w->next;
 		if (strcmp(w->token, token) == 0)
@@ -185,6 +204,7 @@ desks_events(struct desks *d, const char *token, int64_t after, long wait,
 	w->next = d->waiters;
 	d->waiters = w;
 	d->waiting++;
+	waiting_count(d, token, 1);
 }
 
 void
