@@ -112,7 +112,8 @@ void desks_channels(struct desks *d, const char *token, struct desks_res *r);
 
 /*
  * The session's events after sequence after; when there are none, wait
- * up to wait seconds for one (capped). Through cb.
+ * up to wait seconds for one (capped). Through cb; taken in turn, with
+ * the resumes, a few a loop turn.
  */
 void desks_events(struct desks *d, const char *token, int64_t after, long wait,
     desks_cb cb, void *arg);
@@ -297,8 +298,9 @@ void desks_finish(
 void desks_pending_done(struct desks_pending *p, struct desks_res *r);
 
 /*
- * The resumes' queue: desks_resume takes a request in, a few are run
- * each loop turn; at the end, the waiting ones are answered 503.
+ * The resumes' queue: desks_resume and desks_events take a request in,
+ * a few are run each loop turn; at the end, the waiting ones are
+ * answered 503.
  */
 void desks_resumes_init(struct desks *d);
 void desks_resumes_close(struct desks *d, uv_close_cb closed);
@@ -351,6 +353,10 @@ void desks_batch_forget(struct desks *d, void *arg);
 
 /* Flush on the next loop turn. */
 void desks_batch_soon(struct desks *d);
+
+/* desks_events, its turn come. */
+void desks_events_now(struct desks *d, const char *token, int64_t after,
+    long wait, desks_cb cb, void *arg);
 
 /* Answer the requests of token waiting for events (new ones, or none). */
 void desks_events_wake(struct desks *d, const char *token);

@@ -162,7 +162,7 @@ desks_events_wake(struct desks *d, const char *token)
 }
 
 void
-desks_events(struct desks *d, const char *token, int64_t after, long wait,
+desks_events_now(struct desks *d, const char *token, int64_t after, long wait,
     desks_cb cb, void *arg)
 {
 	long cap = d->cfg->cluster.session_timeout / 2;

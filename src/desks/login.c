@@ -12,11 +12,14 @@
 #define DESKS_VERIFY_MAX 32 /* password checks waiting for the pool */
 #define DESKS_PARK_MS 20000 /* a login waits this long for a locked db */
 /* resumes taken a loop turn: a storm of desks never stalls the loop */
-#define DESKS_RESUMES_TURN 128
+#define DESKS_RESUMES_TURN 128 /* resumes and events requests */
 
-/* A resume waiting for its turn. */
+/* A resume, or an events request, waiting for its turn. */
 struct desks_resuming {
 	char token[DESKS_TOKEN_LEN + 1]; /* empty: none, or not a token */
+	bool events; /* GET /v1/desk/events: after, wait */
+	int64_t after;
+	long wait;
 	desks_cb cb; /* NULL: the request went away */
 	void *arg;
 	struct desks_resuming *next;
@@ -495,7 +498,10 @@ resumes_run(uv_timer_t *t)
 
 		if ((d->resuming = r->next) == NULL)
 			d->resuming_tail = &d->resuming;
-		if (r->cb)
+		if (r->cb && r->events)
+			desks_events_now(
+			    d, r->token, r->after, r->wait, r->cb, r->arg);
+		else if (r->cb)
 			resume_now(d, r->token, r->cb, r->arg);
 		free(r);
 	}
@@ -507,8 +513,9 @@ resumes_run(uv_timer_t *t)
 		uv_timer_start(&d->resume_timer, resumes_run, 1, 0);
 }
 
-void
-desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
+/* Queue a request for its turn; NULL (answered 500) when out of memory. */
+static struct desks_resuming *
+turn_new(struct desks *d, const char *token, desks_cb cb, void *arg)
 {
 	struct desks_resuming *r = calloc(1, sizeof(*r));
 	struct desks_res res;
@@ -516,7 +523,7 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 	if (r == NULL) {
 		desks_res_error(&res, 500, US_ENOMEM, "out of memory");
 		cb(&res, arg);
-		return;
+		return NULL;
 	}
 	/* a token of another length is refused when its turn comes */
 	if (token && strlen(token) == DESKS_TOKEN_LEN)
@@ -527,6 +534,26 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 	d->resuming_tail = &r->next;
 	if (!uv_is_active((uv_handle_t *)&d->resume_timer))
 		uv_timer_start(&d->resume_timer, resumes_run, 0, 0);
+	return r;
+}
+
+void
+desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
+{
+	turn_new(d, token, cb, arg);
+}
+
+void
+desks_events(struct desks *d, const char *token, int64_t after, long wait,
+    desks_cb cb, void *arg)
+{
+	struct desks_resuming *r = turn_new(d, token, cb, arg);
+
+	if (r) {
+		r->events = true;
+		r->after = after;
+		r->wait = wait;
+	}
 }
 
 void
