@@ -57,6 +57,7 @@ struct http {
 	struct MHD_Daemon *d;
 	uv_poll_t poll;
 	uv_timer_t timer;
+	uv_idle_t again; /* MHD has work now: on the next loop turn */
 	uv_timer_t drain;
 	size_t body_max;
 	http_dispatch_fn dispatch;
@@ -80,6 +81,13 @@ timer_cb(uv_timer_t *t)
 }
 
 static void
+again_cb(uv_idle_t *i)
+{
+	uv_idle_stop(i);
+	http_run(i->data);
+}
+
+static void
 poll_cb(uv_poll_t *p, int status, int events)
 {
 	(void)status;
@@ -95,10 +103,23 @@ http_run(struct http *h)
 	if (h->d == NULL)
 		return;
 	MHD_run(h->d);
-	if (MHD_get_timeout(h->d, &ms) == MHD_YES)
-		uv_timer_start(&h->timer, timer_cb, (uint64_t)ms, 0);
-	else
+	if (MHD_get_timeout(h->d, &ms) != MHD_YES) {
 		uv_timer_stop(&h->timer);
+		uv_idle_stop(&h->again);
+	} else if (ms == 0) {
+		/*
+		 * Not a 0 ms timer: libuv 1.44 runs a timer that a timer
+		 * callback starts for now in the same turn, so under a storm
+		 * of requests MHD would run turn after turn inside the timer
+		 * phase, the master's pings unread until it killed the
+		 * worker as hung. An idle handle runs it on the next turn.
+		 */
+		uv_timer_stop(&h->timer);
+		uv_idle_start(&h->again, again_cb);
+	} else {
+		uv_idle_stop(&h->again);
+		uv_timer_start(&h->timer, timer_cb, (uint64_t)ms, 0);
+	}
 }
 
 static void
@@ -411,11 +432,13 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
 	uv_poll_init(loop, &h->poll, info->epoll_fd);
 	uv_timer_init(loop, &h->timer);
+	uv_idle_init(loop, &h->again);
 	uv_timer_init(loop, &h->drain);
 	h->poll.data = h;
 	h->timer.data = h;
+	h->again.data = h;
 	h->drain.data = h;
-	h->open_handles = 3;
+	h->open_handles = 4;
 	uv_poll_start(&h->poll, UV_READABLE, poll_cb);
 	http_run(h);
 	return h;
@@ -435,10 +458,12 @@ drain_cb(uv_timer_t *t)
 	uv_timer_stop(&h->drain);
 	uv_poll_stop(&h->poll);
 	uv_timer_stop(&h->timer);
+	uv_idle_stop(&h->again);
 	MHD_stop_daemon(h->d);
 	h->d = NULL;
 	uv_close((uv_handle_t *)&h->poll, handle_closed);
 	uv_close((uv_handle_t *)&h->timer, handle_closed);
+	uv_close((uv_handle_t *)&h->again, handle_closed);
 	uv_close((uv_handle_t *)&h->drain, handle_closed);
 }
 
