@@ -581,8 +581,11 @@ reply_resume(struct http_req *req)
 	if (req->suspended) {
 		req->suspended = false;
 		MHD_resume_connection(req->conn);
-		/* resuming wakes nothing without MHD's own thread */
-		uv_timer_start(&req->h->timer, timer_cb, 0, 0);
+		/*
+		 * resuming wakes nothing without MHD's own thread: MHD runs
+		 * on the next turn (never a 0 ms timer: see http_run)
+		 */
+		uv_idle_start(&req->h->again, again_cb);
 	}
 }
 

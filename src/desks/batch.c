@@ -235,11 +235,28 @@ batch_add(struct desks *d, json_t *op)
 	return 0;
 }
 
+static void
+batch_idle(uv_idle_t *i)
+{
+	struct desks *d = i->data;
+
+	uv_idle_stop(i);
+	if (!uv_is_active((uv_handle_t *)&d->ev_timer))
+		batch_flush(&d->ev_timer);
+}
+
 void
 desks_batch_soon(struct desks *d)
 {
+	/*
+	 * On the next loop turn, by an idle handle: a 0 ms timer started
+	 * in libuv 1.44's timer phase runs in it again, and answers that
+	 * wake MHD, whose requests queue writes that flush... would never
+	 * leave it (the master's pings unread). A timer running (a retry,
+	 * or the rest of a batch) flushes then.
+	 */
 	if (!uv_is_active((uv_handle_t *)&d->ev_timer))
-		uv_timer_start(&d->ev_timer, batch_flush, 0, 0);
+		uv_idle_start(&d->ev_idle, batch_idle);
 }
 
 int
@@ -305,6 +322,8 @@ desks_batch_init(struct desks *d)
 	d->held_tail = &d->held;
 	uv_timer_init(d->loop, &d->ev_timer);
 	d->ev_timer.data = d;
+	uv_idle_init(d->loop, &d->ev_idle);
+	d->ev_idle.data = d;
 }
 
 void
@@ -327,5 +346,7 @@ desks_batch_close(struct desks *d, uv_close_cb closed)
 	d->ev_queue = NULL;
 	json_decref(d->touched);
 	d->touched = NULL;
+	uv_idle_stop(&d->ev_idle);
+	uv_close((uv_handle_t *)&d->ev_idle, closed);
 	uv_close((uv_handle_t *)&d->ev_timer, closed);
 }

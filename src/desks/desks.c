@@ -702,8 +702,8 @@ desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 	}
 	uv_timer_init(loop, &d->sweep);
 	d->sweep.data = d;
-	/* the sweep, the licenses', the events', the parked and resumes' */
-	d->open_handles = 5;
+	/* the sweep, the licenses', the batch's two, the parked, resumes' */
+	d->open_handles = 6;
 	uv_timer_init(loop, &d->park_timer);
 	d->park_timer.data = d;
 	desks_batch_init(d);

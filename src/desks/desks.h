@@ -212,6 +212,7 @@ struct desks {
 	uv_timer_t resume_timer;
 	uint64_t batch_queued, batch_done; /* writes ever queued, committed */
 	uv_timer_t ev_timer;
+	uv_idle_t ev_idle; /* a flush on the next loop turn */
 	bool ev_retrying; /* the last flush met a locked database */
 	/* login.c: logins, logouts and joins waiting for a locked database */
 	struct desks_parked *parked;
