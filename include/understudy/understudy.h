@@ -13,8 +13,10 @@
  *
  * The library never prints and never starts threads of its own (NATS's
  * client library runs its own). All work happens inside us_poll, which
- * the program calls in its loop; every call is blocking with bounded
- * timeouts. One us_desk is used from one thread. Errors are negative
+ * the program calls in its loop; the other calls are blocking with
+ * bounded timeouts. While online, the library holds one long poll for
+ * the session's events at its server, which us_poll moves on without
+ * blocking. One us_desk is used from one thread. Errors are negative
  * codes with stable names (understudy/errors.h).
  */
 #ifndef UNDERSTUDY_H
@@ -127,8 +129,11 @@ int us_send(us_desk *d, const char *channel, const char *text);
 long us_outbox(us_desk *d);
 
 /*
- * Do the desk's work (deliver, flush, poll its server, reconnect) for up
- * to timeout_ms, and return the next event: 1 with *ev, 0 none.
+ * Do the desk's work (deliver, flush, take the server's events,
+ * reconnect) for up to timeout_ms, and return the next event: 1 with
+ * *ev, 0 none. With timeout_ms 0 it never waits for the server (the
+ * events request is held at the server meanwhile); with more, it
+ * returns as soon as an event comes.
  */
 int us_poll(us_desk *d, int timeout_ms, struct us_event *ev);
 

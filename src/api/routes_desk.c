@@ -9,6 +9,7 @@
 struct wait {
 	struct http_req *req;
 	struct api_ctx *ctx;
+	bool answered; /* the desks module holds nothing of it any more */
 };
 
 static void
@@ -41,7 +42,9 @@ wait_gone(struct http_req *req, void *arg)
 	struct wait *w = arg;
 
 	(void)req;
-	desks_forget(w->ctx->desks, w);
+	/* a search of every waiting request, only where one may hold it */
+	if (!w->answered)
+		desks_forget(w->ctx->desks, w);
 	free(w);
 }
 
@@ -50,6 +53,7 @@ wait_answer(struct desks_res *r, void *arg)
 {
 	struct wait *w = arg;
 
+	w->answered = true;
 	reply(w->req, r);
 }
 

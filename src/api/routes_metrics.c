@@ -299,6 +299,7 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	buf_printf(&b, "understudy_records_waiting %" PRIu64 "\n", rwait);
 	if (ctx->desks) {
 		long sessions, licensed, waiting;
+		struct desks_stats ds;
 
 		desks_counters(ctx->desks, &sessions, &licensed, &waiting);
 		metric_head(&b, "understudy_desk_sessions", "gauge",
@@ -317,6 +318,29 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    "Desk event requests waiting (long polls)");
 		buf_printf(
 		    &b, "understudy_desk_requests_waiting %ld\n", waiting);
+		desks_stats_get(ctx->desks, &ds);
+		metric_head(&b, "understudy_desk_event_requests_total",
+		    "counter",
+		    "Desk event requests taken (GET /v1/desk/events)");
+		buf_printf(&b,
+		    "understudy_desk_event_requests_total %" PRIu64 "\n",
+		    ds.event_requests);
+		metric_head(&b, "understudy_desk_resumes_total", "counter",
+		    "Desk sessions resumed (answered 200)");
+		buf_printf(&b, "understudy_desk_resumes_total %" PRIu64 "\n",
+		    ds.resumes);
+		metric_head(&b, "understudy_desk_commits_total", "counter",
+		    "Transactions that wrote desk session activity, each for "
+		    "as many requests as came in one loop turn");
+		buf_printf(&b, "understudy_desk_commits_total %" PRIu64 "\n",
+		    ds.commits);
+		metric_head(&b, "understudy_desk_commits_failed_total",
+		    "counter",
+		    "Of those, transactions that failed (their requests "
+		    "answered with an error)");
+		buf_printf(&b,
+		    "understudy_desk_commits_failed_total %" PRIu64 "\n",
+		    ds.commits_failed);
 	}
 	metrics_check(&b, ctx);
 	links_metrics(ctx->links, &b);

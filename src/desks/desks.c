@@ -23,6 +23,7 @@ desks_gone(struct desks *d)
 {
 	limits_free(d->limits);
 	json_decref(d->messaging_auth);
+	json_decref(d->waiting_tokens);
 	free(d);
 }
 
@@ -213,21 +214,9 @@ desks_session_get(struct desks *d, const char *token, struct desks_session *s,
 	 */
 	if (time_wall_ms() - s->seen < DESKS_TOUCH_MS)
 		return 0;
-	if ((st = desks_prep(d,
-		 "UPDATE sessions SET seen_ms = ? WHERE token = "
-		 "?")) == NULL) {
-		desks_db_error(d, r);
-		return r->err;
-	}
-	sqlite3_bind_int64(st, 1, time_wall_ms());
-	sqlite3_bind_text(st, 2, token, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE && (rc & 0xff) != SQLITE_BUSY) {
-		desks_db_error(d, r);
-		return r->err;
-	}
-	return 0; /* locked elsewhere: the mark waits for the next request */
+	/* with the other writes of this loop turn: one commit for many */
+	desks_batch_touch(d, token);
+	return 0;
 }
 
 json_t *
@@ -633,6 +622,12 @@ desks_counters(
 	sqlite3_finalize(st);
 }
 
+void
+desks_stats_get(const struct desks *d, struct desks_stats *out)
+{
+	*out = d->stats;
+}
+
 /* The config's NATS credentials, or NULL when it sets none. */
 static json_t *
 messaging_credentials(const struct config_cluster *c)
@@ -707,11 +702,12 @@ desks_new(uv_loop_t *loop, struct agent *a, struct store *st)
 	}
 	uv_timer_init(loop, &d->sweep);
 	d->sweep.data = d;
-	/* the sweep, the licenses', the events' and the parked timers */
-	d->open_handles = 4;
+	/* the sweep, the licenses', the batch's two, the parked, resumes' */
+	d->open_handles = 6;
 	uv_timer_init(loop, &d->park_timer);
 	d->park_timer.data = d;
-	desks_events_init(d);
+	desks_batch_init(d);
+	desks_resumes_init(d);
 	uv_timer_start(&d->sweep, sweep_cb, DESKS_SWEEP_MS, DESKS_SWEEP_MS);
 	licenses_init(d);
 	desks_counters(d, &n, &lic, &w);
@@ -768,7 +764,8 @@ desks_free(struct desks *d)
 	}
 	uv_close((uv_handle_t *)&d->sweep, sweep_closed);
 	uv_close((uv_handle_t *)&d->park_timer, sweep_closed);
-	desks_events_close(d, sweep_closed);
+	desks_resumes_close(d, sweep_closed);
+	desks_batch_close(d, sweep_closed);
 	licenses_close(d, sweep_closed);
 }
 

@@ -93,7 +93,8 @@ void desks_login(struct desks *d, const char *body, size_t len,
 
 /*
  * A desk comes back with its token: the session goes on (licenses
- * checked, channels refreshed), or 401 EEXPIRED.
+ * checked, channels refreshed), or 401 EEXPIRED. Taken in turn, a few
+ * a loop turn; answered once its writes are committed.
  */
 void desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg);
 
@@ -111,7 +112,8 @@ void desks_channels(struct desks *d, const char *token, struct desks_res *r);
 
 /*
  * The session's events after sequence after; when there are none, wait
- * up to wait seconds for one (capped). Through cb.
+ * up to wait seconds for one (capped). Through cb; taken in turn, with
+ * the resumes, a few a loop turn.
  */
 void desks_events(struct desks *d, const char *token, int64_t after, long wait,
     desks_cb cb, void *arg);
@@ -124,6 +126,16 @@ void desks_notice_all(struct desks *d, const char *text);
 
 /* This server's lease changed: reclaim the slots of its sessions. */
 void desks_lease_changed(struct desks *d);
+
+/* What the desks module did so far (counters, for /metrics). */
+struct desks_stats {
+	uint64_t event_requests; /* GET /v1/desk/events taken */
+	uint64_t resumes; /* resumes answered 200 */
+	uint64_t commits; /* transactions of batched session writes */
+	uint64_t commits_failed; /* of those, failed (their requests too) */
+};
+
+void desks_stats_get(const struct desks *d, struct desks_stats *out);
 
 /* Passes of the license reconciler that read every slot, so far. */
 uint64_t licenses_checks(const struct desks *d);
@@ -170,6 +182,8 @@ struct desks_pending {
 	struct desks_pending *next;
 };
 
+struct desks_held;
+struct desks_resuming;
 struct desks_waiter;
 struct licenses_claim;
 struct licenses_scan;
@@ -183,6 +197,7 @@ struct desks {
 	const struct config *cfg;
 	uv_timer_t sweep;
 	struct desks_waiter *waiters;
+	json_t *waiting_tokens; /* token: how many of its requests wait */
 	struct desks_pending *pending;
 	long waiting;
 	bool freeing;
@@ -190,9 +205,16 @@ struct desks {
 	unsigned verifying; /* password checks waiting or running */
 	unsigned verify_running; /* of them, on the thread pool */
 	struct limits *limits;
-	/* events.c: events not yet written, [token, type, data, at] */
-	json_t *ev_queue;
+	/* batch.c: session writes of this loop turn, and their answers */
+	json_t *ev_queue; /* the writes, in order (batch.c says which) */
+	json_t *touched; /* tokens marked active in this batch: true */
+	struct desks_held *held, **held_tail;
+	/* login.c: resumes waiting for their turn (a few a loop turn) */
+	struct desks_resuming *resuming, **resuming_tail;
+	uv_timer_t resume_timer;
+	uint64_t batch_queued, batch_done; /* writes ever queued, committed */
 	uv_timer_t ev_timer;
+	uv_idle_t ev_idle; /* a flush on the next loop turn */
 	bool ev_retrying; /* the last flush met a locked database */
 	/* login.c: logins, logouts and joins waiting for a locked database */
 	struct desks_parked *parked;
@@ -213,6 +235,7 @@ struct desks {
 	uint64_t lic_passes;
 	/* what desks need to reach NATS, in every session; NULL: nothing */
 	json_t *messaging_auth;
+	struct desks_stats stats;
 };
 
 struct desks_session {
@@ -277,6 +300,17 @@ void desks_finish(
 /* Answer p and free it. */
 void desks_pending_done(struct desks_pending *p, struct desks_res *r);
 
+/*
+ * The resumes' queue: desks_resume and desks_events take a request in,
+ * a few are run each loop turn; at the end, the waiting ones are
+ * answered 503.
+ */
+void desks_resumes_init(struct desks *d);
+void desks_resumes_close(struct desks *d, uv_close_cb closed);
+
+/* The request behind arg went away (desks_forget). */
+void desks_resumes_forget(struct desks *d, void *arg);
+
 /* desks.c: try the parked requests and logins again soon. */
 void desks_park(struct desks *d);
 
@@ -286,16 +320,46 @@ void desks_forget_parked(struct desks *d, void *arg);
 /* events.c: a session's events and the requests waiting for them */
 
 /*
- * Add an event to a session: queued, written with the others of this
- * loop turn in one transaction, then its waiting requests are woken.
- * 0, or -1 (out of memory, or the queue is full: logged).
+ * Add an event to a session (data taken): written with the other session
+ * writes of this loop turn in one transaction, then its waiting requests
+ * are woken. 0, or -1 (out of memory, or the queue is full: logged).
  */
 int desks_event_add(
     struct desks *d, const char *token, const char *type, json_t *data);
 
+/* batch.c: the session writes of a loop turn, in one transaction */
+
 /* The queue and its timer; at the end, a last write and the close. */
-void desks_events_init(struct desks *d);
-void desks_events_close(struct desks *d, uv_close_cb closed);
+void desks_batch_init(struct desks *d);
+void desks_batch_close(struct desks *d, uv_close_cb closed);
+
+/*
+ * Queue a write for the next commit (on the next loop turn): an event
+ * (text: its data as JSON), the session marked active now (once a
+ * batch), a channel left. 0, or -1 (logged).
+ */
+int desks_batch_event(
+    struct desks *d, const char *token, const char *type, const char *text);
+int desks_batch_touch(struct desks *d, const char *token);
+int desks_batch_unjoin(struct desks *d, const char *token, const char *channel);
+
+/*
+ * Answer with r (its body taken) once every write queued so far is
+ * committed; when that commit fails, 503 EUNAVAIL instead (the write
+ * stays queued; the request may try again).
+ */
+void desks_batch_answer(
+    struct desks *d, desks_cb cb, void *arg, struct desks_res *r);
+
+/* The request behind arg went away: its held answer is dropped. */
+void desks_batch_forget(struct desks *d, void *arg);
+
+/* Flush on the next loop turn. */
+void desks_batch_soon(struct desks *d);
+
+/* desks_events, its turn come. */
+void desks_events_now(struct desks *d, const char *token, int64_t after,
+    long wait, desks_cb cb, void *arg);
 
 /* Answer the requests of token waiting for events (new ones, or none). */
 void desks_events_wake(struct desks *d, const char *token);

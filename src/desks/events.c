@@ -9,9 +9,6 @@
 
 #include "desks.h"
 
-#define DESKS_EVENTS_KEEP 1000 /* per session */
-#define DESKS_EVENTS_RETRY_MS 50
-#define DESKS_EVENTS_QUEUE_MAX 100000
 #define DESKS_EVENTS_PAGE 100
 
 struct desks_waiter {
@@ -26,142 +23,19 @@ struct desks_waiter {
 
 /* ---- events ---- */
 
-/* One queued event into the open transaction; 0 or -1. */
-static int
-event_write(struct desks *d, const char *token, const char *type,
-    const char *text, int64_t at)
-{
-	sqlite3_stmt *st;
-	int64_t seq = -1;
-	int rc = -1;
-
-	if ((st = desks_prep(d,
-		 "UPDATE sessions SET seq = seq + 1 WHERE token = ? "
-		 "RETURNING seq"))) {
-		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
-		rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			seq = sqlite3_column_int64(st, 0);
-		sqlite3_finalize(st);
-		if (rc == SQLITE_DONE)
-			return 0; /* the session is gone: so is its event */
-		rc = -1;
-	}
-	if (seq > 0 &&
-	    (st = desks_prep(d,
-		 "INSERT INTO events (token, seq, at_ms, "
-		 "type, data) VALUES (?,?,?,?,?)"))) {
-		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, seq);
-		sqlite3_bind_int64(st, 3, at);
-		sqlite3_bind_text(st, 4, type, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
-		rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-		sqlite3_finalize(st);
-	}
-	if (rc == 0 &&
-	    (st = desks_prep(
-		 d, "DELETE FROM events WHERE token = ? AND seq <= ?"))) {
-		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, seq - DESKS_EVENTS_KEEP);
-		rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-		sqlite3_finalize(st);
-	}
-	return rc;
-}
-
-/*
- * Every event queued since the last flush in one transaction (one sync
- * for many), then their waiting requests woken. A database locked by
- * another process keeps them queued: tried again after
- * DESKS_EVENTS_RETRY_MS, the loop never waits for it.
- */
-static void
-events_flush(uv_timer_t *t)
-{
-	struct desks *d = t->data;
-	json_t *q = d->ev_queue, *e;
-	size_t i;
-	int rc = 0;
-
-	if (json_array_size(q) == 0)
-		return;
-	if ((d->ev_retrying && !store_writable(d->st)) ||
-	    store_exec(d->st, "BEGIN IMMEDIATE") != 0) {
-		d->ev_retrying = true;
-		uv_timer_start(
-		    &d->ev_timer, events_flush, DESKS_EVENTS_RETRY_MS, 0);
-		return;
-	}
-	json_array_foreach (q, i, e) {
-		if (rc == 0)
-			rc = event_write(d,
-			    json_string_value(json_array_get(e, 0)),
-			    json_string_value(json_array_get(e, 1)),
-			    json_string_value(json_array_get(e, 2)),
-			    json_integer_value(json_array_get(e, 3)));
-	}
-	if (rc != 0 || store_exec(d->st, "COMMIT") != 0) {
-		store_exec(d->st, "ROLLBACK");
-		d->ev_retrying = true;
-		uv_timer_start(
-		    &d->ev_timer, events_flush, DESKS_EVENTS_RETRY_MS, 0);
-		return;
-	}
-	d->ev_retrying = false;
-	d->ev_queue = json_array();
-	json_array_foreach (q, i, e)
-		desks_events_wake(d, json_string_value(json_array_get(e, 0)));
-	json_decref(q);
-}
-
 int
 desks_event_add(
     struct desks *d, const char *token, const char *type, json_t *data)
 {
 	char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
-	json_t *e;
+	int rc;
 
 	json_decref(data);
-	if (text == NULL || d->ev_queue == NULL)
+	if (text == NULL)
 		return -1;
-	if (json_array_size(d->ev_queue) >= DESKS_EVENTS_QUEUE_MAX) {
-		log_error("desks: ETOOBIG: %d events wait for the database; "
-			  "a %s event is dropped",
-		    DESKS_EVENTS_QUEUE_MAX, type);
-		free(text);
-		return -1;
-	}
-	e = json_pack(
-	    "[s,s,s,I]", token, type, text, (json_int_t)time_wall_ms());
+	rc = desks_batch_event(d, token, type, text);
 	free(text);
-	if (e == NULL || json_array_append_new(d->ev_queue, e) != 0)
-		return -1;
-	if (!uv_is_active((uv_handle_t *)&d->ev_timer))
-		uv_timer_start(&d->ev_timer, events_flush, 0, 0);
-	return 0;
-}
-
-void
-desks_events_init(struct desks *d)
-{
-	d->ev_queue = json_array();
-	uv_timer_init(d->loop, &d->ev_timer);
-	d->ev_timer.data = d;
-}
-
-void
-desks_events_close(struct desks *d, uv_close_cb closed)
-{
-	/* what could not be written yet is tried once more */
-	events_flush(&d->ev_timer);
-	if (json_array_size(d->ev_queue))
-		log_warn("desks: %zu event(s) not written: the database was "
-			 "locked",
-		    json_array_size(d->ev_queue));
-	json_decref(d->ev_queue);
-	d->ev_queue = NULL;
-	uv_close((uv_handle_t *)&d->ev_timer, closed);
+	return rc;
 }
 
 /* The events after after, as the answer's body; NULL on a failure. */
@@ -214,6 +88,22 @@ waiter_closed(uv_handle_t *h)
 		desks_gone(d);
 }
 
+/* How many requests of token wait: a wake looks only where some do. */
+static void
+waiting_count(struct desks *d, const char *token, int by)
+{
+	json_int_t n;
+
+	if (d->waiting_tokens == NULL &&
+	    (d->waiting_tokens = json_object()) == NULL)
+		return;
+	n = json_integer_value(json_object_get(d->waiting_tokens, token)) + by;
+	if (n > 0)
+		json_object_set_new(d->waiting_tokens, token, json_integer(n));
+	else
+		json_object_del(d->waiting_tokens, token);
+}
+
 /* Answer a waiter (its events, or an error) and remove it. */
 void
 desks_waiter_answer(struct desks_waiter *w, struct desks_res *r)
@@ -226,6 +116,7 @@ desks_waiter_answer(struct desks_waiter *w, struct desks_res *r)
 			break;
 		}
 	d->waiting--;
+	waiting_count(d, w->token, -1);
 	if (w->cb)
 		w->cb(r, w->arg);
 	else
@@ -261,6 +152,8 @@ desks_events_wake(struct desks *d, const char *token)
 {
 	struct desks_waiter *w = d->waiters, *next;
 
+	if (json_object_get(d->waiting_tokens, token) == NULL)
+		return; /* no request of it waits: no walk through them all */
 	for (; w; w = next) {
 		next = w->next;
 		if (strcmp(w->token, token) == 0)
@@ -269,7 +162,7 @@ desks_events_wake(struct desks *d, const char *token)
 }
 
 void
-desks_events(struct desks *d, const char *token, int64_t after, long wait,
+desks_events_now(struct desks *d, const char *token, int64_t after, long wait,
     desks_cb cb, void *arg)
 {
 	long cap = d->cfg->cluster.session_timeout / 2;
@@ -278,6 +171,7 @@ desks_events(struct desks *d, const char *token, int64_t after, long wait,
 	struct desks_waiter *w;
 	json_t *body;
 
+	d->stats.event_requests++;
 	if (desks_session_get(d, token, &s, &r) != 0) {
 		cb(&r, arg);
 		return;
@@ -310,6 +204,7 @@ desks_events(struct desks *d, const char *token, int64_t after, long wait,
 	w->next = d->waiters;
 	d->waiters = w;
 	d->waiting++;
+	waiting_count(d, token, 1);
 }
 
 void
@@ -328,6 +223,8 @@ desks_forget(struct desks *d, void *arg)
 		if (p->arg == arg)
 			p->cb = NULL;
 	desks_forget_parked(d, arg);
+	desks_batch_forget(d, arg);
+	desks_resumes_forget(d, arg);
 }
 
 void

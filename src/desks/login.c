@@ -18,6 +18,19 @@
  */
 #define DESKS_VERIFY_RUN 2
 #define DESKS_PARK_MS 20000 /* a login waits this long for a locked db */
+/* resumes taken a loop turn: a storm of desks never stalls the loop */
+#define DESKS_RESUMES_TURN 128 /* resumes and events requests */
+
+/* A resume, or an events request, waiting for its turn. */
+struct desks_resuming {
+	char token[DESKS_TOKEN_LEN + 1]; /* empty: none, or not a token */
+	bool events; /* GET /v1/desk/events: after, wait */
+	int64_t after;
+	long wait;
+	desks_cb cb; /* NULL: the request went away */
+	void *arg;
+	struct desks_resuming *next;
+};
 
 /* ---- the end of a login or resume ---- */
 
@@ -126,6 +139,15 @@ desks_finish(struct desks_pending *p, int64_t slot, int64_t rev, bool over)
 		return;
 	}
 	desks_res_ok(&r, desks_session_json(d, p->token, &s, over));
+	if (p->resume && p->cb) {
+		struct desks_res none = {0};
+
+		/* a resume's writes are batched: it is answered after them */
+		desks_batch_answer(d, p->cb, p->arg, &r);
+		p->cb = NULL;
+		desks_pending_done(p, &none);
+		return;
+	}
 	desks_pending_done(p, &r);
 	return;
 failed:
@@ -451,8 +473,8 @@ desks_login(struct desks *d, const char *body, size_t len, const char *peer,
 	verify_next(d);
 }
 
-void
-desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
+static void
+resume_now(struct desks *d, const char *token, desks_cb cb, void *arg)
 {
 	struct desks_res r;
 	struct desks_session s;
@@ -480,18 +502,10 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 		}
 		sqlite3_finalize(st);
 	}
-	for (size_t i = 0; i < json_array_size(left); i++) {
-		if ((st = desks_prep(d,
-			 "DELETE FROM joined WHERE token = ? AND "
-			 "channel = ?")) == NULL)
-			continue;
-		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2,
-		    json_string_value(json_array_get(left, i)), -1,
-		    SQLITE_STATIC);
-		sqlite3_step(st);
-		sqlite3_finalize(st);
-	}
+	/* written with the rest of this turn's, before the answer */
+	for (size_t i = 0; i < json_array_size(left); i++)
+		desks_batch_unjoin(
+		    d, token, json_string_value(json_array_get(left, i)));
 	desks_event_add(d, token, "channels_refreshed",
 	    json_pack("{s:o,s:o}", "left", left, "channels",
 		desks_channels_json(d, token, s.user)));
@@ -505,4 +519,109 @@ desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 	str_copy(p->user, s.user, sizeof(p->user));
 	str_copy(p->desk, s.desk, sizeof(p->desk));
 	licenses_acquire(p);
+}
+
+/* Up to DESKS_RESUMES_TURN resumes now, the rest on the next turn. */
+static void
+resumes_run(uv_timer_t *t)
+{
+	struct desks *d = t->data;
+
+	for (int i = 0; i < DESKS_RESUMES_TURN && d->resuming; i++) {
+		struct desks_resuming *r = d->resuming;
+
+		if ((d->resuming = r->next) == NULL)
+			d->resuming_tail = &d->resuming;
+		if (r->cb && r->events)
+			desks_events_now(
+			    d, r->token, r->after, r->wait, r->cb, r->arg);
+		else if (r->cb)
+			resume_now(d, r->token, r->cb, r->arg);
+		free(r);
+	}
+	/*
+	 * 1 ms, not 0: libuv 1.44 runs a timer that a timer callback
+	 * started for now in the same turn, and the rest would too
+	 */
+	if (d->resuming)
+		uv_timer_start(&d->resume_timer, resumes_run, 1, 0);
+}
+
+/* Queue a request for its turn; NULL (answered 500) when out of memory. */
+static struct desks_resuming *
+turn_new(struct desks *d, const char *token, desks_cb cb, void *arg)
+{
+	struct desks_resuming *r = calloc(1, sizeof(*r));
+	struct desks_res res;
+
+	if (r == NULL) {
+		desks_res_error(&res, 500, US_ENOMEM, "out of memory");
+		cb(&res, arg);
+		return NULL;
+	}
+	/* a token of another length is refused when its turn comes */
+	if (token && strlen(token) == DESKS_TOKEN_LEN)
+		str_copy(r->token, token, sizeof(r->token));
+	r->cb = cb;
+	r->arg = arg;
+	*d->resuming_tail = r;
+	d->resuming_tail = &r->next;
+	if (!uv_is_active((uv_handle_t *)&d->resume_timer))
+		uv_timer_start(&d->resume_timer, resumes_run, 0, 0);
+	return r;
+}
+
+void
+desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
+{
+	turn_new(d, token, cb, arg);
+}
+
+void
+desks_events(struct desks *d, const char *token, int64_t after, long wait,
+    desks_cb cb, void *arg)
+{
+	struct desks_resuming *r = turn_new(d, token, cb, arg);
+
+	if (r) {
+		r->events = true;
+		r->after = after;
+		r->wait = wait;
+	}
+}
+
+void
+desks_resumes_init(struct desks *d)
+{
+	d->resuming = NULL;
+	d->resuming_tail = &d->resuming;
+	uv_timer_init(d->loop, &d->resume_timer);
+	d->resume_timer.data = d;
+}
+
+void
+desks_resumes_close(struct desks *d, uv_close_cb closed)
+{
+	struct desks_res r;
+
+	while (d->resuming) {
+		struct desks_resuming *k = d->resuming;
+
+		d->resuming = k->next;
+		desks_res_error(
+		    &r, 503, US_ECANCELED, "the server is stopping");
+		if (k->cb)
+			k->cb(&r, k->arg);
+		free(k);
+	}
+	d->resuming_tail = &d->resuming;
+	uv_close((uv_handle_t *)&d->resume_timer, closed);
+}
+
+void
+desks_resumes_forget(struct desks *d, void *arg)
+{
+	for (struct desks_resuming *k = d->resuming; k; k = k->next)
+		if (k->arg == arg)
+			k->cb = NULL;
 }

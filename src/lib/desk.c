@@ -17,7 +17,9 @@
 
 #define PROFILE_FILE "desk.db"
 #define HTTP_BODY_CAP (1024u * 1024)
-#define EVENTS_EVERY_MS 500
+/* how long the server may hold an events request (it may cap it) */
+#define EVENTS_WAIT_S 15
+#define EVENTS_RETRY_MS 500 /* after a refused events request */
 
 static const char *const schema =
     "BEGIN;"
@@ -144,16 +146,10 @@ lib_emit_slot(us_desk *d)
 
 /* ---- HTTP to the servers ---- */
 
-struct body {
-	char *data;
-	size_t len;
-	bool over;
-};
-
 static size_t
 collect(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-	struct body *b = arg;
+	struct lib_body *b = arg;
 	size_t n = size * nmemb;
 	char *p;
 
@@ -180,58 +176,70 @@ code_of(const char *name)
 	return US_EPROTO;
 }
 
-int
-lib_http(us_desk *d, const char *base, const char *method, const char *path,
-    const char *body, bool auth, json_t **out)
+/*
+ * Set c up for one request (reset first); the headers it needs go into
+ * *h (the caller frees them once the request is over).
+ */
+static void
+http_setup(us_desk *d, CURL *c, const char *url, const char *method,
+    const char *body, bool auth, long timeout_ms, struct lib_body *b, char *err,
+    struct curl_slist **h)
 {
-	char url[1024], hdr[128], err[CURL_ERROR_SIZE] = "";
-	struct curl_slist *h = NULL;
-	struct body b = {0};
-	long status = 0;
-	CURLcode cc;
-	json_t *o;
-	int rc;
+	char hdr[128];
 
-	*out = NULL;
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	curl_easy_reset(d->curl);
-	curl_easy_setopt(d->curl, CURLOPT_URL, url);
-	curl_easy_setopt(d->curl, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(d->curl, CURLOPT_TIMEOUT_MS, (long)d->timeout_ms);
-	curl_easy_setopt(
-	    d->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)d->timeout_ms);
-	curl_easy_setopt(d->curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(d->curl, CURLOPT_ERRORBUFFER, err);
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)d->timeout_ms);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
 	/* curl checks an https:// server's chain and name by default */
 	if (d->ca_file)
-		curl_easy_setopt(d->curl, CURLOPT_CAINFO, d->ca_file);
-	curl_easy_setopt(d->curl, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(d->curl, CURLOPT_WRITEDATA, &b);
+		curl_easy_setopt(c, CURLOPT_CAINFO, d->ca_file);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+	*h = NULL;
 	if (body) {
-		curl_easy_setopt(d->curl, CURLOPT_POSTFIELDS, body);
-		h = curl_slist_append(h, "Content-Type: application/json");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		*h = curl_slist_append(*h, "Content-Type: application/json");
 	} else if (strcmp(method, "POST") == 0) {
-		curl_easy_setopt(d->curl, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
 	}
 	if (auth) {
 		snprintf(
 		    hdr, sizeof(hdr), "Authorization: Bearer %s", d->token);
-		h = curl_slist_append(h, hdr);
+		*h = curl_slist_append(*h, hdr);
 	}
-	curl_easy_setopt(d->curl, CURLOPT_HTTPHEADER, h);
-	cc = curl_easy_perform(d->curl);
-	curl_slist_free_all(h);
-	/* the buffer must not outlive this call in curl's hands */
-	curl_easy_setopt(d->curl, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, *h);
+}
+
+/*
+ * What a finished request on c came back with (lib_http's returns); the
+ * body b is freed.
+ */
+static int
+http_result(us_desk *d, CURL *c, const char *base, CURLcode cc, const char *err,
+    struct lib_body *b, json_t **out)
+{
+	long status = 0;
+	json_t *o;
+	int rc;
+
+	*out = NULL;
+	/* the buffer must not outlive this request in curl's hands */
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
 	if (cc != CURLE_OK) {
-		free(b.data);
+		free(b->data);
 		snprintf(d->why, sizeof(d->why), "%s: %s", base,
-		    err[0] ? err : curl_easy_strerror(cc));
+		    b->over      ? "answer over 1 MiB"
+			: err[0] ? err
+				 : curl_easy_strerror(cc));
 		return US_EUNAVAIL;
 	}
-	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
-	o = b.data ? json_loads(b.data, 0, NULL) : NULL;
-	free(b.data);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	o = b->data ? json_loads(b->data, 0, NULL) : NULL;
+	free(b->data);
 	if (o == NULL) {
 		snprintf(
 		    d->why, sizeof(d->why), "HTTP %ld without JSON", status);
@@ -251,6 +259,23 @@ lib_http(us_desk *d, const char *base, const char *method, const char *path,
 	return rc == US_EFENCED || rc == US_ECANCELED || status == 503
 	    ? US_EUNAVAIL
 	    : rc;
+}
+
+int
+lib_http(us_desk *d, const char *base, const char *method, const char *path,
+    const char *body, bool auth, json_t **out)
+{
+	char url[1024], err[CURL_ERROR_SIZE] = "";
+	struct curl_slist *h = NULL;
+	struct lib_body b = {0};
+	CURLcode cc;
+
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	http_setup(d, d->curl, url, method, body, auth, (long)d->timeout_ms, &b,
+	    err, &h);
+	cc = curl_easy_perform(d->curl);
+	curl_slist_free_all(h);
+	return http_result(d, d->curl, base, cc, err, &b, out);
 }
 
 /* ---- the session ---- */
@@ -336,6 +361,8 @@ session_apply(us_desk *d, const char *base, json_t *s)
 		    "a warning");
 }
 
+static void events_cancel(us_desk *d);
+
 static void
 go_online(us_desk *d)
 {
@@ -346,6 +373,7 @@ go_online(us_desk *d)
 	d->logged_in = true;
 	d->server_fails = 0;
 	d->next_events = 0;
+	events_cancel(d); /* it may carry another session's token */
 }
 
 static void
@@ -357,6 +385,7 @@ go_offline(us_desk *d, const char *why)
 	d->online = false;
 	d->server_fails++;
 	d->next_server = time_mono_ms() + lib_backoff_ms(d, d->server_fails);
+	events_cancel(d);
 }
 
 /* Remember the password for a local login later (argon2id, salted). */
@@ -530,6 +559,7 @@ us_logout(us_desk *d)
 		lib_http(d, d->server_url, "POST", "/v1/desk/logout", NULL,
 		    true, &ans);
 	json_decref(ans);
+	events_cancel(d);
 	lib_kv_put(d, "token", NULL);
 	d->token[0] = '\0';
 	d->online = d->logged_in = false;
@@ -653,18 +683,60 @@ reconnect(us_desk *d)
 	d->next_server = time_mono_ms() + lib_backoff_ms(d, d->server_fails);
 }
 
-/* Poll the server's session events (no wait: us_poll's loop waits). */
-static void
-server_events(us_desk *d)
-{
-	char path[96];
-	json_t *ans = NULL, *e;
-	size_t i;
-	int rc;
+/* ---- the session's events: one request held at the server ---- */
 
-	snprintf(path, sizeof(path), "/v1/desk/events?after=%lld&wait=0",
-	    (long long)d->last_event);
-	rc = lib_http(d, d->server_url, "GET", path, NULL, true, &ans);
+/* Drop the events request that is out, if any (its answer is not read). */
+static void
+events_cancel(us_desk *d)
+{
+	if (!d->ev_busy)
+		return;
+	curl_multi_remove_handle(d->multi, d->ev_curl);
+	curl_easy_setopt(d->ev_curl, CURLOPT_ERRORBUFFER, NULL);
+	curl_slist_free_all(d->ev_hdrs);
+	d->ev_hdrs = NULL;
+	free(d->ev_body.data);
+	memset(&d->ev_body, 0, sizeof(d->ev_body));
+	d->ev_busy = false;
+}
+
+/*
+ * Ask for the events after the last one seen; the server holds the
+ * request up to EVENTS_WAIT_S when there is none. Only queued here:
+ * us_poll drives it.
+ */
+static void
+events_start(us_desk *d)
+{
+	char url[1024];
+
+	snprintf(url, sizeof(url), "%s/v1/desk/events?after=%lld&wait=%d",
+	    d->server_url, (long long)d->last_event, EVENTS_WAIT_S);
+	d->ev_err[0] = '\0';
+	memset(&d->ev_body, 0, sizeof(d->ev_body));
+	/* a server that holds it longer than asked is not answering */
+	http_setup(d, d->ev_curl, url, "GET", NULL, true,
+	    (long)EVENTS_WAIT_S * 1000 + d->timeout_ms, &d->ev_body, d->ev_err,
+	    &d->ev_hdrs);
+	if (curl_multi_add_handle(d->multi, d->ev_curl) != CURLM_OK) {
+		curl_slist_free_all(d->ev_hdrs);
+		d->ev_hdrs = NULL;
+		d->next_events = time_mono_ms() + EVENTS_RETRY_MS;
+		return;
+	}
+	d->ev_busy = true;
+	d->ev_requests++;
+}
+
+/* The answer to an events request: events to the program, or offline. */
+static void
+events_answer(us_desk *d, int rc, json_t *ans)
+{
+	json_t *e;
+	size_t i;
+
+	/* at once again after an answer; a refusal is not asked at once */
+	d->next_events = rc == 0 ? 0 : time_mono_ms() + EVENTS_RETRY_MS;
 	if (rc == US_EUNAVAIL) {
 		char why[300];
 
@@ -696,8 +768,37 @@ server_events(us_desk *d)
 		d->last_event =
 		    json_integer_value(json_object_get(ans, "last"));
 	}
+}
+
+/* Move the held request on without waiting; take its answer when in. */
+static void
+events_work(us_desk *d)
+{
+	CURLcode cc = CURLE_OK;
+	bool done = false;
+	json_t *ans = NULL;
+	CURLMsg *m;
+	int running, left, rc;
+
+	if (!d->ev_busy)
+		return;
+	curl_multi_perform(d->multi, &running);
+	while ((m = curl_multi_info_read(d->multi, &left)))
+		if (m->msg == CURLMSG_DONE && m->easy_handle == d->ev_curl) {
+			cc = m->data.result;
+			done = true;
+		}
+	if (!done)
+		return;
+	curl_multi_remove_handle(d->multi, d->ev_curl);
+	curl_slist_free_all(d->ev_hdrs);
+	d->ev_hdrs = NULL;
+	d->ev_busy = false;
+	rc = http_result(
+	    d, d->ev_curl, d->server_url, cc, d->ev_err, &d->ev_body, &ans);
+	memset(&d->ev_body, 0, sizeof(d->ev_body));
+	events_answer(d, rc, ans);
 	json_decref(ans);
-	d->next_events = time_mono_ms() + EVENTS_EVERY_MS;
 }
 
 /* ---- channels ---- */
@@ -802,8 +903,10 @@ us_poll(us_desk *d, int timeout_ms, struct us_event *ev)
 		uint64_t now = time_mono_ms();
 
 		if (d->logged_in) {
-			if (d->online && now >= d->next_events)
-				server_events(d);
+			if (d->online)
+				events_work(d);
+			if (d->online && !d->ev_busy && now >= d->next_events)
+				events_start(d);
 			else if (!d->online && now >= d->next_server)
 				reconnect(d);
 			lib_nats_work(d);
@@ -884,7 +987,9 @@ us_desk_open(const struct us_desk_config *cfg, us_desk **out)
 	if (sqlite3_open(path, &d->db) != SQLITE_OK ||
 	    lib_sql(d, "PRAGMA journal_mode = WAL") != 0 ||
 	    lib_sql(d, "PRAGMA synchronous = FULL") != 0 ||
-	    lib_sql(d, schema) != 0 || (d->curl = curl_easy_init()) == NULL) {
+	    lib_sql(d, schema) != 0 || (d->curl = curl_easy_init()) == NULL ||
+	    (d->ev_curl = curl_easy_init()) == NULL ||
+	    (d->multi = curl_multi_init()) == NULL) {
 		us_desk_close(d);
 		return US_EIO;
 	}
@@ -912,6 +1017,11 @@ us_desk_close(us_desk *d)
 		sodium_memzero(d->password, strlen(d->password));
 		free(d->password);
 	}
+	events_cancel(d);
+	if (d->multi)
+		curl_multi_cleanup(d->multi);
+	if (d->ev_curl)
+		curl_easy_cleanup(d->ev_curl);
 	if (d->curl)
 		curl_easy_cleanup(d->curl);
 	sqlite3_close(d->db);

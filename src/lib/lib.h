@@ -2,6 +2,7 @@
 #ifndef US_LIB_H
 #define US_LIB_H
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <nats/nats.h>
 #include <sqlite3.h>
@@ -14,6 +15,13 @@
 #define LIB_QUEUE_MAX 4096
 #define LIB_NATS_MAX 8
 #define LIB_CHANNELS_MAX 64
+
+/* An answer's body as it arrives, up to a cap. */
+struct lib_body {
+	char *data;
+	size_t len;
+	bool over;
+};
 
 struct lib_channel {
 	char name[64];
@@ -29,7 +37,18 @@ struct us_desk {
 	int timeout_ms, backoff_base, backoff_max;
 	char *ca_file; /* verifies https:// servers; NULL: the system's */
 	sqlite3 *db;
-	void *curl;
+	CURL *curl; /* the blocking requests (login, resume, join...) */
+	/*
+	 * The held long poll for the session's events, driven by us_poll
+	 * without blocking: its own connection, in a multi handle.
+	 */
+	CURLM *multi;
+	CURL *ev_curl;
+	bool ev_busy; /* a request is out */
+	struct curl_slist *ev_hdrs;
+	struct lib_body ev_body;
+	char ev_err[CURL_ERROR_SIZE];
+	uint64_t ev_requests; /* sent so far (for tests and benches) */
 	char why[512]; /* the last failure, in words */
 
 	/* the session */
@@ -96,7 +115,10 @@ void lib_nats_mark_start(us_desk *d, const char *channel);
 /* Connect, subscribe, flush the outbox, deliver what came. */
 void lib_nats_work(us_desk *d);
 
-/* Wait up to ms for something to do. */
+/*
+ * Wait up to ms for something to do: the held events request's socket
+ * when one is out, else a sleep.
+ */
 void lib_nats_wait(us_desk *d, int ms);
 
 void lib_nats_close(us_desk *d);

@@ -491,9 +491,13 @@ lib_nats_wait(us_desk *d, int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 
-	(void)d;
-	if (ms > 0)
-		nanosleep(&ts, NULL);
+	if (ms <= 0)
+		return;
+	/* an event that the held request brings ends the wait at once */
+	if (d->ev_busy &&
+	    curl_multi_poll(d->multi, NULL, 0, ms, NULL) == CURLM_OK)
+		return;
+	nanosleep(&ts, NULL);
 }
 
 bool

@@ -3,6 +3,8 @@ channels, events as a long poll, sessions restored after a SIGKILL from
 the server's database, idle expiry, and licenses counted across the
 cluster in both policies."""
 import json
+import os
+import sqlite3
 import subprocess
 import time
 
@@ -196,3 +198,81 @@ def test_resume_over_the_limit_is_refused_when_enforced(tmp_path, etcd1):
         assert st == 403 and body["error"] == "ENOLICENSE"
     finally:
         c.stop_all()
+
+
+def burst(port, requests):
+    """Send every request on its own connection at once (connected first,
+    then all written), and read the answers: [(status, JSON)]."""
+    import socket
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in requests]
+    for s, (method, path, token) in zip(socks, requests):
+        s.sendall(("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Length: 0\r\nConnection: close\r\n\r\n"
+                   % (method, path, token)).encode())
+    out = []
+    for s in socks:
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        out.append((int(head.split()[1]), json.loads(body)))
+    return out
+
+
+def desk_metric(c, name):
+    text = http("GET", c.url("PA1") + "/metrics")[1]
+    return [float(l.split()[1]) for l in text.splitlines() if l.startswith(name + " ")][0]
+
+
+def test_a_burst_of_resumes_is_committed_in_batches(one):
+    """Desks coming back together after a restart of their server: each
+    resume is answered 200 after its writes (activity, the
+    channels_refreshed event) are committed, many resumes to a commit;
+    none is logged out, and a SIGKILL right after the answers loses none
+    of what they said."""
+    c = one
+    n = 24
+    toks = [login(c, "PA1", "alice", desk="b%d" % i)[1]["token"] for i in range(n)]
+    c.kill("PA1")
+    c.srv["PA1"].start()
+    assert wait_for(lambda: c.healthy("PA1"), 15)
+    commits = desk_metric(c, "understudy_desk_commits_total")
+    answers = burst(c.spec["PA1"]["api"], [("POST", "/v1/desk/resume", t) for t in toks])
+    assert [st for st, _ in answers] == [200] * n, answers
+    assert desk_metric(c, "understudy_desk_resumes_total") == n
+    used = desk_metric(c, "understudy_desk_commits_total") - commits
+    assert 1 <= used <= n / 3, used            # batched: many resumes a commit
+    assert desk_metric(c, "understudy_desk_commits_failed_total") == 0
+    # committed before the answers: a SIGKILL now loses nothing
+    c.kill("PA1")
+    c.srv["PA1"].start()
+    assert wait_for(lambda: c.healthy("PA1"), 15)
+    for t in toks:
+        st, body = call(c, "PA1", "GET", "/v1/desk/events?after=0", t)
+        assert st == 200, body                  # not logged out
+        assert "channels_refreshed" in [e["type"] for e in body["events"]], body
+
+
+def test_a_resume_whose_commit_fails_is_refused_alone(one):
+    """While another process holds the database's write lock, a resume
+    cannot commit: it is answered 503 EUNAVAIL (the desk tries again),
+    the server goes on, and the next resume after the lock is answered
+    200."""
+    c = one
+    tok = login(c, "PA1", "alice", desk="f1")[1]["token"]
+    db = sqlite3.connect(os.path.join(c.srv["PA1"].state_dir, "understudy.db"),
+                         isolation_level=None, timeout=5)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        st, body = call(c, "PA1", "POST", "/v1/desk/resume", tok)
+        assert st == 503 and body["error"] == "EUNAVAIL", body
+        assert desk_metric(c, "understudy_desk_commits_failed_total") >= 1
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    st, body = call(c, "PA1", "POST", "/v1/desk/resume", tok)
+    assert st == 200 and body["user"] == "alice", body

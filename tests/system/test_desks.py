@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORDS, Cluster, Desk, Nats, Proxy, hashed, wait_for
+from conftest import PASSWORDS, Cluster, Desk, Nats, Proxy, hashed, http, wait_for
 
 
 
@@ -343,3 +343,47 @@ def test_restarted_desk_resumes_without_password(env, tmp_path):
     assert a3.cmd("join fire")["error"] == "EUNAUTHORIZED"
     r = a3.cmd("resume")
     assert not r["ok"] and r["error"] == "ENOTFOUND"
+
+
+def desk_metrics(c, name="PA1"):
+    """The desk counters of a server's /metrics, by name."""
+    text = http("GET", c.url(name) + "/metrics", timeout=2)[1]
+    return {l.split()[0]: float(l.split()[1]) for l in text.splitlines()
+            if l.startswith("understudy_desk_")}
+
+
+def test_events_come_through_a_held_long_poll(env, tmp_path):
+    """The library holds one events request open at the server: an event
+    reaches the desk at once, the desk program answers its commands while
+    the request is held, and an idle desk asks about once per hold, not
+    twice a second."""
+    c, desks = env
+    a = online_desk(tmp_path, c, "a", "alice")
+    desks.append(a)
+    assert wait_for(lambda: desk_metrics(c)["understudy_desk_requests_waiting"] == 1, 5)
+    # the program stays responsive while its request is held
+    t = time.monotonic()
+    assert a.cmd("status")["online"] is True
+    assert time.monotonic() - t < 1.0
+    assert desk_metrics(c)["understudy_desk_requests_waiting"] == 1
+    # an idle desk: one request held, not one per 500 ms
+    before = desk_metrics(c)["understudy_desk_event_requests_total"]
+    t = time.monotonic()
+    assert not wait_for(lambda: desk_metrics(c)["understudy_desk_event_requests_total"]
+                        > before + 1, 4, step=0.2)
+    assert time.monotonic() - t >= 4
+    # an event for its session (a resume with its token, as another
+    # process could do) reaches it through the held request, at once
+    db = __import__("sqlite3").connect(os.path.join(a.profile, "desk.db"))
+    token = db.execute("SELECT v FROM kv WHERE k = 'token'").fetchone()[0]
+    db.close()
+    mark = len(a.events)
+    t = time.monotonic()
+    assert http("POST", c.url("PA1") + "/v1/desk/resume", b"",
+                headers={"Authorization": "Bearer " + token})[0] == 200
+    assert a.wait(lambda e: e.get("kind") == "channels_refreshed", 5, mark)
+    assert time.monotonic() - t < 0.4
+    # the server goes away while the request is held: offline at once
+    c.kill("PA1")
+    assert a.wait(lambda e: e.get("event") == "state" and
+                  e["text"].startswith("online -> offline (PA1 unreachable"), 5, mark)
