@@ -38,6 +38,14 @@ def cpu_seconds(pids):
     return total / TICK
 
 
+def machine_busy_seconds():
+    """CPU time every process on the machine has used (all cores), in s:
+    /proc/stat's first line less idle and iowait."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / TICK
+
+
 class CpuMeter:
     """CPU time of named groups of processes over a window: groups maps a
     name to a function returning the pids of that group now."""
@@ -46,7 +54,10 @@ class CpuMeter:
         self.groups = groups
 
     def sample(self):
-        return {n: cpu_seconds(f()) for n, f in self.groups.items()}
+        """{group: s}, and "machine": every process on the machine."""
+        out = {n: cpu_seconds(f()) for n, f in self.groups.items()}
+        out["machine"] = machine_busy_seconds()
+        return out
 
     @staticmethod
     def diff(a, b):
