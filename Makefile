@@ -57,11 +57,16 @@ format:
 fuzz: build-fuzz
 	scripts/fuzz build-fuzz 300
 
-# benchmarks: not part of make test; results go in docs/performance.md
+# benchmarks: not part of make test; results go in docs/performance.md.
+# Each runs clusters: one at a time on a machine (docs/testing.md)
 bench: build
 	bench/failover
-	bench/calls
+	bench/failover --lease-ttl 1 --hard-only --sip-runs 0
+	bench/calls --rate 300 --calls 6000
+	bench/calls --rate 600 --calls 6000
+	bench/calls --rate 300 --calls 3000 --profile
 	bench/desks
+	bench/footprint
 
 clean:
 	rm -rf build build-asan build-fuzz
