@@ -222,6 +222,9 @@ void desk_leave(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 void desk_events(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+/* GET /v1/desks: this server's desk sessions and the licenses */
+void desk_sessions_get(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
 /* routes_config.c: the configuration's versions (docs/api.md) */
 void config_get(

@@ -138,6 +138,7 @@ static const struct route routes[] = {
     {"/v1/calls/*", "DELETE", delete_call, ACCESS_ADMIN, false},
     {"/v1/calls/*/transfer", "POST", transfer_call, ACCESS_ADMIN, false},
     {"/v1/records", "GET", get_records, ACCESS_READ, false},
+    {"/v1/desks", "GET", desk_sessions_get, ACCESS_READ, false},
     {"/v1/backups", "GET", get_backups, ACCESS_READ, false},
     {"/v1/check", "GET", check_get, ACCESS_READ, false},
     {"/v1/check/last", "GET", check_last, ACCESS_READ, false},

@@ -192,3 +192,27 @@ desk_events(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	if ((w = wait_new(req, ctx)) != NULL)
 		desks_events(ctx->desks, token_of(req), a, s, wait_answer, w);
 }
+
+/* ---- GET /v1/desks: the sessions for operators (read token) ---- */
+
+void
+desk_sessions_get(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa)
+{
+	bool toobig;
+	json_t *o;
+
+	(void)pa;
+	if ((o = desks_sessions_json(ctx->desks, &toobig)) != NULL) {
+		http_reply_json(req, 200, o);
+		return;
+	}
+	if (toobig)
+		http_reply_error(req, 500, US_ETOOBIG,
+		    "%s has more than %d live desk sessions: too many to list",
+		    ctx->self->name, DESKS_LIST_MAX);
+	else
+		http_reply_error(req, 500, US_EIO,
+		    "%s could not read its desk sessions (see its log)",
+		    ctx->self->name);
+}

@@ -201,8 +201,8 @@ json_t *records_from_journal(const json_t *journal, int64_t end_ms,
     const char *ended_by, const char *status, const char *closed_by);
 
 /* Query the copy in this server's database (see store.h). */
-json_t *records_query(
-    struct records *r, const struct store_query *q, char *err, size_t errlen);
+json_t *records_query(struct records *r, const struct store_query *q,
+    char *next, char *err, size_t errlen);
 
 /*
  * Counters: records this server closed for calls lost with their server

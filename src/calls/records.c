@@ -592,10 +592,10 @@ tick_cb(uv_timer_t *t)
 }
 
 json_t *
-records_query(
-    struct records *r, const struct store_query *q, char *err, size_t errlen)
+records_query(struct records *r, const struct store_query *q, char *next,
+    char *err, size_t errlen)
 {
-	return store_records_query(r->store, q, err, errlen);
+	return store_records_query(r->store, q, next, err, errlen);
 }
 
 void

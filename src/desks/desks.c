@@ -628,6 +628,65 @@ desks_stats_get(const struct desks *d, struct desks_stats *out)
 	*out = d->stats;
 }
 
+json_t *
+desks_sessions_json(struct desks *d, bool *toobig)
+{
+	int64_t now = time_wall_ms(), lease = agent_lease_id(d->a);
+	json_t *arr = json_array(), *lic;
+	long held = 0;
+	sqlite3_stmt *st;
+	char since[32], seen[32];
+	int rc = SQLITE_DONE;
+
+	*toobig = false;
+	if ((st = desks_prep(d,
+		 "SELECT token, user, desk, version, created_ms, seen_ms, "
+		 "slot, slot_lease FROM sessions WHERE expired_ms = 0 "
+		 "ORDER BY created_ms, user, desk LIMIT ?")) == NULL)
+		goto fail;
+	sqlite3_bind_int64(st, 1, DESKS_LIST_MAX + 1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *token = (const char *)sqlite3_column_text(st, 0);
+		int64_t seen_ms = sqlite3_column_int64(st, 5);
+		bool licensed = sqlite3_column_int64(st, 6) >= 0 &&
+		    sqlite3_column_int64(st, 7) == lease;
+		bool online = desks_events_waiting(d, token) ||
+		    now - seen_ms < DESKS_ONLINE_MS;
+
+		if (json_array_size(arr) == DESKS_LIST_MAX) {
+			log_error("desks: more than %d live sessions: "
+				  "GET /v1/desks refused",
+			    DESKS_LIST_MAX);
+			*toobig = true;
+			goto fail;
+		}
+		held += licensed;
+		time_iso8601(sqlite3_column_int64(st, 4), since, sizeof(since));
+		time_iso8601(seen_ms, seen, sizeof(seen));
+		json_array_append_new(arr,
+		    json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:b}", "user",
+			(const char *)sqlite3_column_text(st, 1), "desk",
+			(const char *)sqlite3_column_text(st, 2), "version",
+			(const char *)sqlite3_column_text(st, 3), "server",
+			agent_self(d->a), "since", since, "seen", seen, "state",
+			online ? "online" : "offline", "licensed", licensed));
+	}
+	if (rc != SQLITE_DONE) {
+		log_error(
+		    "desks: reading the sessions: %s", sqlite3_errmsg(d->db));
+		goto fail;
+	}
+	sqlite3_finalize(st);
+	lic = licenses_json(d, held);
+	return json_pack("{s:s,s:o,s:I,s:o}", "server", agent_self(d->a),
+	    "licenses", lic, "session_timeout_s",
+	    (json_int_t)d->cfg->cluster.session_timeout, "sessions", arr);
+fail:
+	sqlite3_finalize(st);
+	json_decref(arr);
+	return NULL;
+}
+
 /* The config's NATS credentials, or NULL when it sets none. */
 static json_t *
 messaging_credentials(const struct config_cluster *c)

@@ -137,6 +137,17 @@ struct desks_stats {
 
 void desks_stats_get(const struct desks *d, struct desks_stats *out);
 
+/*
+ * GET /v1/desks: this server's live sessions (user, desk, version,
+ * since, seen, state online or offline, licensed) and the licenses
+ * (limit, policy, in use across the cluster, held here); never a session
+ * token. NULL (logged) on a database error, or past DESKS_LIST_MAX
+ * sessions (*toobig set).
+ */
+#define DESKS_LIST_MAX 10000
+#define DESKS_ONLINE_MS ((DESKS_WAIT_MAX + 15) * 1000LL)
+json_t *desks_sessions_json(struct desks *d, bool *toobig);
+
 /* Passes of the license reconciler that read every slot, so far. */
 uint64_t licenses_checks(const struct desks *d);
 
@@ -364,6 +375,9 @@ void desks_events_now(struct desks *d, const char *token, int64_t after,
 /* Answer the requests of token waiting for events (new ones, or none). */
 void desks_events_wake(struct desks *d, const char *token);
 
+/* A request of token waits for events now: its desk is connected. */
+bool desks_events_waiting(const struct desks *d, const char *token);
+
 /* Answer a waiting request with r and remove it. */
 void desks_waiter_answer(struct desks_waiter *w, struct desks_res *r);
 
@@ -414,6 +428,13 @@ int licenses_keep(
 
 /* Run the reconciler after ms (0: on the next loop turn). */
 void licenses_reconcile_soon(struct desks *d, uint64_t ms);
+
+/*
+ * The licenses: {"limit","policy","in_use","held_here"}; in_use counts
+ * the slots in etcd as the watch shows them (null while unknown, or with
+ * no limit set).
+ */
+json_t *licenses_json(const struct desks *d, long held_here);
 
 /* Cancel a read of the slots (a login's, the reconciler's) and free it. */
 void licenses_scan_free(struct licenses_scan *sc);

@@ -161,6 +161,15 @@ desks_events_wake(struct desks *d, const char *token)
 	}
 }
 
+bool
+desks_events_waiting(const struct desks *d, const char *token)
+{
+	for (const struct desks_waiter *w = d->waiters; w; w = w->next)
+		if (strcmp(w->token, token) == 0)
+			return true;
+	return false;
+}
+
 void
 desks_events_now(struct desks *d, const char *token, int64_t after, long wait,
     desks_cb cb, void *arg)

@@ -1026,6 +1026,25 @@ licenses_checks(const struct desks *d)
 	return d->lic_passes;
 }
 
+json_t *
+licenses_json(const struct desks *d, long held_here)
+{
+	const struct config_cluster *c = &d->cfg->cluster;
+	json_t *in_use = json_null();
+	long n = 0;
+
+	if (c->licenses > 0 && d->lic_view && d->lic_view_synced &&
+	    !d->lic_view_strays) {
+		for (long i = 0; i < d->lic_view_n; i++)
+			n += d->lic_view[i] != NULL;
+		in_use = json_integer(n);
+	}
+	return json_pack("{s:I,s:s,s:o,s:I}", "limit", (json_int_t)c->licenses,
+	    "policy",
+	    c->license_policy == CONFIG_LICENSE_ENFORCE ? "enforce" : "warn",
+	    "in_use", in_use, "held_here", (json_int_t)held_here);
+}
+
 void
 licenses_reconcile_soon(struct desks *d, uint64_t ms)
 {

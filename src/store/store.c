@@ -1,5 +1,6 @@
 /* The server's SQLite database (see store.h). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -432,14 +433,15 @@ time_json(int64_t ms)
 }
 
 json_t *
-store_records_query(
-    struct store *s, const struct store_query *q, char *err, size_t errlen)
+store_records_query(struct store *s, const struct store_query *q, char *next,
+    char *err, size_t errlen)
 {
 	static const char *const names[] = {"call", "route_point", "post",
 	    "server", "port", "origin", "caller", "start", "answer", "end",
 	    "duration_ms", "ended_by", "status", "closed_by", "config_version"};
 	sqlite3_stmt *st;
 	json_t *out;
+	int64_t last_end = 0;
 	int rc;
 
 	if (sqlite3_prepare_v2(s->db,
@@ -449,6 +451,8 @@ store_records_query(
 		"end_ms >= ?1 AND "
 		"(?2 = 0 OR end_ms < ?2) AND (?3 IS NULL OR route_point = ?3) "
 		"AND (?4 IS NULL OR post = ?4) AND (?5 IS NULL OR status = ?5) "
+		"AND (?7 IS NULL OR end_ms > ?8 OR (end_ms = ?8 AND call > "
+		"?7)) "
 		"ORDER BY end_ms, call LIMIT ?6",
 		-1, &st, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
@@ -462,10 +466,27 @@ store_records_query(
 		sqlite3_bind_text(st, 4, q->post, -1, SQLITE_STATIC);
 	if (q->status)
 		sqlite3_bind_text(st, 5, q->status, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 6, q->limit > 0 ? q->limit : -1);
+	/* one more than the limit: whether there is a next page */
+	sqlite3_bind_int64(st, 6, q->limit > 0 ? q->limit + 1 : -1);
+	if (q->after_call) {
+		sqlite3_bind_text(st, 7, q->after_call, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 8, q->after_end_ms);
+	}
+	next[0] = '\0';
 	out = json_array();
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		json_t *o = json_object();
+		json_t *o;
+
+		if (q->limit > 0 && (long)json_array_size(out) == q->limit) {
+			o = json_array_get(out, json_array_size(out) - 1);
+			snprintf(next, STORE_CURSOR_MAX, "%" PRId64 ":%s",
+			    last_end,
+			    json_string_value(json_object_get(o, "call")));
+			rc = SQLITE_DONE;
+			break;
+		}
+		o = json_object();
+		last_end = sqlite3_column_int64(st, 9);
 
 		for (int c = 0; c < (int)ARRAY_SIZE(names); c++) {
 			json_t *v;

@@ -80,14 +80,23 @@ struct store_query {
 	const char *post;
 	const char *status;
 	long limit; /* at most this many, the oldest first */
+	/* a page's cursor: only records after (after_end_ms, after_call) */
+	int64_t after_end_ms;
+	const char *after_call; /* NULL: from the first */
 };
 
+/* A page's cursor: "END_MS:CALL" of its last record (docs/api.md). */
+#define STORE_CURSOR_MAX 160
+
 /*
- * The records that match, oldest end first, as a JSON array of objects
- * with times in ISO 8601 (UTC, ms). NULL on failure (err filled).
+ * The records that match, oldest end first (then by call id), as a JSON
+ * array of objects with times in ISO 8601 (UTC, ms). When more match
+ * past the limit, next (STORE_CURSOR_MAX bytes) gets the cursor of the
+ * last one returned, to pass as the next page's after; else "". NULL on
+ * failure (err filled).
  */
-json_t *store_records_query(
-    struct store *s, const struct store_query *q, char *err, size_t errlen);
+json_t *store_records_query(struct store *s, const struct store_query *q,
+    char *next, char *err, size_t errlen);
 
 /* Records in the database. */
 int64_t store_records_count(struct store *s);

@@ -40,7 +40,7 @@ rec(const char *call, const char *rp, const char *status, long long end)
 
 TEST(store_records)
 {
-	char *dir = tmpdir(), err[256];
+	char *dir = tmpdir(), err[256], next[STORE_CURSOR_MAX];
 	struct store *s = store_open(dir, err, sizeof(err));
 	struct store_query q = {0};
 	unsigned added, bad;
@@ -60,7 +60,7 @@ TEST(store_records)
 	ASSERT_INT(store_records_count(s), 2);
 	json_decref(arr);
 
-	out = store_records_query(s, &q, err, sizeof(err));
+	out = store_records_query(s, &q, next, err, sizeof(err));
 	ASSERT_INT(json_array_size(out), 2);
 	ASSERT_STR(
 	    json_string_value(json_object_get(json_array_get(out, 0), "call")),
@@ -70,19 +70,37 @@ TEST(store_records)
 	    "2023-11-14T22:13:21.000Z");
 	json_decref(out);
 	q.route_point = "6100";
-	out = store_records_query(s, &q, err, sizeof(err));
+	out = store_records_query(s, &q, next, err, sizeof(err));
 	ASSERT_INT(json_array_size(out), 1);
 	json_decref(out);
 	q.route_point = NULL;
 	q.since_ms = 1700000001500;
-	out = store_records_query(s, &q, err, sizeof(err));
+	out = store_records_query(s, &q, next, err, sizeof(err));
 	ASSERT_INT(json_array_size(out), 1);
 	json_decref(out);
 	q.since_ms = 0;
 	q.until_ms = 1700000001500;
 	q.status = "NORMAL";
-	out = store_records_query(s, &q, err, sizeof(err));
+	out = store_records_query(s, &q, next, err, sizeof(err));
 	ASSERT_INT(json_array_size(out), 1);
+	ASSERT_STR(next, "");
+	json_decref(out);
+	/* pages of one: the cursor of the first leads to the second, once */
+	q.until_ms = 0;
+	q.status = NULL;
+	q.limit = 1;
+	out = store_records_query(s, &q, next, err, sizeof(err));
+	ASSERT_INT(json_array_size(out), 1);
+	ASSERT_STR(next, "1700000001000:a");
+	json_decref(out);
+	q.after_end_ms = 1700000001000;
+	q.after_call = "a";
+	out = store_records_query(s, &q, next, err, sizeof(err));
+	ASSERT_INT(json_array_size(out), 1);
+	ASSERT_STR(
+	    json_string_value(json_object_get(json_array_get(out, 0), "call")),
+	    "b");
+	ASSERT_STR(next, "");
 	json_decref(out);
 	store_close(s);
 

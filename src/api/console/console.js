@@ -438,6 +438,61 @@
 		throw last || new Error("no server of the cluster answered");
 	}
 
+	/*
+	 * The same GET from every server of the cluster at once (each has
+	 * its own calls, desk sessions, links): [{server, body}] or
+	 * [{server, error}] in the order of the status, each bounded by 3 s.
+	 */
+	async function each(path) {
+		const list = (st.status && st.status.servers) || [];
+		return Promise.all(list.map(async (s) => {
+			const origin = location.protocol + "//" + s.address +
+			    ":" + s.api_port;
+			const headers = {};
+			if (token()) headers.Authorization = "Bearer " + token();
+			const ctrl = new AbortController();
+			const t = setTimeout(() => ctrl.abort(), 3000);
+			try {
+				const r = await fetch(origin + path, { headers,
+				    cache: "no-store", signal: ctrl.signal,
+				    referrerPolicy: "no-referrer" });
+				let body = {};
+				try { body = await r.json(); } catch (e) {}
+				if (r.ok) return { server: s.name, body };
+				return { server: s.name, error: r.status +
+				    (body.error ? " " + body.error : "") +
+				    (body.message ? ": " + body.message : "") };
+			} catch (e) {
+				return { server: s.name, error: ctrl.signal.aborted ?
+				    "no answer within 3 s" : "no answer (" +
+				    (e.message || e) + ")" };
+			} finally {
+				clearTimeout(t);
+			}
+		}));
+	}
+
+	/* A time from the cluster (ISO 8601 or ms) as people read it, UTC. */
+	function when(t) {
+		if (t === null || t === undefined || t === "") return "-";
+		const d = new Date(t);
+		if (isNaN(d)) return String(t);
+		return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+	}
+
+	/* Run fn now and every ms while page is shown; onShow for addPage. */
+	function whileShown(page, ms, fn) {
+		let timer = null;
+		return () => {
+			clearInterval(timer);
+			fn();
+			timer = setInterval(() => {
+				if (current !== page) clearInterval(timer);
+				else if (document.visibilityState !== "hidden") fn();
+			}, ms);
+		};
+	}
+
 	function all(action) {
 		const names = ((st.status && st.status.servers) || [])
 		    .map((s) => s.name);
@@ -473,5 +528,5 @@
 	 */
 	window.understudyConsole = { render, pause: stopStream, el, api, token,
 		addPage, show, status: () => st.status,
-		current: () => current };
+		current: () => current, each, when, whileShown };
 })();
