@@ -63,6 +63,8 @@ def test_timeline_crash_failover_first_call_failback(cluster):
     assert 0 <= r["down_ms"] < 2000 and r["restarted_ms"] >= r["at"], r
     assert r["summary"].startswith("worker restarted "), r
 
+    # every server reads the same history: PA1's restarted worker too
+    assert wait_for(lambda: c.healthy("PA1"), 10)
     assert wait_for(lambda: find(c, "PA1", kind="failover", post="PA1"), 10)
     f = find(c, "PA1", kind="failover", post="PA1")[0]
     assert (f["from"], f["to"], f["server"]) == ("PA1", "PA3", "PA3"), f
@@ -85,7 +87,6 @@ def test_timeline_crash_failover_first_call_failback(cluster):
     assert st == 201
     c.end(call2)
 
-    assert wait_for(lambda: c.healthy("PA1"), 10)
     st, _ = c.control("failback", "PA1")
     assert st == 202
     assert c.wait_state("PA1", "FAILING_BACK", 10, via="PA1")
@@ -114,11 +115,13 @@ def test_timeline_crash_failover_first_call_failback(cluster):
     assert "understudy_failover_last_duration_seconds %.3f" % (
         f["takeover_ms"] / 1000) in text, text
 
+    print(json.dumps(timeline(c, "PA3"), indent=1))
     # the CLI: text and JSON
     out = subprocess.run([CLI, "timeline", "--server", c.url("PA3")],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
+    print(out.stdout)
     assert "failback" in lines[1] and "PA3 -> PA1" in lines[1], out.stdout
     assert "failover" in lines[2] and "first call" in lines[2], out.stdout
     out = subprocess.run([CLI, "timeline", "--server", c.url("PA1"), "--json",
