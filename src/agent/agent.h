@@ -183,6 +183,16 @@ int64_t history_last_takeover_ms(const struct history *h);
 
 /* pure parts, for the tests */
 
+#define HISTORY_KINDS 4
+/* "failover", "failback", "fence", "restart" */
+extern const char *const history_kinds[HISTORY_KINDS];
+
+/*
+ * A list of kinds with commas ("failover,fence"; NULL or "": none) into
+ * *out, bit i for history_kinds[i]: 0, or -1 for anything else.
+ */
+int history_kinds_parse(const char *s, unsigned *out);
+
 /*
  * "<prefix><16-digit at>-<server>-<n>" into buf (len bytes): 0, or -1
  * when it does not fit or at is negative.

@@ -60,6 +60,28 @@ static void history_next(struct history *h);
 
 /* ---- pure parts ---- */
 
+const char *const history_kinds[HISTORY_KINDS] = {
+    "failover", "failback", "fence", "restart"};
+
+int
+history_kinds_parse(const char *s, unsigned *out)
+{
+	*out = 0;
+	while (s && *s) {
+		size_t n = strcspn(s, ","), i;
+
+		for (i = 0; i < HISTORY_KINDS; i++)
+			if (strlen(history_kinds[i]) == n &&
+			    strncmp(s, history_kinds[i], n) == 0)
+				break;
+		if (i == HISTORY_KINDS)
+			return -1;
+		*out |= 1u << i;
+		s += n + (s[n] == ',');
+	}
+	return 0;
+}
+
 int
 history_key(char *buf, size_t len, const char *prefix, int64_t at,
     const char *server, uint64_t n)

@@ -23,14 +23,11 @@ struct treq {
 	char *prefix;
 	int64_t since, until;
 	long limit;
-	unsigned kinds; /* bit i: timeline_kinds[i]; 0: all */
+	unsigned kinds; /* bit i: history_kinds[i]; 0: all */
 	int64_t rev; /* the first page's: one snapshot */
 	size_t read;
 	json_t *events; /* matching, oldest first */
 };
-
-static const char *const timeline_kinds[] = {
-    "failover", "failback", "fence", "restart"};
 
 static void
 treq_gone(struct http_req *req, void *arg)
@@ -55,9 +52,9 @@ wanted(const struct treq *t, const json_t *v)
 		return false;
 	if (t->kinds == 0)
 		return true;
-	for (size_t i = 0; i < ARRAY_SIZE(timeline_kinds); i++)
+	for (size_t i = 0; i < HISTORY_KINDS; i++)
 		if ((t->kinds & (1u << i)) &&
-		    strcmp(kind, timeline_kinds[i]) == 0)
+		    strcmp(kind, history_kinds[i]) == 0)
 			return true;
 	return false;
 }
@@ -133,26 +130,6 @@ got_page(const struct etcd_res *res, void *arg)
 		http_reply_error(t->req, 500, US_ENOMEM, "out of memory");
 }
 
-/* kind=failover,fence: the bits of timeline_kinds, or -1 */
-static int
-parse_kinds(const char *s, unsigned *out)
-{
-	*out = 0;
-	while (s && *s) {
-		size_t n = strcspn(s, ","), i;
-
-		for (i = 0; i < ARRAY_SIZE(timeline_kinds); i++)
-			if (strlen(timeline_kinds[i]) == n &&
-			    strncmp(s, timeline_kinds[i], n) == 0)
-				break;
-		if (i == ARRAY_SIZE(timeline_kinds))
-			return -1;
-		*out |= 1u << i;
-		s += n + (s[n] == ',');
-	}
-	return 0;
-}
-
 void
 get_timeline(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 {
@@ -175,7 +152,7 @@ get_timeline(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    lim, TIMELINE_LIMIT_MAX);
 		return;
 	}
-	if (parse_kinds(kind, &kinds) != 0) {
+	if (history_kinds_parse(kind, &kinds) != 0) {
 		http_reply_error(req, 400, US_EINVAL,
 		    "query parameter kind: '%.60s' is not a list of failover, "
 		    "failback, fence, restart",

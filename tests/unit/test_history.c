@@ -71,3 +71,19 @@ TEST(history_event_words)
 	ASSERT(view("{\"kind\":\"fence\"}") == NULL);
 	ASSERT(view("[1]") == NULL);
 }
+
+TEST(history_kinds_list)
+{
+	unsigned k = 99;
+
+	ASSERT_INT(history_kinds_parse(NULL, &k), 0);
+	ASSERT_INT(k, 0);
+	ASSERT_INT(history_kinds_parse("fence", &k), 0);
+	ASSERT_INT(k, 1u << 2);
+	ASSERT_INT(history_kinds_parse("failover,restart", &k), 0);
+	ASSERT_INT(k, 1u | 1u << 3);
+	ASSERT_INT(history_kinds_parse("failover,", &k), 0);
+	ASSERT_INT(history_kinds_parse("fail", &k), -1);
+	ASSERT_INT(history_kinds_parse("fence,,", &k), -1);
+	ASSERT_INT(history_kinds_parse("failovers", &k), -1);
+}
