@@ -5,6 +5,7 @@ failure to the cover's claim and to the first call the cover took."""
 import base64
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -196,3 +197,57 @@ def rows(d):
             '#timeline tbody tr')].map(r => [...r.cells].map(c => c.textContent))""")
     except Exception:
         return []
+
+
+def test_timeline_lost_answers_make_no_duplicate(tmp_path, etcd1):
+    """A server whose etcd answers to its history writes are lost (the
+    write applied, its answer never back) sends them again: the failover
+    it saw is in the history once, and its first call once."""
+    from test_lost_answers import LossyProxy
+
+    class HistoryProxy(LossyProxy):
+        @staticmethod
+        def control_write(path, body):
+            keys = []
+            try:
+                for op in json.loads(body or b"{}").get("success", []):
+                    for v in op.values():
+                        keys.append(base64.b64decode(v.get("key", "")).decode())
+            except (ValueError, AttributeError):
+                return None
+            return "action" if any("/history/" in k for k in keys) else None
+
+    proxy = HistoryProxy(int(etcd1.endpoints[0].rsplit(":", 1)[1]), random.Random(1))
+    c = Cluster(tmp_path, etcd1,
+                [{"name": "A", "ports": 2, "max": 4, "failover": ["B"]},
+                 {"name": "B", "ports": 2, "max": 4, "failover": ["A"]}],
+                failback="manual")
+    with open(c.config) as f:
+        text = f.read()
+    a_conf = os.path.join(c.tmp, "a.conf")
+    with open(a_conf, "w") as f:
+        f.write(text.replace("etcd = " + ", ".join(etcd1.endpoints),
+                             "etcd = " + proxy.url, 1))
+    c.srv["A"].config = a_conf
+    try:
+        c.start()
+        assert c.wait_owner("A", "A") and c.wait_owner("B", "B")
+        proxy.plan = ["drop"]               # the create: applied, answer lost
+        c.kill_worker("B")
+        assert c.wait_owner("B", "A", 5)
+        assert wait_for(lambda: "was already written (an answer was lost)"
+                        in c.srv["A"].logtext(), 10)
+        assert proxy.plan == []
+        fo = [e for e in history_keys(c) if e["kind"] == "failover"]
+        assert len(fo) == 1 and fo[0]["post"] == "B" and fo[0]["to"] == "A", fo
+        proxy.plan = ["drop"]               # the first call's completion
+        st, call = c.call("B", via="A")
+        assert st == 201 and call["server"] == "A", call
+        assert wait_for(lambda: "already has its first call"
+                        in c.srv["A"].logtext(), 10)
+        fo = [e for e in history_keys(c) if e["kind"] == "failover"]
+        assert len(fo) == 1 and "first_call_ms" in fo[0], fo
+        c.end(call)
+    finally:
+        c.stop_all()
+        proxy.close()
