@@ -116,13 +116,11 @@ def test_timeline_crash_failover_first_call_failback(cluster):
     assert "understudy_failover_last_duration_seconds %.3f" % (
         f["takeover_ms"] / 1000) in text, text
 
-    print(json.dumps(timeline(c, "PA3"), indent=1))
     # the CLI: text and JSON
     out = subprocess.run([CLI, "timeline", "--server", c.url("PA3")],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    print(out.stdout)
     assert "failback" in lines[1] and "PA3 -> PA1" in lines[1], out.stdout
     assert "failover" in lines[2] and "first call" in lines[2], out.stdout
     out = subprocess.run([CLI, "timeline", "--server", c.url("PA1"), "--json",
