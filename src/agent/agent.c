@@ -30,6 +30,7 @@
 #define AGENT_HEADSTART_MS 250
 
 static void agent_reconcile(struct agent *a);
+static void observe_fsm(struct agent *a, struct agent_post *p);
 
 static void
 kick_cb(uv_timer_t *t)
@@ -180,9 +181,122 @@ agent_self(const struct agent *a)
 
 /* ---- acting ---- */
 
+/*
+ * This server took post p from a failed (or stopped) owner: its event,
+ * timed from the failure (docs/protocol.md, History).
+ */
+static void
+history_failover(struct agent *a, struct agent_post *p)
+{
+	const char *from = p->lost_at ? p->lost_owner : p->home->name;
+	int64_t now = time_wall_ms(), claimed, failure;
+	int i = agent_server_index(a, from);
+	const char *cause, *basis;
+	char why[64];
+	json_t *ev;
+
+	claimed = p->owner_claimed_ms > 0 ? p->owner_claimed_ms : now;
+	if (p->lost_at && p->lost_handover) {
+		cause = i >= 0 && a->stopped[i] ? "stopped by an operator"
+						: "handed over";
+		basis = "hand-over";
+		failure = claimed;
+	} else if (p->lost_at && i >= 0 && a->gone[i].lease &&
+	    a->gone[i].lease == p->lost_lease) {
+		snprintf(why, sizeof(why), "worker %s",
+		    a->gone[i].why[0] ? a->gone[i].why : "died");
+		cause = why;
+		basis = "death notice";
+		failure = a->gone[i].at;
+	} else if (p->lost_at) {
+		cause = "lease expired (host or network lost)";
+		basis = "lease expiry";
+		failure =
+		    p->lost_at - (int64_t)a->cfg->cluster.lease_ttl * 1000;
+	} else {
+		cause = "home down";
+		basis = "seen down";
+		failure = members_is_up(a->members, from)
+		    ? claimed
+		    : members_since(a->members, from);
+	}
+	if (failure <= 0 || failure > claimed)
+		failure = claimed;
+	ev = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "kind",
+	    "failover", "at", (json_int_t)failure, "post", p->home->name,
+	    "from", from, "to", a->self->name, "cause", cause, "failure_basis",
+	    basis, "claimed_ms", (json_int_t)claimed, "takeover_ms",
+	    (json_int_t)(claimed - failure));
+	if (ev)
+		history_add(a->history, ev);
+}
+
+/* Post p came home to this server from cover: its event. */
+static void
+history_failback(struct agent *a, struct agent_post *p, const char *cover)
+{
+	int64_t now = time_wall_ms(), home, covered;
+	json_t *ev;
+
+	home = p->owner_claimed_ms > 0 && p->owner_claimed_ms <= now
+	    ? p->owner_claimed_ms
+	    : now;
+	covered = p->cover_claimed_ms > 0 && p->cover_claimed_ms <= home
+	    ? home - p->cover_claimed_ms
+	    : 0;
+	ev = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I}", "kind",
+	    "failback", "at", (json_int_t)home, "post", p->home->name, "from",
+	    cover, "to", a->self->name, "cause",
+	    p->failback_operator ? "an operator's failback"
+				 : "automatic (home ready)",
+	    "covered_ms", (json_int_t)covered, "returned_ms", (json_int_t)now,
+	    "returning_ms", (json_int_t)(now - home));
+	if (ev)
+		history_add(a->history, ev);
+}
+
+/* What the history keeps of a transition this server saw. */
+static void
+history_moved(struct agent *a, struct agent_post *p, enum post_state was,
+    const char *was_cover)
+{
+	bool self_cover = p->state == POST_STATE_COVERED &&
+	    strcmp(p->cover, a->self->name) == 0;
+
+	if (p->state == POST_STATE_COVERED &&
+	    (was != POST_STATE_COVERED || strcmp(was_cover, p->cover) != 0))
+		p->cover_claimed_ms = p->owner_claimed_ms > 0
+		    ? p->owner_claimed_ms
+		    : time_wall_ms();
+	if (p->state == POST_STATE_FAILING_BACK && was == POST_STATE_COVERED)
+		p->failback_operator = p->failback_requested;
+	if (self_cover &&
+	    (was != POST_STATE_COVERED || strcmp(was_cover, p->cover) != 0))
+		history_failover(a, p);
+	if (p->state == POST_STATE_HOME && p->index == a->self_index &&
+	    (was == POST_STATE_COVERED || was == POST_STATE_FAILING_BACK)) {
+		if (was == POST_STATE_COVERED)
+			p->failback_operator = p->failback_requested;
+		history_failback(a, p, was_cover);
+	}
+}
+
 /* Feed the post's state machine with what etcd shows now. */
 static void
 observe(struct agent *a, struct agent_post *p)
+{
+	enum post_state was = p->state;
+	char was_cover[CONFIG_NAME_MAX + 1];
+
+	str_copy(was_cover, p->cover, sizeof(was_cover));
+	observe_fsm(a, p);
+	if (p->state != was || strcmp(p->cover, was_cover) != 0)
+		history_moved(a, p, was, was_cover);
+}
+
+/* Feed the post's state machine with what etcd shows now. */
+static void
+observe_fsm(struct agent *a, struct agent_post *p)
 {
 	const char *ret = returning_server(p), *home = p->home->name;
 	const char *hstate = agent_stopped(a, home) ? "stopped"
@@ -244,6 +358,7 @@ claim_done(const struct etcd_res *res, void *arg)
 		    res->revision);
 		agent_owner_record(p, p->claimer, res->revision, p->claim_lease,
 		    res->revision);
+		p->owner_claimed_ms = time_wall_ms();
 	}
 	txn_done(res, arg);
 }
@@ -309,6 +424,7 @@ hand_over_done(const struct etcd_res *res, void *arg)
 	if (res->err == 0 && res->succeeded) {
 		agent_owner_record(p, p->handing_to[0] ? p->handing_to : NULL,
 		    res->revision, p->claim_lease, res->revision);
+		p->owner_claimed_ms = time_wall_ms();
 		return;
 	}
 	log_warn("post %s: hand-over %s%s: reading the owner back",
@@ -326,8 +442,9 @@ claim(struct agent *a, struct agent_post *p)
 	json_t *o;
 
 	time_iso8601(time_wall_ms(), now, sizeof(now));
-	o = json_pack("{s:s,s:s,s:s}", "server", a->self->name, "home",
-	    p->home->name, "claimed", now);
+	o = json_pack("{s:s,s:s,s:s,s:I}", "server", a->self->name, "home",
+	    p->home->name, "claimed", now, "claimed_ms",
+	    (json_int_t)time_wall_ms());
 	value = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	if (key && value && t &&
@@ -385,9 +502,10 @@ hand_over(struct agent *a, struct agent_post *p, const char *to)
 	    etcd_kv_txn_compare(
 		t, key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, p->epoch, NULL, 0) == 0) {
 		if (to) {
-			o = json_pack("{s:s,s:s,s:s,s:s}", "server", to, "home",
-			    p->home->name, "claimed", now, "from",
-			    a->self->name);
+			o = json_pack("{s:s,s:s,s:s,s:s,s:I}", "server", to,
+			    "home", p->home->name, "claimed", now, "from",
+			    a->self->name, "claimed_ms",
+			    (json_int_t)time_wall_ms());
 			value = o ? json_dumps(o, JSON_COMPACT) : NULL;
 			json_decref(o);
 			rc = value ? etcd_kv_txn_put(t, true, key, value,
@@ -623,6 +741,21 @@ agent_write_gone(struct etcd *e, const char *cluster, const char *server,
 }
 
 void
+agent_call_taken(struct agent *a, struct agent_post *p, int64_t at)
+{
+	if (p->state == POST_STATE_COVERED &&
+	    strcmp(p->cover, a->self->name) == 0 &&
+	    history_awaits_first_call(a->history, p->home->name))
+		history_first_call(a->history, p->home->name, at);
+}
+
+struct history *
+agent_history(const struct agent *a)
+{
+	return a->history;
+}
+
+void
 agent_lease_changed(struct agent *a)
 {
 	uv_timer_start(&a->kick, kick_cb, 0, 0);
@@ -637,6 +770,7 @@ agent_destroy(struct agent *a)
 		agent_journal_clear(&a->posts[i]);
 	}
 	free(a->posts);
+	history_free(a->history);
 	free(a->stopped);
 	free(a->gone);
 	free(a->prefix);
@@ -720,7 +854,9 @@ agent_new(uv_loop_t *loop, struct etcd *e, const struct config *cfg,
 	if (asprintf(&a->prefix, "/understudy/%s/", cfg->cluster.name) < 0)
 		goto fail;
 	a->prefix_len = strlen(a->prefix);
-	if ((a->services = json_object()) == NULL)
+	if ((a->services = json_object()) == NULL ||
+	    (a->history = history_new(
+		 loop, e, cfg->cluster.name, self->name)) == NULL)
 		goto fail;
 	a->stopped = calloc(cfg->n_servers, sizeof(bool));
 	a->gone = calloc(cfg->n_servers ? cfg->n_servers : 1, sizeof(*a->gone));
@@ -779,6 +915,8 @@ agent_free(struct agent *a)
 		etcd_req_cancel(a->posts[i].pending);
 	etcd_req_cancel(a->admin_req);
 	a->admin_req = NULL;
+	history_free(a->history);
+	a->history = NULL;
 	uv_close((uv_handle_t *)&a->kick, handle_closed);
 	uv_close((uv_handle_t *)&a->resync, handle_closed);
 }

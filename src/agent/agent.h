@@ -125,6 +125,91 @@ json_t *members_json(const struct members *m);
 /* The key prefix of a cluster's members: "/understudy/NAME/members/". */
 char *members_prefix(const char *cluster);
 
+/* history.c */
+
+struct history;
+
+#define HISTORY_KEEP 1000 /* events kept; older ones are deleted */
+#define HISTORY_QUEUE_MAX 64 /* events waiting to be written */
+#define HISTORY_RETRY_MS 1000 /* a write that failed is sent again */
+
+/*
+ * The cluster's history of failovers, failbacks, fences and restarts
+ * (docs/protocol.md, History): each event is written by the server that
+ * saw it, under history/<16-digit ms>-<server>-<n>, with a txn that
+ * creates the key only if it is absent, so a send whose answer was lost
+ * and is sent again never makes two events. Writes wait in a bounded
+ * queue and are sent again every HISTORY_RETRY_MS until etcd answers
+ * (a fenced server writes its fence once it has etcd again); after each
+ * one, events past the newest HISTORY_KEEP are deleted. cluster and
+ * server are copied. NULL on ENOMEM.
+ */
+struct history *history_new(
+    uv_loop_t *loop, struct etcd *e, const char *cluster, const char *server);
+
+/* Cancel what is out and free once closed. NULL is a no-op. */
+void history_free(struct history *h);
+
+/*
+ * Queue the event ev (the reference is taken): kind "failover",
+ * "failback", "fence" or "restart", at its "at" (ms). Adds "server"
+ * (this one) and "id" (its key's last part). 0, or -1 when the queue
+ * is full (logged: the event is lost) or on ENOMEM.
+ */
+int history_add(struct history *h, json_t *ev);
+
+/*
+ * The cover took its first call on post at wall ms at: the last
+ * failover this server wrote for post gets first_call_ms and
+ * first_call_after_ms (from its failure), with a txn that compares the
+ * key's mod_revision. Once per failover; nothing if there is none.
+ */
+void history_first_call(struct history *h, const char *post, int64_t at);
+
+/*
+ * True while the last failover this server wrote for post has no first
+ * call yet (the agent asks before it calls history_first_call).
+ */
+bool history_awaits_first_call(const struct history *h, const char *post);
+
+/* The fence began at wall ms at, for why: remembered, not written. */
+void history_fenced(struct history *h, int64_t at, const char *why);
+
+/* A lease is held again at wall ms at: the fence event is queued. */
+void history_unfenced(struct history *h, int64_t at);
+
+/* The last failover this server wrote: its takeover ms, or -1. */
+int64_t history_last_takeover_ms(const struct history *h);
+
+/* pure parts, for the tests */
+
+#define HISTORY_KINDS 4
+/* "failover", "failback", "fence", "restart" */
+extern const char *const history_kinds[HISTORY_KINDS];
+
+/*
+ * A list of kinds with commas ("failover,fence"; NULL or "": none) into
+ * *out, bit i for history_kinds[i]: 0, or -1 for anything else.
+ */
+int history_kinds_parse(const char *s, unsigned *out);
+
+/*
+ * "<prefix><16-digit at>-<server>-<n>" into buf (len bytes): 0, or -1
+ * when it does not fit or at is negative.
+ */
+int history_key(char *buf, size_t len, const char *prefix, int64_t at,
+    const char *server, uint64_t n);
+
+/* How many of count events to delete to keep keep: 0 or more. */
+int64_t history_excess(int64_t count, int64_t keep);
+
+/*
+ * The event as the API gives it: a copy of the stored object v with
+ * the words of its durations ("summary"), or NULL when v is not an
+ * event (no kind or at).
+ */
+json_t *history_event_view(const json_t *v);
+
 /* post.c */
 
 /* A post's life as the cluster sees it (docs/protocol.md). */
@@ -194,6 +279,14 @@ struct agent_post {
 	struct agent_journal *journal; /* open calls of the post */
 	int64_t release_asked; /* epoch whose services were asked to stop */
 	int64_t released; /* epoch whose services have stopped */
+	/* for the history (history.c): how the post last moved */
+	int64_t owner_claimed_ms; /* claimed_ms of the owner key, or 0 */
+	char lost_owner[CONFIG_NAME_MAX + 1]; /* the owner before */
+	int64_t lost_lease; /* its lease */
+	int64_t lost_at; /* wall ms this server saw it go, 0: never */
+	bool lost_handover; /* it wrote the key over (a stop) */
+	int64_t cover_claimed_ms; /* COVERED: when the cover took it */
+	bool failback_operator; /* an operator asked for this failback */
 };
 
 /* The name of a state: "HOME", "COVERED", ... */
@@ -300,6 +393,16 @@ bool agent_journal_orphaned(const struct agent *a,
  */
 struct etcd_req *agent_write_gone(struct etcd *e, const char *cluster,
     const char *server, int64_t lease, const char *why, etcd_cb cb, void *arg);
+
+/*
+ * A call was taken on post p by this server at wall ms at: when it is
+ * the first on a post this server covers since it took it, the
+ * failover's event gets its first call (history.c).
+ */
+void agent_call_taken(struct agent *a, struct agent_post *p, int64_t at);
+
+/* The history this server writes to (fences, in the worker). */
+struct history *agent_history(const struct agent *a);
 
 /* The configuration the agent runs on. */
 const struct config *agent_config(const struct agent *a);
@@ -410,6 +513,7 @@ struct agent {
 	struct agent_gone {
 		int64_t lease;
 		int64_t at;
+		char why[16];
 	} * gone; /* per config server: its last software death */
 	void (*reconciled)(void *arg);
 	void *reconciled_arg;
@@ -424,6 +528,7 @@ struct agent {
 	void *release_arg;
 	json_t *services; /* services/<server>/<name> as the watch shows */
 	uint64_t control_seq;
+	struct history *history; /* the events this server saw */
 	bool freeing;
 	unsigned open_handles;
 };

@@ -21,6 +21,13 @@ agent_owner_record(struct agent_post *p, const char *server, int64_t epoch,
 	if (rev < p->owner_rev)
 		return;
 	p->owner_rev = rev;
+	if (p->owned && (server == NULL || strcmp(p->owner, server) != 0)) {
+		/* how it moved, for the history of the post */
+		str_copy(p->lost_owner, p->owner, sizeof(p->lost_owner));
+		p->lost_lease = p->owner_lease;
+		p->lost_at = time_wall_ms();
+		p->lost_handover = server != NULL;
+	}
 	if (server == NULL) {
 		p->owned = false;
 		p->owner[0] = '\0';
@@ -42,13 +49,15 @@ owner_set(struct agent_post *p, const struct etcd_event *ev, int64_t rev)
 {
 	json_t *o;
 	const char *server = NULL;
+	json_int_t claimed = 0;
 
 	if (ev->type == ETCD_EVENT_DELETE) {
 		agent_owner_record(p, NULL, 0, 0, rev);
 		return;
 	}
 	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:s}", "server", &server) != 0 ||
+	if (json_unpack(o, "{s:s,s?I}", "server", &server, "claimed_ms",
+		&claimed) != 0 ||
 	    strlen(server) > CONFIG_NAME_MAX) {
 		log_warn("post %s: unreadable owner key; ignoring it",
 		    p->home->name);
@@ -56,6 +65,8 @@ owner_set(struct agent_post *p, const struct etcd_event *ev, int64_t rev)
 		return;
 	}
 	agent_owner_record(p, server, ev->kv.mod_revision, ev->kv.lease, rev);
+	if (p->owner_rev == rev)
+		p->owner_claimed_ms = claimed;
 	json_decref(o);
 }
 
@@ -171,15 +182,18 @@ static void
 gone_event(struct agent *a, int i, const struct etcd_event *ev)
 {
 	json_int_t lease = 0, at = 0;
+	const char *why = "";
 	json_t *o;
 
 	memset(&a->gone[i], 0, sizeof(a->gone[i]));
 	if (ev->type == ETCD_EVENT_DELETE)
 		return;
 	o = json_loadb(ev->kv.value, ev->kv.value_len, 0, NULL);
-	if (json_unpack(o, "{s:I,s:I}", "lease", &lease, "at", &at) == 0) {
+	if (json_unpack(o, "{s:I,s:I,s?s}", "lease", &lease, "at", &at, "why",
+		&why) == 0) {
 		a->gone[i].lease = lease;
 		a->gone[i].at = at;
+		str_copy(a->gone[i].why, why, sizeof(a->gone[i].why));
 	}
 	json_decref(o);
 }

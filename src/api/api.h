@@ -188,6 +188,10 @@ void get_metrics(
 void get_records(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);
 
+/* routes_timeline.c: GET /v1/timeline, the cluster's history */
+void get_timeline(
+    struct http_req *req, struct api_ctx *ctx, const struct params *pa);
+
 /* routes_backup.c: GET /v1/backups */
 void get_backups(
     struct http_req *req, struct api_ctx *ctx, const struct params *pa);

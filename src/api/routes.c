@@ -145,6 +145,7 @@ static const struct route routes[] = {
     {"/v1/log", "GET", log_get, ACCESS_READ, false},
     {"/v1/links", "GET", links_get, ACCESS_STATUS, false},
     {"/v1/events", "GET", events_get, ACCESS_STATUS, false},
+    {"/v1/timeline", "GET", get_timeline, ACCESS_STATUS, false},
     {"/", "GET", console_get, ACCESS_OPEN, false},
     {"/console/*", "GET", console_get, ACCESS_OPEN, false},
     {"/v1/desk/versions", "GET", desk_versions, ACCESS_OPEN, false},

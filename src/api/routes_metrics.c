@@ -220,6 +220,22 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	metric_head(&b, "understudy_failovers_total", "counter",
 	    "Posts this server saw move to a cover");
 	buf_printf(&b, "understudy_failovers_total %" PRIu64 "\n", failovers);
+	{
+		int64_t t = history_last_takeover_ms(agent_history(ctx->agent));
+
+		/* absent until this server covered a post: no false zero */
+		if (t >= 0) {
+			metric_head(&b,
+			    "understudy_failover_last_duration_seconds",
+			    "gauge",
+			    "The last failover this server took as the "
+			    "cover: from the failure to its claim");
+			buf_printf(&b,
+			    "understudy_failover_last_duration_seconds "
+			    "%" PRId64 ".%03" PRId64 "\n",
+			    t / 1000, t % 1000);
+		}
+	}
 	metric_head(&b, "understudy_calls_dropped_by_failover_total", "counter",
 	    "Busy ports this server saw go with their server's lease");
 	buf_printf(&b,

@@ -448,6 +448,7 @@ call_taken(struct op *op, long port, json_t *journal, int64_t jrev, int64_t rev)
 	c->calls = k;
 	agent_port_set(
 	    p, k->port, agent_self(c->a), k->id, k->started, k->epoch, rev);
+	agent_call_taken(c->a, p, time_wall_ms());
 	result_init(&r, 0, NULL);
 	str_copy(r.call, k->id, sizeof(r.call));
 	str_copy(r.post, p->home->name, sizeof(r.post));

@@ -141,6 +141,9 @@ int cli_services(int argc, char **argv);
 /* cli_records.c: records */
 int cli_records(int argc, char **argv);
 
+/* cli_timeline.c: timeline */
+int cli_timeline(int argc, char **argv);
+
 /* cli_control.c: stop, start, failback (argv[0] is which) */
 int cli_control(int argc, char **argv);
 

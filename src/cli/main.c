@@ -31,6 +31,9 @@ usage(FILE *f)
 	    "  start NAME|--all    let a stopped server serve again\n"
 	    "  failback NAME       move a covered post back to its home now\n"
 	    "  records             call records: table, --json or --csv\n"
+	    "  timeline            failovers, failbacks, fences and "
+	    "restarts,\n"
+	    "                      with their durations\n"
 	    "  check [--last]      the daily maintenance check of every "
 	    "server\n"
 	    "  service list | restart|stop|start|reset NAME [--server S]\n"
@@ -95,6 +98,8 @@ main(int argc, char **argv)
 		rc = cli_services(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "records") == 0)
 		rc = cli_records(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "timeline") == 0)
+		rc = cli_timeline(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "check") == 0)
 		rc = cli_check(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "user") == 0)

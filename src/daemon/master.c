@@ -65,6 +65,9 @@ struct master {
 	bool stopping;
 	bool finishing;
 	unsigned revocations; /* lease revocations still out */
+	struct history *history; /* the worker's restarts, for the timeline */
+	int64_t died_ms; /* wall ms of the last death, 0: none to tell */
+	char died_why[96];
 	struct services *services;
 	int status;
 	char exe[4096];
@@ -267,6 +270,16 @@ exit_cb(uv_process_t *p, int64_t status, int sig)
 			master_finish(m);
 		return;
 	}
+	m->died_ms = time_wall_ms();
+	if (c->hung)
+		snprintf(m->died_why, sizeof(m->died_why),
+		    "hung: silent for %u ms, killed", m->hang_limit);
+	else if (sig)
+		snprintf(m->died_why, sizeof(m->died_why),
+		    "killed by signal %d (%s)", sig, strsignal(sig));
+	else
+		snprintf(m->died_why, sizeof(m->died_why),
+		    "exited with status %" PRId64, status);
 	log_info("restarting the worker in %" PRId64 " ms%s", delay,
 	    m->revocations ? ", once its post services stopped and its lease "
 			     "is revoked"
@@ -446,6 +459,17 @@ master_spawn(struct master *m)
 	m->restarts++;
 	uv_read_start((uv_stream_t *)&c->ipc, loop_read_buffer, ipc_read);
 	log_info("worker pid %d started", c->proc.pid);
+	if (m->died_ms) {
+		int64_t now = time_wall_ms();
+		json_t *ev = json_pack("{s:s,s:I,s:s,s:I,s:I}", "kind",
+		    "restart", "at", (json_int_t)m->died_ms, "cause",
+		    m->died_why, "restarted_ms", (json_int_t)now, "down_ms",
+		    (json_int_t)(now - m->died_ms));
+
+		m->died_ms = 0;
+		if (ev)
+			history_add(m->history, ev);
+	}
 	/* what runs here, for its /v1/services and /health */
 	services_push_all(m->services);
 }
@@ -463,6 +487,8 @@ services_done(void *arg)
 	struct master *m = arg;
 
 	m->services = NULL;
+	history_free(m->history);
+	m->history = NULL;
 	etcd_free(m->etcd);
 }
 
@@ -557,6 +583,12 @@ master_main(const struct daemon_args *a)
 	m.etcd = tls_etcd_new(m.loop, a->cfg, &eo);
 	if (m.etcd == NULL) {
 		log_error("cannot create the etcd client");
+		return 1;
+	}
+	m.history =
+	    history_new(m.loop, m.etcd, a->cfg->cluster.name, a->self->name);
+	if (m.history == NULL) {
+		log_error("out of memory");
 		return 1;
 	}
 	uv_timer_init(m.loop, &m.ping);

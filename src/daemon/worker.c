@@ -233,6 +233,7 @@ on_acquired(struct lease *l, int64_t id, void *arg)
 	char line[64];
 
 	(void)l;
+	history_unfenced(agent_history(w->agent), time_wall_ms());
 	snprintf(line, sizeof(line), "lease %" PRIx64 "\n", (uint64_t)id);
 	/* the master must know it before anything else is written on it */
 	ipc_send(w, line);
@@ -249,6 +250,8 @@ on_lost(struct lease *l, const char *why, void *arg)
 
 	(void)l;
 	log_error("not serving: %s", why);
+	if (!w->stopping)
+		history_fenced(agent_history(w->agent), time_wall_ms(), why);
 	members_register(w->members, 0);
 	calls_lease_lost(w->calls);
 	agent_lease_changed(w->agent);
