@@ -26,6 +26,7 @@
 struct sip *sip_one;
 
 static void sip_run(struct sip *s);
+static void sip_run_soon(struct sip *s);
 
 /* ---- transport ---- */
 
@@ -119,6 +120,8 @@ sip_respond(osip_transaction_t *tr, osip_message_t *r)
 
 	evt->transactionid = tr->transactionid;
 	osip_transaction_add_event(tr, evt);
+	if (sip_one)
+		sip_run_soon(sip_one);
 }
 
 /* Answer req on tr with a bare status. */
@@ -282,7 +285,7 @@ placed(const struct calls_result *r, void *arg)
 		/* answered 487 meanwhile: give the port back */
 		sip_call_end_model(c, "canceled");
 		sip_call_free(c);
-		sip_run(s);
+		sip_run_soon(s);
 		return;
 	}
 	switch (r->err) {
@@ -322,7 +325,7 @@ placed(const struct calls_result *r, void *arg)
 	}
 	if (c->state == SC_DONE)
 		sip_call_free(c);
-	sip_run(s);
+	sip_run_soon(s);
 }
 
 static void
@@ -583,6 +586,7 @@ sip_send_request(struct sip *s, const char *buf, int n, void *instance)
 	evt = osip_new_outgoing_sipmessage(m);
 	evt->transactionid = tr->transactionid;
 	osip_transaction_add_event(tr, evt);
+	sip_run_soon(s);
 	return tr;
 }
 
@@ -665,6 +669,28 @@ sip_run(struct sip *s)
 }
 
 static void
+run_soon_cb(uv_idle_t *h)
+{
+	uv_idle_stop(h);
+	sip_run(h->data);
+}
+
+/*
+ * sip_run() once in the next loop turn, for every message and answer
+ * that came meanwhile: each run walks osip's transaction lists, as long
+ * as the calls of the last 32 s (timer J keeps a BYE's transaction), so
+ * a run per datagram would cost each message the whole list nine times.
+ * An idle handle, not a 0 ms timer: libuv before 1.48 runs a 0 ms timer
+ * started from a timer callback again in the same turn.
+ */
+static void
+sip_run_soon(struct sip *s)
+{
+	if (!s->closing)
+		uv_idle_start(&s->run_soon, run_soon_cb);
+}
+
+static void
 tick_cb(uv_timer_t *t)
 {
 	struct sip *s = t->data;
@@ -723,7 +749,7 @@ sip_input(
 		osip_message_fix_last_via_header(evt->sip, host, port);
 	}
 	if (osip_find_transaction_and_add_event(s->osip, evt) == 0) {
-		sip_run(s);
+		sip_run_soon(s);
 		return;
 	}
 	if (MSG_IS_ACK(evt->sip)) {
@@ -743,7 +769,7 @@ sip_input(
 	}
 	evt->transactionid = tr->transactionid;
 	osip_transaction_add_event(tr, evt);
-	sip_run(s);
+	sip_run_soon(s);
 }
 
 static void
@@ -821,8 +847,9 @@ sip_new(uv_loop_t *loop, struct agent *agent, struct calls *calls,
 	    s->osip, OSIP_NIST_KILL_TRANSACTION, cb_kill);
 	uv_udp_init(loop, &s->sock);
 	uv_timer_init(loop, &s->tick);
-	s->sock.data = s->tick.data = s;
-	s->open_handles = 2;
+	uv_idle_init(loop, &s->run_soon);
+	s->sock.data = s->tick.data = s->run_soon.data = s;
+	s->open_handles = 3;
 	if ((rc = uv_ip4_addr(self->address, (int)self->sip_port, &a)) != 0 ||
 	    (rc = uv_udp_bind(&s->sock, (const struct sockaddr *)&a, 0)) != 0 ||
 	    (rc = uv_udp_recv_start(&s->sock, loop_read_buffer, sock_recv)) !=
@@ -889,6 +916,7 @@ sip_free(struct sip *s)
 	sip_one = NULL;
 	uv_close((uv_handle_t *)&s->sock, handle_closed);
 	uv_close((uv_handle_t *)&s->tick, handle_closed);
+	uv_close((uv_handle_t *)&s->run_soon, handle_closed);
 }
 
 json_t *

@@ -84,6 +84,7 @@ struct sip {
 	const struct config_server *self;
 	uv_udp_t sock;
 	uv_timer_t tick;
+	uv_idle_t run_soon; /* sip_run() once in the next loop turn */
 	osip_t *osip;
 	struct sip_call *calls_list;
 	struct sip_reap dead; /* killed in this run, freed after it */
