@@ -892,14 +892,18 @@ class Proxy(threading.Thread):
             except OSError:
                 c.close()
                 continue
-            with self.lock:
+            with self.lock:                 # a cut while connecting drops it too
+                if self.cut_now:
+                    c.close()
+                    t.close()
+                    continue
                 self.conns += [c, t]
             for a, b in ((c, t), (t, c)):
                 threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
 
     def cut(self):
-        self.cut_now = True
         with self.lock:
+            self.cut_now = True
             for s in self.conns:
                 try:
                     s.shutdown(socket.SHUT_RDWR)

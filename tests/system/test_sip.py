@@ -23,6 +23,9 @@ def cluster(tmp_path, etcd1):
         failback="manual")
     c.start()
     assert c.wait_owner("PA1", "PA1") and c.wait_owner("PA3", "PA3")
+    for via in ("PA1", "PA3"):               # each server knows both owners
+        for post in ("PA1", "PA3"):
+            assert c.wait_state(post, "HOME", via=via)
     yield c
     c.stop_all()
 
