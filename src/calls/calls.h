@@ -333,6 +333,50 @@ void sip_reap_add(struct sip_reap *r, struct osip_transaction *tr);
  */
 size_t sip_reap_free(struct sip_reap *r);
 
+/* sip_answer.c: the answers kept */
+
+struct osip_message;
+struct sip_resend_entry;
+
+#define SIP_RESEND_MAX 65536 /* answers kept; then the oldest goes */
+#define SIP_RESEND_BUCKETS 16384 /* a power of two */
+#define SIP_RESEND_KEEP_MS 32000 /* 64*T1: a request's retransmissions */
+#define SIP_RESEND_KEY_MAX 320
+
+/*
+ * The final answers of non-INVITE server transactions, by request key,
+ * for SIP_RESEND_KEEP_MS. Zeroed to start; sip_resend_free at the end.
+ */
+struct sip_resend {
+	struct sip_resend_entry **table; /* SIP_RESEND_BUCKETS, on first put */
+	struct sip_resend_entry *oldest, *newest;
+	size_t n;
+	uint64_t resent; /* retransmissions answered from here */
+	uint64_t pushed_out; /* answers dropped early by the cap */
+};
+
+/*
+ * The key of req (method, top Via's branch and sent-by) in key; -1 when
+ * it has none (no Via, no branch with the RFC 3261 cookie, too long).
+ */
+int sip_resend_key(struct osip_message *req, char *key, size_t len);
+
+/*
+ * Keep the answer buf of len bytes, sent to to, under key. A key kept
+ * already keeps its first answer. -1: out of memory (nothing kept).
+ */
+int sip_resend_put(struct sip_resend *r, const char *key, const char *buf,
+    size_t len, const struct sockaddr *to, size_t tolen, uint64_t now_ms);
+
+/* The answer kept under key (its length and address), or NULL. */
+const char *sip_resend_get(struct sip_resend *r, const char *key,
+    uint64_t now_ms, size_t *len, const struct sockaddr **to);
+
+/* Drop the answers kept past their time; returns how many. */
+size_t sip_resend_expire(struct sip_resend *r, uint64_t now_ms);
+
+void sip_resend_free(struct sip_resend *r);
+
 /* sip.c */
 
 struct sip;

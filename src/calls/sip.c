@@ -12,6 +12,8 @@
  * A post owned elsewhere: 302 to its owner; owned by nobody: 480; still
  * this server's but fenced or being handed over: 503, Retry-After: 0. BYE
  * ends the call and frees the port; CANCEL before the answer gets 487.
+ * A retransmitted BYE, CANCEL or OPTIONS gets its first answer again
+ * from the answers kept for 32 s (sip_resend.c).
  *
  * osip2 calls back from inside its execute functions; transactions it
  * kills there are freed after execute returns (sip_reap.c).
@@ -26,7 +28,6 @@
 struct sip *sip_one;
 
 static void sip_run(struct sip *s);
-static void sip_run_soon(struct sip *s);
 
 /* ---- transport ---- */
 
@@ -60,6 +61,9 @@ cb_send(osip_transaction_t *tr, osip_message_t *msg, char *host, int port,
 		return -1;
 	b = uv_buf_init(buf, (unsigned)len);
 	rc = uv_udp_try_send(&s->sock, &b, 1, to);
+	if (tr && tr->ctx_type == NIST && MSG_IS_RESPONSE(msg) &&
+	    msg->status_code >= 200)
+		sip_keep_answer(s, tr, buf, len, to);
 	osip_free(buf);
 	return rc < 0 ? -1 : 0;
 }
@@ -81,69 +85,6 @@ cb_kill(int type, osip_transaction_t *tr)
 		}
 	/* freed after execute returns, not inside it */
 	sip_reap_add(&s->dead, tr);
-}
-
-/* ---- answers ---- */
-
-int
-sip_response_new(
-    osip_message_t *req, int code, const char *totag, osip_message_t **out)
-{
-	osip_generic_param_t *tp = NULL;
-	osip_message_t *r;
-
-	if (osip_message_init(&r) != 0)
-		return -1;
-	osip_message_set_version(r, osip_strdup("SIP/2.0"));
-	osip_message_set_status_code(r, code);
-	osip_message_set_reason_phrase(
-	    r, osip_strdup(osip_message_get_reason(code)));
-	if (osip_list_clone(&req->vias, &r->vias,
-		(int (*)(void *, void **))osip_via_clone) != 0 ||
-	    osip_from_clone(req->from, &r->from) != 0 ||
-	    osip_to_clone(req->to, &r->to) != 0 ||
-	    osip_call_id_clone(req->call_id, &r->call_id) != 0 ||
-	    osip_cseq_clone(req->cseq, &r->cseq) != 0) {
-		osip_message_free(r);
-		return -1;
-	}
-	if (code > 100 && totag && totag[0] && osip_to_get_tag(r->to, &tp) != 0)
-		osip_to_set_tag(r->to, osip_strdup(totag));
-	*out = r;
-	return 0;
-}
-
-void
-sip_respond(osip_transaction_t *tr, osip_message_t *r)
-{
-	osip_event_t *evt = osip_new_outgoing_sipmessage(r);
-
-	evt->transactionid = tr->transactionid;
-	osip_transaction_add_event(tr, evt);
-	if (sip_one)
-		sip_run_soon(sip_one);
-}
-
-/* Answer req on tr with a bare status. */
-void
-sip_answer(osip_transaction_t *tr, osip_message_t *req, int code,
-    const char *totag, const char *contact)
-{
-	osip_message_t *r;
-
-	if (tr == NULL || sip_response_new(req, code, totag, &r) != 0)
-		return;
-	if (contact)
-		osip_message_set_contact(r, contact);
-	sip_respond(tr, r);
-}
-
-void
-sip_random_tag(char *buf, size_t len)
-{
-	static unsigned seq;
-
-	snprintf(buf, len, "us%" PRIx64 "%x", (uint64_t)time_wall_ms(), ++seq);
 }
 
 static void sip_release(struct sip *s);
@@ -677,13 +618,15 @@ run_soon_cb(uv_idle_t *h)
 
 /*
  * sip_run() once in the next loop turn, for every message and answer
- * that came meanwhile: each run walks osip's transaction lists, as long
- * as the calls of the last 32 s (timer J keeps a BYE's transaction), so
- * a run per datagram would cost each message the whole list nine times.
+ * that came meanwhile: each run walks osip's transaction lists several
+ * times, so a run per datagram would cost each message the whole list
+ * over again. (The lists hold only transactions still at work: answered
+ * non-INVITE ones are forgotten at once, their answers kept in
+ * sip_resend.c.)
  * An idle handle, not a 0 ms timer: libuv before 1.48 runs a 0 ms timer
  * started from a timer callback again in the same turn.
  */
-static void
+void
 sip_run_soon(struct sip *s)
 {
 	if (!s->closing)
@@ -705,6 +648,7 @@ tick_cb(uv_timer_t *t)
 	if (++s->ticks % (1000 / SIP_TICK_MS) == 0)
 		sip_media_check(s);
 	osip_retransmissions_execute(s->osip);
+	sip_resend_expire(&s->resend, time_mono_ms());
 	sip_run(s);
 }
 
@@ -715,6 +659,8 @@ sip_input(
 	char host[INET6_ADDRSTRLEN] = "";
 	osip_transaction_t *tr = NULL;
 	osip_event_t *evt;
+	char key[SIP_RESEND_KEY_MAX];
+	bool keyed = false;
 	int port = 0;
 
 	if (from->sa_family == AF_INET) {
@@ -747,6 +693,14 @@ sip_input(
 			return;
 		}
 		osip_message_fix_last_via_header(evt->sip, host, port);
+		if (!MSG_IS_INVITE(evt->sip) && !MSG_IS_ACK(evt->sip) &&
+		    sip_resend_key(evt->sip, key, sizeof(key)) == 0) {
+			keyed = true;
+			if (sip_answered_before(s, key)) {
+				osip_event_free(evt);
+				return;
+			}
+		}
 	}
 	if (osip_find_transaction_and_add_event(s->osip, evt) == 0) {
 		sip_run_soon(s);
@@ -767,6 +721,9 @@ sip_input(
 		osip_event_free(evt);
 		return;
 	}
+	/* its answer is kept for its retransmissions: osip forgets it */
+	if (keyed && tr->nist_context)
+		tr->nist_context->timer_j_length = 0;
 	evt->transactionid = tr->transactionid;
 	osip_transaction_add_event(tr, evt);
 	sip_run_soon(s);
@@ -895,6 +852,7 @@ sip_free(struct sip *s)
 	while (s->calls_list)
 		sip_call_free(s->calls_list);
 	sip_reap_free(&s->dead);
+	sip_resend_free(&s->resend);
 	/* osip_release leaves live transactions to their owner */
 	while (osip_list_size(&s->osip->osip_ist_transactions) > 0)
 		osip_transaction_free(

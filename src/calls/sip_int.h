@@ -88,6 +88,7 @@ struct sip {
 	osip_t *osip;
 	struct sip_call *calls_list;
 	struct sip_reap dead; /* killed in this run, freed after it */
+	struct sip_resend resend; /* final answers of non-INVITE requests */
 	struct sip_reg *regs;
 	size_t n_regs;
 	size_t cap_regs; /* osip holds pointers into regs: never moved */
@@ -106,6 +107,17 @@ extern struct sip *sip_one;
 
 /* sip.c */
 
+/* sip_run() once in the next loop turn. */
+void sip_run_soon(struct sip *s);
+
+/* Forget c: its dialog, its RTP socket (freed once closed). */
+void sip_call_free(struct sip_call *c);
+
+/* The call model's side of the end: port, journal entry and record. */
+void sip_call_end_model(struct sip_call *c, const char *ended_by);
+
+/* sip_answer.c */
+
 /* A response to req with code, its To tagged totag (code > 100). */
 int sip_response_new(
     osip_message_t *req, int code, const char *totag, osip_message_t **out);
@@ -120,11 +132,18 @@ void sip_answer(osip_transaction_t *tr, osip_message_t *req, int code,
 /* A fresh tag (or branch) in buf. */
 void sip_random_tag(char *buf, size_t len);
 
-/* Forget c: its dialog, its RTP socket (freed once closed). */
-void sip_call_free(struct sip_call *c);
+/*
+ * Keep the final answer buf (len bytes, sent to to) of non-INVITE server
+ * transaction tr for its request's retransmissions.
+ */
+void sip_keep_answer(struct sip *s, osip_transaction_t *tr, const char *buf,
+    size_t len, const struct sockaddr *to);
 
-/* The call model's side of the end: port, journal entry and record. */
-void sip_call_end_model(struct sip_call *c, const char *ended_by);
+/*
+ * true when the request with key was answered before: its answer has
+ * been sent again, and the request is done with.
+ */
+bool sip_answered_before(struct sip *s, const char *key);
 
 /*
  * Send a request of ours (REGISTER, BYE), given as text, in a client

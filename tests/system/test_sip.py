@@ -260,3 +260,69 @@ def test_a_new_interceptor_pattern_runs_live(cluster, tmp_path):
     assert wait_for(lambda: c.status("PA1")["config"]["version"] == 2, 5)
     code, sent, got = echo_call(c, "3007", "PA1", tmp_path, size=1600)
     assert code == 200 and got == sent
+
+
+def raw_sip(sock, dest, text):
+    sock.sendto(text.replace("\n", "\r\n").encode(), dest)
+
+
+def raw_reply(sock, want):
+    """The next response whose status line starts with want (up to 5 s)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            break
+        if data.decode(errors="replace").startswith(want):
+            return data
+    return None
+
+
+def test_retransmitted_bye_gets_the_same_answer(cluster):
+    # osip forgets a BYE's transaction once it is answered; the answer
+    # itself is kept 32 s, so the caller's retransmissions (their 200
+    # lost) get it again, byte for byte, and never a 481
+    c, rp = cluster, cluster.rp["PA1"]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    me = s.getsockname()[1]
+    dest = ("127.0.0.1", c.spec["PA1"]["sip"])
+    head = ("Via: SIP/2.0/UDP 127.0.0.1:%d;branch=%%s\nMax-Forwards: 70\n"
+            "From: <sip:caller@127.0.0.1>;tag=c1\nTo: <sip:%s@127.0.0.1>%%s\n"
+            "Call-ID: rebye@127.0.0.1\nContact: <sip:caller@127.0.0.1:%d>\n"
+            % (me, rp, me))
+    sdp = ("v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"
+           "m=audio %d RTP/AVP 0\na=rtpmap:0 PCMU/8000\n" % free_port())
+    try:
+        raw_sip(s, dest, "INVITE sip:%s@127.0.0.1 SIP/2.0\n" % rp +
+                head % ("z9hG4bK-inv1", "") + "CSeq: 1 INVITE\n"
+                "Content-Type: application/sdp\nContent-Length: %d\n\n%s"
+                % (len(sdp.replace("\n", "\r\n")), sdp))
+        ok = raw_reply(s, "SIP/2.0 200")
+        assert ok, "no 200 to the INVITE"
+        totag = ok.decode().split("To:", 1)[1].split("\r\n", 1)[0].split("tag=")[1]
+        raw_sip(s, dest, "ACK sip:%s@127.0.0.1 SIP/2.0\n" % rp +
+                head % ("z9hG4bK-ack1", ";tag=" + totag) +
+                "CSeq: 1 ACK\nContent-Length: 0\n\n")
+        bye = ("BYE sip:%s@127.0.0.1 SIP/2.0\n" % rp +
+               head % ("z9hG4bK-bye1", ";tag=" + totag) +
+               "CSeq: 2 BYE\nContent-Length: 0\n\n")
+        raw_sip(s, dest, bye)
+        first = raw_reply(s, "SIP/2.0 ")
+        assert first and first.startswith(b"SIP/2.0 200"), first
+        assert wait_for(lambda: c.post("PA1")["ports_in_use"] == 0, 5)
+        # the caller's timer E schedule: again after 0.5 s, then after 4 s
+        for pause in (0.5, 4):
+            time.sleep(pause)                # the protocol's timing, not a wait
+            raw_sip(s, dest, bye)
+            again = raw_reply(s, "SIP/2.0 ")
+            assert again == first            # the same answer, not a 481
+        # a new BYE (another branch) for the ended call is a new request
+        raw_sip(s, dest, bye.replace("z9hG4bK-bye1", "z9hG4bK-bye2"))
+        other = raw_reply(s, "SIP/2.0 ")
+        assert other and other.startswith(b"SIP/2.0 481"), other
+        assert c.srv["PA1"].logtext().count("ended by the caller") == 1
+    finally:
+        s.close()
