@@ -705,6 +705,14 @@ agent_on_license(struct agent *a,
 	a->license_arg = arg;
 }
 
+void
+agent_on_history(
+    struct agent *a, void (*cb)(const struct etcd_kv *kv, void *arg), void *arg)
+{
+	a->on_history = cb;
+	a->on_history_arg = arg;
+}
+
 bool
 agent_journal_orphaned(const struct agent *a, const struct agent_journal *j,
     bool *software, int64_t *at)

@@ -378,6 +378,15 @@ void agent_on_license(struct agent *a,
     void (*cb)(const struct etcd_event *ev, bool reset, void *arg), void *arg);
 
 /*
+ * cb(kv, arg) for every event of the cluster's history (failover,
+ * failback, fence, restart) written or rewritten (a failover's first
+ * call) while this server watches; not for the ones a reset of the
+ * watch reads again. NULL: no more.
+ */
+void agent_on_history(struct agent *a,
+    void (*cb)(const struct etcd_kv *kv, void *arg), void *arg);
+
+/*
  * True when the call's server is gone: its lease is no longer the lease
  * of a live member. *software is set when the server went down in
  * software (its master saw the worker die, or it stopped), with *at the
@@ -519,6 +528,8 @@ struct agent {
 	void *reconciled_arg;
 	void (*license)(const struct etcd_event *ev, bool reset, void *arg);
 	void *license_arg;
+	void (*on_history)(const struct etcd_kv *kv, void *arg);
+	void *on_history_arg;
 	char admin[CONFIG_NAME_MAX + 1]; /* the admin primary, "" for none */
 	int64_t admin_lease; /* the lease its key is on */
 	struct etcd_req *admin_req; /* this server's bid */

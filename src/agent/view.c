@@ -242,6 +242,12 @@ apply(
 			a->license(ev, a->resetting, a->license_arg);
 		return;
 	}
+	if (strcmp(kind, "history") == 0) {
+		if (a->on_history && ev->type == ETCD_EVENT_PUT &&
+		    !a->resetting)
+			a->on_history(&ev->kv, a->on_history_arg);
+		return;
+	}
 	slash = strchr(rel, '/');
 	str_copy(name, rel,
 	    slash && (size_t)(slash - rel) < sizeof(name)

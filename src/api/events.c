@@ -11,10 +11,16 @@
  * out every EVENTS_PING_MS so that proxies and the page see a live
  * stream. Streams are capped per server; a stream whose reader does not
  * keep up is dropped once EVENTS_QUEUE_MAX bytes wait for it.
+ *
+ * Each event of the cluster's history that the agent's watch brings (a
+ * failover, failback, fence or restart written, a failover's first call
+ * added) goes out at once as a "timeline" event, in the view of
+ * GET /v1/timeline; these are not replayed on a reconnect either.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent.h"
 #include "api.h"
 
 #define SLOW_READER "its queue reached its cap: the reader does not keep up"
@@ -102,6 +108,30 @@ stream_event(struct stream *s, uint64_t id, const char *type, const char *data)
 	http_stream_wake(s->req);
 }
 
+/* A history event from the watch: a "timeline" event to every stream. */
+static void
+history_event(const struct etcd_kv *kv, void *arg)
+{
+	struct events *ev = arg;
+	json_t *v, *view;
+	char *text;
+
+	if (ev->streams == NULL)
+		return;
+	v = json_loadb(kv->value, kv->value_len, 0, NULL);
+	view = v ? history_event_view(v) : NULL;
+	text = view ? json_dumps(view, JSON_COMPACT) : NULL;
+	json_decref(v);
+	json_decref(view);
+	if (text == NULL)
+		return; /* not an event of ours, or out of memory */
+	ev->seq++;
+	for (struct stream *s = ev->streams; s; s = s->next)
+		if (!s->end)
+			stream_event(s, ev->seq, "timeline", text);
+	free(text);
+}
+
 static void
 tick(uv_timer_t *t)
 {
@@ -176,6 +206,7 @@ events_new(uv_loop_t *loop, struct api_ctx *ctx)
 	uv_timer_init(loop, &ev->timer);
 	ev->timer.data = ev;
 	uv_timer_start(&ev->timer, tick, EVENTS_TICK_MS, EVENTS_TICK_MS);
+	agent_on_history(ctx->agent, history_event, ev);
 	return ev;
 }
 
@@ -190,6 +221,7 @@ events_free(struct events *ev)
 {
 	if (ev == NULL)
 		return;
+	agent_on_history(ev->ctx->agent, NULL, NULL);
 	for (struct stream *s = ev->streams; s; s = s->next) {
 		s->ev = NULL;
 		s->end = true;

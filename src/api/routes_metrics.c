@@ -357,6 +357,14 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		buf_printf(&b,
 		    "understudy_desk_commits_failed_total %" PRIu64 "\n",
 		    ds.commits_failed);
+		metric_head(&b, "understudy_desk_statements_prepared_total",
+		    "counter",
+		    "SQL statements of the desks parsed: each is kept "
+		    "prepared after its first use, so this stays flat under "
+		    "a storm of desks");
+		buf_printf(&b,
+		    "understudy_desk_statements_prepared_total %" PRIu64 "\n",
+		    ds.statements_prepared);
 	}
 	metrics_check(&b, ctx);
 	links_metrics(ctx->links, &b);

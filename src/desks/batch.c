@@ -43,7 +43,7 @@ event_write(struct desks *d, const char *token, const char *type,
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW)
 			seq = sqlite3_column_int64(st, 0);
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 		if (rc == SQLITE_DONE)
 			return 0; /* the session is gone: so is its event */
 		rc = -1;
@@ -58,7 +58,7 @@ event_write(struct desks *d, const char *token, const char *type,
 		sqlite3_bind_text(st, 4, type, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
 		rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 	}
 	if (rc == 0 &&
 	    (st = desks_prep(
@@ -66,7 +66,7 @@ event_write(struct desks *d, const char *token, const char *type,
 		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 2, seq - DESKS_EVENTS_KEEP);
 		rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 	}
 	return rc;
 }
@@ -87,7 +87,7 @@ write2(
 	else
 		sqlite3_bind_int64(st, 2, n);
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 

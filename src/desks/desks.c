@@ -68,14 +68,77 @@ desks_db_error(struct desks *d, struct desks_res *r)
 	    sqlite3_errmsg(d->db));
 }
 
+/*
+ * A storm of desks runs the same few statements thousands of times a
+ * second: each is prepared once and kept (reset between uses), not
+ * parsed again for every request. One in use is never handed out twice;
+ * a second user of the same text gets a statement of its own.
+ */
 sqlite3_stmt *
 desks_prep(struct desks *d, const char *sql)
 {
+	struct desks_stmt *place = NULL;
 	sqlite3_stmt *st = NULL;
 
-	if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
+	for (size_t i = 0; i < DESKS_STMTS && !d->freeing; i++) {
+		struct desks_stmt *k = &d->stmts[i];
+
+		if (k->st == NULL) {
+			if (place == NULL)
+				place = k;
+		} else if (!k->busy && strcmp(sqlite3_sql(k->st), sql) == 0) {
+			k->busy = true;
+			return k->st;
+		}
+	}
+	if (sqlite3_prepare_v3(d->db, sql, -1,
+		place ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+		NULL) != SQLITE_OK) {
 		log_error("desks: %s", sqlite3_errmsg(d->db));
+		return NULL;
+	}
+	d->stats.statements_prepared++;
+	if (place) {
+		place->st = st;
+		place->busy = true;
+	}
 	return st;
+}
+
+void
+desks_unprep(struct desks *d, sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i < DESKS_STMTS; i++) {
+		struct desks_stmt *k = &d->stmts[i];
+
+		if (k->st != st)
+			continue;
+		if (d->freeing) {
+			k->st = NULL;
+			break; /* finalized below */
+		}
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(
+		    st); /* they point at the caller's text */
+		k->busy = false;
+		return;
+	}
+	sqlite3_finalize(st);
+}
+
+void
+desks_unprep_all(struct desks *d)
+{
+	for (size_t i = 0; i < DESKS_STMTS; i++) {
+		struct desks_stmt *k = &d->stmts[i];
+
+		if (k->st && !k->busy) {
+			sqlite3_finalize(k->st);
+			k->st = NULL;
+		}
+	}
 }
 
 /* A channel with no allow list is open to every user. */
@@ -130,7 +193,7 @@ desks_session_expire(struct desks *d, const char *token,
 		sqlite3_bind_text(st, 3, token, -1, SQLITE_STATIC);
 		changed = sqlite3_step(st) == SQLITE_DONE &&
 		    sqlite3_changes(d->db) > 0;
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 	}
 	if (!changed)
 		return; /* not written (a locked database): the sweep tries
@@ -163,7 +226,7 @@ desks_session_get(struct desks *d, const char *token, struct desks_session *s,
 	}
 	sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
 	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 		if (rc != SQLITE_DONE) {
 			desks_db_error(d, r);
 			return r->err;
@@ -188,7 +251,7 @@ desks_session_get(struct desks *d, const char *token, struct desks_session *s,
 	s->slot_rev = sqlite3_column_int64(st, 9);
 	str_copy(
 	    ended, (const char *)sqlite3_column_text(st, 10), sizeof(ended));
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	/* idle too long, and the sweep has not come yet (a restart) */
 	if (!s->expired &&
 	    time_wall_ms() - s->seen > d->cfg->cluster.session_timeout * 1000) {
@@ -238,7 +301,7 @@ desks_channels_json(struct desks *d, const char *token, const char *user)
 			sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
 			sqlite3_bind_text(st, 2, ch->name, -1, SQLITE_STATIC);
 			joined = sqlite3_step(st) == SQLITE_ROW;
-			sqlite3_finalize(st);
+			desks_unprep(d, st);
 		}
 		snprintf(subject, sizeof(subject), "us.%s.ch.%s",
 		    d->cfg->cluster.name, ch->name);
@@ -302,7 +365,7 @@ logout_now(struct desks *d, const char *token, struct desks_res *r)
 	if ((st = desks_prep(d, "DELETE FROM sessions WHERE token = ?"))) {
 		sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
 		rc = sqlite3_step(st);
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 	}
 	if (rc != SQLITE_DONE) {
 		desks_db_error(d, r);
@@ -356,7 +419,7 @@ join_now(struct desks *d, const char *token, const char *channel, bool join,
 		if (join)
 			sqlite3_bind_int64(st, 3, time_wall_ms());
 		rc = sqlite3_step(st);
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 	}
 	if (rc != SQLITE_DONE) {
 		desks_db_error(d, r);
@@ -562,7 +625,7 @@ sweep_cb(uv_timer_t *t)
 				"lease",
 				(json_int_t)sqlite3_column_int64(st, 4), "rev",
 				(json_int_t)sqlite3_column_int64(st, 5)));
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 	}
 	json_array_foreach (gone, i, g) {
 		const char *token =
@@ -583,7 +646,7 @@ sweep_cb(uv_timer_t *t)
 		 "expired_ms < ?"))) {
 		sqlite3_bind_int64(st, 1, now - DESKS_EXPIRED_KEEP_MS);
 		sqlite3_step(st);
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 	}
 }
 
@@ -676,13 +739,13 @@ desks_sessions_json(struct desks *d, bool *toobig)
 		    "desks: reading the sessions: %s", sqlite3_errmsg(d->db));
 		goto fail;
 	}
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	lic = licenses_json(d, held);
 	return json_pack("{s:s,s:o,s:I,s:o}", "server", agent_self(d->a),
 	    "licenses", lic, "session_timeout_s",
 	    (json_int_t)d->cfg->cluster.session_timeout, "sessions", arr);
 fail:
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	json_decref(arr);
 	return NULL;
 }
@@ -826,6 +889,8 @@ desks_free(struct desks *d)
 	desks_resumes_close(d, sweep_closed);
 	desks_batch_close(d, sweep_closed);
 	licenses_close(d, sweep_closed);
+	/* the ones still handed out are finalized when given back */
+	desks_unprep_all(d);
 }
 
 void

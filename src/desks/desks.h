@@ -133,6 +133,7 @@ struct desks_stats {
 	uint64_t resumes; /* resumes answered 200 */
 	uint64_t commits; /* transactions of batched session writes */
 	uint64_t commits_failed; /* of those, failed (their requests too) */
+	uint64_t statements_prepared; /* SQL statements parsed (desks_prep) */
 };
 
 void desks_stats_get(const struct desks *d, struct desks_stats *out);
@@ -200,6 +201,9 @@ struct licenses_claim;
 struct licenses_scan;
 struct slot_seen;
 
+/* statements kept prepared: more than the module's distinct ones */
+#define DESKS_STMTS 64
+
 struct desks {
 	uv_loop_t *loop;
 	struct agent *a;
@@ -244,6 +248,11 @@ struct desks {
 	bool lic_again; /* a pass was asked for while one ran */
 	int64_t lic_lease; /* the lease the last pass ran on */
 	uint64_t lic_passes;
+	/* desks.c: statements kept prepared (desks_prep) */
+	struct desks_stmt {
+		struct sqlite3_stmt *st; /* NULL: a free place */
+		bool busy; /* handed out, not given back yet */
+	} stmts[DESKS_STMTS];
 	/* what desks need to reach NATS, in every session; NULL: nothing */
 	json_t *messaging_auth;
 	struct desks_stats stats;
@@ -285,8 +294,17 @@ void desks_res_error(struct desks_res *r, unsigned status, int err,
 /* Log the database's error and fill *r with 500 EIO. */
 void desks_db_error(struct desks *d, struct desks_res *r);
 
-/* A prepared statement, or NULL (logged). */
+/*
+ * A prepared statement of sql, or NULL (logged): one kept prepared from
+ * an earlier use where there is one. Give it back with desks_unprep.
+ */
 struct sqlite3_stmt *desks_prep(struct desks *d, const char *sql);
+
+/* Done with st from desks_prep: reset and kept, or finalized. NULL: no-op. */
+void desks_unprep(struct desks *d, struct sqlite3_stmt *st);
+
+/* Finalize the statements kept prepared and not in use. */
+void desks_unprep_all(struct desks *d);
 
 /*
  * The live session of token, touched. 0, or 401 EUNAUTHORIZED / EEXPIRED

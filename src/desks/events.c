@@ -69,7 +69,7 @@ events_json(struct desks *d, const char *token, int64_t after)
 			(const char *)sqlite3_column_text(st, 2), "data",
 			data ? data : json_object()));
 	}
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	if (rc != SQLITE_DONE) {
 		json_decref(arr);
 		return NULL;
@@ -253,7 +253,7 @@ desks_notice_all(struct desks *d, const char *text)
 	while (sqlite3_step(st) == SQLITE_ROW)
 		json_array_append_new(tokens,
 		    json_string((const char *)sqlite3_column_text(st, 0)));
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	json_array_foreach (tokens, i, t)
 		desks_event_add(d, json_string_value(t), "notice",
 		    json_pack("{s:s}", "message", text));

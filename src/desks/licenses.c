@@ -703,7 +703,7 @@ licenses_keep(struct desks *d, const char *token, int64_t slot, int64_t rev)
 			had_rev = sqlite3_column_int64(st, 2);
 		}
 	}
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	if (!live || (has >= 0 && has != slot))
 		goto give_back; /* ended, or holds another one */
 	if (has == slot && had_rev >= rev)
@@ -718,7 +718,7 @@ licenses_keep(struct desks *d, const char *token, int64_t slot, int64_t rev)
 	sqlite3_bind_int64(st, 3, rev);
 	sqlite3_bind_text(st, 4, token, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	if (rc == SQLITE_DONE)
 		return 0;
 give_back:
@@ -791,7 +791,7 @@ drop_orphans(struct desks *d, const struct slot_seen *seen, int64_t lease)
 		rc = sqlite3_step(st);
 		/* a read that failed tells nothing: the next pass asks again */
 		held = rc != SQLITE_DONE;
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 		if (!held) {
 			log_warn("desks: license slot %ld held by no session "
 				 "(a lost answer): freed",
@@ -922,7 +922,7 @@ check_sessions(
 		rows[n].slot_rev = sqlite3_column_int64(st, 5);
 		n++;
 	}
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	for (size_t i = 0; i < n; i++) {
 		struct desks_session *s = &rows[i];
 
@@ -1124,7 +1124,7 @@ void
 licenses_close(struct desks *d, uv_close_cb closed)
 {
 	agent_on_license(d->a, NULL, NULL);
-	sqlite3_finalize(d->lic_desk_st);
+	desks_unprep(d, d->lic_desk_st);
 	d->lic_desk_st = NULL;
 	view_forget(d);
 	free(d->lic_view);

@@ -65,7 +65,7 @@ end_same_desk(struct desks_pending *p, int64_t slot)
 			(json_int_t)sqlite3_column_int64(st, 0),
 			(json_int_t)sqlite3_column_int64(st, 1),
 			(json_int_t)sqlite3_column_int64(st, 2)));
-	sqlite3_finalize(st);
+	desks_unprep(d, st);
 	json_array_foreach (old, i, o) {
 		int64_t n = json_integer_value(json_array_get(o, 0));
 
@@ -113,7 +113,7 @@ desks_finish(struct desks_pending *p, int64_t slot, int64_t rev, bool over)
 			sqlite3_bind_int64(st, 8, lease);
 			sqlite3_bind_int64(st, 9, rev);
 			rc = sqlite3_step(st);
-			sqlite3_finalize(st);
+			desks_unprep(d, st);
 		}
 		if (rc != SQLITE_DONE || store_exec(d->st, "COMMIT") != 0) {
 			desks_db_error(
@@ -500,7 +500,7 @@ resume_now(struct desks *d, const char *token, desks_cb cb, void *arg)
 			if (c == NULL || !desks_allowed(d->cfg, c, s.user))
 				json_array_append_new(left, json_string(ch));
 		}
-		sqlite3_finalize(st);
+		desks_unprep(d, st);
 	}
 	/* written with the rest of this turn's, before the answer */
 	for (size_t i = 0; i < json_array_size(left); i++)

@@ -185,8 +185,9 @@ def open_stream(c, name, headers=None):
 
 def test_console_events_stream(cluster):
     """GET /v1/events: a full status first, then a status event on each
-    change with growing ids; a reconnect with Last-Event-ID starts with
-    the full status; past 32 streams a server answers 503 EBUSY."""
+    change with growing ids, and the failover as a timeline event; a
+    reconnect with Last-Event-ID starts with the full status; past 32
+    streams a server answers 503 EBUSY."""
     c = cluster
     conn, resp = open_stream(c, "PA2")
     assert resp.status == 200
@@ -198,6 +199,11 @@ def test_console_events_stream(cluster):
     seen = [first[0]]
     assert wait_for(lambda: seen.extend(read_events(resp, 1, 1)) or any(
         next(p for p in e[2]["posts"] if p["name"] == "PA1")["state"] == "COVERED"
+        for e in seen if e[1] == "status"), 5)
+    # the history's new event, pushed as the cover writes it
+    assert wait_for(lambda: seen.extend(read_events(resp, 1, 1)) or any(
+        e[1] == "timeline" and e[2]["kind"] == "failover" and e[2]["post"] == "PA1"
+        and e[2]["to"] == "PA2" and e[2]["summary"].startswith("failover ")
         for e in seen), 5)
     ids = [e[0] for e in seen]
     assert ids == sorted(ids) and len(set(ids)) == len(ids), ids

@@ -241,12 +241,16 @@ def test_a_burst_of_resumes_is_committed_in_batches(one):
     c.srv["PA1"].start()
     assert wait_for(lambda: c.healthy("PA1"), 15)
     commits = desk_metric(c, "understudy_desk_commits_total")
+    parsed = desk_metric(c, "understudy_desk_statements_prepared_total")
     answers = burst(c.spec["PA1"]["api"], [("POST", "/v1/desk/resume", t) for t in toks])
     assert [st for st, _ in answers] == [200] * n, answers
     assert desk_metric(c, "understudy_desk_resumes_total") == n
     used = desk_metric(c, "understudy_desk_commits_total") - commits
     assert 1 <= used <= n / 3, used            # batched: many resumes a commit
     assert desk_metric(c, "understudy_desk_commits_failed_total") == 0
+    # each statement parsed once, not once per resume (a dozen each)
+    parsed = desk_metric(c, "understudy_desk_statements_prepared_total") - parsed
+    assert parsed <= 30, parsed
     # committed before the answers: a SIGKILL now loses nothing
     c.kill("PA1")
     c.srv["PA1"].start()

@@ -159,7 +159,9 @@ def test_timeline_fence_after_etcd_returns(cluster):
 def test_console_timeline_page(cluster, browser, tmp_path):
     """The console's Timeline page shows the failover of a crashed
     worker's post with its cover and durations, and the restart, without
-    a reload; the first call the cover takes appears in the row."""
+    a reload; the first call the cover takes appears in the row. The
+    page polls only every 30 s: within 10 s, the stream's timeline
+    events brought them."""
     from selenium.webdriver.common.by import By
     c, d = cluster.start(), browser
     assert c.wait_owner("PA1", "PA1") and c.wait_owner("PA3", "PA3")

@@ -181,6 +181,9 @@
 		if (id !== null) st.lastId = id;
 		if (type === "status" && data.length)
 			render(JSON.parse(data.join("\n")));
+		else if (data.length && eventHooks[type])
+			for (const f of eventHooks[type])
+				f(JSON.parse(data.join("\n")));
 	}
 
 	function stopStream() {
@@ -371,7 +374,7 @@
 
 	/* ---- pages: each a <section id="page-NAME"> with a nav-NAME button ---- */
 
-	const shown = {}, statusHooks = [];
+	const shown = {}, statusHooks = [], eventHooks = {};
 	let current = "status";
 
 	function show(page) {
@@ -396,6 +399,11 @@
 		if (onStatus) statusHooks.push(onStatus);
 		const nav = $("nav-" + name);
 		if (nav) nav.addEventListener("click", () => show(name));
+	}
+
+	/* fn(data) with every event of that type the stream brings */
+	function onEvent(type, fn) {
+		(eventHooks[type] = eventHooks[type] || []).push(fn);
 	}
 
 	/*
@@ -528,5 +536,5 @@
 	 */
 	window.understudyConsole = { render, pause: stopStream, el, api, token,
 		addPage, show, status: () => st.status,
-		current: () => current, each, when, whileShown };
+		current: () => current, each, when, whileShown, onEvent };
 })();

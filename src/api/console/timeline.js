@@ -1,15 +1,16 @@
 /*
  * The Timeline page: failovers, failbacks, fences and restarts from the
- * history the servers keep (GET /v1/timeline), the newest first. It is
- * read again while the page is shown: at every status the stream brings
- * (a failover changes the status) and every few seconds (a first call
- * or a fence event does not). Every value goes in as text.
+ * history the servers keep (GET /v1/timeline), the newest first. While
+ * the page is shown it is read again at every "timeline" event the
+ * stream brings (an event written, or a failover's first call added),
+ * and every half minute in case the stream missed one (a reconnect does
+ * not replay them). Every value goes in as text.
  */
 "use strict";
 
 (function () {
-	const POLL_MS = 3000, MIN_GAP_MS = 1000;
-	let uc = null, timer = null, busy = false, last = 0;
+	const POLL_MS = 30000;
+	let uc = null, timer = null, busy = false, again = false;
 
 	const $ = (id) => document.getElementById(id);
 
@@ -47,7 +48,7 @@
 	async function load() {
 		if (busy || uc.current() !== "timeline") return;
 		busy = true;
-		last = Date.now();
+		again = false;
 		const kind = $("timeline-kind").value;
 		try {
 			render(await uc.api("/v1/timeline?limit=200" +
@@ -58,6 +59,7 @@
 			    "Cannot read the timeline: " + e.message;
 		} finally {
 			busy = false;
+			if (again) load();
 		}
 	}
 
@@ -74,15 +76,18 @@
 			}, POLL_MS);
 	}
 
-	function onStatus() {
-		if (uc.current() === "timeline" && Date.now() - last >= MIN_GAP_MS)
-			load();
+	/* a load under way when an event comes is followed by another */
+	function onTimeline() {
+		if (uc.current() !== "timeline") return;
+		if (busy) again = true;
+		else load();
 	}
 
 	document.addEventListener("DOMContentLoaded", () => {
 		uc = window.understudyConsole;
 		if (!uc || !$("page-timeline")) return;
 		$("timeline-kind").addEventListener("change", load);
-		uc.addPage("timeline", onShow, onStatus);
+		uc.addPage("timeline", onShow);
+		uc.onEvent("timeline", onTimeline);
 	});
 })();
