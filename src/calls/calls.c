@@ -456,14 +456,18 @@ calls_new(uv_loop_t *loop, struct agent *a, struct records *rec)
 
 	if (c &&
 	    ((c->flush_timer = malloc(sizeof(*c->flush_timer))) == NULL ||
+		(c->end_timer = malloc(sizeof(*c->end_timer))) == NULL ||
 		(c->lag_timer = malloc(sizeof(*c->lag_timer))) == NULL)) {
 		free(c->flush_timer);
+		free(c->end_timer);
 		free(c);
 		c = NULL;
 	}
 	if (c) {
 		uv_timer_init(loop, c->flush_timer);
 		c->flush_timer->data = c;
+		uv_timer_init(loop, c->end_timer);
+		c->end_timer->data = c;
 		uv_timer_init(loop, c->lag_timer);
 		c->lag_timer->data = c;
 		c->lag_due = time_mono_ms() + CALLS_LAG_TICK_MS;
@@ -507,6 +511,7 @@ calls_free(struct calls *c)
 		calls_commit_busyrec_free(b);
 	}
 	uv_close((uv_handle_t *)c->flush_timer, timer_closed);
+	uv_close((uv_handle_t *)c->end_timer, timer_closed);
 	uv_close((uv_handle_t *)c->lag_timer, timer_closed);
 	while (c->calls)
 		calls_call_remove(c, c->calls);

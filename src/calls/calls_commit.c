@@ -214,6 +214,10 @@ calls_commit_enqueue(struct op *op, bool head)
 	op->qnext = *pp;
 	*pp = op;
 	op->queued = true;
+	/* the first end queued opens the window; a retry goes at once */
+	if (op->record && (op->c->end_due == 0 || head))
+		op->c->end_due =
+		    time_mono_ms() + (head ? 0 : CALLS_END_GATHER_MS);
 	flush_soon(op->c);
 }
 
@@ -451,6 +455,31 @@ batch_out(const struct calls *c, bool end, const struct agent_post *p)
 
 static void claim_answer(struct batch *b, const struct etcd_res *res);
 static void end_answer(struct batch *b, const struct etcd_res *res);
+static void flush_cb(uv_timer_t *t);
+
+/*
+ * Whether the queued ends go now: their window is over, or a txn's worth
+ * waits. Otherwise the end timer is set for the window's end.
+ */
+static bool
+ends_due(struct calls *c)
+{
+	uint64_t now = time_mono_ms();
+	size_t n = 0;
+
+	if (c->endq == NULL) {
+		c->end_due = 0;
+		return false;
+	}
+	for (const struct op *op = c->endq; op && n < CALLS_BATCH_MAX;
+	     op = op->qnext)
+		n++;
+	if (c->end_due <= now || n >= CALLS_BATCH_MAX)
+		return true;
+	if (!uv_is_active((uv_handle_t *)c->end_timer))
+		uv_timer_start(c->end_timer, flush_cb, c->end_due - now, 0);
+	return false;
+}
 
 /*
  * Send what waits: the oldest claims of each post with no batch out, the
@@ -469,7 +498,8 @@ flush(struct calls *c)
 		for (op = c->claimq; op && q == NULL; op = op->qnext)
 			if (!batch_out(c, false, op->post))
 				q = &c->claimq;
-		if (q == NULL && c->endq && !batch_out(c, true, NULL)) {
+		if (q == NULL && c->endq && !batch_out(c, true, NULL) &&
+		    ends_due(c)) {
 			q = &c->endq;
 			end = true;
 		}
@@ -505,6 +535,9 @@ flush(struct calls *c)
 		}
 		b->next = c->batches;
 		c->batches = b;
+		/* what is left of the ends is due already: it goes next */
+		if (end && c->endq == NULL)
+			c->end_due = 0;
 		if (batch_send(b) != 0) {
 			if (end)
 				end_answer(b, &failed);

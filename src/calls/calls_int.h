@@ -14,6 +14,12 @@
  * --max-txn-ops (128), and the request stays near 100 KB.
  */
 #define CALLS_BATCH_MAX 64
+/*
+ * Ends wait this long for others to share their txn: etcd's cost is
+ * mostly per txn, and an end is not waited for by a caller (the port
+ * and the record come 50 ms later, the BYE's answer does not wait).
+ */
+#define CALLS_END_GATHER_MS 50
 
 struct call {
 	char id[64];
@@ -94,6 +100,8 @@ struct calls {
 	uint64_t txn_calls[2]; /* calls they carried */
 	uint64_t txn_hist[2][CALLS_TXN_BUCKETS]; /* txns by calls carried */
 	uv_timer_t *flush_timer; /* its own: freed once closed */
+	uv_timer_t *end_timer; /* the ends' gather window; freed once closed */
+	uint64_t end_due; /* mono ms the queued ends go; 0: none queued */
 	uv_timer_t *lag_timer; /* due every CALLS_LAG_TICK_MS */
 	uint64_t lag_due; /* monotonic ms it is due next */
 	uint64_t lag; /* ms it fired late last */
