@@ -89,7 +89,7 @@ fetch(uv_loop_t *loop, struct versions *v, const char *text, const char *author,
 
 struct config *
 conf_effective(uv_loop_t *loop, struct versions *v, const struct daemon_args *a,
-    const bool *stop, bool *differs)
+    const bool *stop, bool *differs, bool quiet)
 {
 	char err[512], author[200], host[100] = "?", mine[65];
 	const char *text, *sha, *by, *when;
@@ -125,6 +125,8 @@ conf_effective(uv_loop_t *loop, struct versions *v, const struct daemon_args *a,
 	versions_sha256(local, mine);
 	if (sha == NULL || strcmp(sha, mine) != 0) {
 		*differs = true;
+	}
+	if (*differs && !quiet) {
 		log_warn("config: %s differs from version %" PRId64
 			 " in effect (stored by %s at %s); running version "
 			 "%" PRId64
@@ -152,8 +154,9 @@ conf_effective(uv_loop_t *loop, struct versions *v, const struct daemon_args *a,
 		cfg = NULL;
 	} else {
 		cfg->version = n;
-		log_info("config: running version %" PRId64 "%s", n,
-		    *differs ? "" : " (the same as the local file)");
+		if (!quiet)
+			log_info("config: running version %" PRId64 "%s", n,
+			    *differs ? "" : " (the same as the local file)");
 	}
 out:
 	config_diags_free(&d);

@@ -108,15 +108,17 @@ char *tls_read_path(const char *path, size_t *len, char *err, size_t errlen);
 struct versions;
 
 /*
- * The configuration the worker runs: the version in effect in etcd (on
- * an empty cluster, the local file stored first as version 1), waited
- * for on the loop (pings are answered meanwhile) until it comes or
- * *stop turns true. A local file that differs is logged, and *differs
+ * The configuration the worker runs, and the master's services: the
+ * version in effect in etcd (on an empty cluster, the local file stored
+ * first as version 1), waited for on the loop (pings are answered
+ * meanwhile) until it comes or *stop turns true. A local file that
+ * differs is logged (unless quiet: the worker says it), and *differs
  * set. Returns the parsed config (version set), or NULL when stopped or
  * when the version cannot run here (logged).
  */
 struct config *conf_effective(uv_loop_t *loop, struct versions *v,
-    const struct daemon_args *a, const bool *stop, bool *differs);
+    const struct daemon_args *a, const bool *stop, bool *differs,
+    bool quiet);
 
 struct etcd;
 struct etcd_opts;

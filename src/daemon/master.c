@@ -18,6 +18,7 @@
 
 #include "agent/agent.h"
 #include "coord/coord.h"
+#include "config/versions.h"
 #include "daemon.h"
 
 #define MASTER_PING_MS 50
@@ -25,6 +26,8 @@
 #define MASTER_MAX_CRASHES 5
 #define MASTER_CRASH_WINDOW_MS 60000
 #define MASTER_STOP_GRACE_MS 5000
+/* how long a starting master waits for the version in effect */
+#define MASTER_CONF_WAIT_MS 10000
 
 struct child {
 	struct master *m;
@@ -69,6 +72,7 @@ struct master {
 	int64_t died_ms; /* wall ms of the last death, 0: none to tell */
 	char died_why[96];
 	struct services *services;
+	struct daemon_args svc_args; /* the services' config: in effect */
 	int status;
 	char exe[4096];
 };
@@ -76,6 +80,50 @@ struct master {
 static void master_spawn(struct master *m);
 static void kick_restart(struct master *m);
 static void master_finish(struct master *m);
+
+static void
+conf_wait_over(uv_timer_t *t)
+{
+	*(bool *)t->data = true;
+}
+
+/*
+ * The configuration of this server's services: the cluster's version in
+ * effect, as the worker runs it, so that a version that changed services
+ * ("needs a restart") runs once understudyd restarts. etcd silent for
+ * MASTER_CONF_WAIT_MS: the local file's, said in the log.
+ */
+static struct config *
+services_config(struct master *m)
+{
+	struct versions *v = versions_new(m->etcd, m->a->cfg->cluster.name);
+	struct config *cfg = NULL;
+	bool over = false, differs = false;
+	uv_timer_t t;
+
+	if (v == NULL)
+		return m->a->cfg;
+	uv_timer_init(m->loop, &t);
+	t.data = &over;
+	uv_timer_start(&t, conf_wait_over, MASTER_CONF_WAIT_MS, 0);
+	cfg = conf_effective(m->loop, v, m->a, &over, &differs, true);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(m->loop, UV_RUN_NOWAIT);
+	versions_free(v);
+	if (cfg == NULL) {
+		log_warn("services: the configuration version in effect is "
+			 "not known (etcd did not answer within %d s, or it "
+			 "cannot run here): the services of %s run until "
+			 "understudyd restarts",
+		    MASTER_CONF_WAIT_MS / 1000, m->a->config_path);
+		return m->a->cfg;
+	}
+	if (config_server_find(cfg, m->a->server) == NULL) {
+		config_free(cfg);
+		return m->a->cfg;
+	}
+	return cfg;
+}
 
 unsigned
 master_hang_limit_ms(unsigned lease_ttl)
@@ -591,6 +639,9 @@ master_main(const struct daemon_args *a)
 		log_error("out of memory");
 		return 1;
 	}
+	m.svc_args = *a;
+	m.svc_args.cfg = services_config(&m);
+	m.svc_args.self = config_server_find(m.svc_args.cfg, a->server);
 	uv_timer_init(m.loop, &m.ping);
 	uv_timer_init(m.loop, &m.restart);
 	uv_timer_init(m.loop, &m.stop_grace);
@@ -607,8 +658,8 @@ master_main(const struct daemon_args *a)
 	    m.hang_limit);
 	notify_init(m.hang_limit);
 	uv_timer_start(&m.ping, ping_cb, MASTER_PING_MS, MASTER_PING_MS);
-	if ((m.services = services_new(m.loop, a, m.exe, master_say, &m)) ==
-	    NULL) {
+	if ((m.services = services_new(
+		 m.loop, &m.svc_args, m.exe, master_say, &m)) == NULL) {
 		log_error("out of memory");
 		return 1;
 	}
@@ -616,6 +667,8 @@ master_main(const struct daemon_args *a)
 	services_start(m.services);
 	uv_run(m.loop, UV_RUN_DEFAULT);
 	uv_loop_close(m.loop);
+	if (m.svc_args.cfg != a->cfg)
+		config_free(m.svc_args.cfg);
 	log_info("stopped");
 	return m.status;
 }

@@ -606,7 +606,7 @@ worker_main(const struct daemon_args *a)
 	/* from here on, the cluster's version in effect, not the file */
 	eff = *a;
 	eff.cfg = conf_effective(
-	    w.loop, w.versions, a, &w.stopping, &w.api.config_differs);
+	    w.loop, w.versions, a, &w.stopping, &w.api.config_differs, false);
 	if (eff.cfg == NULL) {
 		versions_free(w.versions);
 		etcd_free(w.etcd);

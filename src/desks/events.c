@@ -18,7 +18,7 @@ struct desks_waiter {
 	desks_cb cb;
 	void *arg;
 	uv_timer_t timer;
-	struct desks_waiter *next;
+	struct desks_waiter *next, **pprev; /* taken out in O(1) */
 };
 
 /* ---- events ---- */
@@ -110,11 +110,9 @@ desks_waiter_answer(struct desks_waiter *w, struct desks_res *r)
 {
 	struct desks *d = w->d;
 
-	for (struct desks_waiter **pp = &d->waiters; *pp; pp = &(*pp)->next)
-		if (*pp == w) {
-			*pp = w->next;
-			break;
-		}
+	*w->pprev = w->next;
+	if (w->next)
+		w->next->pprev = w->pprev;
 	d->waiting--;
 	waiting_count(d, w->token, -1);
 	if (w->cb)
@@ -164,10 +162,7 @@ desks_events_wake(struct desks *d, const char *token)
 bool
 desks_events_waiting(const struct desks *d, const char *token)
 {
-	for (const struct desks_waiter *w = d->waiters; w; w = w->next)
-		if (strcmp(w->token, token) == 0)
-			return true;
-	return false;
+	return json_object_get(d->waiting_tokens, token) != NULL;
 }
 
 void
@@ -211,6 +206,9 @@ desks_events_now(struct desks *d, const char *token, int64_t after, long wait,
 	d->open_handles++;
 	uv_timer_start(&w->timer, waiter_timeout, (uint64_t)wait * 1000, 0);
 	w->next = d->waiters;
+	if (w->next)
+		w->next->pprev = &w->next;
+	w->pprev = &d->waiters;
 	d->waiters = w;
 	d->waiting++;
 	waiting_count(d, token, 1);

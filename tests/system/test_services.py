@@ -282,3 +282,36 @@ def test_post_service_stops_when_etcd_is_cut(tmp_path, etcd1):
         assert_never_two(events(c, "post.log"))
     finally:
         c.stop_all()
+
+
+def test_services_of_the_version_in_effect(tmp_path, etcd1):
+    """A configuration version that changes a server's services needs a
+    restart of understudyd (config apply says so); after it the master
+    runs the services of the version in effect, not those of its local
+    file, which still has the old ones."""
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1"}], sections=section("s", "--log v1.log"))
+    try:
+        c.start()
+        assert wait_state(c, "PA1", "PA1", "s", "ready")
+        with open(c.config) as f:
+            text = f.read()
+        v2 = os.path.join(c.tmp, "v2.conf")
+        with open(v2, "w") as f:
+            f.write(text.replace("--log v1.log", "--log v2.log", 1))
+        out = subprocess.run([CLI, "config", "apply", v2, "--comment", "s logs elsewhere",
+                              "--config", c.config], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert "needs a restart of every server: command changed" in out.stdout, out.stdout
+        assert len(events(c, "v2.log")) == 0       # not before the restart
+        c.srv["PA1"].stop()
+        c.srv["PA1"].start()
+        assert wait_for(lambda: c.healthy("PA1"), 15)
+        assert wait_state(c, "PA1", "PA1", "s", "ready")
+        assert wait_for(lambda: [e["event"] for e in events(c, "v2.log")] == ["start"], 5)
+        # the local file was not touched: it still names v1.log
+        with open(c.config) as f:
+            assert "--log v1.log" in f.read()
+        assert [e["event"] for e in events(c, "v1.log")].count("start") == 1
+    finally:
+        c.stop_all()
