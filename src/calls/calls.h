@@ -89,6 +89,12 @@ int calls_end(struct calls *c, const char *id, bool transferred,
     calls_cb cb, void *arg);
 
 /*
+ * Send the ends that wait for their txn now, not at the end of their
+ * gather window (CALLS_END_GATHER_MS): the server is stopping.
+ */
+void calls_ends_now(struct calls *c);
+
+/*
  * Free the ports this server holds on its lease for calls it does not
  * know (a claim given up whose txn etcd applied late): every reconcile.
  */

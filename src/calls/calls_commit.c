@@ -13,6 +13,7 @@
 #define CALLS_BUSY_QUEUE_MAX 10000 /* BUSY records waiting for etcd */
 
 static void flush_soon(struct calls *c);
+static void flush(struct calls *c);
 
 /* ---- BUSY records: calls refused, written in txns of their own ---- */
 
@@ -214,11 +215,28 @@ calls_commit_enqueue(struct op *op, bool head)
 	op->qnext = *pp;
 	*pp = op;
 	op->queued = true;
-	/* the first end queued opens the window; a retry goes at once */
-	if (op->record && (op->c->end_due == 0 || head))
-		op->c->end_due =
-		    time_mono_ms() + (head ? 0 : CALLS_END_GATHER_MS);
+	/*
+	 * The first end queued opens the window; a retry, and an end that
+	 * a request waits for (DELETE /v1/calls/ID, a transfer), go at once
+	 * and take what waits with them.
+	 */
+	if (op->record) {
+		uint64_t due =
+		    time_mono_ms() + (head || op->cb ? 0 : CALLS_END_GATHER_MS);
+
+		if (op->c->end_due == 0 || due < op->c->end_due)
+			op->c->end_due = due;
+	}
 	flush_soon(op->c);
+}
+
+void
+calls_ends_now(struct calls *c)
+{
+	if (c && c->endq) {
+		c->end_due = time_mono_ms();
+		flush(c);
+	}
 }
 
 /*

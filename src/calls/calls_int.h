@@ -16,8 +16,9 @@
 #define CALLS_BATCH_MAX 64
 /*
  * Ends wait this long for others to share their txn: etcd's cost is
- * mostly per txn, and an end is not waited for by a caller (the port
- * and the record come 50 ms later, the BYE's answer does not wait).
+ * mostly per txn. A SIP BYE's answer does not wait for its end (the
+ * port and the record come up to 50 ms later); an end that a request
+ * waits for goes at once, with the ends queued before it.
  */
 #define CALLS_END_GATHER_MS 50
 

@@ -13,7 +13,7 @@
  * this server's but fenced or being handed over: 503, Retry-After: 0. BYE
  * ends the call and frees the port; CANCEL before the answer gets 487.
  * A retransmitted BYE, CANCEL or OPTIONS gets its first answer again
- * from the answers kept for 32 s (sip_resend.c).
+ * from the answers kept for 32 s (sip_answer.c).
  *
  * osip2 calls back from inside its execute functions; transactions it
  * kills there are freed after execute returns (sip_reap.c).
@@ -622,7 +622,7 @@ run_soon_cb(uv_idle_t *h)
  * times, so a run per datagram would cost each message the whole list
  * over again. (The lists hold only transactions still at work: answered
  * non-INVITE ones are forgotten at once, their answers kept in
- * sip_resend.c.)
+ * sip_answer.c.)
  * An idle handle, not a 0 ms timer: libuv before 1.48 runs a 0 ms timer
  * started from a timer callback again in the same turn.
  */

@@ -138,7 +138,10 @@ conf_effective(uv_loop_t *loop, struct versions *v, const struct daemon_args *a,
 	}
 	/* relative file options resolve next to the local file, as before */
 	cfg = config_parse(a->config_path, text, strlen(text), &d);
-	if (cfg == NULL || d.errors) {
+	if ((cfg == NULL || d.errors) && quiet) {
+		config_free(cfg);
+		cfg = NULL;
+	} else if (cfg == NULL || d.errors) {
 		config_diags_print(&d, stderr);
 		log_error("config: version %" PRId64
 			  " in effect has errors for this release; not "
@@ -147,9 +150,10 @@ conf_effective(uv_loop_t *loop, struct versions *v, const struct daemon_args *a,
 		config_free(cfg);
 		cfg = NULL;
 	} else if (config_server_find(cfg, a->server) == NULL) {
-		log_error("config: version %" PRId64
-			  " in effect has no [server %s]; not starting",
-		    n, a->server);
+		if (!quiet)
+			log_error("config: version %" PRId64
+				  " in effect has no [server %s]; not starting",
+			    n, a->server);
 		config_free(cfg);
 		cfg = NULL;
 	} else {

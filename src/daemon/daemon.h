@@ -117,8 +117,7 @@ struct versions;
  * when the version cannot run here (logged).
  */
 struct config *conf_effective(uv_loop_t *loop, struct versions *v,
-    const struct daemon_args *a, const bool *stop, bool *differs,
-    bool quiet);
+    const struct daemon_args *a, const bool *stop, bool *differs, bool quiet);
 
 struct etcd;
 struct etcd_opts;

@@ -73,6 +73,7 @@ struct master {
 	char died_why[96];
 	struct services *services;
 	struct daemon_args svc_args; /* the services' config: in effect */
+	bool conf_over; /* stop waiting for the version in effect */
 	int status;
 	char exe[4096];
 };
@@ -98,26 +99,28 @@ services_config(struct master *m)
 {
 	struct versions *v = versions_new(m->etcd, m->a->cfg->cluster.name);
 	struct config *cfg = NULL;
-	bool over = false, differs = false;
+	bool differs = false;
 	uv_timer_t t;
 
 	if (v == NULL)
 		return m->a->cfg;
 	uv_timer_init(m->loop, &t);
-	t.data = &over;
+	t.data = &m->conf_over;
 	uv_timer_start(&t, conf_wait_over, MASTER_CONF_WAIT_MS, 0);
-	cfg = conf_effective(m->loop, v, m->a, &over, &differs, true);
+	cfg = conf_effective(m->loop, v, m->a, &m->conf_over, &differs, true);
 	uv_close((uv_handle_t *)&t, NULL);
 	uv_run(m->loop, UV_RUN_NOWAIT);
 	versions_free(v);
-	if (cfg == NULL) {
+	if (cfg == NULL && !m->stopping) {
 		log_warn("services: the configuration version in effect is "
-			 "not known (etcd did not answer within %d s, or it "
-			 "cannot run here): the services of %s run until "
-			 "understudyd restarts",
+			 "not known (etcd did not answer within %d s, or the "
+			 "version cannot run here): the services of %s run "
+			 "until understudyd restarts",
 		    MASTER_CONF_WAIT_MS / 1000, m->a->config_path);
 		return m->a->cfg;
 	}
+	if (cfg == NULL)
+		return m->a->cfg;
 	if (config_server_find(cfg, m->a->server) == NULL) {
 		config_free(cfg);
 		return m->a->cfg;
@@ -605,6 +608,11 @@ signal_cb(uv_signal_t *s, int signum)
 		return;
 	log_info("%s: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	m->stopping = true;
+	if (m->services == NULL) {
+		/* still reading the configuration: end that wait */
+		m->conf_over = true;
+		return;
+	}
 	notify_stopping();
 	uv_timer_stop(&m->restart);
 	/* post services stop before the worker revokes its lease */
@@ -639,9 +647,6 @@ master_main(const struct daemon_args *a)
 		log_error("out of memory");
 		return 1;
 	}
-	m.svc_args = *a;
-	m.svc_args.cfg = services_config(&m);
-	m.svc_args.self = config_server_find(m.svc_args.cfg, a->server);
 	uv_timer_init(m.loop, &m.ping);
 	uv_timer_init(m.loop, &m.restart);
 	uv_timer_init(m.loop, &m.stop_grace);
@@ -656,6 +661,26 @@ master_main(const struct daemon_args *a)
 	signal(SIGPIPE, SIG_IGN);
 	log_info("understudyd %s starting; hang limit %u ms", US_VERSION,
 	    m.hang_limit);
+	m.svc_args = *a;
+	m.svc_args.cfg = services_config(&m);
+	m.svc_args.self = config_server_find(m.svc_args.cfg, a->server);
+	if (m.stopping) {
+		/* stopped while it read the configuration: nothing runs yet */
+		close_quiet((uv_handle_t *)&m.ping);
+		close_quiet((uv_handle_t *)&m.restart);
+		close_quiet((uv_handle_t *)&m.stop_grace);
+		close_quiet((uv_handle_t *)&m.sigterm);
+		close_quiet((uv_handle_t *)&m.sigint);
+		close_quiet((uv_handle_t *)&m.sighup);
+		history_free(m.history);
+		etcd_free(m.etcd);
+		uv_run(m.loop, UV_RUN_DEFAULT);
+		uv_loop_close(m.loop);
+		if (m.svc_args.cfg != a->cfg)
+			config_free(m.svc_args.cfg);
+		log_info("stopped");
+		return 0;
+	}
 	notify_init(m.hang_limit);
 	uv_timer_start(&m.ping, ping_cb, MASTER_PING_MS, MASTER_PING_MS);
 	if ((m.services = services_new(

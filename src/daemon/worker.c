@@ -376,6 +376,8 @@ worker_stop(struct worker *w, const char *why)
 	w->http = NULL;
 	/* the key goes with the lease; do not write it back */
 	members_register(w->members, 0);
+	/* ends that wait for their txn go now, before the lease does */
+	calls_ends_now(w->calls);
 	/* calls still held here end with it: say so before the lease goes */
 	if (lease_id(w->lease) == 0 ||
 	    agent_write_gone(w->etcd, w->a->cfg->cluster.name, w->a->self->name,

@@ -1,5 +1,5 @@
 /*
- * Unit tests of src/calls/sip_resend.c: the kept answers of non-INVITE
+ * Unit tests of src/calls/sip_answer.c: the kept answers of non-INVITE
  * requests, found by RFC 3261's matching key, expired after 64*T1 in
  * order, and capped with the oldest going first.
  */
