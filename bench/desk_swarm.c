@@ -58,7 +58,7 @@ static int epfd = -1;
 static double curl_due = -1; /* when curl wants its timeout; -1: never */
 static const char *server;
 static CURLM *multi;
-static long n_requests, n_failed, n_refused, n_polls, n_out, n_again;
+static long n_requests, n_failed, n_refused, n_polls, n_out, n_again, n_busy;
 
 static double
 mono_ms(void)
@@ -180,6 +180,20 @@ finished(struct desk *k, CURLcode cc, long *done)
 			k->state = DESK_OUT;
 			n_out++;
 			return;
+		}
+		if (cc == CURLE_OK && status == 503) {
+			/* busy: back when the server says, as the library */
+			curl_off_t ra = 0;
+
+			if (curl_easy_getinfo(
+				k->h, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK &&
+			    ra > 0) {
+				n_busy++;
+				k->state = DESK_WAIT;
+				k->next_at = now + (double)ra * 1000 +
+				    (double)(random() % (ra * 250 + 1));
+				return;
+			}
 		}
 		if (cc == CURLE_COULDNT_CONNECT)
 			n_refused++; /* no server there (yet) */
@@ -397,8 +411,8 @@ main(int argc, char **argv)
 			break;
 	}
 	printf("requests %ld refused %ld failed %ld polls %ld out %ld again "
-	       "%ld\n",
-	    n_requests, n_refused, n_failed, n_polls, n_out, n_again);
+	       "%ld busy %ld\n",
+	    n_requests, n_refused, n_failed, n_polls, n_out, n_again, n_busy);
 	printf("done %ld\n", done);
 	for (long k = 0; k < count; k++) {
 		curl_multi_remove_handle(multi, desks[k].h);

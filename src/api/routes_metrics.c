@@ -365,6 +365,12 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		buf_printf(&b,
 		    "understudy_desk_statements_prepared_total %" PRIu64 "\n",
 		    ds.statements_prepared);
+		metric_head(&b, "understudy_desk_resumes_busy_total", "counter",
+		    "Desk resumes refused with 503 EBUSY and Retry-After: "
+		    "desk_resumes_waiting were waiting already");
+		buf_printf(&b,
+		    "understudy_desk_resumes_busy_total %" PRIu64 "\n",
+		    ds.resumes_busy);
 	}
 	metrics_check(&b, ctx);
 	links_metrics(ctx->links, &b);

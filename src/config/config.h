@@ -61,6 +61,7 @@ struct config_cluster {
 	int log_level; /* enum log_level */
 	long session_timeout; /* seconds idle before a session expires */
 	long login_failures; /* per user and per address a minute; 0: off */
+	long desk_resumes_waiting; /* resumes queued; past it 503 EBUSY */
 	struct strlist desk_versions; /* accepted at login */
 	struct strlist messaging; /* NATS URLs */
 	bool messaging_local; /* messaging = local: understudy up runs one */

@@ -144,6 +144,12 @@ const struct config_option config_options[] = {
 	"address (and ten times that per address over any names); past it, "
 	"logins are refused with 429 and Retry-After until the minute is "
 	"over (no password is checked). 0: no limit."},
+    {CONFIG_SEC_CLUSTER, "desk_resumes_waiting", CONFIG_TYPE_INT, 1, 1000000,
+	"2000", NULL, CL(desk_resumes_waiting), NULL, true,
+	"Desk resumes a server holds waiting for their turn (a storm of "
+	"desks coming back); past it, a resume is refused at once with 503 "
+	"EBUSY and Retry-After: 1, which the desk library honours, instead "
+	"of waiting until its request times out."},
     {CONFIG_SEC_CLUSTER, "desk_versions", CONFIG_TYPE_LIST, 0, 0, "", NULL,
 	CL(desk_versions), check_version, true,
 	"Desk versions the servers accept at login, offered at "

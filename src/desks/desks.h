@@ -134,6 +134,7 @@ struct desks_stats {
 	uint64_t commits; /* transactions of batched session writes */
 	uint64_t commits_failed; /* of those, failed (their requests too) */
 	uint64_t statements_prepared; /* SQL statements parsed (desks_prep) */
+	uint64_t resumes_busy; /* refused: desk_resumes_waiting reached */
 };
 
 void desks_stats_get(const struct desks *d, struct desks_stats *out);
@@ -227,6 +228,7 @@ struct desks {
 	/* login.c: resumes waiting for their turn (a few a loop turn) */
 	struct desks_resuming *resuming, **resuming_tail;
 	uv_timer_t resume_timer;
+	size_t resumes_waiting; /* resumes in the turn queue */
 	uint64_t batch_queued, batch_done; /* writes ever queued, committed */
 	uv_timer_t ev_timer;
 	uv_idle_t ev_idle; /* a flush on the next loop turn */

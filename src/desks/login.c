@@ -532,6 +532,7 @@ resumes_run(uv_timer_t *t)
 
 		if ((d->resuming = r->next) == NULL)
 			d->resuming_tail = &d->resuming;
+		d->resumes_waiting -= !r->events;
 		if (r->cb && r->events)
 			desks_events_now(
 			    d, r->token, r->after, r->wait, r->cb, r->arg);
@@ -547,14 +548,30 @@ resumes_run(uv_timer_t *t)
 		uv_timer_start(&d->resume_timer, resumes_run, 1, 0);
 }
 
-/* Queue a request for its turn; NULL (answered 500) when out of memory. */
+/*
+ * Queue a request for its turn; NULL when it is answered already: 500
+ * out of memory, or 503 EBUSY for a resume past desk_resumes_waiting.
+ */
 static struct desks_resuming *
-turn_new(struct desks *d, const char *token, desks_cb cb, void *arg)
+turn_new(
+    struct desks *d, const char *token, bool resume, desks_cb cb, void *arg)
 {
-	struct desks_resuming *r = calloc(1, sizeof(*r));
+	struct desks_resuming *r;
 	struct desks_res res;
 
-	if (r == NULL) {
+	if (resume &&
+	    d->resumes_waiting >=
+		(size_t)d->cfg->cluster.desk_resumes_waiting) {
+		d->stats.resumes_busy++;
+		desks_res_error(&res, 503, US_EBUSY,
+		    "%zu desks wait for their resume here already "
+		    "(desk_resumes_waiting): come back in a second",
+		    d->resumes_waiting);
+		res.retry_after = 1;
+		cb(&res, arg);
+		return NULL;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
 		desks_res_error(&res, 500, US_ENOMEM, "out of memory");
 		cb(&res, arg);
 		return NULL;
@@ -564,6 +581,8 @@ turn_new(struct desks *d, const char *token, desks_cb cb, void *arg)
 		str_copy(r->token, token, sizeof(r->token));
 	r->cb = cb;
 	r->arg = arg;
+	r->events = !resume;
+	d->resumes_waiting += resume;
 	*d->resuming_tail = r;
 	d->resuming_tail = &r->next;
 	if (!uv_is_active((uv_handle_t *)&d->resume_timer))
@@ -574,17 +593,16 @@ turn_new(struct desks *d, const char *token, desks_cb cb, void *arg)
 void
 desks_resume(struct desks *d, const char *token, desks_cb cb, void *arg)
 {
-	turn_new(d, token, cb, arg);
+	turn_new(d, token, true, cb, arg);
 }
 
 void
 desks_events(struct desks *d, const char *token, int64_t after, long wait,
     desks_cb cb, void *arg)
 {
-	struct desks_resuming *r = turn_new(d, token, cb, arg);
+	struct desks_resuming *r = turn_new(d, token, false, cb, arg);
 
 	if (r) {
-		r->events = true;
 		r->after = after;
 		r->wait = wait;
 	}
@@ -608,6 +626,7 @@ desks_resumes_close(struct desks *d, uv_close_cb closed)
 		struct desks_resuming *k = d->resuming;
 
 		d->resuming = k->next;
+		d->resumes_waiting -= !k->events;
 		desks_res_error(
 		    &r, 503, US_ECANCELED, "the server is stopping");
 		if (k->cb)

@@ -227,6 +227,7 @@ http_result(us_desk *d, CURL *c, const char *base, CURLcode cc, const char *err,
 	int rc;
 
 	*out = NULL;
+	d->retry_after_ms = 0;
 	/* the buffer must not outlive this request in curl's hands */
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
 	if (cc != CURLE_OK) {
@@ -238,6 +239,16 @@ http_result(us_desk *d, CURL *c, const char *base, CURLcode cc, const char *err,
 		return US_EUNAVAIL;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (status == 503) {
+		/* a busy server says when to come back: then, not later */
+		curl_off_t ra = 0;
+
+		if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) ==
+			CURLE_OK &&
+		    ra > 0)
+			d->retry_after_ms =
+			    (uint64_t)(ra < 60 ? ra : 60) * 1000;
+	}
 	o = b->data ? json_loads(b->data, 0, NULL) : NULL;
 	free(b->data);
 	if (o == NULL) {
@@ -639,7 +650,10 @@ reconnect(us_desk *d)
 	char *v[2 * LIB_SERVERS_MAX];
 	size_t n = candidates(d, v, 2 * LIB_SERVERS_MAX);
 
-	for (size_t i = 0; i < n && rc == US_EUNAVAIL; i++) {
+	/* a server busy with a storm of desks says when: wait for it */
+	d->retry_after_ms = 0;
+	for (size_t i = 0; i < n && rc == US_EUNAVAIL && !d->retry_after_ms;
+	     i++) {
 		if (v[i] == NULL)
 			continue;
 		if (d->token[0]) {
@@ -679,6 +693,12 @@ reconnect(us_desk *d)
 		    "the server refuses the session for now (%s); trying "
 		    "again",
 		    d->why);
+	if (d->retry_after_ms) {
+		/* when the server said, spread over a quarter of that */
+		d->next_server = time_mono_ms() + d->retry_after_ms +
+		    randombytes_uniform((uint32_t)d->retry_after_ms / 4 + 1);
+		return;
+	}
 	d->server_fails++;
 	d->next_server = time_mono_ms() + lib_backoff_ms(d, d->server_fails);
 }

@@ -62,6 +62,7 @@ struct us_desk {
 	int64_t last_event;
 	unsigned server_fails;
 	uint64_t next_server, next_events;
+	uint64_t retry_after_ms; /* the last answer's 503 Retry-After; 0 */
 
 	/* the data plane */
 	char *nats_urls[LIB_NATS_MAX];

@@ -280,3 +280,48 @@ def test_a_resume_whose_commit_fails_is_refused_alone(one):
         db.close()
     st, body = call(c, "PA1", "POST", "/v1/desk/resume", tok)
     assert st == 200 and body["user"] == "alice", body
+
+
+def test_a_storm_past_the_queue_is_told_when_to_come_back(tmp_path, etcd1):
+    """Past desk_resumes_waiting resumes waiting their turn, a resume is
+    refused at once with 503 EBUSY and Retry-After: 1 (counted), not
+    left to time out; tried again when told, it resumes."""
+    import socket
+    c = make(tmp_path, etcd1, extra=["desk_resumes_waiting = 2"])
+    try:
+        n = 24
+        toks = [login(c, "PA1", "alice", desk="s%d" % i)[1]["token"] for i in range(n)]
+        c.kill("PA1")
+        c.srv["PA1"].start()
+        assert wait_for(lambda: c.healthy("PA1"), 15)
+        socks = [socket.create_connection(("127.0.0.1", c.spec["PA1"]["api"]), timeout=10)
+                 for _ in toks]
+        for s, t in zip(socks, toks):
+            s.sendall(("POST /v1/desk/resume HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       "Authorization: Bearer %s\r\nContent-Length: 0\r\n"
+                       "Connection: close\r\n\r\n" % t).encode())
+        answers = []
+        for s in socks:
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            answers.append((int(head.split()[1]), head.decode(), json.loads(body)))
+        busy = [i for i, (st, _, _) in enumerate(answers) if st == 503]
+        assert busy, [a[0] for a in answers]
+        assert all(answers[i][0] == 200 for i in range(n) if i not in busy)
+        for i in busy:
+            st, head, body = answers[i]
+            assert body["error"] == "EBUSY" and "desk_resumes_waiting" in body["message"]
+            assert "\r\nRetry-After: 1\r\n" in head, head
+        assert desk_metric(c, "understudy_desk_resumes_busy_total") == len(busy)
+        # told to come back in a second, each does, and resumes
+        for i in busy:
+            assert wait_for(lambda: call(c, "PA1", "POST", "/v1/desk/resume",
+                                         toks[i])[0] == 200, 10, step=1.0)
+    finally:
+        c.stop_all()
