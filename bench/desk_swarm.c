@@ -181,7 +181,8 @@ finished(struct desk *k, CURLcode cc, long *done)
 			n_out++;
 			return;
 		}
-		if (cc == CURLE_OK && status == 503) {
+		if (cc == CURLE_OK && status == 503 &&
+		    strstr(k->body, "\"EBUSY\"")) {
 			/* busy: back when the server says, as the library */
 			curl_off_t ra = 0;
 

@@ -376,7 +376,11 @@ worker_stop(struct worker *w, const char *why)
 	w->http = NULL;
 	/* the key goes with the lease; do not write it back */
 	members_register(w->members, 0);
-	/* ends that wait for their txn go now, before the lease does */
+	/*
+	 * ends that wait for their txn go now, not at the end of their
+	 * window (one txn; more follow as it is answered, if the lease
+	 * lasts that long)
+	 */
 	calls_ends_now(w->calls);
 	/* calls still held here end with it: say so before the lease goes */
 	if (lease_id(w->lease) == 0 ||

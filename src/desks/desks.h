@@ -229,6 +229,7 @@ struct desks {
 	struct desks_resuming *resuming, **resuming_tail;
 	uv_timer_t resume_timer;
 	size_t resumes_waiting; /* resumes in the turn queue */
+	uint64_t busy_said; /* mono ms the cap was last logged; 0: never */
 	uint64_t batch_queued, batch_done; /* writes ever queued, committed */
 	uv_timer_t ev_timer;
 	uv_idle_t ev_idle; /* a flush on the next loop turn */

@@ -562,6 +562,16 @@ turn_new(
 	if (resume &&
 	    d->resumes_waiting >=
 		(size_t)d->cfg->cluster.desk_resumes_waiting) {
+		uint64_t now = time_mono_ms();
+
+		/* said once in a while, counted always */
+		if (d->busy_said == 0 || now - d->busy_said >= 10000) {
+			log_warn("desks: %zu resumes wait their turn "
+				 "(desk_resumes_waiting): new ones are told "
+				 "to come back in a second (503 EBUSY)",
+			    d->resumes_waiting);
+			d->busy_said = now;
+		}
 		d->stats.resumes_busy++;
 		desks_res_error(&res, 503, US_EBUSY,
 		    "%zu desks wait for their resume here already "

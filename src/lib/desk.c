@@ -223,6 +223,7 @@ http_result(us_desk *d, CURL *c, const char *base, CURLcode cc, const char *err,
     struct lib_body *b, json_t **out)
 {
 	long status = 0;
+	curl_off_t ra = 0;
 	json_t *o;
 	int rc;
 
@@ -239,16 +240,9 @@ http_result(us_desk *d, CURL *c, const char *base, CURLcode cc, const char *err,
 		return US_EUNAVAIL;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	if (status == 503) {
-		/* a busy server says when to come back: then, not later */
-		curl_off_t ra = 0;
-
-		if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) ==
-			CURLE_OK &&
-		    ra > 0)
-			d->retry_after_ms =
-			    (uint64_t)(ra < 60 ? ra : 60) * 1000;
-	}
+	if (status != 503 ||
+	    curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) != CURLE_OK)
+		ra = 0;
 	o = b->data ? json_loads(b->data, 0, NULL) : NULL;
 	free(b->data);
 	if (o == NULL) {
@@ -261,6 +255,13 @@ http_result(us_desk *d, CURL *c, const char *base, CURLcode cc, const char *err,
 		return 0;
 	}
 	rc = code_of(json_string_value(json_object_get(o, "error")));
+	/*
+	 * a server busy with a storm of desks says when to come back:
+	 * then, not later (and not elsewhere); any other 503 is a reason
+	 * to try another server
+	 */
+	if (rc == US_EBUSY && ra > 0)
+		d->retry_after_ms = (uint64_t)(ra < 60 ? ra : 60) * 1000;
 	snprintf(d->why, sizeof(d->why), "%s",
 	    json_string_value(json_object_get(o, "message"))
 		? json_string_value(json_object_get(o, "message"))
