@@ -293,6 +293,8 @@ def test_services_of_the_version_in_effect(tmp_path, etcd1):
     try:
         c.start()
         assert wait_state(c, "PA1", "PA1", "s", "ready")
+        # the service of version 1 runs (its first line written)
+        assert wait_for(lambda: [e["event"] for e in events(c, "v1.log")] == ["start"], 5)
         with open(c.config) as f:
             text = f.read()
         v2 = os.path.join(c.tmp, "v2.conf")
