@@ -155,6 +155,7 @@ get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	    "FAILED_SOFTWARE", "FAILED_HARDWARE"};
 	struct store_query q = {.limit = RECORDS_LIMIT_DEFAULT};
 	const char *lim = http_req_query(req, "limit");
+	const char *order = http_req_query(req, "order");
 	uint64_t lost[2], copied, waiting;
 	char err[256], next[STORE_CURSOR_MAX];
 	json_t *arr;
@@ -172,6 +173,14 @@ get_records(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    lim, RECORDS_LIMIT_MAX);
 		return;
 	}
+	if (order && strcmp(order, "newest") != 0 &&
+	    strcmp(order, "oldest") != 0) {
+		http_reply_error(req, 400, US_EINVAL,
+		    "query parameter order: '%.30s' is not oldest or newest",
+		    order);
+		return;
+	}
+	q.newest_first = order && strcmp(order, "newest") == 0;
 	q.route_point = http_req_query(req, "route_point");
 	q.post = http_req_query(req, "post");
 	q.status = http_req_query(req, "status");

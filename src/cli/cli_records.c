@@ -18,12 +18,15 @@ usage(FILE *f)
 	    "[--token T] [--ca FILE]\n"
 	    "           [--since T] [--until T] [--route-point RP] [--post "
 	    "NAME]\n"
-	    "           [--status S] [--limit N] [--json | --csv]\n"
+	    "           [--status S] [--limit N] [--order oldest|newest] "
+	    "[--after CURSOR]\n"
+	    "           [--json | --csv]\n"
 	    "\n"
 	    "Prints the records of calls that ended in a time range, the "
 	    "oldest\n"
-	    "first: one per call, with how it ended and its termination "
-	    "status\n"
+	    "first unless --order newest: one per call, with how it ended "
+	    "and its\n"
+	    "termination status\n"
 	    "(NORMAL, BUSY, TRANSFERRED, FAILED_SOFTWARE, FAILED_HARDWARE).\n"
 	    "Every server holds a copy of every record; the first that "
 	    "answers\n"
@@ -46,6 +49,10 @@ usage(FILE *f)
 	    "  --status S         only records with this status\n"
 	    "  --limit N          at most N records (default 1000, at most "
 	    "100000)\n"
+	    "  --order O          oldest (the default) or newest first\n"
+	    "  --after CURSOR     the next page: the \"next\" of a --json "
+	    "answer\n"
+	    "                     (with the same filters and order)\n"
 	    "  --json             the server's answer, as JSON\n"
 	    "  --csv              one line per record, with a header line\n"
 	    "\n"
@@ -145,7 +152,8 @@ cli_records(int argc, char **argv)
 		const char *opt, *param;
 	} filters[] = {{"--since", "since"}, {"--until", "until"},
 	    {"--route-point", "route_point"}, {"--post", "post"},
-	    {"--status", "status"}, {"--limit", "limit"}};
+	    {"--status", "status"}, {"--limit", "limit"}, {"--order", "order"},
+	    {"--after", "after"}};
 	const char *server = NULL, *file = getenv("UNDERSTUDY_CONFIG");
 	const char *token = getenv("UNDERSTUDY_TOKEN"), *ca = NULL;
 	bool as_json = false, as_csv = false, known;

@@ -444,17 +444,23 @@ store_records_query(struct store *s, const struct store_query *q, char *next,
 	int64_t last_end = 0;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db,
-		"SELECT call, route_point, post, server, port, origin, "
-		"caller, start_ms, answer_ms, end_ms, duration_ms, ended_by, "
-		"status, closed_by, config_version FROM records WHERE "
-		"end_ms >= ?1 AND "
-		"(?2 = 0 OR end_ms < ?2) AND (?3 IS NULL OR route_point = ?3) "
-		"AND (?4 IS NULL OR post = ?4) AND (?5 IS NULL OR status = ?5) "
-		"AND (?7 IS NULL OR end_ms > ?8 OR (end_ms = ?8 AND call > "
-		"?7)) "
-		"ORDER BY end_ms, call LIMIT ?6",
-		-1, &st, NULL) != SQLITE_OK) {
+#define RECORDS_SELECT                                                         \
+	"SELECT call, route_point, post, server, port, origin, "               \
+	"caller, start_ms, answer_ms, end_ms, duration_ms, ended_by, "         \
+	"status, closed_by, config_version FROM records WHERE "                \
+	"end_ms >= ?1 AND "                                                    \
+	"(?2 = 0 OR end_ms < ?2) AND (?3 IS NULL OR route_point = ?3) "        \
+	"AND (?4 IS NULL OR post = ?4) AND (?5 IS NULL OR status = ?5) "
+	static const char oldest[] = RECORDS_SELECT
+	    "AND (?7 IS NULL OR end_ms > ?8 OR (end_ms = ?8 AND call > ?7)) "
+	    "ORDER BY end_ms, call LIMIT ?6";
+	static const char newest[] = RECORDS_SELECT
+	    "AND (?7 IS NULL OR end_ms < ?8 OR (end_ms = ?8 AND call < ?7)) "
+	    "ORDER BY end_ms DESC, call DESC LIMIT ?6";
+#undef RECORDS_SELECT
+
+	if (sqlite3_prepare_v2(s->db, q->newest_first ? newest : oldest, -1,
+		&st, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
 		return NULL;
 	}

@@ -79,8 +79,10 @@ struct store_query {
 	const char *route_point; /* NULL: any */
 	const char *post;
 	const char *status;
-	long limit; /* at most this many, the oldest first */
-	/* a page's cursor: only records after (after_end_ms, after_call) */
+	long limit; /* at most this many */
+	bool newest_first; /* the newest end first (else the oldest) */
+	/* a page's cursor: only records past (after_end_ms, after_call) in
+	 * the order asked */
 	int64_t after_end_ms;
 	const char *after_call; /* NULL: from the first */
 };

@@ -75,11 +75,13 @@ def open_page(d, c, via, page):
     d.get(c.url(via) + "/")
     until(d, lambda: text(d, "conn").startswith("Live through"))
     d.find_element(By.ID, "nav-control").click()
+    assert text(d, "forget-token") == "Enter a token"
     d.find_element(By.ID, "forget-token").click()
     until(d, lambda: d.find_element(By.ID, "token-dialog").get_attribute("open")
           is not None)
     d.find_element(By.ID, "token-input").send_keys(TOKEN)
     d.find_element(By.ID, "token-ok").click()
+    assert text(d, "forget-token") == "Change or forget the token"
     d.find_element(By.ID, "nav-" + page).click()
 
 
@@ -95,6 +97,8 @@ def filters(d, **kw):
         Select(d.find_element(By.ID, "rec-status")).select_by_value(kw["status"])
     if kw.get("limit") is not None:
         Select(d.find_element(By.ID, "rec-limit")).select_by_value(str(kw["limit"]))
+    if kw.get("order") is not None:
+        Select(d.find_element(By.ID, "rec-order")).select_by_value(kw["order"])
     d.find_element(By.ID, "rec-show").click()
 
 
@@ -160,16 +164,25 @@ def test_console_records_page(cluster, browser, tmp_path):
     assert "400" in msg and "since" in msg and "yesterday" in msg, msg
     assert "bad" in d.find_element(By.ID, "rec-msg").get_attribute("class")
 
-    # pages of 10 through the 12 records of PA2, the oldest first
+    # pages of 10 through the 12 records of PA2, the newest first (the
+    # page's default), then the oldest first
     want = [r["call"] for r in api_records(c, route_point=c.rp["PA2"])["records"]]
+    newest = [r["call"] for r in api_records(
+        c, route_point=c.rp["PA2"], order="newest")["records"]]
+    assert len(want) == 12 and newest == want[::-1], (want, newest)
     filters(d, since="", status="", route_point=c.rp["PA2"], limit=10)
-    until(d, lambda: rows(d, "records", "call") == want[:10])
-    assert "Records 1 to 10, more follow" in text(d, "rec-msg")
+    until(d, lambda: rows(d, "records", "call") == newest[:10])
+    assert "Records 1 to 10, more follow, the newest first" in text(d, "rec-msg")
     assert not d.find_element(By.ID, "rec-prev").is_enabled()
     d.find_element(By.ID, "rec-next").click()
-    until(d, lambda: rows(d, "records", "call") == want[10:])
+    until(d, lambda: rows(d, "records", "call") == newest[10:])
     assert "Records 11 to 12," in text(d, "rec-msg")
     assert not d.find_element(By.ID, "rec-next").is_enabled()
+    filters(d, order="oldest")
+    until(d, lambda: rows(d, "records", "call") == want[:10])
+    assert "the oldest first" in text(d, "rec-msg")
+    d.find_element(By.ID, "rec-next").click()
+    until(d, lambda: rows(d, "records", "call") == want[10:])
     d.find_element(By.ID, "rec-prev").click()
     until(d, lambda: rows(d, "records", "call") == want[:10])
 

@@ -102,6 +102,25 @@ TEST(store_records)
 	    "b");
 	ASSERT_STR(next, "");
 	json_decref(out);
+	/* the newest first: b, then a from b's cursor */
+	q.newest_first = true;
+	q.after_call = NULL;
+	out = store_records_query(s, &q, next, err, sizeof(err));
+	ASSERT_INT(json_array_size(out), 1);
+	ASSERT_STR(
+	    json_string_value(json_object_get(json_array_get(out, 0), "call")),
+	    "b");
+	json_decref(out);
+	ASSERT(strchr(next, ':') != NULL);
+	q.after_end_ms = strtoll(next, NULL, 10);
+	q.after_call = "b";
+	out = store_records_query(s, &q, next, err, sizeof(err));
+	ASSERT_INT(json_array_size(out), 1);
+	ASSERT_STR(
+	    json_string_value(json_object_get(json_array_get(out, 0), "call")),
+	    "a");
+	ASSERT_STR(next, "");
+	json_decref(out);
 	store_close(s);
 
 	/* reopened: the records and their revision are there */

@@ -8,7 +8,8 @@
 (function () {
 	const C = window.understudyConsole;
 	const $ = (id) => document.getElementById(id);
-	const FILTERS = ["since", "until", "route_point", "post", "status"];
+	const FILTERS = ["since", "until", "route_point", "post", "status",
+	    "order"];
 	const CSV_MAX = 100000;
 
 	/* the pages so far: the cursor each began at (null: the first) */
@@ -110,7 +111,8 @@
 		pager(page, body.count);
 		say("rec-msg", body.count ? "Records " + (first + 1) + " to " +
 		    (first + body.count) + (next ? ", more follow" : "") +
-		    ", the oldest first, from " + body.server + "'s copy" +
+		    ", the " + $("rec-order").value + " first, from " +
+		    body.server + "'s copy" +
 		    (body.synced ? "." : " (still catching up with the " +
 			"records stream).") : "No record matches these filters" +
 		    (page ? " past the previous page." : "."), false);

@@ -37,6 +37,15 @@
 
 	function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
+	/* Keep t for this tab (null: forget it); the button says which. */
+	function keep(t) {
+		if (t) sessionStorage.setItem(TOKEN_KEY, t);
+		else sessionStorage.removeItem(TOKEN_KEY);
+		const b = $("forget-token");
+		if (b) b.textContent = t ? "Change or forget the token" :
+		    "Enter a token";
+	}
+
 	function setConn(text, cls) {
 		const c = $("conn");
 		c.textContent = text;
@@ -331,7 +340,7 @@
 			    (body.executed_by ? " (executed by " +
 				body.executed_by + ")" : "") + "."];
 		if (r.status === 401) {
-			sessionStorage.removeItem(TOKEN_KEY);
+			keep(null);
 			return [false, action + " " + name + " refused (401 " +
 			    "unauthorized): the server did not take that admin " +
 			    "token. Enter the right one and try again."];
@@ -356,7 +365,7 @@
 				say("Nothing done: no admin token given.", "bad");
 				return;
 			}
-			sessionStorage.setItem(TOKEN_KEY, t);
+			keep(t);
 			if (st.needToken) { st.needToken = false; connect(); }
 		}
 		const out = [];
@@ -510,6 +519,7 @@
 	document.addEventListener("DOMContentLoaded", () => {
 		addPage("status");
 		addPage("control");
+		keep(token());
 		$("confirm-yes").addEventListener("click", runPending);
 		$("confirm-no").addEventListener("click", () => {
 			pending = null;
@@ -518,9 +528,9 @@
 		$("start-all").addEventListener("click", () => all("start"));
 		$("stop-all").addEventListener("click", () => all("stop"));
 		$("forget-token").addEventListener("click", async () => {
-			sessionStorage.removeItem(TOKEN_KEY);
+			keep(null);
 			const t = await askToken();
-			if (t) sessionStorage.setItem(TOKEN_KEY, t);
+			keep(t);
 			say(t ? "Token kept for this session." :
 			    "Token forgotten.", "ok");
 			connect();
