@@ -18,8 +18,11 @@
  * held HOLD_S more seconds (default 2), then "requests N refused N
  * failed N polls N out N" (resumes sent, refused connections, other
  * failures: an answer not 200 or a timeout; events requests; desks
- * logged out; resumes of desks that were online and lost their server)
- * and "done N".
+ * logged out; resumes of desks that were online and lost their server),
+ * per failed request "fail resume|poll WALL_MS CURLCODE STATUS";
+ * "kinds resume-curl28 N poll-http503 N ..." (the failed requests by
+ * kind: libcurl's error code, or the HTTP status of the answer) and
+ * "done N".
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -59,6 +62,24 @@ static double curl_due = -1; /* when curl wants its timeout; -1: never */
 static const char *server;
 static CURLM *multi;
 static long n_requests, n_failed, n_refused, n_polls, n_out, n_again, n_busy;
+/* the failed requests by kind: curl's error (a timeout is 28, a reset
+ * 56), or the HTTP status of an answer; [0] of each: resumes, [1]: polls */
+#define CURL_CODES 100
+#define HTTP_CODES 600
+static long n_curl[2][CURL_CODES], n_http[2][HTTP_CODES];
+
+static long long wall_ms(void);
+
+static void
+failed_kind(int poll, CURLcode cc, long status)
+{
+	printf("fail %s %lld %d %ld\n", poll ? "poll" : "resume", wall_ms(),
+	    (int)cc, status);
+	if (cc != CURLE_OK)
+		n_curl[poll][cc < CURL_CODES ? cc : CURL_CODES - 1]++;
+	else
+		n_http[poll][status > 0 && status < HTTP_CODES ? status : 0]++;
+}
 
 static double
 mono_ms(void)
@@ -196,10 +217,12 @@ finished(struct desk *k, CURLcode cc, long *done)
 				return;
 			}
 		}
-		if (cc == CURLE_COULDNT_CONNECT)
+		if (cc == CURLE_COULDNT_CONNECT) {
 			n_refused++; /* no server there (yet) */
-		else
+		} else {
 			n_failed++; /* an answer other than 200, or a timeout */
+			failed_kind(0, cc, status);
+		}
 		k->fails++;
 		k->state = DESK_WAIT;
 		k->next_at = now + backoff_ms(k->fails);
@@ -221,6 +244,7 @@ finished(struct desk *k, CURLcode cc, long *done)
 		return;
 	}
 	/* the server went away: resume again, as the library does */
+	failed_kind(1, cc, status);
 	k->fails = 1;
 	k->state = DESK_WAIT;
 	k->next_at = now + backoff_ms(k->fails);
@@ -414,6 +438,18 @@ main(int argc, char **argv)
 	printf("requests %ld refused %ld failed %ld polls %ld out %ld again "
 	       "%ld busy %ld\n",
 	    n_requests, n_refused, n_failed, n_polls, n_out, n_again, n_busy);
+	printf("kinds");
+	for (int p = 0; p < 2; p++) {
+		for (int c = 0; c < CURL_CODES; c++)
+			if (n_curl[p][c])
+				printf(" %s-curl%d %ld", p ? "poll" : "resume",
+				    c, n_curl[p][c]);
+		for (int c = 0; c < HTTP_CODES; c++)
+			if (n_http[p][c])
+				printf(" %s-http%d %ld", p ? "poll" : "resume",
+				    c, n_http[p][c]);
+	}
+	printf("\n");
 	printf("done %ld\n", done);
 	for (long k = 0; k < count; k++) {
 		curl_multi_remove_handle(multi, desks[k].h);

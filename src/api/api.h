@@ -29,14 +29,20 @@ typedef void (*http_dispatch_fn)(struct http_req *req, void *arg);
 /*
  * Listen on address:port (address: an IPv4 literal, as the config
  * checker requires) and serve every request through dispatch.
- * Bodies over body_max get 413. With tls_cert and tls_key (PEM text,
+ * Bodies over body_max get 413. It holds as many connections as the
+ * process may open files (its soft limit raised to the hard one) less
+ * files_kept, at least 1,000; reaching that is logged. With tls_cert
+ * and tls_key (PEM text,
  * copied; both or neither) it serves HTTPS only, still driven from the
  * loop. Returns NULL (logged) when the address cannot be bound or the
  * certificate is refused.
  */
 struct http *http_new(uv_loop_t *loop, const char *address, unsigned port,
-    size_t body_max, const char *tls_cert, const char *tls_key,
-    http_dispatch_fn dispatch, void *arg);
+    size_t body_max, unsigned files_kept, const char *tls_cert,
+    const char *tls_key, http_dispatch_fn dispatch, void *arg);
+
+/* The connections held now, and at most (in *limit). */
+unsigned http_connections(const struct http_req *req, unsigned *limit);
 
 /*
  * Stop accepting, answer every request still waiting (503), close every

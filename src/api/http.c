@@ -9,6 +9,7 @@
  * kicks the timer, because resuming does not wake MHD without a thread.
  */
 #include <arpa/inet.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -70,9 +71,73 @@ struct http {
 	void *done_arg;
 	char *tls_cert; /* PEM, for the daemon's life; NULL: plain HTTP */
 	char *tls_key;
+	int listen_fd; /* to see connections waiting; -1: unknown */
+	unsigned limit; /* connections MHD holds at most */
+	bool at_limit; /* logged as reached, not yet well below again */
 };
 
+/*
+ * MHD runs per loop turn while connections wait to be accepted, and
+ * for how long at most: one run may take a long while under a storm,
+ * and the master kills a worker that does not answer its pings.
+ */
+#define HTTP_ACCEPT_RUNS 64
+#define HTTP_ACCEPT_MS 10
+/* The listening socket's backlog (the kernel caps it at somaxconn). */
+#define HTTP_BACKLOG 65535
+/*
+ * The memory of a connection, for its request's headers and its reply's
+ * (a body is read and written past it). MHD's default is 32 KiB: a
+ * server holding 10,000 desks' long polls would keep 320 MB for them.
+ */
+#define HTTP_CONNECTION_MEMORY (8 * 1024)
+/* Connections held at most, whatever the file limit. */
+#define HTTP_CONNECTIONS_MIN 1000
+#define HTTP_CONNECTIONS_MAX 200000
+
 static void http_run(struct http *h);
+
+unsigned
+http_connections(const struct http_req *req, unsigned *limit)
+{
+	const union MHD_DaemonInfo *info;
+	const struct http *h = req->h;
+
+	*limit = h->limit;
+	if (h->d == NULL)
+		return 0;
+	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return info ? info->num_connections : 0;
+}
+
+/*
+ * At its connection limit MHD takes the listening socket out of its
+ * epoll set without a word: new connections wait in the kernel's queue
+ * until one closes. Say so, once, and again when it is over.
+ */
+static void
+limit_watch(struct http *h)
+{
+	const union MHD_DaemonInfo *info;
+	unsigned n;
+
+	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	if (info == NULL)
+		return;
+	n = info->num_connections;
+	if (!h->at_limit && n >= h->limit) {
+		h->at_limit = true;
+		log_warn("http: %u connections, the most this server holds "
+			 "(its file limit less what calls and links need): new "
+			 "ones wait until one closes; raise the file limit "
+			 "(LimitNOFILE=)",
+		    n);
+	} else if (h->at_limit && n < h->limit - h->limit / 10) {
+		h->at_limit = false;
+		log_info("http: %u connections, under the limit of %u again", n,
+		    h->limit);
+	}
+}
 
 static void
 timer_cb(uv_timer_t *t)
@@ -95,14 +160,36 @@ poll_cb(uv_poll_t *p, int status, int events)
 	http_run(p->data);
 }
 
+/* Connections waiting in the listening socket's accept queue? */
+static bool
+accept_pending(const struct http *h)
+{
+	struct pollfd p = {.fd = h->listen_fd, .events = POLLIN};
+
+	return h->listen_fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 static void
 http_run(struct http *h)
 {
 	MHD_UNSIGNED_LONG_LONG ms;
+	uint64_t t0 = time_mono_ms();
 
 	if (h->d == NULL)
 		return;
-	MHD_run(h->d);
+	/*
+	 * libmicrohttpd accepts a few connections per run. When thousands
+	 * of desks come back at once the accept queue fills, the kernel
+	 * drops their SYNs and each desk waits out TCP's retransmission (1
+	 * s, then 3 s, ...): run again while connections wait, a bounded
+	 * number of times so that the rest of the loop still turns.
+	 */
+	for (int i = 0; i < HTTP_ACCEPT_RUNS; i++) {
+		MHD_run(h->d);
+		if (!accept_pending(h) || time_mono_ms() - t0 >= HTTP_ACCEPT_MS)
+			break;
+	}
+	limit_watch(h);
 	if (MHD_get_timeout(h->d, &ms) != MHD_YES) {
 		uv_timer_stop(&h->timer);
 		uv_idle_stop(&h->again);
@@ -355,37 +442,41 @@ resolve(const char *address, unsigned port, struct sockaddr_storage *ss)
 }
 
 /*
- * Desks keep a connection each: take what the process may open, less a
- * reserve for etcd, SQLite, SIP and one RTP socket per media port.
+ * Desks keep a connection each: take what the process may open (the
+ * soft file limit raised to the hard one), less files_kept for the rest
+ * of the process, and never under HTTP_CONNECTIONS_MIN.
  */
 static unsigned
-connection_limit(void)
+connection_limit(unsigned files_kept, rlim_t *files)
 {
 	struct rlimit rl;
-	rlim_t n = 1000;
+	rlim_t n = HTTP_CONNECTIONS_MIN;
 
+	*files = 0;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
 		if (rl.rlim_cur < rl.rlim_max) {
 			rl.rlim_cur = rl.rlim_max;
 			setrlimit(RLIMIT_NOFILE, &rl);
 			getrlimit(RLIMIT_NOFILE, &rl);
 		}
-		if (rl.rlim_cur > 12000 + 1000)
-			n = rl.rlim_cur - 12000;
+		*files = rl.rlim_cur;
+		if (rl.rlim_cur > (rlim_t)files_kept + HTTP_CONNECTIONS_MIN)
+			n = rl.rlim_cur - files_kept;
 	}
-	return (unsigned)(n > 200000 ? 200000 : n);
+	return (unsigned)(n > HTTP_CONNECTIONS_MAX ? HTTP_CONNECTIONS_MAX : n);
 }
 
 struct http *
 http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
-    const char *tls_cert, const char *tls_key, http_dispatch_fn dispatch,
-    void *arg)
+    unsigned files_kept, const char *tls_cert, const char *tls_key,
+    http_dispatch_fn dispatch, void *arg)
 {
 	struct sockaddr_storage ss;
 	const union MHD_DaemonInfo *info;
 	unsigned flags =
 	    MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	struct http *h;
+	rlim_t files;
 
 	if (resolve(address, port, &ss) != 0)
 		return NULL;
@@ -401,6 +492,7 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 	h->body_max = body_max;
 	h->dispatch = dispatch;
 	h->arg = arg;
+	h->limit = connection_limit(files_kept, &files);
 	if (tls_cert) {
 		h->tls_cert = strdup(tls_cert);
 		h->tls_key = strdup(tls_key);
@@ -416,7 +508,9 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 	h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-	    MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
+	    MHD_OPTION_CONNECTION_LIMIT, h->limit,
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)HTTP_BACKLOG,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
 	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
 	    /* without TLS these two end the list */
@@ -429,6 +523,11 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 		free(h);
 		return NULL;
 	}
+	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_LISTEN_FD);
+	h->listen_fd = info ? info->listen_fd : -1;
+	log_info("http: up to %u connections (file limit %llu, %u kept for "
+		 "calls and links)",
+	    h->limit, (unsigned long long)files, files_kept);
 	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
 	uv_poll_init(loop, &h->poll, info->epoll_fd);
 	uv_timer_init(loop, &h->timer);

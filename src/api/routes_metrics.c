@@ -313,6 +313,17 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	    "Closed records this server sends that the records stream has not "
 	    "taken yet (they wait in etcd)");
 	buf_printf(&b, "understudy_records_waiting %" PRIu64 "\n", rwait);
+	{
+		unsigned conns, limit;
+
+		conns = http_connections(req, &limit);
+		metric_head(&b, "understudy_http_connections", "gauge",
+		    "Connections to this server's API held now");
+		buf_printf(&b, "understudy_http_connections %u\n", conns);
+		metric_head(&b, "understudy_http_connection_limit", "gauge",
+		    "Connections it holds at most; new ones wait past it");
+		buf_printf(&b, "understudy_http_connection_limit %u\n", limit);
+	}
 	if (ctx->desks) {
 		long sessions, licensed, waiting;
 		struct desks_stats ds;

@@ -26,6 +26,13 @@
 #include "daemon.h"
 #include "desks/desks.h"
 
+/*
+ * Files the worker keeps for what is not a desk's or a client's HTTP
+ * connection (etcd, SQLite, SIP, NATS, services, logs), besides one RTP
+ * socket per media port it may hold.
+ */
+#define WORKER_FILES_KEPT 2000
+
 enum {
 	TLS_API_CERT,
 	TLS_API_KEY,
@@ -642,6 +649,7 @@ worker_main(const struct daemon_args *a)
 	if (worker_tls_read(&w) == 0)
 		w.http = http_new(w.loop, a->self->address,
 		    (unsigned)a->self->api_port, HTTP_BODY_MAX,
+		    WORKER_FILES_KEPT + (unsigned)a->self->max_media_ports,
 		    w.tls[TLS_API_CERT], w.tls[TLS_API_KEY], routes_dispatch,
 		    &w.api);
 	if (w.members == NULL || w.http == NULL) {

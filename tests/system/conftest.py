@@ -4,6 +4,7 @@ import base64
 import datetime
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -311,15 +312,21 @@ class Server:
         self.state_dir = os.path.join(tmp, "state", name)
         self.proc = None
 
-    def start(self, env=None, args=()):
+    def start(self, env=None, args=(), files=None):
         """env: variables set for it; systemd's (NOTIFY_SOCKET,
-        WATCHDOG_USEC, JOURNAL_STREAM...) only where env sets them."""
+        WATCHDOG_USEC, JOURNAL_STREAM...) only where env sets them.
+        files: its file limit (soft and hard), as LimitNOFILE= would."""
         self.log = open(self.logpath, "ab")
         e = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
         e.update(env or {})
+
+        def limit():
+            if files:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
         self.proc = subprocess.Popen([DAEMON, "--config", self.config, "--server",
                                       self.name, "--state-dir", self.state_dir] +
-                                     list(args), stdout=self.log, stderr=self.log, env=e)
+                                     list(args), stdout=self.log, stderr=self.log, env=e,
+                                     preexec_fn=limit if files else None)
         return self
 
     @property
