@@ -85,29 +85,29 @@ struct http {
 #define HTTP_ACCEPT_MS 10
 /* The listening socket's backlog (the kernel caps it at somaxconn). */
 #define HTTP_BACKLOG 65535
-/*
- * The memory of a connection, for its request's headers and its reply's
- * (a body is read and written past it). MHD's default is 32 KiB: a
- * server holding 10,000 desks' long polls would keep 320 MB for them.
- */
-#define HTTP_CONNECTION_MEMORY (8 * 1024)
 /* Connections held at most, whatever the file limit. */
 #define HTTP_CONNECTIONS_MIN 1000
 #define HTTP_CONNECTIONS_MAX 200000
 
 static void http_run(struct http *h);
 
-unsigned
-http_connections(const struct http_req *req, unsigned *limit)
+/* The connections MHD holds now. */
+static unsigned
+held_now(const struct http *h)
 {
 	const union MHD_DaemonInfo *info;
-	const struct http *h = req->h;
 
-	*limit = h->limit;
 	if (h->d == NULL)
 		return 0;
 	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
 	return info ? info->num_connections : 0;
+}
+
+unsigned
+http_connections(const struct http_req *req, unsigned *limit)
+{
+	*limit = req->h->limit;
+	return held_now(req->h);
 }
 
 /*
@@ -118,13 +118,8 @@ http_connections(const struct http_req *req, unsigned *limit)
 static void
 limit_watch(struct http *h)
 {
-	const union MHD_DaemonInfo *info;
-	unsigned n;
+	unsigned n = held_now(h);
 
-	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-	if (info == NULL)
-		return;
-	n = info->num_connections;
 	if (!h->at_limit && n >= h->limit) {
 		h->at_limit = true;
 		log_warn("http: %u connections, the most this server holds "
@@ -181,12 +176,15 @@ http_run(struct http *h)
 	 * libmicrohttpd accepts a few connections per run. When thousands
 	 * of desks come back at once the accept queue fills, the kernel
 	 * drops their SYNs and each desk waits out TCP's retransmission (1
-	 * s, then 3 s, ...): run again while connections wait, a bounded
-	 * number of times so that the rest of the loop still turns.
+	 * s, then 3 s, ...): run again while connections wait and MHD
+	 * takes them (not at its limit), starting no run after
+	 * HTTP_ACCEPT_MS so that the rest of the loop still turns.
 	 */
 	for (int i = 0; i < HTTP_ACCEPT_RUNS; i++) {
 		MHD_run(h->d);
-		if (!accept_pending(h) || time_mono_ms() - t0 >= HTTP_ACCEPT_MS)
+		if (h->closing || !accept_pending(h) ||
+		    held_now(h) >= h->limit ||
+		    time_mono_ms() - t0 >= HTTP_ACCEPT_MS)
 			break;
 	}
 	limit_watch(h);
@@ -510,7 +508,6 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 	    (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
 	    MHD_OPTION_CONNECTION_LIMIT, h->limit,
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)HTTP_BACKLOG,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
 	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
 	    /* without TLS these two end the list */
@@ -569,12 +566,17 @@ drain_cb(uv_timer_t *t)
 void
 http_free(struct http *h, void (*done)(void *arg), void *arg)
 {
+	MHD_socket fd;
+
 	if (h == NULL || h->closing)
 		return;
 	h->closing = true;
 	h->done = done;
 	h->done_arg = arg;
-	MHD_quiesce_daemon(h->d);
+	/* quiesced, the listening socket is ours: closed, no one queues */
+	if ((fd = MHD_quiesce_daemon(h->d)) != MHD_INVALID_SOCKET)
+		close(fd);
+	h->listen_fd = -1;
 	/* a suspended connection must be resumed before MHD stops */
 	for (struct http_req *req = h->reqs; req; req = req->next)
 		if (req->dispatched && !req->replied)
