@@ -38,6 +38,21 @@ def cpu_seconds(pids):
     return total / TICK
 
 
+def page_faults(pids):
+    """Page faults (minor and major) of pids so far, each itself. A pid
+    that is gone counts 0."""
+    total = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                s = f.read()
+        except OSError:
+            continue
+        fields = s[s.rindex(")") + 2:].split()
+        total += int(fields[7]) + int(fields[9])  # minflt, majflt
+    return total
+
+
 def machine_busy_seconds():
     """CPU time every process on the machine has used (all cores), in s:
     /proc/stat's first line less idle and iowait."""

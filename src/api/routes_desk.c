@@ -10,6 +10,7 @@ struct wait {
 	struct http_req *req;
 	struct api_ctx *ctx;
 	bool answered; /* the desks module holds nothing of it any more */
+	uint64_t resume_t0; /* a resume: when it was read (ms); else 0 */
 };
 
 static void
@@ -54,6 +55,9 @@ wait_answer(struct desks_res *r, void *arg)
 	struct wait *w = arg;
 
 	w->answered = true;
+	if (w->resume_t0 && r->err == 0 && r->status == 200)
+		desks_resume_timed(
+		    w->ctx->desks, time_mono_ms() - w->resume_t0);
 	reply(w->req, r);
 }
 
@@ -120,8 +124,10 @@ desk_resume(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 	struct wait *w;
 
 	(void)pa;
-	if (serving(req, ctx) && (w = wait_new(req, ctx)) != NULL)
+	if (serving(req, ctx) && (w = wait_new(req, ctx)) != NULL) {
+		w->resume_t0 = time_mono_ms();
 		desks_resume(ctx->desks, token_of(req), wait_answer, w);
+	}
 }
 
 void

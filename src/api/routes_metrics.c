@@ -356,6 +356,29 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    "Desk sessions resumed (answered 200)");
 		buf_printf(&b, "understudy_desk_resumes_total %" PRIu64 "\n",
 		    ds.resumes);
+		metric_head(&b, "understudy_desk_resume_seconds", "histogram",
+		    "Desk resumes answered 200, by the time from their "
+		    "request read to their answer (waiting their turn, the "
+		    "licenses checked, the session's writes committed)");
+		{
+			uint64_t cum = 0;
+
+			for (int k = 0; k < DESKS_RESUME_BUCKETS; k++) {
+				cum += ds.resume_ms[k];
+				buf_printf(&b,
+				    "understudy_desk_resume_seconds_bucket{le="
+				    "\"%g\"} %" PRIu64 "\n",
+				    desks_resume_le_ms[k] / 1000.0, cum);
+			}
+			buf_printf(&b,
+			    "understudy_desk_resume_seconds_bucket{le=\"+Inf\"}"
+			    " "
+			    "%" PRIu64 "\nunderstudy_desk_resume_seconds_sum "
+			    "%.3f\nunderstudy_desk_resume_seconds_count "
+			    "%" PRIu64 "\n",
+			    ds.resume_ms_count, ds.resume_ms_sum / 1000.0,
+			    ds.resume_ms_count);
+		}
 		metric_head(&b, "understudy_desk_commits_total", "counter",
 		    "Transactions that wrote desk session activity, each for "
 		    "as many requests as came in one loop turn");

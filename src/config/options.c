@@ -145,11 +145,14 @@ const struct config_option config_options[] = {
 	"logins are refused with 429 and Retry-After until the minute is "
 	"over (no password is checked). 0: no limit."},
     {CONFIG_SEC_CLUSTER, "desk_resumes_waiting", CONFIG_TYPE_INT, 1, 1000000,
-	"2000", NULL, CL(desk_resumes_waiting), NULL, true,
+	"250", NULL, CL(desk_resumes_waiting), NULL, true,
 	"Desk resumes a server holds waiting for their turn (a storm of "
 	"desks coming back); past it, a resume is refused at once with 503 "
 	"EBUSY and Retry-After: 1, which the desk library honours, instead "
-	"of waiting until its request times out."},
+	"of waiting until its request times out. A server resumes a few "
+	"thousand desks a second, so 250 waiting is about a tenth of a "
+	"second of work: a desk is answered soon or told to come back, not "
+	"kept waiting seconds (docs/performance.md, Desks)."},
     {CONFIG_SEC_CLUSTER, "desk_versions", CONFIG_TYPE_LIST, 0, 0, "", NULL,
 	CL(desk_versions), check_version, true,
 	"Desk versions the servers accept at login, offered at "

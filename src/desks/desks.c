@@ -685,10 +685,25 @@ desks_counters(
 	sqlite3_finalize(st);
 }
 
+const unsigned desks_resume_le_ms[DESKS_RESUME_BUCKETS] = {
+    5, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000};
+
 void
 desks_stats_get(const struct desks *d, struct desks_stats *out)
 {
 	*out = d->stats;
+}
+
+void
+desks_resume_timed(struct desks *d, uint64_t ms)
+{
+	for (int i = 0; i < DESKS_RESUME_BUCKETS; i++)
+		if (ms <= desks_resume_le_ms[i]) {
+			d->stats.resume_ms[i]++;
+			break;
+		}
+	d->stats.resume_ms_sum += ms;
+	d->stats.resume_ms_count++;
 }
 
 json_t *

@@ -127,6 +127,10 @@ void desks_notice_all(struct desks *d, const char *text);
 /* This server's lease changed: reclaim the slots of its sessions. */
 void desks_lease_changed(struct desks *d);
 
+/* The upper bounds (ms) of the resume latency buckets; then +Inf. */
+#define DESKS_RESUME_BUCKETS 10
+extern const unsigned desks_resume_le_ms[DESKS_RESUME_BUCKETS];
+
 /* What the desks module did so far (counters, for /metrics). */
 struct desks_stats {
 	uint64_t event_requests; /* GET /v1/desk/events taken */
@@ -135,9 +139,16 @@ struct desks_stats {
 	uint64_t commits_failed; /* of those, failed (their requests too) */
 	uint64_t statements_prepared; /* SQL statements parsed (desks_prep) */
 	uint64_t resumes_busy; /* refused: desk_resumes_waiting reached */
+	/* resumes answered 200, by ms from the request read to its answer */
+	uint64_t resume_ms[DESKS_RESUME_BUCKETS];
+	uint64_t resume_ms_sum;
+	uint64_t resume_ms_count;
 };
 
 void desks_stats_get(const struct desks *d, struct desks_stats *out);
+
+/* A resume answered 200, ms after its request was read. */
+void desks_resume_timed(struct desks *d, uint64_t ms);
 
 /*
  * GET /v1/desks: this server's live sessions (user, desk, version,

@@ -245,6 +245,14 @@ def test_a_burst_of_resumes_is_committed_in_batches(one):
     answers = burst(c.spec["PA1"]["api"], [("POST", "/v1/desk/resume", t) for t in toks])
     assert [st for st, _ in answers] == [200] * n, answers
     assert desk_metric(c, "understudy_desk_resumes_total") == n
+    # each timed from its request read to its answer, in the histogram
+    assert desk_metric(c, "understudy_desk_resume_seconds_count") == n
+    text = http("GET", c.url("PA1") + "/metrics")[1]
+    buckets = [(l.split("\"")[1], float(l.split()[1])) for l in text.splitlines()
+               if l.startswith("understudy_desk_resume_seconds_bucket{")]
+    assert [le for le, _ in buckets][-1] == "+Inf" and buckets[-1][1] == n, buckets
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts), buckets     # cumulative
     used = desk_metric(c, "understudy_desk_commits_total") - commits
     assert 1 <= used <= n / 3, used            # batched: many resumes a commit
     assert desk_metric(c, "understudy_desk_commits_failed_total") == 0
