@@ -91,6 +91,21 @@ def pss_kib(pid):
     return None
 
 
+def anon_kib(pid):
+    """Anonymous memory of pid in KiB (Pss_Anon of smaps_rollup: the heap,
+    stacks and anonymous mappings; a process that was not forked from
+    another without exec holds it alone), None if gone. Unlike Pss it
+    does not move when other processes map the same libraries."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss_Anon:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def rollup(pid):
     """Every field of smaps_rollup in KiB."""
     out = {}
