@@ -261,6 +261,7 @@ on_lost(struct lease *l, const char *why, void *arg)
 		history_fenced(agent_history(w->agent), time_wall_ms(), why);
 	members_register(w->members, 0);
 	calls_lease_lost(w->calls);
+	desks_lease_lost(w->desks, why);
 	agent_lease_changed(w->agent);
 	ipc_send(w, "lease 0\n");
 }

@@ -922,3 +922,27 @@ desks_lease_changed(struct desks *d)
 	if (d)
 		licenses_reconcile_soon(d, 0);
 }
+
+void
+desks_lease_lost(struct desks *d, const char *why)
+{
+	struct desks_res r;
+	long n = 0;
+
+	if (d == NULL || d->freeing)
+		return;
+	while (d->waiters) {
+		desks_res_error(&r, 503, US_EFENCED,
+		    "%s cannot serve desks now (%s); try another server",
+		    agent_self(d->a), why);
+		desks_waiter_answer(d->waiters, &r);
+		n++;
+	}
+	desks_res_error(&r, 503, US_EFENCED,
+	    "%s cannot serve desks now (%s); try another server",
+	    agent_self(d->a), why);
+	desks_resumes_refuse(d, &r);
+	if (n)
+		log_warn(
+		    "desks: %ld waiting event request(s) ended: no lease", n);
+}

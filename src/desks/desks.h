@@ -127,6 +127,14 @@ void desks_notice_all(struct desks *d, const char *text);
 /* This server's lease changed: reclaim the slots of its sessions. */
 void desks_lease_changed(struct desks *d);
 
+/*
+ * This server lost its lease (why says how): every desk's waiting long
+ * poll and every request waiting its turn is answered 503 EFENCED now,
+ * so that its desk goes offline or to another server at once instead
+ * of holding a poll that this server may no longer answer.
+ */
+void desks_lease_lost(struct desks *d, const char *why);
+
 /* The upper bounds (ms) of the resume latency buckets; then +Inf. */
 #define DESKS_RESUME_BUCKETS 10
 extern const unsigned desks_resume_le_ms[DESKS_RESUME_BUCKETS];
@@ -350,6 +358,8 @@ void desks_pending_done(struct desks_pending *p, struct desks_res *r);
  */
 void desks_resumes_init(struct desks *d);
 void desks_resumes_close(struct desks *d, uv_close_cb closed);
+/* Answer every request waiting its turn with r (its body is dropped). */
+void desks_resumes_refuse(struct desks *d, const struct desks_res *r);
 
 /* The request behind arg went away (desks_forget). */
 void desks_resumes_forget(struct desks *d, void *arg);

@@ -628,22 +628,29 @@ desks_resumes_init(struct desks *d)
 }
 
 void
+desks_resumes_refuse(struct desks *d, const struct desks_res *r)
+{
+	while (d->resuming) {
+		struct desks_resuming *k = d->resuming;
+		struct desks_res each = *r;
+
+		d->resuming = k->next;
+		d->resumes_waiting -= !k->events;
+		each.body = NULL;
+		if (k->cb)
+			k->cb(&each, k->arg);
+		free(k);
+	}
+	d->resuming_tail = &d->resuming;
+}
+
+void
 desks_resumes_close(struct desks *d, uv_close_cb closed)
 {
 	struct desks_res r;
 
-	while (d->resuming) {
-		struct desks_resuming *k = d->resuming;
-
-		d->resuming = k->next;
-		d->resumes_waiting -= !k->events;
-		desks_res_error(
-		    &r, 503, US_ECANCELED, "the server is stopping");
-		if (k->cb)
-			k->cb(&r, k->arg);
-		free(k);
-	}
-	d->resuming_tail = &d->resuming;
+	desks_res_error(&r, 503, US_ECANCELED, "the server is stopping");
+	desks_resumes_refuse(d, &r);
 	uv_close((uv_handle_t *)&d->resume_timer, closed);
 }
 

@@ -228,6 +228,51 @@ def desk_metric(c, name):
     return [float(l.split()[1]) for l in text.splitlines() if l.startswith(name + " ")][0]
 
 
+def test_long_poll_ends_when_the_server_loses_its_lease(one, etcd1):
+    """A desk's events long poll is answered 503 EFENCED as soon as its
+    server loses its lease (etcd frozen), not when its wait runs out:
+    the desk goes offline or to another server at once."""
+    import signal
+    import threading
+    c = one
+    st, body = login(c, "PA1", "alice")
+    assert st == 200, body
+    tok = body["token"]
+    st, body = call(c, "PA1", "GET", "/v1/desk/events?after=0", tok)
+    assert st == 200, body
+    got = {}
+
+    def poll():
+        t0 = time.monotonic()
+        got["answer"] = call(c, "PA1", "GET", "/v1/desk/events?after=%d&wait=30"
+                             % body["last"], tok, timeout=40)
+        got["at"] = time.monotonic()
+        got["took"] = got["at"] - t0
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    # the poll is held (nothing to say) before the lease goes
+    assert wait_for(lambda: "understudy_desk_event_requests_total" in
+                    http("GET", c.url("PA1") + "/metrics")[1] and
+                    desk_metric(c, "understudy_desk_event_requests_total") >= 2, 5)
+    assert "answer" not in got
+    etcd = etcd1.members[0]["proc"]
+    os.kill(etcd.pid, signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: not c.healthy("PA1"), 10)
+        fenced = time.monotonic()
+        t.join(15)
+        assert "answer" in got, "the long poll still held after the lease was lost"
+        st, ans = got["answer"]
+        assert st == 503 and ans["error"] == "EFENCED", (st, ans)
+        assert "PA1 cannot serve desks now" in ans["message"], ans
+        # at the loss, not at the end of its 30 s wait
+        assert got["took"] < 20 and got["at"] - fenced < 5, got
+    finally:
+        os.kill(etcd.pid, signal.SIGCONT)
+    assert "ended: no lease" in c.srv["PA1"].logtext()
+
+
 def test_a_burst_of_resumes_is_committed_in_batches(one):
     """Desks coming back together after a restart of their server: each
     resume is answered 200 after its writes (activity, the
