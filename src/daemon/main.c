@@ -83,15 +83,15 @@ log_format(const char *f)
  * storm of desks tens of megabytes of connection memory are freed and
  * allocated again every second, and trimming the heap's top each time
  * (glibc's default: past 128 KiB free) cost a brk call and fresh pages
- * to fault in and zero on each regrowth, about 12 % of the server's CPU
- * a desk (docs/performance.md). Up to 64 MiB stays with the process
- * after a storm; more is given back.
+ * to fault in and zero on each regrowth (docs/performance.md, Desks).
+ * Up to 64 MiB free stays with the process after a storm; more is given
+ * back. (M_TOP_PAD is left alone: a padded heap cost an idle worker 2
+ * MB more.)
  */
 static void
 heap_keep(void)
 {
 	mallopt(M_TRIM_THRESHOLD, 64 << 20);
-	mallopt(M_TOP_PAD, 8 << 20);
 }
 
 int
