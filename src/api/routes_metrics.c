@@ -273,6 +273,23 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		    "%" PRIu64 "\n",
 		    kind, cum, kind, carried[k], kind, txns[k]);
 	}
+	{
+		uint64_t reqs, conns;
+
+		etcd_counters(agent_etcd(ctx->agent), &reqs, &conns);
+		metric_head(&b, "understudy_etcd_requests_total", "counter",
+		    "Requests to etcd finished (each try counted)");
+		buf_printf(
+		    &b, "understudy_etcd_requests_total %" PRIu64 "\n", reqs);
+		metric_head(&b, "understudy_etcd_connections_opened_total",
+		    "counter",
+		    "Connections to etcd opened for them: kept connections "
+		    "serve request after request, so this grows only when "
+		    "etcd or the network closes them");
+		buf_printf(&b,
+		    "understudy_etcd_connections_opened_total %" PRIu64 "\n",
+		    conns);
+	}
 	metric_head(&b, "understudy_calls_waiting", "gauge",
 	    "Calls whose claim (or end) etcd has not answered yet");
 	buf_printf(&b,

@@ -93,6 +93,13 @@ void etcd_free(struct etcd *e);
 /* The endpoint requests go to now. */
 const char *etcd_endpoint(const struct etcd *e);
 
+/*
+ * Requests (and streams) this client finished, and the connections to
+ * etcd it opened for them: kept connections serve request after request.
+ */
+void etcd_counters(
+    const struct etcd *e, uint64_t *requests, uint64_t *connections);
+
 /* Cancel a request: its callback will not be called. */
 void etcd_req_cancel(struct etcd_req *req);
 

@@ -76,6 +76,28 @@ def test_records_go_through_the_stream(tmp_path, etcd1):
         c.stop_all()
 
 
+def test_connections_to_etcd_are_kept(tmp_path, etcd1):
+    """Calls taken, ended and their records streamed reuse the server's
+    connections to etcd: an outbox entry's delete, whose answer comes
+    after the watch has shown the key gone, used to be cut off and its
+    connection closed, one new connection to etcd per call."""
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1"}]).start()
+    try:
+        c.wait_owner("PA1", "PA1")
+        assert wait_for(lambda: metric(c, "PA1", "understudy_etcd_requests_total"), 10)
+        reqs0 = metric(c, "PA1", "understudy_etcd_requests_total")
+        conns0 = metric(c, "PA1", "understudy_etcd_connections_opened_total")
+        ids = place_and_end(c, 30)
+        assert wait_for(lambda: calls_of(c, "PA1") >= set(ids), 15)
+        assert wait_for(lambda: outbox(c) == [], 10), outbox(c)
+        reqs = metric(c, "PA1", "understudy_etcd_requests_total") - reqs0
+        conns = metric(c, "PA1", "understudy_etcd_connections_opened_total") - conns0
+        assert reqs >= 60, reqs                 # a claim, an end, a delete each
+        assert conns <= 5, (conns, reqs)
+    finally:
+        c.stop_all()
+
+
 def test_records_wait_while_nats_is_down(tmp_path, etcd1):
     c = Cluster(tmp_path, etcd1, [{"name": "PA1"}]).start()
     try:
