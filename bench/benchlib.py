@@ -23,9 +23,10 @@ def tree(pid):
     return out
 
 
-def cpu_seconds(pids):
-    """utime + stime of pids (each one itself, not its children), in s.
-    A pid that is gone counts 0."""
+def stat_sum(pids, *idx):
+    """The sum over pids of /proc/PID/stat's fields idx (counted after
+    the command's closing parenthesis: 0 is the state). A pid that is
+    gone counts 0."""
     total = 0
     for p in pids:
         try:
@@ -34,23 +35,18 @@ def cpu_seconds(pids):
         except OSError:
             continue
         fields = s[s.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICK
+        total += sum(int(fields[i]) for i in idx)
+    return total
+
+
+def cpu_seconds(pids):
+    """utime + stime of pids (each one itself, not its children), in s."""
+    return stat_sum(pids, 11, 12) / TICK
 
 
 def page_faults(pids):
-    """Page faults (minor and major) of pids so far, each itself. A pid
-    that is gone counts 0."""
-    total = 0
-    for p in pids:
-        try:
-            with open("/proc/%d/stat" % p) as f:
-                s = f.read()
-        except OSError:
-            continue
-        fields = s[s.rindex(")") + 2:].split()
-        total += int(fields[7]) + int(fields[9])  # minflt, majflt
-    return total
+    """Page faults (minor and major) of pids so far, each itself."""
+    return stat_sum(pids, 7, 9)
 
 
 def machine_busy_seconds():
@@ -82,13 +78,9 @@ class CpuMeter:
 def pss_kib(pid):
     """Proportional set size of pid in KiB (smaps_rollup), None if gone."""
     try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+        return rollup(pid).get("Pss")
     except OSError:
         return None
-    return None
 
 
 def anon_kib(pid):
@@ -97,13 +89,9 @@ def anon_kib(pid):
     another without exec holds it alone), None if gone. Unlike Pss it
     does not move when other processes map the same libraries."""
     try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                if line.startswith("Pss_Anon:"):
-                    return int(line.split()[1])
+        return rollup(pid).get("Pss_Anon")
     except OSError:
         return None
-    return None
 
 
 def rollup(pid):

@@ -26,23 +26,33 @@ typedef void (*http_dispatch_fn)(struct http_req *req, void *arg);
 
 /* http.c */
 
+/* One HTTP listener. */
+struct http_listen {
+	const char *address; /* an IPv4 literal, as the config checker asks */
+	unsigned port;
+	size_t body_max; /* bodies over it get 413 */
+	unsigned files_kept; /* files the rest of the process needs */
+	unsigned conns_max; /* 0: as many as the file limit allows */
+	size_t conn_memory; /* a connection's memory; 0: libmicrohttpd's */
+	const char *tls_cert, *tls_key; /* PEM text, both or neither */
+	const char *name; /* its log lines begin with it: "http" */
+};
+
 /*
- * Listen on address:port (address: an IPv4 literal, as the config
- * checker requires) and serve every request through dispatch.
- * Bodies over body_max get 413. It holds as many connections as the
- * process may open files (its soft limit raised to the hard one) less
- * files_kept, at least 1,000; reaching that is logged. With tls_cert
- * and tls_key (PEM text,
- * copied; both or neither) it serves HTTPS only, still driven from the
- * loop. Returns NULL (logged) when the address cannot be bound or the
- * certificate is refused.
+ * Listen on l->address:l->port and serve every request through
+ * dispatch. It holds as many connections as the process may open files
+ * (its soft limit raised to the hard one) less files_kept, at least
+ * 1,000, and at most conns_max if set; reaching that is logged. With
+ * tls_cert and tls_key (copied) it serves HTTPS only, still driven from
+ * the loop. Returns NULL (logged) when the address cannot be bound or
+ * the certificate is refused.
  */
-struct http *http_new(uv_loop_t *loop, const char *address, unsigned port,
-    size_t body_max, unsigned files_kept, const char *tls_cert,
-    const char *tls_key, http_dispatch_fn dispatch, void *arg);
+struct http *http_new(uv_loop_t *loop, const struct http_listen *l,
+    http_dispatch_fn dispatch, void *arg);
 
 /* The connections held now, and at most (in *limit). */
 unsigned http_connections(const struct http_req *req, unsigned *limit);
+unsigned http_held(const struct http *h, unsigned *limit);
 
 /*
  * Stop accepting, answer every request still waiting (503), close every
@@ -129,6 +139,7 @@ struct check_sched;
 
 /* What the routes read; owned by the worker. */
 struct api_ctx {
+	struct http *desk_http; /* desk_port's listener, or NULL */
 	const struct config *cfg;
 	const struct config_server *self;
 	struct lease *lease;
@@ -360,6 +371,8 @@ extern const size_t console_assets_n;
 
 /* The dispatcher for http_new; arg is a struct api_ctx. */
 void routes_dispatch(struct http_req *req, void *arg);
+/* desk_port's: the desk API and /health; anything else 404 */
+void routes_dispatch_desks(struct http_req *req, void *arg);
 
 /* The most bytes of one /metrics page. */
 #define ROUTES_METRICS_MAX (4u * 1024 * 1024)

@@ -73,6 +73,8 @@ struct http {
 	char *tls_key;
 	int listen_fd; /* to see connections waiting; -1: unknown */
 	unsigned limit; /* connections MHD holds at most */
+	char name[32]; /* its log lines begin with it */
+	bool capped; /* the limit is http_listen's conns_max */
 	bool at_limit; /* logged as reached, not yet well below again */
 };
 
@@ -83,6 +85,11 @@ struct http {
  */
 #define HTTP_ACCEPT_RUNS 64
 #define HTTP_ACCEPT_MS 10
+/*
+ * A connection's memory unless the listener says otherwise: MHD's own
+ * default, which a browser's request with many cookies needs.
+ */
+#define HTTP_CONN_MEMORY (32 * 1024)
 /* The listening socket's backlog (the kernel caps it at somaxconn). */
 #define HTTP_BACKLOG 65535
 /* Connections held at most, whatever the file limit. */
@@ -104,10 +111,16 @@ held_now(const struct http *h)
 }
 
 unsigned
+http_held(const struct http *h, unsigned *limit)
+{
+	*limit = h ? h->limit : 0;
+	return h ? held_now(h) : 0;
+}
+
+unsigned
 http_connections(const struct http_req *req, unsigned *limit)
 {
-	*limit = req->h->limit;
-	return held_now(req->h);
+	return http_held(req->h, limit);
 }
 
 /*
@@ -122,15 +135,16 @@ limit_watch(struct http *h)
 
 	if (!h->at_limit && n >= h->limit) {
 		h->at_limit = true;
-		log_warn("http: %u connections, the most this server holds "
-			 "(its file limit less what calls and links need): new "
-			 "ones wait until one closes; raise the file limit "
-			 "(LimitNOFILE=)",
-		    n);
+		log_warn("%s: %u connections, the most this listener holds "
+			 "(%s): new ones wait until one closes%s",
+		    h->name, n,
+		    h->capped ? "its cap"
+			      : "its file limit less what calls and links need",
+		    h->capped ? "" : "; raise the file limit (LimitNOFILE=)");
 	} else if (h->at_limit && n < h->limit - h->limit / 10) {
 		h->at_limit = false;
-		log_info("http: %u connections, under the limit of %u again", n,
-		    h->limit);
+		log_info("%s: %u connections, under the limit of %u again",
+		    h->name, n, h->limit);
 	}
 }
 
@@ -386,15 +400,15 @@ completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	const struct http *h = cls;
 	char msg[512];
 	size_t n;
 
-	(void)cls;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	log_warn("http: %s", msg);
+	log_warn("%s: %s", h->name, msg);
 }
 
 static void
@@ -465,8 +479,7 @@ connection_limit(unsigned files_kept, rlim_t *files)
 }
 
 struct http *
-http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
-    unsigned files_kept, const char *tls_cert, const char *tls_key,
+http_new(uv_loop_t *loop, const struct http_listen *l,
     http_dispatch_fn dispatch, void *arg)
 {
 	struct sockaddr_storage ss;
@@ -476,24 +489,30 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 	struct http *h;
 	rlim_t files;
 
-	if (resolve(address, port, &ss) != 0)
+	if (resolve(l->address, l->port, &ss) != 0)
 		return NULL;
-	if ((tls_cert == NULL) != (tls_key == NULL))
+	if ((l->tls_cert == NULL) != (l->tls_key == NULL))
 		return NULL;
-	if (tls_cert && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-		log_error("http: this libmicrohttpd has no TLS");
+	if (l->tls_cert &&
+	    MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+		log_error("%s: this libmicrohttpd has no TLS", l->name);
 		return NULL;
 	}
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return NULL;
 	h->loop = loop;
-	h->body_max = body_max;
+	h->body_max = l->body_max;
 	h->dispatch = dispatch;
 	h->arg = arg;
-	h->limit = connection_limit(files_kept, &files);
-	if (tls_cert) {
-		h->tls_cert = strdup(tls_cert);
-		h->tls_key = strdup(tls_key);
+	str_copy(h->name, l->name ? l->name : "http", sizeof(h->name));
+	h->limit = connection_limit(l->files_kept, &files);
+	if (l->conns_max && l->conns_max < h->limit) {
+		h->limit = l->conns_max;
+		h->capped = true;
+	}
+	if (l->tls_cert) {
+		h->tls_cert = strdup(l->tls_cert);
+		h->tls_key = strdup(l->tls_key);
 		if (h->tls_cert == NULL || h->tls_key == NULL) {
 			http_tls_free(h);
 			free(h);
@@ -503,28 +522,35 @@ http_new(uv_loop_t *loop, const char *address, unsigned port, size_t body_max,
 		flags |= MHD_USE_TLS;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, h,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR,
+	h->d = MHD_start_daemon(flags, (uint16_t)l->port, NULL, NULL, access_cb,
+	    h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
 	    MHD_OPTION_CONNECTION_LIMIT, h->limit,
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)HTTP_BACKLOG,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
 	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    l->conn_memory ? l->conn_memory : (size_t)HTTP_CONN_MEMORY,
 	    /* without TLS these two end the list */
 	    h->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
 	    h->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
 	if (h->d == NULL) {
-		log_error("http: cannot listen on %s port %u%s", address, port,
-		    h->tls_cert ? " with TLS" : "");
+		log_error("%s: cannot listen on %s port %u%s", h->name,
+		    l->address, l->port, h->tls_cert ? " with TLS" : "");
 		http_tls_free(h);
 		free(h);
 		return NULL;
 	}
 	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_LISTEN_FD);
 	h->listen_fd = info ? info->listen_fd : -1;
-	log_info("http: up to %u connections (file limit %llu, %u kept for "
-		 "calls and links)",
-	    h->limit, (unsigned long long)files, files_kept);
+	if (h->capped)
+		log_info("%s: port %u, up to %u connections (its cap)", h->name,
+		    l->port, h->limit);
+	else
+		log_info("%s: up to %u connections (file limit %llu, %u kept "
+			 "for calls and links)",
+		    h->name, h->limit, (unsigned long long)files,
+		    l->files_kept);
 	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
 	uv_poll_init(loop, &h->poll, info->epoll_fd);
 	uv_timer_init(loop, &h->timer);

@@ -321,3 +321,20 @@ routes_dispatch(struct http_req *req, void *arg)
 	}
 	http_reply_error(req, 404, US_ENOTFOUND, "no such path: %s", path);
 }
+
+void
+routes_dispatch_desks(struct http_req *req, void *arg)
+{
+	const char *path = http_req_path(req);
+	struct api_ctx *ctx = arg;
+
+	if (strncmp(path, "/v1/desk/", 9) == 0 ||
+	    strcmp(path, "/health") == 0) {
+		routes_dispatch(req, arg);
+		return;
+	}
+	http_reply_error(req, 404, US_ENOTFOUND,
+	    "port %ld serves desks only (/v1/desk/..., /health): %s is on "
+	    "the API's port %ld",
+	    ctx->self->desk_port, path, ctx->self->api_port);
+}

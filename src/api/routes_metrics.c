@@ -340,6 +340,22 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		metric_head(&b, "understudy_http_connection_limit", "gauge",
 		    "Connections it holds at most; new ones wait past it");
 		buf_printf(&b, "understudy_http_connection_limit %u\n", limit);
+		if (ctx->desk_http) {
+			conns = http_held(ctx->desk_http, &limit);
+			metric_head(&b, "understudy_desk_http_connections",
+			    "gauge",
+			    "Connections to this server's desk_port held now");
+			buf_printf(
+			    &b, "understudy_desk_http_connections %u\n", conns);
+			metric_head(&b, "understudy_desk_http_connection_limit",
+			    "gauge",
+			    "Connections desk_port holds at most; new ones "
+			    "wait "
+			    "past it");
+			buf_printf(&b,
+			    "understudy_desk_http_connection_limit %u\n",
+			    limit);
+		}
 	}
 	if (ctx->desks) {
 		long sessions, licensed, waiting;

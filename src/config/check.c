@@ -388,6 +388,11 @@ check_server(
 			    s->sip_port, s->name, s->rtp_port_base,
 			    s->rtp_port_base + s->media_ports - 1);
 	}
+	if (s->desk_port && s->desk_port == s->api_port)
+		ERR(d, SLINE(s, "desk_port"),
+		    "desk_port %ld of %s is its api_port: leave desk_port out "
+		    "(desks use api_port) or give it a port of its own",
+		    s->desk_port, s->name);
 	check_failover_list(cfg, s, d);
 }
 
@@ -409,6 +414,17 @@ check_pair(const struct config_server *a, const struct config_server *b,
 		if (a->api_port == b->api_port)
 			ERR(d, SLINE(b, "api_port"),
 			    "api_port %ld of %s is already used by %s on %s",
+			    b->api_port, b->name, a->name, a->address);
+		if (b->desk_port &&
+		    (b->desk_port == a->api_port ||
+			b->desk_port == a->desk_port))
+			ERR(d, SLINE(b, "desk_port"),
+			    "desk_port %ld of %s is already used by %s on %s",
+			    b->desk_port, b->name, a->name, a->address);
+		if (a->desk_port && a->desk_port == b->api_port)
+			ERR(d, SLINE(b, "api_port"),
+			    "api_port %ld of %s is already used by %s on %s "
+			    "(its desk_port)",
 			    b->api_port, b->name, a->name, a->address);
 		if (a->sip_port == b->sip_port)
 			ERR(d, SLINE(b, "sip_port"),

@@ -93,6 +93,7 @@ struct config_server {
 	char *name;
 	char *address;
 	long api_port;
+	long desk_port; /* 0: desks use api_port */
 	long sip_port;
 	long max_media_ports;
 	char *route_point;

@@ -253,6 +253,15 @@ const struct config_option config_options[] = {
 	"Required."},
     {CONFIG_SEC_SERVER, "api_port", CONFIG_TYPE_INT, 1, 65535, "8080", NULL,
 	SV(api_port), NULL, false, "TCP port of the HTTP API and /health."},
+    {CONFIG_SEC_SERVER, "desk_port", CONFIG_TYPE_INT, 0, 65535, "0", NULL,
+	SV(desk_port), NULL, false,
+	"TCP port of a listener for desks only: the desk API (/v1/desk/...) "
+	"and /health, with 8 KiB of memory a connection instead of 32 KiB "
+	"(a desk holds its connection open for its long poll; a browser's "
+	"request with many cookies needs more, so the console and the rest "
+	"of the API stay on api_port). Point desks at it (understudy-desk "
+	"--server http://ADDRESS:DESK_PORT). 0: no such listener; desks "
+	"use api_port."},
     {CONFIG_SEC_SERVER, "sip_port", CONFIG_TYPE_INT, 1, 65535, "5070", NULL,
 	SV(sip_port), NULL, false, "UDP port for SIP."},
     {CONFIG_SEC_SERVER, "max_media_ports", CONFIG_TYPE_INT, 0, 10000, NULL,

@@ -32,6 +32,10 @@
  * socket per media port it may hold.
  */
 #define WORKER_FILES_KEPT 2000
+/* With a desk_port: the API's connections at most (the desks', the rest) */
+#define WORKER_API_CONNS 2000
+/* A desk connection's memory on desk_port (MHD's default: 32 KiB) */
+#define WORKER_DESK_CONN_MEMORY (8 * 1024)
 
 enum {
 	TLS_API_CERT,
@@ -64,6 +68,7 @@ struct worker {
 	struct backups *backups;
 	struct check_sched *check;
 	struct http *http;
+	struct http *desk_http; /* desk_port's listener, or NULL */
 	struct api_ctx api;
 	uv_pipe_t ipc;
 	bool ipc_open;
@@ -382,6 +387,8 @@ worker_stop(struct worker *w, const char *why)
 	}
 	http_free(w->http, http_closed, w);
 	w->http = NULL;
+	http_free(w->desk_http, http_closed, w);
+	w->desk_http = w->api.desk_http = NULL;
 	/* the key goes with the lease; do not write it back */
 	members_register(w->members, 0);
 	/*
@@ -395,6 +402,42 @@ worker_stop(struct worker *w, const char *why)
 	    agent_write_gone(w->etcd, w->a->cfg->cluster.name, w->a->self->name,
 		lease_id(w->lease), "stopped", gone_written, w) == NULL)
 		lease_revoke(w->lease, revoked, w);
+}
+
+/*
+ * The API's listener, and desk_port's if the server has one: desks
+ * there get 8 KiB a connection (they hold theirs for the long poll),
+ * the API keeps libmicrohttpd's 32 KiB (browsers' cookies) and at most
+ * WORKER_API_CONNS connections, the desks the rest of the files.
+ */
+static int
+listen_http(struct worker *w, const struct daemon_args *a)
+{
+	unsigned kept = WORKER_FILES_KEPT + (unsigned)a->self->max_media_ports;
+	struct http_listen api = {.address = a->self->address,
+	    .port = (unsigned)a->self->api_port,
+	    .body_max = HTTP_BODY_MAX,
+	    .files_kept = kept,
+	    .tls_cert = w->tls[TLS_API_CERT],
+	    .tls_key = w->tls[TLS_API_KEY],
+	    .name = "http"};
+	struct http_listen desks = api;
+
+	if (a->self->desk_port) {
+		api.conns_max = WORKER_API_CONNS;
+		desks.port = (unsigned)a->self->desk_port;
+		desks.files_kept = kept + WORKER_API_CONNS;
+		desks.conn_memory = WORKER_DESK_CONN_MEMORY;
+		desks.name = "http (desks)";
+	}
+	if ((w->http = http_new(w->loop, &api, routes_dispatch, &w->api)) ==
+	    NULL)
+		return -1;
+	if (a->self->desk_port &&
+	    (w->desk_http = w->api.desk_http = http_new(
+		 w->loop, &desks, routes_dispatch_desks, &w->api)) == NULL)
+		return -1;
+	return 0;
 }
 
 /* ---- a new configuration version while running ---- */
@@ -647,12 +690,10 @@ worker_main(const struct daemon_args *a)
 	w.api.self = a->self;
 	w.api.state_dir = a->state_dir;
 	w.api.db_path = store_path(w.store);
-	if (worker_tls_read(&w) == 0)
-		w.http = http_new(w.loop, a->self->address,
-		    (unsigned)a->self->api_port, HTTP_BODY_MAX,
-		    WORKER_FILES_KEPT + (unsigned)a->self->max_media_ports,
-		    w.tls[TLS_API_CERT], w.tls[TLS_API_KEY], routes_dispatch,
-		    &w.api);
+	if (worker_tls_read(&w) == 0 && listen_http(&w, a) != 0) {
+		http_free(w.http, http_closed, &w);
+		w.http = NULL;
+	}
 	if (w.members == NULL || w.http == NULL) {
 		worker_tls_free(&w);
 		members_free(w.members);

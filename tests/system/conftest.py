@@ -449,6 +449,9 @@ class Cluster:
             s["sip"] = free_port()
             lines += ["", "[server %s]" % s["name"], "address = 127.0.0.1",
                       "api_port = %d" % s["api"], "sip_port = %d" % s["sip"]]
+            if s.get("desk_port"):
+                s["desk"] = free_port()
+                lines.append("desk_port = %d" % s["desk"])
             if s.get("spare"):
                 lines += ["spare = yes", "max_media_ports = %d" % s.get("max", 8)]
             else:

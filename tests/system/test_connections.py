@@ -45,7 +45,7 @@ def test_connection_limit_is_shown_reached_and_left(tmp_path, etcd1):
         for _ in range(limit):
             s = socket.create_connection(("127.0.0.1", c.spec["PA1"]["api"]), timeout=5)
             held.append(s)
-        assert wait_for(lambda: "connections, the most this server holds" in srv.logtext(),
+        assert wait_for(lambda: "connections, the most this listener holds" in srv.logtext(),
                         10), srv.logtext()[-2000:]
         # one more request waits in the kernel's queue: no answer yet...
         got = []

@@ -199,12 +199,12 @@ def test_console_events_stream(cluster):
     seen = [first[0]]
     assert wait_for(lambda: seen.extend(read_events(resp, 1, 1)) or any(
         next(p for p in e[2]["posts"] if p["name"] == "PA1")["state"] == "COVERED"
-        for e in seen if e[1] == "status"), 5)
+        for e in seen if e[1] == "status"), 15)
     # the history's new event, pushed as the cover writes it
     assert wait_for(lambda: seen.extend(read_events(resp, 1, 1)) or any(
         e[1] == "timeline" and e[2]["kind"] == "failover" and e[2]["post"] == "PA1"
         and e[2]["to"] == "PA2" and e[2]["summary"].startswith("failover ")
-        for e in seen), 5)
+        for e in seen), 15)
     ids = [e[0] for e in seen]
     assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
     conn.close()

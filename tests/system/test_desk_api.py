@@ -4,13 +4,14 @@ the server's database, idle expiry, and licenses counted across the
 cluster in both policies."""
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import time
 
 import pytest
 
-from conftest import PASSWORDS, Cluster, b64, hashed, http, wait_for
+from conftest import AUTH, PASSWORDS, Cluster, b64, hashed, http, wait_for
 
 
 
@@ -226,6 +227,58 @@ def burst(port, requests):
 def desk_metric(c, name):
     text = http("GET", c.url("PA1") + "/metrics")[1]
     return [float(l.split()[1]) for l in text.splitlines() if l.startswith(name + " ")][0]
+
+
+def test_desks_on_a_desk_port_of_their_own(tmp_path, etcd1):
+    """With desk_port, desks are served on a listener of their own (8 KiB
+    a connection: they hold theirs for the long poll), which serves the
+    desk API and /health and refuses the rest, naming the API's port;
+    the API's port keeps serving desks too, and a browser's request with
+    a few KB of cookies, which is too much for a desk connection's
+    memory."""
+    import http.client as http_client
+    c = Cluster(tmp_path, etcd1, [{"name": "PA1", "ports": 1, "max": 2, "desk_port": True}],
+                sections=sections())
+    c.start()
+    try:
+        spec = c.spec["PA1"]
+        desk = "http://127.0.0.1:%d" % spec["desk"]
+        st, body = http("POST", desk + "/v1/desk/login",
+                        json.dumps({"user": "alice", "password": PASSWORDS["alice"],
+                                    "desk": "d1", "version": "0.1.0"}).encode(), timeout=10)
+        assert st == 200, body
+        tok = {"Authorization": "Bearer " + body["token"]}
+        st, body = http("GET", desk + "/v1/desk/events?after=0", headers=tok)
+        assert st == 200 and "events" in body and "last" in body, body
+        st, body = http("POST", desk + "/v1/desk/resume", b"", headers=tok)
+        assert st == 200, body
+        assert http("GET", desk + "/health")[0] == 200
+        st, body = http("GET", desk + "/v1/status", headers=AUTH)
+        assert st == 404 and body["error"] == "ENOTFOUND", body
+        assert ("port %d serves desks only" % spec["desk"]) in body["message"], body
+        assert ("API's port %d" % spec["api"]) in body["message"], body
+        # the API's port still serves desks
+        st, body = login(c, "PA1", "bob", desk="d2")
+        assert st == 200, body
+        # a desk connection's memory is small; the API's is not
+        cookies = {"Cookie": "; ".join("site%d=%s" % (i, "x" * 90) for i in range(60))}
+        try:
+            st = http("GET", desk + "/health", headers=cookies)[0]
+        except (OSError, http_client.HTTPException):
+            st = "closed"
+        assert st in (431, "closed"), st
+        assert http("GET", c.url("PA1") + "/v1/status", headers=dict(AUTH, **cookies))[0] == 200
+        assert http("GET", desk + "/health")[0] == 200
+        # both listeners said what they hold, and /metrics shows them
+        log = c.srv["PA1"].logtext()
+        assert "http: port %d, up to 2000 connections (its cap)" % spec["api"] in log, log
+        assert "http (desks): up to " in log, log
+        text = http("GET", c.url("PA1") + "/metrics", headers=AUTH)[1]
+        assert re.search(r"^understudy_http_connection_limit 2000$", text, re.M), text
+        assert re.search(r"^understudy_desk_http_connections \d+$", text, re.M), text
+        assert re.search(r"^understudy_desk_http_connection_limit \d+$", text, re.M), text
+    finally:
+        c.stop_all()
 
 
 def test_long_poll_ends_when_the_server_loses_its_lease(one, etcd1):
