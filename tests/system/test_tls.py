@@ -48,7 +48,7 @@ def env(tmp_path_factory):
     try:
         c = Cluster(tmp, etcd, [
             {"name": "PA1", "ports": 1, "max": 2, "failover": ["PA2"]},
-            {"name": "PA2", "ports": 1, "max": 2, "failover": ["PA1"]},
+            {"name": "PA2", "ports": 1, "max": 2, "failover": ["PA1"], "desk_port": True},
             {"name": "SP", "spare": True, "max": 2}],
             certs=certs, sections=sections(),
             extra=["etcd_ca = " + certs.ca, "etcd_cert = " + certs.client,
@@ -93,6 +93,28 @@ def test_api_answers_https_only_to_clients_that_trust_its_ca(env):
     # plain HTTP on the same port gets no HTTP answer at all
     with pytest.raises(OSError):
         http("GET", "http://127.0.0.1:%d/health" % c.spec["PA1"]["api"])
+
+
+def test_desk_port_serves_desks_over_https(env):
+    """A desk_port (8 KiB a connection) serves HTTPS like the API: a desk
+    with the CA logs in, polls and resumes there; plain HTTP gets no
+    answer."""
+    certs, _, _, c = env
+    url = "https://127.0.0.1:%d" % c.spec["PA2"]["desk"]
+    ctx = certs.context()
+    st, body = http("POST", url + "/v1/desk/login",
+                    json.dumps({"user": "bob", "password": PASSWORDS["bob"],
+                                "desk": "tls-d1", "version": "0.1.0"}).encode(),
+                    timeout=10, context=ctx)
+    assert st == 200, body
+    tok = {"Authorization": "Bearer " + body["token"]}
+    st, body = http("GET", url + "/v1/desk/events?after=0&wait=1", headers=tok, context=ctx)
+    assert st == 200 and "last" in body, body
+    st, body = http("POST", url + "/v1/desk/resume", b"", headers=tok, context=ctx)
+    assert st == 200, body
+    refused_by_tls(url + "/health")
+    with pytest.raises((OSError, urllib.error.URLError)):
+        http("GET", url.replace("https", "http") + "/health", timeout=3)
 
 
 def test_understudyd_refuses_to_start_on_a_bad_certificate(env, tmp_path):
