@@ -284,8 +284,9 @@ get_metrics(struct http_req *req, struct api_ctx *ctx, const struct params *pa)
 		metric_head(&b, "understudy_etcd_connections_opened_total",
 		    "counter",
 		    "Connections to etcd opened for them: kept connections "
-		    "serve request after request, so this grows only when "
-		    "etcd or the network closes them");
+		    "serve request after request, so this grows when etcd "
+		    "or the network closes one, when one idled for minutes, "
+		    "or when more than 32 are busy at once");
 		buf_printf(&b,
 		    "understudy_etcd_connections_opened_total %" PRIu64 "\n",
 		    conns);

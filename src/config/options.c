@@ -178,7 +178,8 @@ const struct config_option config_options[] = {
 	"characters, no spaces, and not the admin_token."},
     {CONFIG_SEC_CLUSTER, "tls_cert", CONFIG_TYPE_STRING, 0, 0, NULL, NULL,
 	CL(tls_cert), check_file, false,
-	"PEM certificate (chain) the API serves HTTPS with on every api_port, "
+	"PEM certificate (chain) the API serves HTTPS with on every api_port "
+	"(and desk_port), "
 	"with tls_key; it must name each server's address "
 	"(subjectAltName IP:...). Every file option is relative to the config "
 	"file, and understudyd refuses to start when it cannot read or parse "
@@ -260,8 +261,12 @@ const struct config_option config_options[] = {
 	"(a desk holds its connection open for its long poll; a browser's "
 	"request with many cookies needs more, so the console and the rest "
 	"of the API stay on api_port). Point desks at it (understudy-desk "
-	"--server http://ADDRESS:DESK_PORT). 0: no such listener; desks "
-	"use api_port."},
+	"--server http://ADDRESS:DESK_PORT, https:// with tls_cert); the "
+	"servers a desk session lists for failover name it too. The API's "
+	"port then holds at most 2,000 connections: move the desks over "
+	"before setting it on a server with more. A desk_port that cannot "
+	"be bound stops the server, as api_port does. 0: no such listener; "
+	"desks use api_port."},
     {CONFIG_SEC_SERVER, "sip_port", CONFIG_TYPE_INT, 1, 65535, "5070", NULL,
 	SV(sip_port), NULL, false, "UDP port for SIP."},
     {CONFIG_SEC_SERVER, "max_media_ports", CONFIG_TYPE_INT, 0, 10000, NULL,

@@ -324,12 +324,17 @@ desks_session_json(struct desks *d, const char *token,
 	for (size_t i = 0; i < d->cfg->cluster.messaging.n; i++)
 		json_array_append_new(
 		    msg, json_string(d->cfg->cluster.messaging.v[i]));
-	/* every server of the cluster: a desk tries them after its own list */
+	/*
+	 * every server of the cluster: a desk tries them after its own list,
+	 * on the port for desks where a server has one
+	 */
 	for (size_t i = 0; i < d->cfg->n_servers; i++) {
+		const struct config_server *sv = &d->cfg->servers[i];
 		char url[300];
 
-		config_api_url(d->cfg, d->cfg->servers[i].address,
-		    d->cfg->servers[i].api_port, url, sizeof(url));
+		config_api_url(d->cfg, sv->address,
+		    sv->desk_port ? sv->desk_port : sv->api_port, url,
+		    sizeof(url));
 		json_array_append_new(servers, json_string(url));
 	}
 	time_iso8601(s->created, created, sizeof(created));

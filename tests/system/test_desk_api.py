@@ -5,6 +5,7 @@ cluster in both policies."""
 import json
 import os
 import re
+import resource
 import sqlite3
 import subprocess
 import time
@@ -247,13 +248,15 @@ def test_desks_on_a_desk_port_of_their_own(tmp_path, etcd1):
                         json.dumps({"user": "alice", "password": PASSWORDS["alice"],
                                     "desk": "d1", "version": "0.1.0"}).encode(), timeout=10)
         assert st == 200, body
+        # the servers a desk fails over to name the port for desks
+        assert body["servers"] == [desk], body["servers"]
         tok = {"Authorization": "Bearer " + body["token"]}
-        st, body = http("GET", desk + "/v1/desk/events?after=0", headers=tok)
+        st, body = http("GET", desk + "/v1/desk/events?after=0", headers=tok, timeout=10)
         assert st == 200 and "events" in body and "last" in body, body
-        st, body = http("POST", desk + "/v1/desk/resume", b"", headers=tok)
+        st, body = http("POST", desk + "/v1/desk/resume", b"", headers=tok, timeout=10)
         assert st == 200, body
-        assert http("GET", desk + "/health")[0] == 200
-        st, body = http("GET", desk + "/v1/status", headers=AUTH)
+        assert http("GET", desk + "/health", timeout=10)[0] == 200
+        st, body = http("GET", desk + "/v1/status", headers=AUTH, timeout=10)
         assert st == 404 and body["error"] == "ENOTFOUND", body
         assert ("port %d serves desks only" % spec["desk"]) in body["message"], body
         assert ("API's port %d" % spec["api"]) in body["message"], body
@@ -263,18 +266,20 @@ def test_desks_on_a_desk_port_of_their_own(tmp_path, etcd1):
         # a desk connection's memory is small; the API's is not
         cookies = {"Cookie": "; ".join("site%d=%s" % (i, "x" * 90) for i in range(60))}
         try:
-            st = http("GET", desk + "/health", headers=cookies)[0]
+            st = http("GET", desk + "/health", headers=cookies, timeout=10)[0]
         except (OSError, http_client.HTTPException):
             st = "closed"
         assert st in (431, "closed"), st
-        assert http("GET", c.url("PA1") + "/v1/status", headers=dict(AUTH, **cookies))[0] == 200
-        assert http("GET", desk + "/health")[0] == 200
+        assert http("GET", c.url("PA1") + "/v1/status", headers=dict(AUTH, **cookies),
+                    timeout=10)[0] == 200
+        assert http("GET", desk + "/health", timeout=10)[0] == 200
         # both listeners said what they hold, and /metrics shows them
         log = c.srv["PA1"].logtext()
-        assert "http: port %d, up to 2000 connections (its cap)" % spec["api"] in log, log
         assert "http (desks): up to " in log, log
-        text = http("GET", c.url("PA1") + "/metrics", headers=AUTH)[1]
-        assert re.search(r"^understudy_http_connection_limit 2000$", text, re.M), text
+        text = http("GET", c.url("PA1") + "/metrics", headers=AUTH, timeout=10)[1]
+        if resource.getrlimit(resource.RLIMIT_NOFILE)[1] > 4100:  # room for the cap
+            assert "http: port %d, up to 2000 connections (its cap)" % spec["api"] in log, log
+            assert re.search(r"^understudy_http_connection_limit 2000$", text, re.M), text
         assert re.search(r"^understudy_desk_http_connections \d+$", text, re.M), text
         assert re.search(r"^understudy_desk_http_connection_limit \d+$", text, re.M), text
     finally:

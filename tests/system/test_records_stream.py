@@ -77,7 +77,7 @@ def test_records_go_through_the_stream(tmp_path, etcd1):
 
 
 def test_connections_to_etcd_are_kept(tmp_path, etcd1):
-    """Calls taken, ended and their records streamed reuse the server's
+    """Calls taken, ended and their records streamed (60) reuse the server's
     connections to etcd: an outbox entry's delete, whose answer comes
     after the watch has shown the key gone, used to be cut off and its
     connection closed, one new connection to etcd per call."""
@@ -87,13 +87,14 @@ def test_connections_to_etcd_are_kept(tmp_path, etcd1):
         assert wait_for(lambda: metric(c, "PA1", "understudy_etcd_requests_total"), 10)
         reqs0 = metric(c, "PA1", "understudy_etcd_requests_total")
         conns0 = metric(c, "PA1", "understudy_etcd_connections_opened_total")
-        ids = place_and_end(c, 30)
+        ids = place_and_end(c, 60)
         assert wait_for(lambda: calls_of(c, "PA1") >= set(ids), 15)
         assert wait_for(lambda: outbox(c) == [], 10), outbox(c)
         reqs = metric(c, "PA1", "understudy_etcd_requests_total") - reqs0
         conns = metric(c, "PA1", "understudy_etcd_connections_opened_total") - conns0
-        assert reqs >= 60, reqs                 # a claim, an end, a delete each
-        assert conns <= 5, (conns, reqs)
+        assert reqs >= 120, reqs                # a claim, an end, a delete each
+        # (a request timed out closes its connection: some slack for load)
+        assert conns <= 15, (conns, reqs)
     finally:
         c.stop_all()
 

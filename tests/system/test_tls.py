@@ -108,9 +108,11 @@ def test_desk_port_serves_desks_over_https(env):
                     timeout=10, context=ctx)
     assert st == 200, body
     tok = {"Authorization": "Bearer " + body["token"]}
-    st, body = http("GET", url + "/v1/desk/events?after=0&wait=1", headers=tok, context=ctx)
+    st, body = http("GET", url + "/v1/desk/events?after=0", headers=tok, context=ctx,
+                    timeout=10)
     assert st == 200 and "last" in body, body
-    st, body = http("POST", url + "/v1/desk/resume", b"", headers=tok, context=ctx)
+    st, body = http("POST", url + "/v1/desk/resume", b"", headers=tok, context=ctx,
+                    timeout=10)
     assert st == 200, body
     refused_by_tls(url + "/health")
     with pytest.raises((OSError, urllib.error.URLError)):
@@ -188,7 +190,9 @@ def test_urls_handed_out_are_https(env):
                     {"user": "alice", "password": PASSWORDS["alice"], "desk": "probe",
                      "version": "0.1.0"}, timeout=10, context=certs.context())
     assert st == 200, body
-    assert body["servers"] == [c.url(n) for n in ("PA1", "PA2", "SP")]
+    # PA2's desks' port where it has one (https:// too)
+    assert body["servers"] == [c.url("PA1"), "https://127.0.0.1:%d" % c.spec["PA2"]["desk"],
+                               c.url("SP")], body["servers"]
     auth = body["messaging_auth"]
     assert auth["token"] == NATS_TOKEN
     with open(certs.ca) as f:
